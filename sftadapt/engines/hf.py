@@ -1,0 +1,216 @@
+"""The `hf` backend: batched sampling and teacher-forced scoring on plain transformers (CPU or CUDA).
+
+Sampling: requests (prompt x n) are sorted by prompt length, left-padded and run through `model.generate`
+in batches. Each sequence gets its own `torch.Generator` seeded from (base seed, request), and the sampling
+itself happens in our logits processor (`_SeededSampler`), so a sample depends on its seed, not on which
+batch it landed in. The processor also records the log-prob of every sampled token under the untempered
+model, which is what `Completion.logprobs` holds (no full-vocabulary logits are kept: at batch 64 x 256
+steps they would take gigabytes).
+
+Scoring: prompt + response token ids (tokenised by prompts.py exactly as training does), left-padded with
+explicit position ids, one forward pass per batch; only the response positions' logits are computed
+(`logits_to_keep`), in chunks bounded by `max_score_tokens` so the vocabulary-sized logits fit in memory.
+
+    from sftadapt.engines import make_engine, Sampling
+    engine = make_engine("smollm2-135m", dtype="bfloat16")
+    outs = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_new_tokens=256))
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Sequence
+
+import torch
+
+from sftadapt import prompts as P
+from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
+
+
+class _SeededSampler:
+    """Logits processor that samples each row with its own generator and records the chosen token's log-prob.
+
+    It returns scores that are -inf everywhere but the chosen token, so `generate` in greedy mode just
+    takes our choice (and handles caching, EOS and padding of finished rows)."""
+
+    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float):
+        self.generators, self.temperature, self.top_p = generators, temperature, top_p
+        self.tokens: list[torch.Tensor] = []
+        self.logprobs: list[torch.Tensor] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        logits = scores.float()
+        logprobs = torch.log_softmax(logits, dim=-1)
+        if self.temperature <= 0:
+            chosen = logits.argmax(dim=-1)
+        else:
+            probs = torch.softmax(logits / self.temperature, dim=-1)
+            if self.top_p < 1.0:
+                probs = _top_p_filter(probs, self.top_p)
+            cpu_probs = probs.cpu()
+            chosen = torch.stack(
+                [torch.multinomial(cpu_probs[r], 1, generator=g)[0] for r, g in enumerate(self.generators)]
+            ).to(logits.device)
+        self.tokens.append(chosen)
+        self.logprobs.append(logprobs.gather(1, chosen[:, None])[:, 0])
+        out = torch.full_like(scores, float("-inf"))
+        out.scatter_(1, chosen[:, None], 0.0)
+        return out
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    sorted_probs, order = probs.sort(dim=-1, descending=True)
+    # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
+    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
+    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
+    filtered = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
+    return filtered / filtered.sum(-1, keepdim=True)
+
+
+class _StopOnStrings:
+    """Per-row stopping on user stop strings (EOS is handled by generate itself)."""
+
+    def __init__(self, tokenizer, stops: list[str], prompt_len: int):
+        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
+        self.tail = max(len(s) for s in stops) + 8
+
+    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
+        done = []
+        for row in input_ids[:, self.prompt_len:]:
+            text = self.tokenizer.decode(row[-self.tail:], skip_special_tokens=True)
+            done.append(any(s in text for s in self.stops))
+        return torch.tensor(done, device=input_ids.device)
+
+
+class HFEngine:
+    def __init__(self, model, tokenizer, name: str, batch_size: int = 32, max_score_tokens: int = 4096):
+        self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.batch_size, self.max_score_tokens = batch_size, max_score_tokens
+        self.device = next(model.parameters()).device
+        # counters for compute accounting and the engine-overhead benchmark
+        self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0}
+
+    @classmethod
+    def from_model(cls, spec: str, dtype: str = "float32", device: str | None = None, batch_size: int = 32,
+                   max_score_tokens: int = 4096, trust_remote_code: bool = False) -> "HFEngine":
+        from sftadapt.models import load_model, load_tokenizer
+
+        tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
+        model = load_model(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
+        return cls(model, tok, spec, batch_size=batch_size, max_score_tokens=max_score_tokens)
+
+    # ------------------------------------------------------------ generate
+    @torch.no_grad()
+    def generate(self, prompts: Sequence[str], params: Sampling,
+                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
+
+        start = time.perf_counter()
+        prompt_ids = [P.prompt_token_ids(self.tokenizer, p) for p in prompts]
+        requests = [
+            (i, j, seeds[i][j] if seeds is not None else derive_seed(params.seed, p, j))
+            for i, p in enumerate(prompts) for j in range(params.n)
+        ]
+        requests.sort(key=lambda r: -len(prompt_ids[r[0]]))  # similar lengths share a batch: less padding
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        eos = P.end_token_id(self.tokenizer)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
+        for b in range(0, len(requests), self.batch_size):
+            batch = requests[b:b + self.batch_size]
+            input_ids, attention = _left_pad([prompt_ids[i] for i, _, _ in batch], pad, self.device)
+            sampler = _SeededSampler([torch.Generator().manual_seed(s) for _, _, s in batch],
+                                     params.temperature, params.top_p)
+            stopping = StoppingCriteriaList(
+                [_StopOnStrings(self.tokenizer, params.stop, input_ids.shape[1])] if params.stop else [])
+            config = GenerationConfig(do_sample=False, max_new_tokens=params.max_new_tokens,
+                                      eos_token_id=eos, pad_token_id=pad)
+            self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
+                                logits_processor=LogitsProcessorList([sampler]), stopping_criteria=stopping)
+            tokens = torch.stack(sampler.tokens, 1).tolist() if sampler.tokens else [[] for _ in batch]
+            logprobs = torch.stack(sampler.logprobs, 1).tolist() if sampler.logprobs else [[] for _ in batch]
+            for row, (i, j, seed) in enumerate(batch):
+                results[i][j] = self._finish(tokens[row], logprobs[row], eos, params, seed)
+        self.stats["generate_seconds"] += time.perf_counter() - start
+        return results  # type: ignore[return-value]
+
+    def _finish(self, ids: list[int], logprobs: list[float], eos: int, params: Sampling, seed: int) -> Completion:
+        reason = "length"
+        if eos in ids:
+            cut = ids.index(eos)
+            ids, logprobs, reason = ids[:cut], logprobs[:cut], "stop"
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        for stop in params.stop:
+            if stop in text:
+                text, reason = text[:text.index(stop)], "stop"
+        self.stats["generated_tokens"] += len(ids) + (reason == "stop")
+        return Completion(text=text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
+
+    # ------------------------------------------------------------ score
+    @torch.no_grad()
+    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        start = time.perf_counter()
+        cache: dict[str, list[int]] = {}
+        pairs = []
+        for p, r in zip(prompts, responses):
+            if p not in cache:
+                cache[p] = P.prompt_token_ids(self.tokenizer, p)
+            pairs.append((cache[p], P.response_token_ids(self.tokenizer, r)))
+        order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][0]) + len(pairs[k][1])))
+        results: list[TokenScores | None] = [None] * len(pairs)
+        pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        b = 0
+        while b < len(order):
+            # the batch grows while its response-position logits (rows x longest response) stay in budget
+            rows, longest = [], 0
+            while b < len(order):
+                k = order[b]
+                new_longest = max(longest, len(pairs[k][1]))
+                if rows and (len(rows) + 1) * new_longest > self.max_score_tokens:
+                    break
+                rows.append(k)
+                longest = new_longest
+                b += 1
+            for k, scores in zip(rows, self._score_batch([pairs[k] for k in rows], longest, pad, entropy)):
+                results[k] = scores
+        self.stats["score_seconds"] += time.perf_counter() - start
+        self.stats["scored_tokens"] += sum(len(r) for _, r in pairs)
+        return results  # type: ignore[return-value]
+
+    def _score_batch(self, pairs, longest: int, pad: int, entropy: bool) -> list[TokenScores]:
+        input_ids, attention = _left_pad([p + r for p, r in pairs], pad, self.device)
+        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+                         logits_to_keep=longest + 1, use_cache=False)
+        # logits at position t predict token t+1: drop the last position's, align with the last `longest` tokens
+        logits = out.logits[:, :-1].float()
+        logp_all = torch.log_softmax(logits, dim=-1)
+        targets = input_ids[:, -longest:]
+        token_logp = logp_all.gather(-1, targets[..., None])[..., 0]
+        ent = -(logp_all.exp() * logp_all).sum(-1) if entropy else None
+        scores = []
+        for row, (_, response_ids) in enumerate(pairs):
+            n = len(response_ids)
+            scores.append(TokenScores(
+                token_ids=list(response_ids),
+                logprobs=token_logp[row, longest - n:].tolist(),
+                entropies=ent[row, longest - n:].tolist() if ent is not None else None,
+            ))
+        return scores
+
+    def close(self) -> None:
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, width - len(seq):] = torch.tensor(seq)
+            mask[row, width - len(seq):] = 1
+    return ids.to(device), mask.to(device)

@@ -1,0 +1,321 @@
+"""Where problems come from: files with field mapping, the benchmark registry, the embedded generator, the hub.
+
+Formats (auto-detected from the first good row, or named with `fmt`):
+- `gsm8k`: `question`, `answer` = worked solution ending in `#### N` (the gold answer is N)
+- `math`: `problem`, `solution`, `answer` (MATH, MATH-500, MATH train, AIME 1983-2023)
+- `aime`: `problem`, `answer` (+ optional `solution`) (AIME24, AMC23)
+- `minerva`: `problem`, `solution`; the answer is the last `\\boxed{}` of the solution (Minerva, MATH full test)
+- `olympiadbench`: `question`, `final_answer` (list), `solution` (list)
+- `records`: our own `Problem` records; a user `FieldMap` (`--problem-field` etc.) for anything else.
+
+Bad rows (malformed JSON, non-UTF-8 bytes, missing or empty fields, duplicate ids, oversized rows) never stop
+the read and are never dropped silently: each becomes a reject naming file, line, field and reason, written to
+a rejects file beside the output; `strict=True` makes any reject an error.
+
+Benchmarks (`load_benchmark("math500")`) are files of the shared data folder: `--data-dir`, else
+`$SFTADAPT_DATA_DIR`, else a `shared/data` folder found beside or above the working directory or the package.
+
+    sftadapt data check ../shared/data/gsm8k/test.jsonl
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sftadapt.records import Problem, RecordError, iter_json_lines, stable_id
+
+MAX_ROW_BYTES = 1 << 20  # 1 MiB: a math problem row is a few KiB; anything bigger is almost surely broken
+
+
+@dataclass
+class FieldMap:
+    problem: str
+    answer: str | None = None  # None: derive the answer from the solution (see `answer_rule`)
+    solution: str | None = None
+    id: str | None = None
+    answer_rule: str = "field"  # field | gsm8k (text after ####) | boxed (last \boxed{} of solution) | list
+
+
+PRESETS: dict[str, FieldMap] = {
+    "gsm8k": FieldMap(problem="question", answer="answer", solution="answer", answer_rule="gsm8k"),
+    "math": FieldMap(problem="problem", answer="answer", solution="solution", id="unique_id"),
+    "aime": FieldMap(problem="problem", answer="answer", solution="solution", id="id"),
+    "minerva": FieldMap(problem="problem", answer=None, solution="solution", id="idx", answer_rule="boxed"),
+    "olympiadbench": FieldMap(problem="question", answer="final_answer", solution="solution", id="id",
+                              answer_rule="list"),
+    "records": FieldMap(problem="problem", answer="answer", solution="solution", id="id"),
+}
+
+# name -> (file under the data dir, format)
+BENCHMARKS: dict[str, tuple[str, str]] = {
+    "gsm8k": ("gsm8k/test.jsonl", "gsm8k"),
+    "math500": ("math500/test.jsonl", "math"),
+    "aime24": ("aime24/test.jsonl", "aime"),
+    "amc23": ("amc23/test.jsonl", "aime"),
+    "minerva_math": ("minerva_math/test.jsonl", "minerva"),
+    "olympiadbench": ("olympiadbench/test.jsonl", "olympiadbench"),
+    "math_test": ("math_full_test/test.jsonl", "minerva"),
+    # training sets
+    "gsm8k_train": ("gsm8k_train/train.jsonl", "gsm8k"),
+    "math_train": ("math_train/train.jsonl", "math"),
+    "aime_train": ("aime_1983_2023_train/train.jsonl", "math"),
+}
+SYNTHETIC = ("synthetic_id", "synthetic_ood")
+
+
+class SourceError(ValueError):
+    pass
+
+
+@dataclass
+class LoadResult:
+    problems: list[Problem]
+    rejects: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    total_rows: int = 0
+    fmt: str = ""
+
+    def summary(self) -> dict[str, Any]:
+        return {"rows": self.total_rows, "ok": len(self.problems), "rejected": len(self.rejects),
+                "warnings": len(self.warnings), "format": self.fmt}
+
+
+# ---------------------------------------------------------------- answers
+def last_boxed(text: str) -> str | None:
+    """Content of the last `\\boxed{...}` (or `\\fbox{...}`), nested braces included."""
+    start = max(text.rfind("\\boxed"), text.rfind("\\fbox"))
+    if start < 0:
+        return None
+    brace = text.find("{", start)
+    if brace < 0:
+        return None
+    depth = 0
+    for k in range(brace, len(text)):
+        depth += (text[k] == "{") - (text[k] == "}")
+        if depth == 0:
+            return text[brace + 1:k]
+    return None
+
+
+def _answer(row: dict[str, Any], fmap: FieldMap) -> tuple[str | None, str]:
+    """(answer, field it came from); None when the row has none."""
+    if fmap.answer_rule == "gsm8k":
+        text = row.get(fmap.answer)
+        if not isinstance(text, str) or "####" not in text:
+            return None, fmap.answer or "answer"
+        return text.split("####")[-1].strip().replace(",", ""), fmap.answer or "answer"
+    if fmap.answer_rule == "boxed" or fmap.answer is None:
+        text = row.get(fmap.solution or "solution")
+        return (last_boxed(text) if isinstance(text, str) else None), fmap.solution or "solution"
+    value = row.get(fmap.answer)
+    if fmap.answer_rule == "list" or isinstance(value, list):
+        value = ", ".join(str(v) for v in value) if isinstance(value, list) and value else None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)  # AMC stores 27.0
+    return (None if value is None else str(value).strip()), fmap.answer
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    keys = set(row)
+    if {"question", "final_answer"} <= keys:
+        return "olympiadbench"
+    if {"question", "answer"} <= keys and isinstance(row.get("answer"), str) and "####" in row["answer"]:
+        return "gsm8k"
+    if "problem" in keys and "answer" in keys:
+        return "math" if "solution" in keys else "aime"
+    if {"problem", "solution"} <= keys:
+        return "minerva"
+    raise SourceError(f"cannot tell the format from the fields {sorted(keys)}: name one with --format "
+                      f"({', '.join(PRESETS)}) or map fields with --problem-field/--answer-field/--solution-field")
+
+
+def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, line: int,
+                   require_solution: bool = False) -> Problem:
+    problem = row.get(fmap.problem)
+    if problem is None:
+        raise RecordError(path, line, fmap.problem, "missing required field")
+    if not isinstance(problem, str) or not problem.strip():
+        raise RecordError(path, line, fmap.problem, "empty or not a string")
+    answer, answer_field = _answer(row, fmap)
+    if answer is None or not answer.strip():
+        raise RecordError(path, line, answer_field, "no gold answer (missing or empty)")
+    solution = row.get(fmap.solution) if fmap.solution else None
+    if isinstance(solution, list):
+        solution = "\n\n".join(map(str, solution)) if solution else None
+    if solution is not None and not isinstance(solution, str):
+        raise RecordError(path, line, fmap.solution, f"expected a string, got {type(solution).__name__}")
+    if require_solution and not (solution or "").strip():
+        raise RecordError(path, line, fmap.solution or "solution", "training rows need an expert solution")
+    raw_id = row.get(fmap.id) if fmap.id else None
+    pid = str(raw_id) if raw_id not in (None, "") else stable_id(problem)
+    used = {fmap.problem, fmap.solution, fmap.id, fmap.answer} - {None}
+    meta = {k: v for k, v in row.items() if k not in used and k != "meta"}
+    if isinstance(row.get("meta"), dict):
+        meta.update(row["meta"])
+    return Problem(id=pid, problem=problem, answer=answer, solution=solution, source=source, meta=meta)
+
+
+# ---------------------------------------------------------------- files
+def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | None = None,
+                  limit: int | None = None, require_solution: bool = False, strict: bool = False,
+                  max_row_bytes: int = MAX_ROW_BYTES, source: str | None = None) -> LoadResult:
+    """Read a JSONL/Parquet file of problems; bad rows become rejects (see the module docstring)."""
+    path = Path(path)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file")
+    result = LoadResult(problems=[], fmt=fmt)
+    seen: dict[str, int] = {}
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else iter_json_lines(path, max_row_bytes)
+    for line, row in rows:
+        result.total_rows += 1
+        try:
+            if isinstance(row, RecordError):
+                raise row
+            if not isinstance(row, dict):
+                raise RecordError(path, line, None, f"expected a JSON object, got {type(row).__name__}")
+            if fmap is None:
+                result.fmt = detect_format(row) if fmt == "auto" else fmt
+                if result.fmt not in PRESETS:
+                    raise SourceError(f"unknown format '{result.fmt}': choose one of {', '.join(PRESETS)}")
+                fmap = PRESETS[result.fmt]
+            problem = row_to_problem(row, fmap, source or path.stem, str(path), line, require_solution)
+            if problem.id in seen:
+                raise RecordError(path, line, fmap.id or "id",
+                                  f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
+            seen[problem.id] = line
+        except RecordError as err:
+            result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
+                                   "raw": _raw(row)})
+            continue
+        result.problems.append(problem)
+        if limit is not None and len(result.problems) >= limit:
+            break
+    if fmap is not None and not result.fmt:
+        result.fmt = "custom"
+    if strict and result.rejects:
+        first = result.rejects[0]
+        raise SourceError(f"{len(result.rejects)} rejected row(s) in {path} (--strict); first: "
+                          f"{first['file']}:{first['line']} field '{first['field']}': {first['reason']}")
+    return result
+
+
+def _raw(row: Any) -> Any:
+    if isinstance(row, RecordError):
+        return getattr(row, "raw", None)
+    return row
+
+
+def _parquet_rows(path: Path):
+    import pyarrow.parquet as pq
+
+    for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+        yield i, row
+
+
+def write_rejects(rejects: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
+    """Write rejected rows (with their raw text) beside the output; nothing when there are none."""
+    if not rejects:
+        return None
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", encoding="utf-8") as fh:
+        for rej in rejects:
+            fh.write(json.dumps(rej, ensure_ascii=False) + "\n")
+    return path
+
+
+# ---------------------------------------------------------------- registry
+def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
+    if explicit:
+        path = Path(explicit)
+        if not path.is_dir():
+            raise SourceError(f"{path}: data folder does not exist")
+        return path
+    if os.environ.get("SFTADAPT_DATA_DIR"):
+        return find_data_dir(os.environ["SFTADAPT_DATA_DIR"])
+    for start in (Path.cwd(), Path(__file__).resolve().parent):
+        for folder in [start, *start.parents]:
+            for candidate in (folder / "shared" / "data", folder.parent / "shared" / "data"):
+                if (candidate / "gsm8k").is_dir():
+                    return candidate
+    raise SourceError("no benchmark data folder found: pass --data-dir, or set SFTADAPT_DATA_DIR, to a folder "
+                      "laid out like shared/data (gsm8k/test.jsonl, math500/test.jsonl, ...)")
+
+
+def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathLike | None = None,
+                   seed: int = 1234) -> list[Problem]:
+    """Problems of a registered benchmark (or of the embedded synthetic task), first `limit` of them."""
+    if name in SYNTHETIC:
+        from sftadapt import synthetic
+
+        return synthetic.benchmark(name, n=limit or 200, seed=seed)
+    if name not in BENCHMARKS:
+        raise SourceError(f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}")
+    rel, fmt = BENCHMARKS[name]
+    path = find_data_dir(data_dir) / rel
+    result = load_problems(path, fmt=fmt, limit=limit, source=name)
+    if result.rejects:  # e.g. math_train's two rows with an empty \boxed{}: said out loud, never silent
+        import warnings
+
+        lines = ", ".join(f"line {r['line']} ({r['field']}: {r['reason']})" for r in result.rejects[:5])
+        warnings.warn(f"{path}: skipped {len(result.rejects)} unusable row(s): {lines}", stacklevel=2)
+    return result.problems
+
+
+def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fmap: FieldMap | None = None,
+                      require_solution: bool = False, strict: bool = False,
+                      data_dir: str | os.PathLike | None = None) -> LoadResult:
+    """A file path, a registered benchmark/training-set name, or `hf:owner/name[:config][@split]`."""
+    if spec.startswith("hf:"):
+        return _load_hf(spec[3:], limit, fmt, fmap, require_solution, strict)
+    if Path(spec).exists():
+        return load_problems(spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution,
+                             strict=strict)
+    if spec in BENCHMARKS or spec in SYNTHETIC:
+        problems = load_benchmark(spec, limit=limit, data_dir=data_dir)
+        if require_solution:
+            missing = [p.id for p in problems if not p.solution]
+            if missing:
+                raise SourceError(f"{spec}: {len(missing)} problems have no expert solution (e.g. {missing[0]})")
+        return LoadResult(problems=problems, total_rows=len(problems), fmt=spec)
+    raise SourceError(f"{spec}: no such file, and not a known dataset ({', '.join([*BENCHMARKS, *SYNTHETIC])}) "
+                      "or hf:owner/name id")
+
+
+def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict) -> LoadResult:
+    name, _, split = spec.partition("@")
+    name, _, config = name.partition(":")
+    try:
+        import datasets
+
+        ds = datasets.load_dataset(name, config or None, split=split or "train")
+    except Exception as err:  # the hub raises many types; the user needs one message
+        raise SourceError(
+            f"could not load the Hugging Face dataset '{name}' ({type(err).__name__}: {str(err)[:200]}). "
+            "The hub is not reachable from this machine (or HF_DATASETS_OFFLINE=1): download the data "
+            "elsewhere and pass the JSONL/Parquet file instead") from None
+    result = LoadResult(problems=[], fmt=fmt)
+    seen: set[str] = set()
+    for i, row in enumerate(ds, start=1):
+        result.total_rows += 1
+        try:
+            if fmap is None:
+                result.fmt = detect_format(row) if fmt == "auto" else fmt
+                fmap = PRESETS[result.fmt]
+            problem = row_to_problem(row, fmap, name, f"hf:{spec}", i, require_solution)
+            if problem.id in seen:
+                raise RecordError(f"hf:{spec}", i, fmap.id or "id", f"duplicate id '{problem.id}'")
+            seen.add(problem.id)
+            result.problems.append(problem)
+        except RecordError as err:
+            result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
+                                   "raw": row})
+        if limit is not None and len(result.problems) >= limit:
+            break
+    if strict and result.rejects:
+        raise SourceError(f"{len(result.rejects)} rejected row(s) in hf:{spec} (--strict)")
+    return result

@@ -1,0 +1,93 @@
+"""The hf engine on the tiny random model: seeds, batching, log-probs and scores against a plain forward pass."""
+
+import pytest
+import torch
+
+from sftadapt import prompts as P
+from sftadapt.engines import Sampling
+from sftadapt.engines.hf import HFEngine, _top_p_filter
+
+PROBLEMS = ["What is 2+3?", "Tom has 3 apples and buys 4 more. How many apples does he have now?", "Compute 7*8."]
+
+
+def _manual_logprobs(engine, prompt: str, response_ids: list[int]) -> tuple[list[float], list[float]]:
+    """Log-probs and entropies of response_ids after prompt by one unpadded forward pass."""
+    ids = P.prompt_token_ids(engine.tokenizer, prompt) + response_ids
+    with torch.no_grad():
+        logits = engine.model(torch.tensor([ids])).logits[0].float()
+    logp = torch.log_softmax(logits[:-1], -1)
+    start = len(ids) - len(response_ids) - 1
+    lp = [logp[start + t, tok].item() for t, tok in enumerate(response_ids)]
+    ent = [-(logp[start + t].exp() * logp[start + t]).sum().item() for t in range(len(response_ids))]
+    return lp, ent
+
+
+def test_generate_shapes_and_seeded_determinism_across_batching(tiny_engine):
+    prompts = [P.solve_prompt(tiny_engine.tokenizer, q) for q in PROBLEMS]
+    params = Sampling(n=3, temperature=1.0, max_new_tokens=12)
+    seeds = [[100 * i + j for j in range(3)] for i in range(len(prompts))]
+    out = tiny_engine.generate(prompts, params, seeds=seeds)
+    assert [len(o) for o in out] == [3, 3, 3]
+    for outs in out:
+        for c in outs:
+            assert len(c.token_ids) == len(c.logprobs) <= 12
+            assert c.finish_reason in ("stop", "length")
+            assert all(lp <= 0 for lp in c.logprobs)
+    # the same seed gives the same sample whatever else shares its batch
+    small = HFEngine(tiny_engine.model, tiny_engine.tokenizer, "tiny", batch_size=2)
+    alone = small.generate(prompts[1:2], params, seeds=seeds[1:2])
+    assert [c.token_ids for c in alone[0]] == [c.token_ids for c in out[1]]
+    assert len({tuple(c.token_ids) for c in out[0]}) > 1  # different seeds, different samples
+
+
+def test_sampled_logprobs_match_a_plain_forward_pass(tiny_engine):
+    prompt = P.solve_prompt(tiny_engine.tokenizer, PROBLEMS[0])
+    (outs,) = tiny_engine.generate([prompt], Sampling(n=2, temperature=0.7, max_new_tokens=10), seeds=[[1, 2]])
+    for c in outs:
+        manual, _ = _manual_logprobs(tiny_engine, prompt, c.token_ids)
+        assert c.logprobs == pytest.approx(manual, abs=1e-4)  # untempered log-probs, as documented
+
+
+def test_greedy_is_argmax(tiny_engine):
+    prompt = P.solve_prompt(tiny_engine.tokenizer, PROBLEMS[2])
+    (outs,) = tiny_engine.generate([prompt], Sampling(n=2, temperature=0.0, max_new_tokens=8))
+    assert outs[0].token_ids == outs[1].token_ids
+    ids = P.prompt_token_ids(tiny_engine.tokenizer, prompt)
+    with torch.no_grad():
+        first = tiny_engine.model(torch.tensor([ids])).logits[0, -1].argmax().item()
+    assert outs[0].token_ids[0] == first
+
+
+def test_score_matches_unpadded_forward_for_mixed_lengths(tiny_engine):
+    tok = tiny_engine.tokenizer
+    prompts = [P.solve_prompt(tok, q) for q in PROBLEMS]
+    responses = ["5", "He has 3 + 4 = 7 apples. The answer is \\boxed{7}.", "56 \\boxed{56}"]
+    scores = tiny_engine.score(prompts, responses, entropy=True)
+    for prompt, response, s in zip(prompts, responses, scores):
+        ids = P.response_token_ids(tok, response)
+        assert s.token_ids == ids and ids[-1] == tok.eos_token_id
+        manual, ent = _manual_logprobs(tiny_engine, prompt, ids)
+        assert s.logprobs == pytest.approx(manual, abs=1e-4)
+        assert s.entropies == pytest.approx(ent, abs=1e-3)
+        assert s.mean_logprob == pytest.approx(sum(manual) / len(manual), abs=1e-4)
+    # a tiny logits budget forces one row per batch: same numbers
+    tight = HFEngine(tiny_engine.model, tok, "tiny", max_score_tokens=1)
+    for a, b in zip(tight.score(prompts, responses), scores):
+        assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+
+
+def test_stop_strings_cut_the_text(tiny_engine):
+    prompt = P.solve_prompt(tiny_engine.tokenizer, PROBLEMS[0])
+    free = tiny_engine.generate([prompt], Sampling(n=1, temperature=1.0, max_new_tokens=12), seeds=[[5]])[0][0]
+    assert len(free.text) > 3
+    stop = free.text[2:4]
+    cut = tiny_engine.generate([prompt], Sampling(n=1, temperature=1.0, max_new_tokens=12, stop=[stop]),
+                               seeds=[[5]])[0][0]
+    assert stop not in cut.text and free.text.startswith(cut.text) and cut.finish_reason == "stop"
+
+
+def test_top_p_keeps_smallest_prefix_reaching_mass():
+    probs = torch.tensor([[0.5, 0.3, 0.15, 0.05]])
+    assert _top_p_filter(probs, 0.7)[0].tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
+    assert _top_p_filter(probs, 0.1)[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
+    assert _top_p_filter(probs, 1.0 - 1e-9)[0].tolist() == pytest.approx(probs[0].tolist())
