@@ -171,15 +171,214 @@ def _guard(fn):
     from sftadapt.models import ModelError
     from sftadapt.records import RecordError
     from sftadapt.sources import SourceError
+    from sftadapt.report import ReportError
     from sftadapt.store import StoreError
+    from sftadapt.train_data import DataError
 
     try:
         return fn()
-    except (ConfigError, ModelError, RecordError, SourceError, StoreError, FileNotFoundError) as err:
+    except (ConfigError, ModelError, RecordError, SourceError, StoreError, DataError, ReportError,
+            FileNotFoundError) as err:
         fail(str(err))
 
 
 # ---------------------------------------------------------------- stages added below (one block each)
+
+
+# ---------------------------------------------------------------- rewrite
+@app.command()
+def rewrite(
+    model: Optional[str] = typer.Option(None, help="target model: HF id, local folder, smollm2-135m or tiny-random"),
+    data: Optional[str] = typer.Option(None, help="SFT set: file, dataset name (gsm8k_train, ...) or hf:id"),
+    out: Optional[Path] = typer.Option(None, help="output folder (resumable: re-run the same command after a kill)"),
+    method: Optional[str] = typer.Option(None, help="mind_the_gap | prompted_rewrite | select_most_likely"),
+    k: Optional[int] = typer.Option(None, help="stage 1 samples per problem (default 4)"),
+    guided_tries: Optional[int] = typer.Option(None, help="stage 2 tries per unsolved problem (default 4)"),
+    keep: Optional[str] = typer.Option(None, help="most_likely | first | all_distinct"),
+    limit: Optional[int] = typer.Option(None, help="first N problems"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="generation budget per sample (default 512)"),
+    seed: Optional[int] = typer.Option(None), dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of RewriteConfig options"),
+    set_: List[str] = typer.Option([], "--set", help=overrides_help()),
+    force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
+) -> None:
+    """Mind the Gap rewriting (self -> guided -> expert fallback) or a cheap baseline; writes OUT/train.jsonl."""
+    from sftadapt.rewrite import RewriteConfig, rewrite as run_rewrite
+
+    given = dict(model=model, data=data, out=str(out) if out else None, method=method, k=k,
+                 guided_tries=guided_tries, keep=keep, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
+                 dtype=dtype, force=force or None)
+    cfg = _build(RewriteConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
+    summary = _guard(lambda: run_rewrite(cfg, progress=progress_on()))
+    typer.echo(f"{summary['rows']} rows -> {Path(cfg.out) / 'train.jsonl'} (summary: {Path(cfg.out) / 'summary.json'})")
+# ---------------------------------------------------------------- train (train.py)
+@app.command("train")
+def train_cmd(
+    model: Optional[str] = typer.Option(None, help="base model: HF id, local folder, smollm2-135m or tiny-random"),
+    data: List[str] = typer.Option([], "--data", help="training file (repeatable): Example JSONL/Parquet from "
+                                   "rewrite/map, or a raw expert set (file, gsm8k_train, math_train, hf:id)"),
+    out: Optional[Path] = typer.Option(None, help="output folder: checkpoints, train_log.jsonl, final model"),
+    loss: Optional[str] = typer.Option(None, help="nll | dft | is"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig options"),
+    set_: List[str] = typer.Option([], "--set", help=overrides_help()),
+) -> None:
+    """Fine-tune a model on (adapted) examples with nll, dft or is; resumes from the last checkpoint in OUT."""
+    from sftadapt.train import TrainConfig, train
+    from sftadapt.train_data import DataError
+
+    given = dict(model=model, data=list(data) or None, out=str(out) if out else None, loss=loss)
+    cfg = _build(TrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
+    try:
+        summary = _guard(lambda: train(cfg))
+    except DataError as err:
+        fail(str(err))
+    typer.echo("\n".join(["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]))
+    typer.echo(f"model -> {cfg.out} (log: {summary['log']})")
+
+
+# ---------------------------------------------------------------- eval (evaluate.py)
+@app.command("eval")
+def eval_cmd(
+    model: str = typer.Option("smollm2-135m", help="HF id, local folder, smollm2-135m or tiny-random"),
+    benchmarks: str = typer.Option("gsm8k,math500", help="comma-separated: gsm8k, math500, aime24, amc23, "
+                                   "minerva_math, olympiadbench, math_test, synthetic_id, synthetic_ood"),
+    protocol: str = typer.Option("quick", help="paper | quick | a YAML file of protocol fields"),
+    set_: List[str] = typer.Option([], "--set", help="override a protocol field: --set n=4 (repeatable)"),
+    limit: Optional[int] = typer.Option(None, help="first N problems of each benchmark"),
+    out: Path = typer.Option(Path("runs/eval"), help="output folder (resumable; results.json at the end)"),
+    dtype: str = typer.Option("bfloat16", help="float32 | bfloat16"),
+    batch_size: int = typer.Option(32, help="sequences per generate call"),
+    verify_timeout: float = typer.Option(5.0, help="seconds per verified answer before a timeout verdict"),
+    data_dir: Optional[Path] = typer.Option(None, help="benchmark data folder (default: shared/data found nearby)"),
+    force: bool = typer.Option(False, help="set aside shards written with another model/protocol/problem list"),
+) -> None:
+    """Evaluate a model on benchmarks under a protocol: avg@n, pass@k, maj@n with 95% intervals."""
+    from sftadapt.evaluate import evaluate
+    from sftadapt.protocol import load_protocol
+
+    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    proto = _guard(lambda: load_protocol(protocol, set_))
+    _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
+                            verify_timeout=verify_timeout, force=force, progress=progress_on()))
+    typer.echo(f"results -> {out / 'results.json'}")
+
+
+# ---------------------------------------------------------------- report (report.py)
+@app.command("report")
+def report_cmd(
+    runs: List[Path] = typer.Argument(..., help="run folders written by `sftadapt eval`"),
+    baseline: Optional[str] = typer.Option(None, help="run (folder name) the deltas are measured against"),
+    out: Path = typer.Option(Path("runs/report"), help="folder for report.md, report.json and the PNG plots"),
+    metric: str = typer.Option("avg", help="avg (avg@n) | maj (maj@n) | pass@K"),
+    gap: List[str] = typer.Option([], help="NAME=TRAIN_FILE: write NAME's gap.json from its training set"),
+) -> None:
+    """Compare evaluated runs side by side (one protocol only), with deltas and plots."""
+    from sftadapt.report import ReportError, report
+
+    gaps = dict(item.split("=", 1) for item in gap if "=" in item)
+    if len(gaps) != len(gap):
+        fail("--gap takes NAME=TRAIN_FILE")
+    try:
+        rep = _guard(lambda: report(runs, out, baseline=baseline, metric=metric, gaps=gaps))
+    except ReportError as err:
+        fail(str(err))
+    typer.echo((out / "report.md").read_text())
+    typer.echo(f"report -> {', '.join(rep['files'].values())}")
+
+
+
+# ---------------------------------------------------------------- map (mapper.py: DART)
+map_app = typer.Typer(no_args_is_help=True, help="DART: train a mapper with RL, then synthesise adapted data with it.")
+app.add_typer(map_app, name="map")
+
+
+@map_app.command("train")
+def map_train(
+    target: Optional[str] = typer.Option(None, help="frozen target model whose likelihood is the reward"),
+    mapper: Optional[str] = typer.Option(None, help="policy to train (default: a copy of the target)"),
+    data: Optional[str] = typer.Option(None, help="SFT set with expert solutions: file, dataset name or hf:id"),
+    out: Optional[Path] = typer.Option(None, help="output folder: mapper model, rl_log.jsonl, compute.json"),
+    steps: Optional[int] = typer.Option(None, help="optimiser steps (default 100)"),
+    lora: Optional[bool] = typer.Option(None, "--lora/--full", help="LoRA adapter (merged at the end) or all weights"),
+    num_generations: Optional[int] = typer.Option(None, help="rollouts per prompt, the GRPO group (default 8)"),
+    max_completion_length: Optional[int] = typer.Option(None, help="tokens per rollout (default 256)"),
+    lr: Optional[float] = typer.Option(None, help="learning rate (default 1e-6 full, 1e-5 LoRA)"),
+    variant: Optional[str] = typer.Option(None, help="r_align: mean | centered"),
+    limit: Optional[int] = typer.Option(None, help="first N problems"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of MapperTrainConfig options"),
+    set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: grpo.beta=0.001, reward.r_min=-5)"),
+) -> None:
+    """Mapper RL: GRPO with the alignment reward behind the anti-cheating gate; saves the mapper in OUT."""
+    from sftadapt.mapper import MapperTrainConfig, train_mapper
+
+    grpo = {k: v for k, v in dict(max_steps=steps, lora=lora, num_generations=num_generations,
+                                  max_completion_length=max_completion_length, lr=lr).items() if v is not None}
+    given = dict(target=target, mapper=mapper, data=data, out=str(out) if out else None, limit=limit,
+                 grpo=grpo or None, reward={"variant": variant} if variant else None)
+    cfg = _build(MapperTrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
+    summary = _guard(lambda: train_mapper(cfg, progress=progress_on()))
+    last = summary.get("last_log") or {}
+    typer.echo(f"{summary['steps']} steps; last step: gate pass rate {last.get('gate_pass_rate')}, mean r_align of "
+               f"passing rollouts {last.get('r_align_pass_mean')}")
+    typer.echo(f"mapper -> {cfg.out} (log: {summary['log']}, compute: {Path(cfg.out) / 'compute.json'})")
+
+
+@map_app.command("synthesize")
+def map_synthesize(
+    mapper: Optional[str] = typer.Option(None, help="trained mapper folder, or 'untrained' (the target itself: the "
+                                         "prompted-rewrite baseline)"),
+    target: Optional[str] = typer.Option(None, help="target model: scores the rewrites"),
+    data: Optional[str] = typer.Option(None, help="SFT set with expert solutions: file, dataset name or hf:id"),
+    out: Optional[Path] = typer.Option(None, help="output folder (resumable: re-run the same command after a kill)"),
+    k: Optional[int] = typer.Option(None, help="rewrites per example (default 4)"),
+    temperature: Optional[float] = typer.Option(None, help="rewrite temperature (default 0.7)"),
+    limit: Optional[int] = typer.Option(None, help="first N problems"),
+    max_new_tokens: Optional[int] = typer.Option(None, help="generation budget per rewrite (default 512)"),
+    seed: Optional[int] = typer.Option(None), dtype: Optional[str] = typer.Option(None, help="float32 | bfloat16"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of SynthConfig options"),
+    set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: reward.max_length_ratio=3)"),
+    force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
+) -> None:
+    """K rewrites per example, keep the best gate-passing one by r_align, else the expert; writes OUT/train.jsonl."""
+    from sftadapt.mapper import SynthConfig, synthesize
+
+    given = dict(mapper=mapper, target=target, data=data, out=str(out) if out else None, k=k, temperature=temperature,
+                 limit=limit, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, force=force or None)
+    cfg = _build(SynthConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
+    summary = _guard(lambda: synthesize(cfg, progress=progress_on()))
+    typer.echo(f"{summary['rows']} rows -> {Path(cfg.out) / 'train.jsonl'} (summary: {Path(cfg.out) / 'summary.json'})")
+
+
+
+# ---------------------------------------------------------------- the whole study
+@app.command("run")
+def run_cmd(
+    config: Path = typer.Argument(..., help="study config (YAML), e.g. configs/quickstart.yaml"),
+    set_: List[str] = typer.Option([], "--set", help="override any option: --set eval.limit=100 (repeatable)"),
+) -> None:
+    """Run the whole study: (warm-up ->) baseline eval -> adapt -> train each arm -> eval -> report."""
+    from sftadapt.pipeline import load_run_config, run
+
+    cfg = _guard(lambda: load_run_config(config, set_))
+    _finish_study(_guard(lambda: run(cfg, progress=progress_on())))
+
+
+@app.command()
+def quickstart(
+    set_: List[str] = typer.Option([], "--set", help="override any option of configs/quickstart.yaml"),
+) -> None:
+    """The embedded default study: SmolLM2-135M + the generated arithmetic task, every arm, on CPU (~15 min)."""
+    from sftadapt.pipeline import quickstart_config, run
+
+    cfg = _guard(lambda: quickstart_config(set_))
+    _finish_study(_guard(lambda: run(cfg, progress=progress_on())))
+
+
+def _finish_study(study: dict) -> None:
+    typer.echo("\n" + study["markdown"])
+    for seed, files in study["plots"].items():
+        typer.echo(f"plot (seed {seed}): {files.get('accuracy_plot')}")
+    typer.echo(f"table: {study['markdown_path']}")
 
 
 if __name__ == "__main__":

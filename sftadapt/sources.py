@@ -121,6 +121,8 @@ def _answer(row: dict[str, Any], fmap: FieldMap) -> tuple[str | None, str]:
 
 def detect_format(row: dict[str, Any]) -> str:
     keys = set(row)
+    if {"id", "problem", "answer"} <= keys and ("source" in keys or "meta" in keys):
+        return "records"  # our own Problem records (sftadapt data convert, synthetic --out)
     if {"question", "final_answer"} <= keys:
         return "olympiadbench"
     if {"question", "answer"} <= keys and isinstance(row.get("answer"), str) and "####" in row["answer"]:

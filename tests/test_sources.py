@@ -64,6 +64,7 @@ def test_format_detection_and_answer_rules():
     assert detect_format({"problem": "q", "answer": 27.0}) == "aime"
     assert detect_format({"problem": "q", "solution": "\\boxed{1}"}) == "minerva"
     assert detect_format({"question": "q", "final_answer": ["1"]}) == "olympiadbench"
+    assert detect_format({"id": "a", "problem": "q", "answer": "1", "solution": "s", "source": "x"}) == "records"
     with pytest.raises(SourceError, match="--problem-field"):
         detect_format({"text": "q"})
     assert last_boxed("a \\boxed{1} b \\boxed{\\frac{a}{\\sqrt{b}}} c") == "\\frac{a}{\\sqrt{b}}"

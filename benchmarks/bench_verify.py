@@ -1,0 +1,154 @@
+"""Verifier throughput and self-consistency: the `Verifier` pool (2 worker processes) against serial in-process
+`verify_one`, on real gold answers.
+
+Datasets: GSM8K test (1319 golds, after `#### `) and MATH-500 (500 golds, field `answer`). Two conditions:
+- `self`: the gold checked against the text "... so the answer is \\boxed{GOLD}." All should be correct.
+  Each one that is not is a verifier bug or a data problem, and is listed.
+- `perturbed`: the gold checked against a wrong answer. The last integer in the gold is raised by 1; a gold
+  with no digits takes the next row's different answer. Almost none should be correct. Each one that is
+  correct is listed, because a perturbation can land on an equivalent answer.
+
+Serial and pool run side by side in each repeat, on the same items. The table gives items/s (median of
+the repeats), the pool/serial speedup, and each side's correct rate. Worker start-up is timed once and
+kept out of the rates.
+
+    OMP_NUM_THREADS=1 python benchmarks/bench_verify.py                # full run (a few minutes on 2 cores)
+    OMP_NUM_THREADS=1 python benchmarks/bench_verify.py --limit 50 --repeats 1   # smoke test
+
+Recorded results: benchmarks/verify.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout without installing
+
+from sftadapt.verify import Verifier, verify_one  # noqa: E402
+
+_LAST_INTEGER = re.compile(r"\d+(?!.*\d)", re.S)
+
+
+def data_dir(given: str | None) -> Path:
+    for candidate in (given, os.environ.get("SFTADAPT_DATA_DIR"), REPO_ROOT.parent / "shared" / "data"):
+        if candidate and Path(candidate).is_dir():
+            return Path(candidate)
+    sys.exit("data folder not found: pass --data-dir or set SFTADAPT_DATA_DIR")
+
+
+def load_golds(folder: Path) -> dict[str, list[str]]:
+    def rows(relative: str) -> list[dict]:
+        with open(folder / relative, encoding="utf-8") as handle:
+            return [json.loads(line) for line in handle if line.strip()]
+
+    return {
+        "gsm8k": [row["answer"].split("#### ")[-1].strip() for row in rows("gsm8k/test.jsonl")],
+        "math500": [str(row["answer"]) for row in rows("math500/test.jsonl")],
+    }
+
+
+def perturb(golds: list[str]) -> list[str]:
+    """A wrong answer for each gold: its last integer + 1, or else the next row's different answer."""
+    wrong = []
+    for index, gold in enumerate(golds):
+        match = _LAST_INTEGER.search(gold)
+        if match:
+            wrong.append(gold[: match.start()] + str(int(match.group()) + 1) + gold[match.end() :])
+            continue
+        others = golds[index + 1 :] + golds[:index]
+        wrong.append(next((other for other in others if other != gold), gold + "+1"))
+    return wrong
+
+
+def as_response(answer: str) -> str:
+    return f"Working through the problem step by step, so the answer is \\boxed{{{answer}}}."
+
+
+def run_serial(golds: list[str], texts: list[str], timeout: float):
+    started = time.perf_counter()
+    verdicts = [verify_one(gold, text, timeout=timeout) for gold, text in zip(golds, texts)]
+    return verdicts, time.perf_counter() - started
+
+
+def run_pool(verifier: Verifier, golds: list[str], texts: list[str]):
+    started = time.perf_counter()
+    verdicts = verifier.verify_many(golds, texts)
+    return verdicts, time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data-dir", default=None, help="folder with gsm8k/ and math500/ (default: ../shared/data)")
+    parser.add_argument("--repeats", type=int, default=3, help="timed repeats per condition; the median is reported")
+    parser.add_argument("--workers", type=int, default=2, help="worker processes in the pool")
+    parser.add_argument("--timeout", type=float, default=5.0, help="per-item timeout, seconds (both sides)")
+    parser.add_argument("--chunk-size", type=int, default=8, help="items sent to a worker at once")
+    parser.add_argument("--limit", type=int, default=None, help="use only the first N golds of each dataset")
+    args = parser.parse_args()
+
+    load_before = os.getloadavg()
+    golds_by_set = load_golds(data_dir(args.data_dir))
+    if args.limit:
+        golds_by_set = {name: golds[: args.limit] for name, golds in golds_by_set.items()}
+
+    started = time.perf_counter()
+    verifier = Verifier(workers=args.workers, timeout=args.timeout, chunk_size=args.chunk_size)
+    verifier.verify_one("1", "\\boxed{1}")  # waits for both workers' start-up and warm-up
+    startup_seconds = time.perf_counter() - started
+    verify_one("1", "\\boxed{1}")  # the same warm-up for the in-process side
+
+    table, self_failures, perturbed_correct, disagreements = [], [], [], []
+    for name, golds in golds_by_set.items():
+        for condition, answers in (("self", golds), ("perturbed", perturb(golds))):
+            texts = [as_response(answer) for answer in answers]
+            serial_rates, pool_rates = [], []
+            for _ in range(args.repeats):
+                serial, serial_seconds = run_serial(golds, texts, args.timeout)
+                pooled, pool_seconds = run_pool(verifier, golds, texts)
+                serial_rates.append(len(golds) / serial_seconds)
+                pool_rates.append(len(golds) / pool_seconds)
+            serial_rate, pool_rate = statistics.median(serial_rates), statistics.median(pool_rates)
+            correct = lambda verdicts: sum(v.verdict == "correct" for v in verdicts) / len(verdicts)  # noqa: E731
+            table.append((name, condition, len(golds), serial_rate, pool_rate, correct(serial), correct(pooled)))
+            for index, (one, other) in enumerate(zip(serial, pooled)):
+                if one.verdict != other.verdict:
+                    disagreements.append((name, condition, index, golds[index], one.verdict, other.verdict))
+                if condition == "self" and other.verdict != "correct":
+                    self_failures.append((name, index, golds[index], other.verdict, other.extracted, other.detail))
+                if condition == "perturbed" and other.verdict == "correct":
+                    perturbed_correct.append((name, index, golds[index], answers[index]))
+            print(f"{name}/{condition}: serial {serial_rate:.0f}/s, pool {pool_rate:.0f}/s", file=sys.stderr)
+    verifier.close()
+
+    print(f"Pool: {args.workers} workers, timeout {args.timeout:g} s, chunk size {args.chunk_size}; "
+          f"start-up + warm-up {startup_seconds:.2f} s (paid once, not in the rates). "
+          f"Median of {args.repeats} repeats. Load average (1 min) before {load_before[0]:.2f}, "
+          f"after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other jobs on the machine slow both sides).\n")
+    print("| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | speedup | "
+          "correct (serial) | correct (pool) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    for name, condition, items, serial_rate, pool_rate, serial_correct, pool_correct in table:
+        print(f"| {name} | {condition} | {items} | {serial_rate:.0f} | {pool_rate:.0f} | "
+              f"{pool_rate / serial_rate:.2f}x | {serial_correct:.1%} | {pool_correct:.1%} |")
+    total = sum(row[2] for row in table)
+    print(f"\nSerial vs pool verdict disagreements: {len(disagreements)} of {total * 1}")
+    for row in disagreements:
+        print(f"- {row[0]}/{row[1]} #{row[2]} gold {row[3]!r}: serial {row[4]}, pool {row[5]}")
+    print(f"\nSelf-check failures (should be none): {len(self_failures)}")
+    for name, index, gold, verdict, extracted, detail in self_failures:
+        print(f"- {name} #{index} gold {gold!r}: {verdict} (extracted {extracted!r}) {detail}")
+    print(f"\nPerturbed answers judged correct: {len(perturbed_correct)}")
+    for name, index, gold, answer in perturbed_correct:
+        print(f"- {name} #{index} gold {gold!r} vs {answer!r}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,343 @@
+"""`sftadapt run CONFIG.yaml`: the whole study as one cached stage graph, and `sftadapt quickstart`.
+
+    data ─► (warm-up) ─► eval base
+      ├─► rewrite (Mind the Gap) ───────► train DR+SFT, DR+DFT, DR+IS ─► eval
+      ├─► mapper RL ─► synthesize ──────► train DART+SFT ──────────────► eval
+      ├─► synthesize (untrained mapper) ► train PR+SFT ────────────────► eval
+      ├─► expert set ───────────────────► train SFT, DFT ──────────────► eval
+      └─► direct GRPO on the target ───────────────────────────────────► eval
+                                                                   ─► report (+ compute per arm)
+
+Every stage lives in `RUN/<stage>/` with a `stage.json` holding the hash of its options *and of its inputs'
+hashes*. Re-running the same config skips finished stages; changing an option redoes that stage and what
+depends on it (the old folder is set aside as `<stage>.old-<time>`); a killed run resumes inside the stage
+that was running, since every stage is resumable on its own (shards, trainer checkpoints).
+
+The embedded default (`configs/quickstart.yaml`): SmolLM2-135M-Instruct is near chance on word problems, so
+the study first warms it up with a short SFT on generated problems written in a native style close to its own
+phrasing; that warmed-up model is the *target* (the "base" arm); the raw model is evaluated too. The expert
+data are the same kind of problems with terse teacher-style solutions (a controllable gap; `task.expert_style:
+native` removes it).
+
+    sftadapt run configs/quickstart.yaml --set eval.limit=100
+    sftadapt quickstart
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from sftadapt.config import ConfigError, build_config, config_hash, load_config, option
+
+ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft", "direct_rl")
+ARM_LABELS = {"raw": "raw model", "base": "base", "sft": "SFT", "dft": "DFT", "dr_sft": "DR+SFT",
+              "dr_dft": "DR+DFT", "dr_is": "DR+IS", "dart_sft": "DART+SFT", "pr_sft": "PR+SFT",
+              "direct_rl": "GRPO (direct RL)"}
+# arm -> (training data source, loss)
+TRAINED_ARMS = {"sft": ("expert", "nll"), "dft": ("expert", "dft"), "dr_sft": ("rewrite", "nll"),
+                "dr_dft": ("rewrite", "dft"), "dr_is": ("rewrite", "is"), "dart_sft": ("mapper", "nll"),
+                "pr_sft": ("prompted", "nll")}
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+@dataclass
+class TaskConfig:
+    kind: str = option("synthetic", help="synthetic (the embedded task) | dataset")
+    data: str | None = option(None, help="dataset kind: SFT set with expert solutions (file, name or hf:id)")
+    train_problems: int = option(64, help="problems in the SFT set")
+    expert_style: str = option("expert", help="synthetic: expert (terse teacher style, the gap) | native (no gap)")
+    steps: list[int] = option([1, 3], help="synthetic: min and max reasoning steps of training problems")
+
+    def validate(self) -> None:
+        if self.kind not in ("synthetic", "dataset"):
+            raise ValueError(f"task.kind '{self.kind}': choose synthetic or dataset")
+        if self.kind == "dataset" and not self.data:
+            raise ValueError("task.data is required when task.kind is dataset")
+        if self.expert_style not in ("expert", "native"):
+            raise ValueError(f"task.expert_style '{self.expert_style}': choose expert or native")
+
+
+@dataclass
+class WarmupConfig:
+    enabled: bool = option(True, help="SFT the raw model on native-style problems first (synthetic task only)")
+    problems: int = option(512, help="warm-up problems (native style, 1-3 steps)")
+    train: dict = option({}, help="TrainConfig options of the warm-up SFT (loss is nll)")
+
+
+@dataclass
+class EvalConfig:
+    benchmarks: list[str] = option(["synthetic_id", "synthetic_ood"], help="benchmark names")
+    limit: int | None = option(50, help="problems per benchmark")
+    protocol: str = option("quick", help="protocol name or YAML file")
+    protocol_overrides: dict = option({}, help="Protocol fields to change, e.g. {n: 4, temperature: 1.0}")
+    raw_model: bool = option(True, help="also evaluate the raw model when a warm-up made the target")
+    dtype: str = option("bfloat16", help="sampling dtype")
+    batch_size: int = option(32, help="sequences per generate call")
+
+
+@dataclass
+class RunConfig:
+    name: str = option("study", help="label of the run")
+    out: str = option("runs/study", help="run folder (one sub-folder per stage)")
+    model: str = option("smollm2-135m", help="the model to adapt data for (before any warm-up)")
+    seeds: list[int] = option([0], help="one full study per seed (data, sampling, training); reported side by side")
+    arms: list[str] = option(list(ARMS), help="arms to run: " + ", ".join(ARMS))
+    task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the SFT set"})
+    warmup: WarmupConfig = field(default_factory=WarmupConfig, metadata={"help": "warm-up SFT"})
+    eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
+    train: dict = option({}, help="TrainConfig options shared by every trained arm")
+    rewrite: dict = option({}, help="RewriteConfig options (Mind the Gap)")
+    mapper_train: dict = option({}, help="MapperTrainConfig options (DART RL; grpo:, reward: sections)")
+    synth: dict = option({}, help="SynthConfig options (DART and prompted-rewrite synthesis)")
+    direct_rl: dict = option({}, help="DirectRLConfig options (grpo: section)")
+    report: dict = option({}, help="report options: metric (avg | maj | pass@K)")
+
+    def validate(self) -> None:
+        unknown = [a for a in self.arms if a not in ARMS]
+        if unknown:
+            raise ValueError(f"unknown arm(s) {unknown}: choose from {', '.join(ARMS)}")
+        if "base" not in self.arms:
+            raise ValueError("arms must include 'base': every other arm is compared with it")
+        if not self.seeds:
+            raise ValueError("seeds must list at least one seed")
+
+
+# ---------------------------------------------------------------- stage configs, validated up front
+def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str]) -> dict[str, Any]:
+    """Every stage's own config object, built (and so validated) before any work starts."""
+    from sftadapt.direct_rl import DirectRLConfig
+    from sftadapt.mapper import MapperTrainConfig, SynthConfig
+    from sftadapt.protocol import load_protocol
+    from sftadapt.rewrite import RewriteConfig
+    from sftadapt.train import TrainConfig
+
+    def make(cls, where: str, values: dict, fixed: dict) -> Any:
+        return build_config(cls, _merge(values, fixed), where)
+
+    train_base = {"seed": seed, **cfg.train}
+    out: dict[str, Any] = {
+        "protocol": load_protocol(cfg.eval.protocol, [f"{k}={json.dumps(v)}" for k, v in
+                                                       cfg.eval.protocol_overrides.items()]),
+        "rewrite": make(RewriteConfig, "rewrite", cfg.rewrite,
+                        {"model": target, "data": paths["expert"], "out": paths["rewrite"], "seed": seed}),
+        "mapper_train": make(MapperTrainConfig, "mapper_train", cfg.mapper_train,
+                             {"target": target, "data": paths["expert"], "out": paths["mapper_train"],
+                              "grpo": {"seed": seed, **cfg.mapper_train.get("grpo", {})}}),
+        "mapper": make(SynthConfig, "synth", cfg.synth, {"mapper": paths["mapper_model"], "target": target,
+                                                         "data": paths["expert"], "out": paths["mapper"],
+                                                         "seed": seed}),
+        "prompted": make(SynthConfig, "synth", cfg.synth, {"mapper": "untrained", "target": target,
+                                                           "data": paths["expert"], "out": paths["prompted"],
+                                                           "seed": seed}),
+        "direct_rl": make(DirectRLConfig, "direct_rl", cfg.direct_rl,
+                          {"model": target, "data": paths["expert"], "out": paths["direct_rl"],
+                           "grpo": {"seed": seed, **cfg.direct_rl.get("grpo", {})}}),
+    }
+    for arm, (source, loss) in TRAINED_ARMS.items():
+        out[f"train_{arm}"] = make(TrainConfig, "train", train_base,
+                                   {"model": target, "data": [paths[f"{source}_data"]], "loss": loss,
+                                    "out": paths[f"train_{arm}"]})
+    if cfg.task.kind == "synthetic" and cfg.warmup.enabled:
+        out["warmup"] = make(TrainConfig, "warmup.train", {"seed": seed, **cfg.warmup.train},
+                             {"model": cfg.model, "data": [paths["warmup_data"]], "loss": "nll",
+                              "out": paths["warmup"]})
+    return out
+
+
+def _merge(values: dict, fixed: dict) -> dict:
+    merged = dict(values)
+    for key, value in fixed.items():
+        merged[key] = {**merged.get(key, {}), **value} if isinstance(value, dict) else value
+    return merged
+
+
+# ---------------------------------------------------------------- cached stages
+class Stages:
+    """Runs named stages in `root`, skipping those whose hash (options + inputs) is unchanged and done."""
+
+    def __init__(self, root: Path, progress: bool = True):
+        self.root, self.progress = root, progress
+        self.hashes: dict[str, str] = {}
+        self.results: dict[str, dict[str, Any]] = {}
+        self.ran: list[str] = []
+
+    def run(self, name: str, options: Any, inputs: list[str], fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
+        folder = self.root / name
+        spec = {"options": _jsonable(options), "inputs": {i: self.hashes[i] for i in inputs}}
+        digest = config_hash(spec)
+        meta_path = folder / "stage.json"
+        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        if meta and meta.get("hash") == digest and meta.get("status") == "done":
+            self.hashes[name], self.results[name] = digest, meta["result"]
+            _say(f"[cached] {name}")
+            return meta["result"]
+        if meta and meta.get("hash") != digest:
+            aside = folder.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            shutil.move(str(folder), aside)
+            _say(f"[changed] {name}: options or inputs changed, old output set aside in {aside.name}")
+        folder.mkdir(parents=True, exist_ok=True)
+        _write_json(meta_path, {"hash": digest, "status": "running", "spec": spec})
+        _say(f"[run] {name}")
+        start = time.perf_counter()
+        result = fn(folder)
+        result = {**_jsonable(result), "stage_seconds": round(time.perf_counter() - start, 1)}
+        _write_json(meta_path, {"hash": digest, "status": "done", "spec": spec, "result": result})
+        self.hashes[name], self.results[name] = digest, result
+        self.ran.append(name)
+        return result
+
+
+def _jsonable(value: Any) -> Any:
+    if dataclasses.is_dataclass(value):
+        return _jsonable(dataclasses.asdict(value))
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _write_json(path: Path, data: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def _say(message: str) -> None:
+    if os.environ.get("SFTADAPT_QUIET") != "1":
+        print(message, flush=True)
+
+
+# ---------------------------------------------------------------- one seed
+def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> dict[str, Any]:
+    """The whole graph for one seed in `root`; returns {arm: {eval results, compute, gap}}."""
+    from sftadapt import synthetic
+    from sftadapt.records import write_records
+    from sftadapt.sources import load_dataset_spec
+
+    stages = Stages(root, progress)
+    arms = list(cfg.arms)
+    paths = {name: str(root / name) for name in
+             ("rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup",
+              *[f"train_{a}" for a in TRAINED_ARMS])}
+    paths.update(expert=str(root / "data" / "expert.jsonl"), warmup_data=str(root / "data" / "warmup.jsonl"),
+                 mapper_model=str(root / "mapper_train"), expert_data=str(root / "data" / "expert.jsonl"),
+                 rewrite_data=str(root / "rewrite" / "train.jsonl"), mapper_data=str(root / "mapper" / "train.jsonl"),
+                 prompted_data=str(root / "prompted" / "train.jsonl"))
+
+    # ---- data ----------------------------------------------------------------------------------------------
+    def make_data(folder: Path) -> dict[str, Any]:
+        if cfg.task.kind == "synthetic":
+            lo, hi = cfg.task.steps
+            expert = synthetic.generate(cfg.task.train_problems, seed=seed, steps=(lo, hi),
+                                        style=cfg.task.expert_style, split="train")
+            write_records(folder / "warmup.jsonl", synthetic.warmup_set(cfg.warmup.problems, seed=seed))
+        else:
+            loaded = load_dataset_spec(cfg.task.data, limit=cfg.task.train_problems, require_solution=True)
+            expert = loaded.problems
+        write_records(folder / "expert.jsonl", expert)
+        return {"expert_rows": len(expert), "expert": str(folder / "expert.jsonl")}
+
+    stages.run("data", {"task": cfg.task, "warmup_problems": cfg.warmup.problems, "seed": seed,
+                        "generator": getattr(synthetic, "VERSION", "")}, [], make_data)
+
+    # ---- warm-up: the target ---------------------------------------------------------------------------------
+    target, target_inputs = cfg.model, ["data"]
+    configs = stage_configs(cfg, seed, target, paths)  # validate everything before long work starts
+    if "warmup" in configs:
+        from sftadapt.train import train
+
+        stages.run("warmup", configs["warmup"], ["data"], lambda folder: train(configs["warmup"]))
+        target, target_inputs = paths["warmup"], ["warmup"]
+        configs = stage_configs(cfg, seed, target, paths)
+    protocol = configs["protocol"]
+
+    # ---- adapt ----------------------------------------------------------------------------------------------
+    needs = {TRAINED_ARMS[a][0] for a in arms if a in TRAINED_ARMS}
+    if "rewrite" in needs:
+        from sftadapt.rewrite import rewrite
+
+        stages.run("rewrite", configs["rewrite"], target_inputs, lambda f: rewrite(configs["rewrite"],
+                                                                                   progress=progress))
+    if "mapper" in needs:
+        from sftadapt.mapper import synthesize, train_mapper
+
+        stages.run("mapper_train", configs["mapper_train"], target_inputs,
+                   lambda f: train_mapper(configs["mapper_train"], progress=progress))
+        stages.run("mapper", configs["mapper"], ["mapper_train"],
+                   lambda f: synthesize(configs["mapper"], progress=progress))
+    if "prompted" in needs:
+        from sftadapt.mapper import synthesize
+
+        stages.run("prompted", configs["prompted"], target_inputs,
+                   lambda f: synthesize(configs["prompted"], progress=progress))
+
+    # ---- train ----------------------------------------------------------------------------------------------
+    models = {"base": target}
+    for arm in arms:
+        if arm in TRAINED_ARMS:
+            from sftadapt.train import train
+
+            source = TRAINED_ARMS[arm][0]
+            upstream = {"expert": target_inputs, "rewrite": ["rewrite"], "mapper": ["mapper"],
+                        "prompted": ["prompted"]}[source]
+            stages.run(f"train_{arm}", configs[f"train_{arm}"], upstream,
+                       lambda f, arm=arm: train(configs[f"train_{arm}"]))
+            models[arm] = paths[f"train_{arm}"]
+    if "direct_rl" in arms:
+        from sftadapt.direct_rl import direct_rl
+
+        stages.run("direct_rl", configs["direct_rl"], target_inputs,
+                   lambda f: direct_rl(configs["direct_rl"], progress=progress))
+        models["direct_rl"] = paths["direct_rl"]
+
+    # ---- evaluate ---------------------------------------------------------------------------------------------
+    from sftadapt.evaluate import evaluate
+
+    to_eval = dict(models)
+    if "warmup" in configs and cfg.eval.raw_model:
+        to_eval = {"raw": cfg.model, **to_eval}
+    for arm, model in to_eval.items():
+        upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in TRAINED_ARMS else arm])
+        stages.run(f"eval_{arm}", {"protocol": protocol.record(), "benchmarks": cfg.eval.benchmarks,
+                                   "limit": cfg.eval.limit, "dtype": cfg.eval.dtype, "model": model}, upstream,
+                   lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
+                                                   dtype=cfg.eval.dtype, batch_size=cfg.eval.batch_size,
+                                                   progress=progress, print_summary=False))
+    return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol}
+
+
+# ---------------------------------------------------------------- the whole run
+def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
+    """Run every seed, then the report; returns the report dict (also written to RUN/report/)."""
+    from sftadapt.study_report import write_study_report
+
+    root = Path(cfg.out)
+    root.mkdir(parents=True, exist_ok=True)
+    _write_json(root / "run_config.json", dataclasses.asdict(cfg))
+    per_seed = {}
+    for seed in cfg.seeds:
+        seed_root = root / f"seed-{seed}" if len(cfg.seeds) > 1 else root
+        per_seed[seed] = run_seed(cfg, seed, seed_root, progress)
+    return write_study_report(cfg, per_seed, root / "report")
+
+
+def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
+    return load_config(RunConfig, path, overrides)
+
+
+def quickstart_config(overrides: list[str] | None = None) -> RunConfig:
+    path = CONFIG_DIR / "quickstart.yaml"
+    if not path.exists():
+        raise ConfigError(f"{path}: the quickstart config is missing (run from a source checkout)")
+    return load_run_config(path, overrides)

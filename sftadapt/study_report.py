@@ -1,0 +1,174 @@
+"""The end of `sftadapt run`: one table per study with accuracy, the gap of each training set, and compute.
+
+Per seed, the eval folders of every arm go through `report.report` (same protocol enforced, paired deltas
+against the base arm, plots). Across seeds, each arm's accuracy is the mean and standard deviation of the
+per-seed point estimates; the per-seed tables keep the bootstrap intervals.
+
+Gap (SPEC §0): the mean per-token log-prob of a training set's responses under the target with the plain QA
+prompt (higher = closer to the target). Compute per arm: what producing that arm cost beyond the shared
+warm-up: adaptation (tokens generated and scored), training (optimiser steps, response tokens trained), wall
+time. Arms that share an adaptation (DR+SFT/DFT/IS share one rewrite) are each charged its full cost.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+from typing import Any
+
+ADAPT_OF = {"dr_sft": ["rewrite"], "dr_dft": ["rewrite"], "dr_is": ["rewrite"],
+            "dart_sft": ["mapper_train", "mapper"], "pr_sft": ["prompted"]}
+GAP_SOURCE = {"sft": ("rewrite", "expert_set"), "dft": ("rewrite", "expert_set"), "dr_sft": ("rewrite", "final_set"),
+              "dr_dft": ("rewrite", "final_set"), "dr_is": ("rewrite", "final_set"),
+              "dart_sft": ("mapper", "final_set"), "pr_sft": ("prompted", "final_set")}
+
+
+def arm_gap(arm: str, results: dict[str, dict[str, Any]]) -> float | None:
+    """The gap of the set an arm trained on, from the adapt stages' summaries (the expert set's gap is scored
+    by every adapt stage; any of them will do)."""
+    if arm not in GAP_SOURCE:
+        return None
+    stage, key = GAP_SOURCE[arm]
+    for name in ([stage] + ["rewrite", "mapper", "prompted"] if key == "expert_set" else [stage]):
+        gap = (results.get(name) or {}).get("gap") or {}
+        if gap.get(key) is not None:
+            return float(gap[key])
+    return None
+
+
+def _compute_file(folder: Path) -> dict[str, Any]:
+    path = folder / "compute.json"
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Tokens generated / scored / trained, optimiser steps and seconds that producing `arm` took."""
+    total = {"tokens_generated": 0, "tokens_scored": 0, "tokens_trained": 0, "optimizer_steps": 0, "seconds": 0.0}
+    for stage in ADAPT_OF.get(arm, []):
+        res = results.get(stage) or {}
+        comp = _compute_file(root / stage)
+        totals = res.get("totals") or {}
+        total["tokens_generated"] += int(comp.get("tokens_generated", totals.get("generated_tokens", 0)) or 0)
+        total["tokens_scored"] += int(comp.get("tokens_scored", totals.get("scored_tokens", 0)) or 0)
+        total["optimizer_steps"] += int(comp.get("optimizer_steps", 0) or 0)
+        total["seconds"] += float(res.get("stage_seconds", 0.0))
+    if arm == "direct_rl":
+        res, comp = results.get("direct_rl") or {}, _compute_file(root / "direct_rl")
+        total.update(tokens_generated=int(comp.get("tokens_generated", 0)),
+                     tokens_trained=int(comp.get("policy_tokens_processed", 0)),
+                     optimizer_steps=int(comp.get("optimizer_steps", 0)), seconds=float(res.get("stage_seconds", 0)))
+    train = results.get(f"train_{arm}")
+    if train:
+        rows = max(int(train.get("rows", 0)), 1)
+        # response tokens seen = steps x global batch x mean response tokens per row (exact when epochs are whole)
+        total["tokens_trained"] += round(train["steps"] * train["global_batch"] * train["response_tokens"] / rows)
+        total["optimizer_steps"] += int(train["steps"])
+        total["seconds"] += float(train.get("stage_seconds", 0.0))
+    total["seconds"] = round(total["seconds"], 1)
+    return total
+
+
+def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> dict[str, Any]:
+    from sftadapt.pipeline import ARM_LABELS
+    from sftadapt.report import report
+
+    out.mkdir(parents=True, exist_ok=True)
+    metric = cfg.report.get("metric", "avg")
+    seeds: dict[int, dict[str, Any]] = {}
+    for seed, res in per_seed.items():
+        stages = res["stages"]
+        arms = list(res["models"])
+        for arm in arms:
+            gap = arm_gap(arm, stages.results)
+            if gap is not None:
+                (stages.root / f"eval_{arm}" / "gap.json").write_text(json.dumps(
+                    {"gap": gap, "train_set": GAP_SOURCE[arm][0] if arm not in ("sft", "dft") else "expert",
+                     "model": res["paths"].get("warmup") or cfg.model}))
+        rep = report([stages.root / f"eval_{a}" for a in arms], out / f"seed-{seed}", baseline="eval_base",
+                     metric=metric)
+        rows = {r["name"].removeprefix("eval_"): r for r in rep["runs"]}
+        seeds[seed] = {"report": rep, "rows": rows,
+                       "compute": {a: arm_compute(a, stages.root, stages.results) for a in arms},
+                       "warmup": stages.results.get("warmup")}
+    first = next(iter(seeds.values()))
+    benchmarks = first["report"]["benchmarks"]
+    table = []
+    for arm in first["rows"]:
+        entry: dict[str, Any] = {"arm": arm, "label": ARM_LABELS.get(arm, arm), "benchmarks": {}}
+        for b in benchmarks + ["mean"]:
+            cells = [s["rows"][arm].get("mean") if b == "mean" else s["rows"][arm]["benchmarks"].get(b)
+                     for s in seeds.values()]
+            cells = [c for c in cells if c]
+            if cells:
+                values = [c["value"] for c in cells]
+                deltas = [c["delta"]["value"] for c in cells if c.get("delta")]
+                entry["benchmarks"][b] = {
+                    "mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
+                    "ci": [cells[0]["lo"], cells[0]["hi"]] if len(cells) == 1 else None,
+                    "delta": statistics.fmean(deltas) if deltas else None,
+                    "delta_ci": ([cells[0]["delta"]["lo"], cells[0]["delta"]["hi"]]
+                                 if len(cells) == 1 and cells[0].get("delta") else None),
+                    "per_seed": values}
+        gaps = [s["rows"][arm]["gap"]["gap"] for s in seeds.values() if s["rows"][arm].get("gap")]
+        entry["gap"] = statistics.fmean(gaps) if gaps else None
+        comps = [s["compute"][arm] for s in seeds.values()]
+        entry["compute"] = {k: statistics.fmean(c[k] for c in comps) for k in comps[0]}
+        table.append(entry)
+    study = {"name": cfg.name, "protocol": first["report"]["protocol"], "metric": first["report"]["metric"],
+             "seeds": list(seeds), "benchmarks": benchmarks, "arms": table,
+             "warmup": {s: v["warmup"] for s, v in seeds.items()},
+             "plots": {s: v["report"]["files"] for s, v in seeds.items()}}
+    (out / "study.json").write_text(json.dumps(study, indent=1, default=str))
+    md = to_markdown(study)
+    (out / "study.md").write_text(md)
+    study["markdown"] = md
+    study["markdown_path"] = str(out / "study.md")
+    return study
+
+
+def _cell(c: dict[str, Any] | None) -> str:
+    if not c:
+        return "–"
+    text = f"{100 * c['mean']:.1f}"
+    if c["ci"]:
+        text += f" [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
+    elif c["sd"] is not None:
+        text += f" ± {100 * c['sd']:.1f}"
+    return text
+
+
+def _delta(c: dict[str, Any] | None) -> str:
+    if not c or c["delta"] is None:
+        return "–"
+    text = f"{100 * c['delta']:+.1f}"
+    if c["delta_ci"]:
+        text += f" [{100 * c['delta_ci'][0]:+.1f}, {100 * c['delta_ci'][1]:+.1f}]"
+    return text
+
+
+def to_markdown(study: dict[str, Any]) -> str:
+    p = study["protocol"]
+    n_seeds = len(study["seeds"])
+    spread = "95% bootstrap interval over problems" if n_seeds == 1 else f"mean ± sd over {n_seeds} seeds"
+    lines = [f"# {study['name']}: {study['metric']} (%) per arm", "",
+             f"Protocol `{p['name']}` ({p['hash']}): n={p['n']}, T={p['temperature']}, top_p={p['top_p']}, "
+             f"{p['max_new_tokens']} new tokens, chat={p['chat']}, seed={p['seed']}. Cells: {spread}. "
+             "Gap: mean target log-prob per token of the arm's training set (higher = closer to the target).", "",
+             "| arm | gap | " + " | ".join(study["benchmarks"]) + " | mean | Δ mean vs base |",
+             "|---|---|" + "---|" * len(study["benchmarks"]) + "---|---|"]
+    for a in study["arms"]:
+        b = a["benchmarks"]
+        gap = "–" if a["gap"] is None else f"{a['gap']:.3f}"
+        lines.append(f"| {a['label']} | {gap} | " + " | ".join(_cell(b.get(x)) for x in study["benchmarks"])
+                     + f" | {_cell(b.get('mean'))} | {_delta(b.get('mean'))} |")
+    lines += ["", "## Compute per arm (beyond the shared warm-up)", "",
+              "| arm | tokens generated | tokens scored | tokens trained | optimizer steps | wall s |",
+              "|---|---|---|---|---|---|"]
+    for a in study["arms"]:
+        c = a["compute"]
+        lines.append(f"| {a['label']} | {c['tokens_generated']:.0f} | {c['tokens_scored']:.0f} | "
+                     f"{c['tokens_trained']:.0f} | {c['optimizer_steps']:.0f} | {c['seconds']:.0f} |")
+    lines += ["", "tokens trained: response tokens through the SFT loss (GRPO: prompt + completion tokens through "
+              "the policy). Arms sharing an adaptation are each charged its full cost."]
+    return "\n".join(lines) + "\n"

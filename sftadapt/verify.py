@@ -1,0 +1,480 @@
+"""Is a response's final answer equal to the gold answer? Answer extraction + math-verify equivalence,
+with a per-item wall-clock timeout.
+
+Two steps per item:
+1. `extract_answer(text) -> (answer | None, rule)` takes the final answer out of a response, trying these
+   rules in order and recording which one fired:
+   - `boxed`: the last non-empty `\\boxed{...}` or `\\fbox{...}` (nested braces; the bare `\\boxed 5` form too).
+   - `gsm8k`: the last `#### N` line.
+   - `answer_is`: "The answer is ...", "final answer is ...", "Answer: ..." (to the end of the sentence).
+   - `last_number`: the last number in the text, the last resort (thousands separators, negatives,
+     decimals, simple fractions).
+   - `none`: no answer was found.
+2. Equivalence through math-verify: `verify(parse(gold), parse(pred))`, gold FIRST (it is not symmetric).
+   Both sides are parsed wrapped as `$\\boxed{...}$`. A bare LaTeX gold such as `\\frac{\\sqrt2}{2}` parses
+   to nothing, and `$...$` fails on golds such as `\\$18.90`; `\\boxed{}` parses every MATH-500 and GSM8K
+   gold.
+
+Verdicts (`Verdict.verdict`):
+- `correct`, `wrong`.
+- `no_answer`: nothing was extracted.
+- `timeout`: the item ran past its time budget. It is its own verdict, never "wrong".
+- `error`: the gold answer does not parse, so the item cannot be verified (open-r1 returns None there),
+  or the worker crashed on the item.
+
+Why a process pool: math-verify bounds each of its parse/compare calls with `signal.alarm`. That works
+only in the main thread and counts whole seconds. The limit applies per call, and an item makes several
+calls, so an item can run several times the limit. A signal handler also runs only between Python
+bytecodes, so a long call inside a C extension is not interrupted. (In our tests, sympy's big powers and
+factorials such as `\\boxed{10^{10^{10}}}` did stop on time.) So `Verifier` runs items in worker processes
+(spawn context: the caller may hold torch threads). The caller waits on pipes with a wall-clock deadline per item; no
+signals are used in the caller, so any thread may call it. A worker that overruns its item is killed
+(SIGKILL) and restarted in the background. That item gets `timeout` and the batch carries on. Items travel
+in small chunks to cut IPC, but each result comes back on its own, so the deadline stays per item; the rest
+of a killed worker's chunk is dispatched again. Workers start once per `Verifier` and warm up before their
+first item.
+
+    from sftadapt.verify import Verifier, extract_answer, verify_one
+
+    extract_answer("... so the answer is \\\\boxed{\\\\frac{1}{2}}.")    # ('\\\\frac{1}{2}', 'boxed')
+    verify_one("0.5", "The answer is 1/2.").verdict                    # 'correct' (in-process, main thread)
+    with Verifier(workers=2, timeout=5.0) as verifier:                  # any thread
+        verdicts = verifier.verify_many(golds, texts)                   # order preserved
+        accuracy = sum(v.verdict == "correct" for v in verdicts) / len(verdicts)
+
+A script that uses `Verifier` needs the `if __name__ == "__main__":` guard, because spawned workers
+import the main module. The benchmark is `python benchmarks/bench_verify.py`; its results are in
+benchmarks/verify.md.
+"""
+
+from __future__ import annotations
+
+import math
+import multiprocessing
+import os
+import re
+import signal
+import threading
+import time
+import weakref
+from collections import deque
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+from typing import Sequence
+
+VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
+RULES = ("boxed", "gsm8k", "answer_is", "last_number", "none")
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """The outcome for one (gold, response) pair."""
+
+    verdict: str  # one of VERDICTS
+    extracted: str | None  # the answer taken from the response, None if nothing was found
+    rule: str  # the extraction rule that fired (one of RULES)
+    seconds: float  # time spent on the item (worker compute time; wall time for a timeout)
+    detail: str = ""  # why, for error and timeout verdicts
+
+
+# ---------------------------------------------------------------- extraction
+_BOX_START = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])(?:\s*(?=\{)|[ \t]*)")
+# Any backslash pair is consumed as one token so that `\{` `\}` (escaped) and `\\{` (line break, then a
+# real brace) are told apart.
+_BRACE_TOKEN = re.compile(r"\\.|[{}]", re.S)
+# `\boxed 5`: one token that looks like an answer (not the next word of "put it in \boxed and ...").
+_BARE_BOX_ARG = re.compile(r"[-\d.\\][^\s${}]*|[A-Za-z](?![^\s$.,;])")
+_GSM8K = re.compile(r"####\s*([^\n]*)")
+_ANSWER_IS = re.compile(r"\b(?:final\s+)?answer\s*(?:is\s*:?|:)\s*", re.I)
+_SENTENCE_END = re.compile(r"\.(?=\s|$)|\n")
+_NUMBER = re.compile(
+    r"(?:(?<![\w)\]])[-\u2212])?"  # a sign, unless it is a binary minus (`x-5`, `3-5`)
+    r"(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+|(?=\.\d))"  # integer part, with thousands separators or not
+    r"(?:\.\d+)?"  # decimals
+    r"(?:/\d+(?:\.\d+)?)?"  # a simple fraction 3/4
+)
+_THOUSANDS_NUMBER = re.compile(r"-?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_NUMBER_THEN_WORDS = re.compile(r"(-?[\d.,/]+)\s*[A-Za-z][A-Za-z\s]*")
+_UNESCAPED_DOLLAR = re.compile(r"(?<!\\)\$")
+
+
+def _matching_braces(text: str, start: int = 0) -> dict[int, int]:
+    """Position of each closed `{` at or after `start` -> position of its `}`, in one pass (so 5000 nested
+    levels or 1 MB of text cost linear time, where a scan from every `\\boxed` would be quadratic). Braces
+    before `start` cannot change how the later ones pair up."""
+    closing, stack = {}, []
+    for token in _BRACE_TOKEN.finditer(text, start):
+        char = token.group()
+        if char == "{":
+            stack.append(token.start())
+        elif char == "}" and stack:
+            closing[stack.pop()] = token.start()
+    return closing
+
+
+def _last_boxed(text: str) -> str | None:
+    starts = list(_BOX_START.finditer(text))
+    if not starts:
+        return None
+    closing = _matching_braces(text, starts[0].start())
+    # From the last box backwards: an unclosed box (truncated generation) or an empty one (an echo of the
+    # prompt's "\boxed{}") gives way to the box before it.
+    for start in reversed(starts):
+        at = start.end()
+        if at < len(text) and text[at] == "{":
+            end = closing.get(at)
+            content = text[at + 1 : end].strip() if end is not None else ""
+        else:
+            bare = _BARE_BOX_ARG.match(text, at)
+            content = bare.group().rstrip(".,;") if bare else ""
+        if content:
+            return content
+    return None
+
+
+def _plain_number(answer: str) -> str:
+    """`1,000` -> `1000` (a thousands separator would otherwise read as a tuple); `−5` -> `-5`."""
+    answer = re.sub(r"^\u2212(?=[\d.])", "-", answer)
+    return answer.replace(",", "") if _THOUSANDS_NUMBER.fullmatch(answer) else answer
+
+
+def _clean_sentence_answer(answer: str) -> str:
+    """Strip what surrounds an answer written in prose: `$`, `\\( \\)`, `**bold**`, a trailing period,
+    and unit words after a number ("42 apples" -> "42")."""
+    answer = answer.replace("\\(", "").replace("\\)", "").replace("\\[", "").replace("\\]", "")
+    answer = _UNESCAPED_DOLLAR.sub("", answer).replace("**", "").strip().rstrip(".").strip()
+    words_after = _NUMBER_THEN_WORDS.fullmatch(answer)
+    if words_after:
+        answer = words_after.group(1).rstrip(".,")
+    return _plain_number(answer)
+
+
+def extract_answer(text: str) -> tuple[str | None, str]:
+    """The final answer in a response and the rule that found it: boxed | gsm8k | answer_is | last_number
+    | none (then the answer is None)."""
+    boxed = _last_boxed(text)
+    if boxed is not None:
+        return boxed, "boxed"
+    gsm8k = [match.group(1).strip() for match in _GSM8K.finditer(text)]
+    gsm8k = [answer for answer in gsm8k if answer]
+    if gsm8k:
+        return _clean_sentence_answer(gsm8k[-1]), "gsm8k"
+    for match in reversed(list(_ANSWER_IS.finditer(text))):
+        rest = text[match.end() :]
+        end = _SENTENCE_END.search(rest)
+        answer = _clean_sentence_answer(rest[: end.start()] if end else rest)
+        if answer:
+            return answer, "answer_is"
+    last_number = None
+    for match in _NUMBER.finditer(text):
+        last_number = match.group()
+    if last_number:
+        return _plain_number(last_number), "last_number"
+    return None, "none"
+
+
+# ---------------------------------------------------------------- equivalence (in-process)
+def _math_verify():
+    # Imported on first use: it costs ~0.6 s, and `import sftadapt.verify` should stay cheap for the CLI.
+    from math_verify import parse, verify
+    from math_verify.errors import TimeoutException
+
+    return parse, verify, TimeoutException
+
+
+def _as_boxed(answer: str) -> str:
+    if "\\boxed" in answer or "\\fbox" in answer:
+        return answer
+    return f"$\\boxed{{{_UNESCAPED_DOLLAR.sub('', answer).strip()}}}$"
+
+
+def _parse(answer: str, seconds: int | None) -> list:
+    """math-verify's parse of an answer wrapped in `$\\boxed{}$`; [] if nothing parses. Raises math-verify's
+    TimeoutException when its own (signal) timeout fires."""
+    parse, _, timeout_error = _math_verify()
+    try:
+        return parse(_as_boxed(answer), parsing_timeout=seconds, raise_on_error=True)
+    except timeout_error:
+        raise
+    except Exception:
+        return []
+
+
+def _equivalent(gold: list, pred: list, seconds: int | None) -> bool | None:
+    """True if any parsed gold matches any parsed prediction (as math-verify's `verify` does), None if none
+    matched and at least one comparison timed out."""
+    _, verify, timeout_error = _math_verify()
+    timed_out = False
+    for gold_item in gold:
+        for pred_item in pred:
+            try:
+                if verify(gold_item, pred_item, timeout_seconds=seconds, raise_on_error=True):
+                    return True
+            except timeout_error:
+                timed_out = True
+            except Exception:
+                continue
+    return None if timed_out else False
+
+
+def _verify_item(gold: str, text: str, seconds: int | None) -> Verdict:
+    """One item, in this process. `seconds` is math-verify's own per-call signal timeout (None = off)."""
+    _, _, timeout_error = _math_verify()
+    started = time.perf_counter()
+    extracted, rule = None, "none"
+
+    def verdict(name: str, detail: str = "") -> Verdict:
+        return Verdict(name, extracted, rule, time.perf_counter() - started, detail)
+
+    try:
+        extracted, rule = extract_answer(text)
+        gold_parsed = _parse(str(gold).strip(), seconds) if str(gold).strip() else []
+        if not gold_parsed:
+            return verdict("error", f"the gold answer {str(gold)[:200]!r} does not parse")
+        if extracted is None:
+            return verdict("no_answer")
+        pred_parsed = _parse(extracted, seconds)
+        if not pred_parsed:
+            return verdict("wrong", "the extracted answer does not parse")
+        same = _equivalent(gold_parsed, pred_parsed, seconds)
+        if same is None:
+            return verdict("timeout", "math-verify comparison timed out")
+        return verdict("correct" if same else "wrong")
+    except timeout_error:
+        return verdict("timeout", "math-verify parse timed out")
+    except RecursionError:
+        return verdict("wrong", "the answer is nested too deeply to parse")
+
+
+def _signal_seconds(timeout: float | None) -> int | None:
+    return None if timeout is None else max(1, math.ceil(timeout))
+
+
+def verify_one(gold: str, text: str, timeout: float | None = 5.0) -> Verdict:
+    """Verify one response in this process, serially. math-verify's signal timeouts (whole seconds, per
+    parse/compare call, so an item may take a few times `timeout`) need the main thread; from another
+    thread use `Verifier`, or pass timeout=None (no time limit at all)."""
+    if timeout is not None and threading.current_thread() is not threading.main_thread():
+        raise RuntimeError(
+            "verify_one with a timeout uses signal.alarm, which works only in the main thread: "
+            "use Verifier(...).verify_one from other threads, or pass timeout=None (no time limit)"
+        )
+    return _verify_item(gold, text, _signal_seconds(timeout))
+
+
+# ---------------------------------------------------------------- the worker process
+_WARMUP = (("\\frac{1}{2}", "so the answer is $\\boxed{0.5}$."), ("1,000", "#### 1000"))
+
+
+def _worker_main(conn, signal_seconds: int | None) -> None:
+    """Serve chunks of (index, gold, text) from `conn`, sending back (index, Verdict) one item at a time."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it closes us.
+    import logging
+
+    logging.getLogger("math_verify").setLevel(logging.ERROR)
+    for gold, text in _WARMUP:  # the first parse builds math-verify's grammars: not an item's time
+        _verify_item(gold, text, signal_seconds)
+    conn.send(("ready", os.getpid()))
+    while True:
+        try:
+            chunk = conn.recv()
+        except (EOFError, OSError):
+            return
+        if chunk is None:
+            return
+        for index, gold, text in chunk:
+            try:
+                result = _verify_item(gold, text, signal_seconds)
+            except Exception as err:  # a bug or a library crash on one item must not end the worker
+                result = Verdict("error", None, "none", 0.0, f"{type(err).__name__}: {err}"[:500])
+            conn.send((index, result))
+
+
+class _Worker:
+    """A worker process, its pipe, and the items it holds (the first is the one being computed)."""
+
+    def __init__(self, context, signal_seconds: int | None):
+        parent_conn, child_conn = context.Pipe(duplex=True)
+        self.process = context.Process(
+            target=_worker_main, args=(child_conn, signal_seconds), daemon=True, name="sftadapt-verify"
+        )
+        self.process.start()
+        child_conn.close()  # so that the worker's death reads as EOF here
+        self.conn = parent_conn
+        self.ready = False
+        self.started_at = time.monotonic()
+        self.pending: deque[int] = deque()
+        self.item_started = 0.0
+
+    def kill(self) -> None:
+        if self.process.is_alive():
+            self.process.kill()
+        self.process.join(timeout=5)
+        self.conn.close()
+
+    def stop(self) -> None:
+        try:
+            self.conn.send(None)
+        except (OSError, ValueError):
+            pass
+        self.process.join(timeout=2)
+        self.kill()
+
+
+def _failed(item: tuple[str, str], verdict: str, seconds: float, detail: str) -> Verdict:
+    """The verdict for an item whose worker was killed or died. Extraction is linear-time, so it is
+    redone here to record what the answer was."""
+    try:
+        extracted, rule = extract_answer(item[1])
+    except Exception:
+        extracted, rule = None, "none"
+    return Verdict(verdict, extracted, rule, seconds, detail)
+
+
+def _shutdown(workers: list[_Worker]) -> None:
+    for worker in workers:
+        worker.stop()
+    workers.clear()
+
+
+# ---------------------------------------------------------------- the pool
+class Verifier:
+    """A pool of `workers` processes with a per-item wall-clock `timeout` (seconds). Callable from any thread
+    (calls are serialised); results come back in input order. Use as a context manager or call close()."""
+
+    def __init__(
+        self,
+        workers: int = 2,
+        timeout: float = 5.0,
+        chunk_size: int = 8,
+        start_method: str = "spawn",
+        startup_timeout: float = 120.0,
+    ):
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout}")
+        if start_method == "fork":
+            raise ValueError("start_method 'fork' is unsafe next to torch threads: use 'spawn' or 'forkserver'")
+        self.timeout = float(timeout)
+        self.chunk_size = max(1, int(chunk_size))
+        self.startup_timeout = startup_timeout
+        self.restarts = 0  # workers killed and replaced (after a timeout or a crash)
+        self._context = multiprocessing.get_context(start_method)
+        # The in-worker signal timeout is a second guard; the wall-clock deadline here is the one that binds.
+        self._signal_seconds = _signal_seconds(timeout)
+        self._lock = threading.Lock()
+        # Started now, without waiting: start-up overlaps whatever the caller does before the first batch.
+        self._workers = [_Worker(self._context, self._signal_seconds) for _ in range(workers)]
+        self._finalizer = weakref.finalize(self, _shutdown, self._workers)
+
+    def __enter__(self) -> Verifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._finalizer()
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the current workers (they change only when a worker is killed and replaced)."""
+        return [worker.process.pid for worker in self._workers]
+
+    def verify_one(self, gold: str, text: str) -> Verdict:
+        return self.verify_many([gold], [text])[0]
+
+    def verify_many(self, golds: Sequence[str], texts: Sequence[str]) -> list[Verdict]:
+        """One Verdict per (gold, text) pair, in input order."""
+        if len(golds) != len(texts):
+            raise ValueError(f"got {len(golds)} gold answers but {len(texts)} texts")
+        items = [(str(gold) if gold is not None else "", str(text)) for gold, text in zip(golds, texts)]
+        with self._lock:
+            if not self._finalizer.alive:
+                raise RuntimeError("this Verifier is closed")
+            try:
+                return self._run(items)
+            except BaseException:
+                # Interrupted mid-batch (e.g. Ctrl-C): busy workers still hold items whose results would
+                # leak into the next batch, so replace them.
+                for slot, worker in enumerate(self._workers):
+                    if worker.pending:
+                        self._replace(slot)
+                raise
+
+    # -- internals
+    def _replace(self, slot: int) -> None:
+        self._workers[slot].kill()
+        self._workers[slot] = _Worker(self._context, self._signal_seconds)
+        self.restarts += 1
+
+    def _chunk_size(self, queued: int) -> int:
+        # Small chunks near the end of a batch, so that no worker sits idle while another holds a long tail.
+        return max(1, min(self.chunk_size, math.ceil(queued / (2 * len(self._workers)))))
+
+    def _run(self, items: list[tuple[str, str]]) -> list[Verdict]:
+        results: list[Verdict | None] = [None] * len(items)
+        queue = deque(range(len(items)))
+        remaining = len(items)
+        while remaining:
+            now = time.monotonic()
+            for slot, worker in enumerate(self._workers):
+                if worker.ready and not worker.pending and queue:
+                    chunk = [queue.popleft() for _ in range(min(len(queue), self._chunk_size(len(queue))))]
+                    worker.pending.extend(chunk)
+                    worker.item_started = now
+                    try:
+                        worker.conn.send([(index, *items[index]) for index in chunk])
+                    except OSError:  # it died while idle: its chunk goes back to the queue
+                        queue.extendleft(reversed(worker.pending))
+                        worker.pending.clear()
+                        self._replace(slot)
+
+            deadlines = [w.item_started + self.timeout for w in self._workers if w.pending]
+            deadlines += [w.started_at + self.startup_timeout for w in self._workers if not w.ready]
+            wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
+            readable = wait([w.conn for w in self._workers if w.pending or not w.ready], timeout=wait_for)
+
+            for slot, worker in enumerate(list(self._workers)):
+                if worker.conn not in readable:
+                    continue
+                try:
+                    while worker.conn.poll():
+                        message = worker.conn.recv()
+                        if not worker.ready:
+                            worker.ready = True  # ("ready", pid)
+                            continue
+                        index, verdict = message
+                        results[index] = verdict
+                        remaining -= 1
+                        worker.pending.popleft()
+                        worker.item_started = time.monotonic()
+                except (EOFError, OSError):
+                    if not worker.ready:
+                        code = worker.process.exitcode
+                        raise RuntimeError(f"a verifier worker died while starting (exit code {code})") from None
+                    # Crashed on its current item (segfault, out of memory): that item is an error.
+                    index = worker.pending.popleft()
+                    worker.process.join(timeout=1)
+                    results[index] = _failed(items[index], "error", time.monotonic() - worker.item_started,
+                                             f"the verifier worker died (exit code {worker.process.exitcode})")
+                    remaining -= 1
+                    queue.extendleft(reversed(worker.pending))
+                    self._replace(slot)
+
+            now = time.monotonic()
+            for slot, worker in enumerate(list(self._workers)):
+                if not worker.ready and now > worker.started_at + self.startup_timeout:
+                    raise RuntimeError(f"a verifier worker did not start within {self.startup_timeout:.0f} s")
+                if worker.pending and now >= worker.item_started + self.timeout:
+                    if worker.conn.poll():
+                        continue  # a result arrived while we were late to look: read it first
+                    index = worker.pending.popleft()
+                    results[index] = _failed(items[index], "timeout", now - worker.item_started,
+                                             f"over the {self.timeout:g} s wall-clock limit; worker killed")
+                    remaining -= 1
+                    queue.extendleft(reversed(worker.pending))  # the rest of its chunk goes first, elsewhere
+                    self._replace(slot)
+        return results  # type: ignore[return-value]

@@ -1,0 +1,249 @@
+"""Eval loop: attempts and results.json with a scripted engine (exact numbers), resume after a kill, protocol
+recording and refusal to mix, and one pass through the real HF engine on the tiny random model."""
+
+import json
+import re
+
+import pytest
+
+from sftadapt.engines.base import Completion
+from sftadapt.evaluate import apply_answer_format, evaluate, group_attempts, sample_seeds
+from sftadapt.metrics import majority_vote
+from sftadapt.protocol import PROTOCOLS, Protocol, load_protocol
+from sftadapt.records import VERDICTS, Attempt, Problem, read_records
+from sftadapt.store import StoreError
+
+
+class ScriptedEngine:
+    """Answers `\\boxed{seed % 3}`, so which samples are right is a pure function of the seeds."""
+
+    name = "scripted"
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.fail_after = 0, fail_after
+        self.tokenizer = None
+
+    def generate(self, prompts, params, seeds=None):
+        if self.fail_after is not None and self.calls >= self.fail_after:
+            raise KeyboardInterrupt("killed")
+        self.calls += 1
+        return [[Completion(text=f"so \\boxed{{{s % 3}}}", token_ids=[1] * (s % 5 + 1), logprobs=[-0.5] * (s % 5 + 1),
+                            finish_reason="stop" if s % 7 else "length", seed=s) for s in row] for row in seeds]
+
+    def close(self):
+        pass
+
+
+class Verdict:
+    def __init__(self, verdict, extracted, rule):
+        self.verdict, self.extracted, self.rule = verdict, extracted, rule
+
+
+class BoxedVerifier:
+    """String equality on the boxed answer: enough to pin the loop's bookkeeping exactly."""
+
+    def verify_many(self, golds, texts):
+        out = []
+        for gold, text in zip(golds, texts):
+            m = re.search(r"\\boxed\{(.*)\}", text)
+            if m is None:
+                out.append(Verdict("no_answer", None, None))
+            else:
+                out.append(Verdict("correct" if m.group(1) == gold else "wrong", m.group(1), "boxed"))
+        return out
+
+
+class FakeTokenizer:
+    chat_template = None
+
+
+PROBLEMS = [Problem(id=f"p{i}", problem=f"What is {i} mod 3?", answer=str(i % 3)) for i in range(7)]
+
+
+def run(tmp_path, protocol, engine=None, out="run", batch_size=8, **kw):
+    """7 problems x n=4 in shards of 2 problems (8 samples): 4 shards, one generate call each at batch 8."""
+    engine = engine or ScriptedEngine()
+    engine.tokenizer = FakeTokenizer()
+    return evaluate("scripted-model", {"toy": PROBLEMS}, protocol, tmp_path / out, engine=engine,
+                    verifier=BoxedVerifier(), shard_problems=2, batch_size=batch_size, progress=False,
+                    print_summary=False, n_boot=200, **kw)
+
+
+def proto(**kw):
+    return load_protocol("paper", [f"{k}={v}" for k, v in {"max_new_tokens": 16, "n": 4, **kw}.items()])
+
+
+def expected_correct(protocol):
+    seeds = sample_seeds(protocol, PROBLEMS)
+    return [[str(s % 3) == p.answer for s in row] for p, row in zip(PROBLEMS, seeds)]
+
+
+def test_results_match_the_scripted_answers(tmp_path):
+    protocol = proto()
+    res = run(tmp_path, protocol)
+    right = expected_correct(protocol)
+    toy = res["benchmarks"]["toy"]
+    assert toy["n_problems"] == 7 and toy["n_samples"] == 28
+    assert toy["avg@4"]["value"] == pytest.approx(sum(map(sum, right)) / 28)
+    assert toy["pass@4"]["value"] == pytest.approx(sum(any(r) for r in right) / 7)
+    assert toy["counts"]["correct"] == sum(map(sum, right))
+    assert toy["counts"]["wrong"] == 28 - sum(map(sum, right))
+    answers = [[str(s % 3) for s in row] for row in sample_seeds(protocol, PROBLEMS)]
+    majority = [majority_vote(a)[0] == p.answer for a, p in zip(answers, PROBLEMS)]
+    assert toy["per_problem"] == {p.id: [sum(r), 4, int(m)] for p, r, m in zip(PROBLEMS, right, majority)}
+    assert toy["maj@4"]["value"] == pytest.approx(sum(majority) / 7)
+    seeds = [s for row in sample_seeds(protocol, PROBLEMS) for s in row]
+    assert toy["tokens_generated"] == sum(s % 5 + 1 for s in seeds)
+    assert toy["truncated"] == sum(s % 7 == 0 for s in seeds)
+    # The protocol is recorded, with its hash, in results.json and in every shard manifest.
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["protocol"] == protocol.record()
+    assert saved["protocol"]["hash"] == protocol.hash
+    manifest = json.loads((tmp_path / "run" / "toy" / "shards" / "manifest.json").read_text())
+    assert manifest["config"]["protocol"] == protocol.hash
+    attempts = read_records(tmp_path / "run" / "toy" / "attempts.jsonl", Attempt)
+    assert [(a.problem_id, a.index) for a in attempts] == [(p.id, j) for p in PROBLEMS for j in range(4)]
+    assert all(a.stage == "eval" and a.meta["benchmark"] == "toy" for a in attempts)
+
+
+def test_killed_eval_resumes_without_loss_or_duplicates(tmp_path):
+    protocol = proto()
+    whole = run(tmp_path, protocol, out="whole")
+    killed = ScriptedEngine(fail_after=2)  # dies while generating the third of four shards
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path, protocol, engine=killed, out="resumed")
+    assert not (tmp_path / "resumed" / "results.json").exists()
+    again = ScriptedEngine()
+    resumed = run(tmp_path, protocol, engine=again, out="resumed")
+    assert again.calls == 2  # only the two missing shards were generated
+    a = read_records(tmp_path / "whole" / "toy" / "attempts.jsonl", Attempt)
+    b = read_records(tmp_path / "resumed" / "toy" / "attempts.jsonl", Attempt)
+    key = lambda x: (x.problem_id, x.index, x.text, x.verdict, x.seed)  # noqa: E731
+    assert [key(x) for x in a] == [key(x) for x in b]
+    assert resumed["benchmarks"]["toy"]["avg@4"] == whole["benchmarks"]["toy"]["avg@4"]
+    # Bigger engine batches group shards into fewer calls; what is stored does not change.
+    grouped = ScriptedEngine()
+    run(tmp_path, protocol, engine=grouped, out="grouped", batch_size=16)
+    assert grouped.calls == 2
+    c = read_records(tmp_path / "grouped" / "toy" / "attempts.jsonl", Attempt)
+    assert [key(x) for x in c] == [key(x) for x in a]
+    # A finished run re-run is a no-op for the engine.
+    idle = ScriptedEngine()
+    run(tmp_path, protocol, engine=idle, out="resumed")
+    assert idle.calls == 0
+
+
+def test_other_protocol_refuses_to_mix_into_a_run_dir(tmp_path):
+    run(tmp_path, proto())
+    with pytest.raises(StoreError, match="another config"):
+        run(tmp_path, proto(temperature=0.7))
+    run(tmp_path, proto(temperature=0.7), force=True)  # sets the old shards aside
+    saved = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert saved["protocol"]["temperature"] == 0.7
+
+
+def test_protocols_and_overrides():
+    paper, quick = load_protocol("paper"), load_protocol("quick")
+    assert (paper.n, paper.temperature, paper.top_p, paper.max_new_tokens, paper.answer_format) == (
+        16, 1.0, 1.0, 4096, "boxed")
+    assert (quick.n, quick.temperature) == (1, 0.0)
+    assert paper.hash != quick.hash
+    longer = load_protocol("quick", ["max_new_tokens=512"])
+    assert longer.name == "quick" and longer.hash != quick.hash  # the name is a label, the hash decides
+    renamed = Protocol(**{**PROTOCOLS["quick"], "name": "other"})
+    assert renamed.hash == quick.hash
+    from sftadapt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="identical"):
+        load_protocol("quick", ["n=4"])
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        load_protocol("fast")
+    with pytest.raises(ConfigError, match="answer_format"):
+        load_protocol("paper", ["answer_format=latex"])
+
+
+def test_protocol_yaml_file(tmp_path):
+    path = tmp_path / "mine.yaml"
+    path.write_text("n: 4\ntemperature: 0.6\nmax_new_tokens: 1024\n")
+    p = load_protocol(path)
+    assert (p.name, p.n, p.temperature, p.max_new_tokens, p.chat) == ("mine", 4, 0.6, 1024, True)
+
+
+def test_boxed_strict_and_grouping():
+    assert apply_answer_format("correct", "last_number", "boxed_strict") == "no_answer"
+    assert apply_answer_format("correct", "boxed", "boxed_strict") == "correct"
+    assert apply_answer_format("timeout", "last_number", "boxed_strict") == "timeout"
+    assert apply_answer_format("correct", "last_number", "boxed") == "correct"
+    rows = [Attempt("a", "eval", 1, "h", "", verdict="wrong", extracted="2"),
+            Attempt("a", "eval", 0, "h", "", verdict="correct", extracted="1")]
+    (samples,) = group_attempts(rows)
+    assert samples.verdicts == ["correct", "wrong"] and samples.answers == ["1", "2"]
+    with pytest.raises(ValueError, match="not 0..n-1"):
+        group_attempts(rows[:1])
+
+
+def test_tiny_random_model_through_the_hf_engine(tmp_path):
+    pytest.importorskip("sftadapt.verify")
+    problems = [Problem(id="a", problem="What is 2 + 3?", answer="5"),
+                Problem(id="b", problem="What is 10 - 4?", answer="6")]
+    protocol = load_protocol("quick", ["max_new_tokens=8"])
+    res = evaluate("tiny-random", {"mini": problems}, protocol, tmp_path / "tiny", dtype="float32",
+                   progress=False, print_summary=False, n_boot=100)
+    mini = res["benchmarks"]["mini"]
+    assert mini["n_problems"] == 2 and sum(mini["counts"].values()) == 2
+    attempts = read_records(tmp_path / "tiny" / "mini" / "attempts.jsonl", Attempt)
+    assert len(attempts) == 2 and all(a.verdict in VERDICTS for a in attempts)
+    assert all(0 < a.meta["n_tokens"] <= 8 for a in attempts)
+    assert mini["tokens_generated"] == sum(a.meta["n_tokens"] for a in attempts)
+    assert res["model"]["spec"] == "tiny-random" and "revision" in res["model"]
+
+
+def test_gold_sanity_on_real_benchmarks_and_a_planted_error():
+    from sftadapt.evaluate import gold_sanity
+    from sftadapt.sources import SourceError, load_benchmark
+    from sftadapt.verify import Verifier
+
+    try:
+        gsm = load_benchmark("gsm8k", 20)
+        math = load_benchmark("math500", 20)
+    except SourceError:
+        pytest.skip("shared benchmark data not found")
+    planted = [Problem(id="bad", problem="?", answer="19", solution=gsm[0].solution)]  # gold says 19, text 18
+    with Verifier(workers=1) as verifier:
+        for name, problems in (("gsm8k", gsm), ("math500", math)):
+            res = gold_sanity(name, verifier=verifier, problems=problems)
+            assert res["n"] == 20 and res["correct"] == 20 and res["failures"] == []
+        res = gold_sanity("planted", verifier=verifier, problems=planted)
+    assert res["rate"] == 0.0
+    assert res["failures"] == [{"id": "bad", "gold": "19", "extracted": "18", "rule": "gsm8k", "verdict": "wrong"}]
+
+
+def test_eval_command_on_shared_data_with_the_tiny_model(tmp_path):
+    from typer.testing import CliRunner
+
+    from sftadapt.cli import app
+    from sftadapt.sources import SourceError, find_data_dir
+
+    try:
+        find_data_dir()
+    except SourceError:
+        pytest.skip("shared benchmark data not found")
+    out = tmp_path / "cli"
+    res = CliRunner().invoke(app, ["--quiet", "eval", "--model", "tiny-random", "--benchmarks", "gsm8k",
+                                   "--protocol", "quick", "--set", "max_new_tokens=4", "--limit", "2",
+                                   "--dtype", "float32", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["protocol"]["max_new_tokens"] == 4 and saved["protocol"]["name"] == "quick"
+    assert saved["benchmarks"]["gsm8k"]["n_problems"] == 2 and "avg@1" in res.output
+    res = CliRunner().invoke(app, ["eval", "--benchmarks", "gsm9k", "--out", str(out)])
+    assert res.exit_code == 2 and "unknown benchmark 'gsm9k'" in res.output
+
+
+def test_shard_groups_are_aligned_to_absolute_positions():
+    from sftadapt.evaluate import _batches
+
+    assert _batches([0, 1, 2, 3, 4], shard_samples=16, batch_size=32) == [[0, 1], [2, 3], [4]]
+    # Resuming after shard 0 sends shard 1 alone, not with shard 2: the calls match the uninterrupted run's.
+    assert _batches([1, 2, 3, 4], shard_samples=16, batch_size=32) == [[1], [2, 3], [4]]
+    assert _batches([0, 1], shard_samples=16, batch_size=8) == [[0], [1]]

@@ -1,0 +1,88 @@
+"""`sftadapt run` end to end on the tiny model, stage caching, and every shipped config validated."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from sftadapt.pipeline import ARMS, CONFIG_DIR, load_run_config, run, stage_configs
+from sftadapt.config import ConfigError
+
+TINY = {
+    "name": "tiny", "model": "tiny-random", "seeds": [0],
+    "task": {"kind": "synthetic", "train_problems": 4},
+    "warmup": {"problems": 8, "train": {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "save_steps": 1000}},
+    "eval": {"benchmarks": ["synthetic_id", "synthetic_ood"], "limit": 2, "dtype": "float32",
+             "protocol_overrides": {"max_new_tokens": 8}},
+    "train": {"max_steps": 2, "batch_size": 2, "grad_accum": 1, "save_steps": 1000},
+    "rewrite": {"k": 2, "guided_tries": 1, "max_new_tokens": 8, "dtype": "float32"},
+    "mapper_train": {"grpo": {"max_steps": 1, "num_generations": 2, "max_completion_length": 8, "lora": True,
+                              "save_steps": 1000}},
+    "synth": {"k": 1, "max_new_tokens": 8, "dtype": "float32"},
+    "direct_rl": {"grpo": {"max_steps": 1, "num_generations": 2, "max_completion_length": 8, "save_steps": 1000}},
+}
+
+
+def _yaml(tmp_path: Path, values: dict) -> Path:
+    import yaml
+
+    path = tmp_path / "study.yaml"
+    path.write_text(yaml.safe_dump({**values, "out": str(tmp_path / "run")}))
+    return path
+
+
+def test_run_end_to_end_then_cached_then_partial_redo(tmp_path, capsys):
+    cfg = load_run_config(_yaml(tmp_path, TINY))
+    study = run(cfg, progress=False)
+    arms = [a["arm"] for a in study["arms"]]
+    assert arms == ["raw", *ARMS]
+    for a in study["arms"]:
+        assert set(a["benchmarks"]) == {"synthetic_id", "synthetic_ood", "mean"}
+        assert 0.0 <= a["benchmarks"]["mean"]["mean"] <= 1.0
+    by_arm = {a["arm"]: a for a in study["arms"]}
+    # every trained arm's compute counts its optimiser steps; adapted arms also count generated tokens
+    assert by_arm["sft"]["compute"]["optimizer_steps"] == 2
+    assert by_arm["dr_sft"]["compute"]["tokens_generated"] > 0
+    assert by_arm["dart_sft"]["compute"]["optimizer_steps"] == 1 + 2  # mapper RL step + SFT steps
+    assert by_arm["direct_rl"]["compute"]["optimizer_steps"] == 1
+    assert by_arm["dr_sft"]["gap"] is not None and by_arm["sft"]["gap"] is not None
+    assert by_arm["base"]["gap"] is None
+    root = tmp_path / "run"
+    assert Path(study["markdown_path"]).exists() and (root / "report" / "seed-0" / "accuracy.png").exists()
+    assert "| DR+IS |" in study["markdown"] and "Compute per arm" in study["markdown"]
+
+    # the same config again: every stage is cached
+    capsys.readouterr()
+    again = run(load_run_config(_yaml(tmp_path, TINY)), progress=False)
+    out = capsys.readouterr().out
+    assert "[run]" not in out and again["arms"] == study["arms"]
+
+    # change one training option: the trained arms and their evals rerun; data, warm-up and adapt stay cached
+    changed = {**TINY, "train": {**TINY["train"], "lr": 1e-4}}
+    run(load_run_config(_yaml(tmp_path, changed)), progress=False)
+    ran = {line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[run]")}
+    trained = {f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
+    assert ran == trained | {f"eval_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
+    assert list(root.glob("train_sft.old-*"))  # the old output is set aside, not deleted
+    stage = json.loads((root / "rewrite" / "stage.json").read_text())
+    assert stage["status"] == "done"
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match="unknown arm"):
+        load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base", "sftt"]}))
+    with pytest.raises(ConfigError, match="train: unknown option 'lrr'"):
+        cfg = load_run_config(_yaml(tmp_path, {**TINY, "train": {"lrr": 1}}))
+        stage_configs(cfg, 0, "tiny-random", {k: "x" for k in _PATH_KEYS})
+
+
+_PATH_KEYS = ["rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup", "expert", "warmup_data",
+              "mapper_model", "expert_data", "rewrite_data", "mapper_data", "prompted_data",
+              *[f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")]]
+
+
+@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_study_config_loads_and_validates(path):
+    cfg = load_run_config(path)
+    configs = stage_configs(cfg, cfg.seeds[0], cfg.model, {k: f"/tmp/x/{k}" for k in _PATH_KEYS})
+    assert configs["protocol"].n >= 1

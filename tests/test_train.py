@@ -1,0 +1,278 @@
+"""The training stage on the tiny random model: data alignment, the step normaliser, resume, saving (train.py)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import TrainerCallback
+
+from sftadapt.prompts import prompt_token_ids, response_token_ids, solve_prompt
+from sftadapt.records import Example, write_records
+from sftadapt.train import TrainConfig, read_log, train
+from sftadapt.train_data import (IGNORE_INDEX, Collator, DataError, load_examples, tokenize_example,
+                                 tokenize_examples)
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tok():
+    from sftadapt.models import load_tokenizer
+
+    return load_tokenizer("tiny-random")
+
+
+def _examples(tok, n, behaviour_every=2, seed=0):
+    """n rows of different lengths; every `behaviour_every`-th row has behaviour log-probs (the rest are expert)."""
+    gen = torch.Generator().manual_seed(seed)
+    rows = []
+    for i in range(n):
+        a, b = 1 + i % 9, 2 + (3 * i) % 7
+        response = f"We add {a} and {b}. " * (1 + i % 4) + f"So the answer is \\boxed{{{a + b}}}."
+        has = i % behaviour_every == 1
+        behavior = (-torch.rand(len(response_token_ids(tok, response)), generator=gen) * 2).tolist() if has else None
+        rows.append(Example(id=f"r{i}", problem=f"What is {a} + {b}?", response=response, answer=str(a + b),
+                            origin="self" if has else "expert", behavior_logprobs=behavior))
+    return rows
+
+
+def _config(tmp_path, data, name, **kw):
+    values = dict(model="tiny-random", data=[str(data)], out=str(tmp_path / name), lr=1e-3, max_steps=6,
+                  batch_size=2, grad_accum=1, save_steps=100, warmup_ratio=0.0, resume=False)
+    values.update(kw)
+    return TrainConfig(**values)
+
+
+# ---------------------------------------------------------------- data: tokenisation, truncation, collation
+def test_collator_keeps_our_columns_and_masks_by_length_not_by_pad_id(tok):
+    rows = tokenize_examples(tok, _examples(tok, 3), max_length=512).rows
+    batch = Collator(pad_token_id=tok.pad_token_id)(rows)
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "behavior_logprobs", "has_behavior"}
+    assert tok.pad_token_id == tok.eos_token_id  # SmolLM2: why the pad id must never decide the mask
+    for i, row in enumerate(rows):
+        n = len(row["input_ids"])
+        labels = batch["labels"][i]
+        assert labels[n - 1].item() == tok.eos_token_id  # the end token is trained on
+        assert torch.all(labels[n:] == IGNORE_INDEX) and torch.all(batch["attention_mask"][i, n:] == 0)
+        assert batch["attention_mask"][i, :n].sum() == n
+    assert batch["has_behavior"].tolist() == [False, True, False]
+
+
+def test_behaviour_logprobs_stay_aligned_to_response_tokens_after_truncation_and_collation(tok):
+    example = _examples(tok, 2)[1]
+    prompt = prompt_token_ids(tok, solve_prompt(tok, example.problem))
+    response = response_token_ids(tok, example.response)
+    row, truncated = tokenize_example(tok, example, max_length=10_000)
+    assert not truncated and row["labels"] == [IGNORE_INDEX] * len(prompt) + response
+    short, truncated = tokenize_example(tok, example, max_length=len(prompt) + 5)
+    assert truncated and short["labels"][len(prompt):] == response[:5]
+    other = tokenize_example(tok, _examples(tok, 1)[0], max_length=10_000)[0]
+    batch = Collator(pad_token_id=tok.pad_token_id)([other, row, short])
+    for i, keep in ((1, len(response)), (2, 5)):
+        on_response = batch["labels"][i] != IGNORE_INDEX
+        assert batch["labels"][i][on_response].tolist() == response[:keep]
+        assert torch.allclose(batch["behavior_logprobs"][i][on_response],
+                              torch.tensor(example.behavior_logprobs[:keep]))
+        assert torch.all(batch["behavior_logprobs"][i][~on_response] == 0)
+
+
+def test_misaligned_behaviour_logprobs_and_too_long_prompts(tok):
+    example = _examples(tok, 2)[1]
+    example.behavior_logprobs = example.behavior_logprobs[:-1]  # e.g. scored without the end token
+    with pytest.raises(DataError, match="r1.*response tokens"):
+        tokenize_example(tok, example, max_length=512)
+    out = tokenize_examples(tok, _examples(tok, 2, behaviour_every=99), max_length=8)
+    assert out.rows == [] and out.dropped == ["r0", "r1"]
+
+
+def test_raw_expert_set_trains_on_the_boxed_solution_with_provenance(tmp_path):
+    path = tmp_path / "gsm.jsonl"
+    path.write_text(json.dumps({"question": "Tom has 3 apples and buys 4. How many?",
+                                "answer": "He has 3+4=<<3+4=7>>7 apples.\n#### 7"}) + "\n")
+    examples, provenance = load_examples([str(path)])
+    assert examples[0].origin == "expert" and examples[0].behavior_logprobs is None
+    assert examples[0].response == "He has 3+4=7 apples.\nThe final answer is $\\boxed{7}$."
+    import hashlib
+
+    assert provenance[0]["sha256"] == hashlib.sha256(path.read_bytes()).hexdigest()
+    assert provenance[0]["rows"] == 1 and provenance[0]["origins"] == {"expert": 1}
+
+
+# ---------------------------------------------------------------- the step normaliser
+class GradCapture(TrainerCallback):
+    """Keeps a copy of the accumulated gradient just before each optimiser step."""
+
+    def __init__(self):
+        self.grads = []
+
+    def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
+        self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+
+
+@pytest.mark.parametrize("loss,options", [("is", {}), ("nll", {}), ("is", {"is_self_normalize": True})])
+def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok, loss, options):
+    data = tmp_path / "four.jsonl"
+    rows = _examples(tok, 4)
+    write_records(data, rows)
+    lengths = {len(response_token_ids(tok, r.response)) for r in rows}
+    assert len(lengths) == 4  # different response lengths: a per-micro-batch mean would not match
+    runs = {}
+    for name, batch_size, grad_accum in (("big", 4, 1), ("accum", 1, 4)):
+        capture = GradCapture()
+        cfg = _config(tmp_path, data, name, loss=loss, max_steps=1, batch_size=batch_size, grad_accum=grad_accum,
+                      max_grad_norm=0.0, **options)
+        train(cfg, callbacks=[capture])
+        runs[name] = (read_log(cfg.out)[0], capture.grads[0])
+    (big_log, big_grads), (acc_log, acc_grads) = runs["big"], runs["accum"]
+    assert big_log["response_tokens"] == sum(lengths)
+    assert acc_log["loss"] == pytest.approx(big_log["loss"], abs=1e-6, rel=1e-6)
+    assert acc_log["nll"] == pytest.approx(big_log["nll"], abs=1e-6)
+    assert big_grads.keys() == acc_grads.keys()
+    for name, grad in big_grads.items():
+        assert torch.allclose(acc_grads[name], grad, atol=1e-6), name
+    if loss == "is":
+        assert {"weight_mean", "weight_max", "clip_frac", "ess", "ess_frac"} <= big_log.keys()
+        assert acc_log["ess"] == pytest.approx(big_log["ess"], rel=1e-5)
+
+
+def test_two_ranks_equal_one_rank(tmp_path, tok):
+    """DDP on two CPU processes (gloo): the token count is gathered over ranks and the gradient is the same."""
+    data = tmp_path / "four.jsonl"
+    write_records(data, _examples(tok, 4))
+    common = ["--model", "tiny-random", "--data", str(data), "--loss", "is", "--set", "max_steps=1",
+              "--set", "resume=false", "--set", "grad_accum=1"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    for name, launcher, batch in (("one", [sys.executable, "-m", "sftadapt.train"], 4),
+                                  ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                                           "-m", "sftadapt.train"], 2)):
+        done = subprocess.run([*launcher, *common, "--out", str(tmp_path / name), "--set", f"batch_size={batch}"],
+                              env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr[-2000:]
+    one, two = read_log(tmp_path / "one")[0], read_log(tmp_path / "two")[0]
+    assert two["response_tokens"] == one["response_tokens"]
+    for key in ("loss", "nll", "grad_norm", "weight_mean", "ess"):
+        assert two[key] == pytest.approx(one[key], rel=1e-5), key
+
+
+def test_behaviour_scored_by_the_engine_lines_up_with_the_trained_tokens(tmp_path, tok):
+    """Across stages: log-probs from `engine.score` under the solve prompt are the current policy, so the
+    first `is` step sees weight 1 on every token and equals `nll`; an off-by-one alignment would not."""
+    from sftadapt.engines import make_engine
+    from sftadapt.prompts import solve_prompt
+
+    rows = _examples(tok, 4, behaviour_every=99)
+    engine = make_engine("tiny-random", dtype="float32")
+    scores = engine.score([solve_prompt(tok, r.problem) for r in rows], [r.response for r in rows])
+    for row, score in zip(rows, scores):
+        row.behavior_logprobs, row.origin = list(score.logprobs), "self"
+    data = tmp_path / "scored.jsonl"
+    write_records(data, rows)
+    logs = {}
+    for loss in ("is", "nll"):
+        cfg = _config(tmp_path, data, loss, loss=loss, max_steps=1, batch_size=4)
+        train(cfg)
+        logs[loss] = read_log(cfg.out)[0]
+    assert logs["is"]["weight_mean"] == pytest.approx(1.0, abs=1e-4)
+    assert logs["is"]["weight_max"] == pytest.approx(1.0, abs=1e-4)
+    assert logs["is"]["loss"] == pytest.approx(logs["nll"]["loss"], rel=1e-4)
+
+
+# ---------------------------------------------------------------- training runs
+def test_tiny_model_loss_falls_over_20_steps(tmp_path, tok):
+    data = tmp_path / "d.jsonl"
+    write_records(data, _examples(tok, 8))
+    cfg = _config(tmp_path, data, "fall", loss="nll", max_steps=20, batch_size=4)
+    summary = train(cfg)
+    losses = [row["loss"] for row in read_log(cfg.out)]
+    assert len(losses) == 20 and summary["steps"] == 20
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses
+
+
+class StopAt(TrainerCallback):
+    def __init__(self, step):
+        self.step = step
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.step:
+            control.should_training_stop = True
+
+
+def test_resume_continues_the_same_loss_curve(tmp_path, tok):
+    data = tmp_path / "d.jsonl"
+    write_records(data, _examples(tok, 16))
+    straight = _config(tmp_path, data, "straight", loss="is", max_steps=6, save_steps=3, warmup_ratio=0.1)
+    train(straight)
+    stopped = _config(tmp_path, data, "stopped", loss="is", max_steps=6, save_steps=3, warmup_ratio=0.1)
+    train(stopped, callbacks=[StopAt(4)])  # killed after step 4: step 4 is logged but not checkpointed
+    assert [r["step"] for r in read_log(stopped.out)] == [1, 2, 3, 4]
+    resumed = TrainConfig(**{**stopped.__dict__, "resume": "auto"})
+    summary = train(resumed)
+    assert summary["resumed_from"].endswith("checkpoint-3")
+    a, b = read_log(straight.out), read_log(stopped.out)
+    assert [r["step"] for r in b] == [1, 2, 3, 4, 5, 6]
+    for x, y in zip(a, b):
+        for key in ("loss", "nll", "learning_rate", "weight_mean"):
+            assert y[key] == pytest.approx(x[key], rel=1e-6, abs=1e-9), (x["step"], key)
+    assert len({r["loss"] for r in a}) == 6  # a flat curve would make this comparison vacuous
+    from sftadapt.config import ConfigError
+
+    with pytest.raises(ConfigError, match="lr"):  # checkpoints of other options are not silently continued
+        train(TrainConfig(**{**stopped.__dict__, "resume": "auto", "lr": 2e-3}))
+
+    # The final folder is a plain model the engines load, with a model card that records the data and loss.
+    from sftadapt.models import load_model
+
+    model = load_model(straight.out)
+    assert model.config.num_hidden_layers == 2
+    card = (Path(straight.out) / "README.md").read_text()
+    import hashlib
+
+    assert hashlib.sha256(data.read_bytes()).hexdigest() in card
+    assert "`is`" in card and '"is_clip": 5.0' in card and '{"expert": 8, "self": 8}' in card
+
+
+def test_lora_saves_a_merged_plain_model_and_the_adapter(tmp_path, tok):
+    data = tmp_path / "d.jsonl"
+    write_records(data, _examples(tok, 4))
+    cfg = _config(tmp_path, data, "lora", loss="dft", max_steps=2, lora=True, lr=1e-2, lora_dropout=0.0)
+    summary = train(cfg)
+    out = Path(cfg.out)
+    assert (out / "adapter" / "adapter_config.json").exists() and summary["adapter"] == str(out / "adapter")
+    from peft import PeftModel
+
+    from sftadapt.models import load_model
+
+    merged, base = load_model(str(out)), load_model("tiny-random")
+    with_adapter = PeftModel.from_pretrained(load_model("tiny-random"), str(out / "adapter")).eval()
+    ids = torch.tensor([tok("What is 2 + 3?")["input_ids"]])
+    with torch.no_grad():
+        logits = [m(input_ids=ids).logits for m in (merged, with_adapter, base)]
+    assert torch.allclose(logits[0], logits[1], atol=1e-4)
+    assert not torch.allclose(logits[0], logits[2], atol=1e-4)  # the adapter did learn something
+
+
+def test_config_refuses_unknown_choices():
+    from sftadapt.config import ConfigError, load_config
+
+    with pytest.raises(ConfigError, match="loss"):
+        load_config(TrainConfig, overrides=["loss=kl"])
+    cfg = load_config(TrainConfig, overrides=["lr=1e-5", "data=[a.jsonl,b.jsonl]", "resume=false"])
+    assert cfg.lr == 1e-5 and cfg.data == ["a.jsonl", "b.jsonl"] and cfg.resume is False
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs" / "accelerate").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_accelerate_configs_load(path):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    config = load_config_from_file(str(path))
+    expected = {"ddp": "MULTI_GPU", "deepspeed_zero2": "DEEPSPEED", "deepspeed_zero3": "DEEPSPEED", "fsdp": "FSDP"}
+    assert str(config.distributed_type).split(".")[-1] == expected[path.stem]
+    if path.stem.startswith("deepspeed"):
+        assert config.deepspeed_config["zero_stage"] == int(path.stem[-1])
+    if path.stem == "fsdp":  # a full state dict makes the final save a plain HF model
+        assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
