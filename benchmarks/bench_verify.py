@@ -9,7 +9,8 @@ Datasets: GSM8K test (1319 golds, after `#### `) and MATH-500 (500 golds, field 
   correct is listed, because a perturbation can land on an equivalent answer.
 
 Serial and pool run side by side in each repeat, on the same items. The table gives items/s (median of
-the repeats), the pool/serial speedup, and each side's correct rate. Worker start-up is timed once and
+the repeats), the pool/serial speedup, CPU time per item (which other jobs on the machine do not inflate,
+unlike wall time), and each side's correct rate. Worker start-up is timed once and
 kept out of the rates.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_verify.py                # full run (a few minutes on 2 cores)
@@ -72,16 +73,30 @@ def as_response(answer: str) -> str:
     return f"Working through the problem step by step, so the answer is \\boxed{{{answer}}}."
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc); nan elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except (OSError, ValueError, IndexError):
+        return float("nan")
+
+
 def run_serial(golds: list[str], texts: list[str], timeout: float):
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     verdicts = [verify_one(gold, text, timeout=timeout) for gold, text in zip(golds, texts)]
-    return verdicts, time.perf_counter() - started
+    return verdicts, time.perf_counter() - started, time.process_time() - cpu_started
 
 
 def run_pool(verifier: Verifier, golds: list[str], texts: list[str]):
-    started = time.perf_counter()
+    pids = verifier.pids
+    workers_cpu = sum(cpu_seconds(pid) for pid in pids)
+    started, cpu_started = time.perf_counter(), time.process_time()
     verdicts = verifier.verify_many(golds, texts)
-    return verdicts, time.perf_counter() - started
+    seconds, caller_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+    # A restarted worker's CPU is lost with it; there are none here unless an item timed out.
+    workers_cpu = sum(cpu_seconds(pid) for pid in verifier.pids) - workers_cpu if verifier.pids == pids else float("nan")
+    return verdicts, seconds, caller_cpu + workers_cpu
 
 
 def main() -> None:
@@ -109,15 +124,18 @@ def main() -> None:
     for name, golds in golds_by_set.items():
         for condition, answers in (("self", golds), ("perturbed", perturb(golds))):
             texts = [as_response(answer) for answer in answers]
-            serial_rates, pool_rates = [], []
+            serial_rates, pool_rates, serial_cpu, pool_cpu = [], [], [], []
             for _ in range(args.repeats):
-                serial, serial_seconds = run_serial(golds, texts, args.timeout)
-                pooled, pool_seconds = run_pool(verifier, golds, texts)
+                serial, serial_seconds, serial_cpu_seconds = run_serial(golds, texts, args.timeout)
+                pooled, pool_seconds, pool_cpu_seconds = run_pool(verifier, golds, texts)
                 serial_rates.append(len(golds) / serial_seconds)
                 pool_rates.append(len(golds) / pool_seconds)
+                serial_cpu.append(1000 * serial_cpu_seconds / len(golds))
+                pool_cpu.append(1000 * pool_cpu_seconds / len(golds))
             serial_rate, pool_rate = statistics.median(serial_rates), statistics.median(pool_rates)
             correct = lambda verdicts: sum(v.verdict == "correct" for v in verdicts) / len(verdicts)  # noqa: E731
-            table.append((name, condition, len(golds), serial_rate, pool_rate, correct(serial), correct(pooled)))
+            table.append((name, condition, len(golds), serial_rate, pool_rate, correct(serial), correct(pooled),
+                          statistics.median(serial_cpu), statistics.median(pool_cpu)))
             for index, (one, other) in enumerate(zip(serial, pooled)):
                 if one.verdict != other.verdict:
                     disagreements.append((name, condition, index, golds[index], one.verdict, other.verdict))
@@ -133,11 +151,12 @@ def main() -> None:
           f"Median of {args.repeats} repeats. Load average (1 min) before {load_before[0]:.2f}, "
           f"after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other jobs on the machine slow both sides).\n")
     print("| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | speedup | "
-          "correct (serial) | correct (pool) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|")
-    for name, condition, items, serial_rate, pool_rate, serial_correct, pool_correct in table:
+          "CPU ms/item serial | CPU ms/item pool | correct (serial) | correct (pool) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, condition, items, serial_rate, pool_rate, serial_correct, pool_correct, s_cpu, p_cpu in table:
         print(f"| {name} | {condition} | {items} | {serial_rate:.0f} | {pool_rate:.0f} | "
-              f"{pool_rate / serial_rate:.2f}x | {serial_correct:.1%} | {pool_correct:.1%} |")
+              f"{pool_rate / serial_rate:.2f}x | {s_cpu:.2f} | {p_cpu:.2f} | {serial_correct:.1%} | {pool_correct:.1%} |")
+    print("\nCPU ms/item: the process's CPU time per item; for the pool, workers + caller together.")
     total = sum(row[2] for row in table)
     print(f"\nSerial vs pool verdict disagreements: {len(disagreements)} of {total * 1}")
     for row in disagreements:

@@ -27,7 +27,6 @@ benchmarks/harness_sanity.py).
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -36,7 +35,8 @@ from typing import Any, Sequence
 from sftadapt.engines.base import derive_seed
 from sftadapt.metrics import ProblemSamples, maj_correct, summarize
 from sftadapt.protocol import Protocol
-from sftadapt.records import Attempt, Problem, read_records
+from sftadapt.models import model_info
+from sftadapt.records import Attempt, Problem, read_records, write_json
 from sftadapt.sources import SourceError, load_benchmark
 
 STAGE = "eval"
@@ -147,15 +147,6 @@ def _batches(indices: list[int], shard_samples: int, batch_size: int) -> list[li
     return list(groups.values())
 
 
-def _model_info(model_spec: str) -> dict[str, Any]:
-    from sftadapt.models import ModelError, model_revision
-
-    try:
-        return model_revision(model_spec)
-    except ModelError:  # an injected engine for a spec that does not resolve here (tests, remote servers)
-        return {"spec": model_spec}
-
-
 def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Problem]], protocol: Protocol,
              out_dir: str | os.PathLike, limit: int | None = None, *, backend: str = "hf",
              dtype: str = "bfloat16", batch_size: int = 32, data_dir: str | os.PathLike | None = None,
@@ -178,7 +169,7 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     given = benchmarks if isinstance(benchmarks, dict) else {}
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
     problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in benchmarks}
-    model = _model_info(model_spec)
+    model = model_info(model_spec)
     own_engine, own_verifier = engine is None, verifier is None
     if engine is None:
         from sftadapt.engines import make_engine
@@ -237,16 +228,10 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
         if own_verifier and hasattr(verifier, "close"):
             verifier.close()
     results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    _write_json(out_dir / "results.json", results)
+    write_json(out_dir / "results.json", results)
     if print_summary:
         print(summary_table(results))
     return results
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, ensure_ascii=False))
-    os.replace(tmp, path)
 
 
 def summary_table(results: dict[str, Any]) -> str:

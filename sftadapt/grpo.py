@@ -236,10 +236,9 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
     trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
                           train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
                           peft_config=_peft_config(opts), callbacks=[logger])
-    if not progress:  # quiet: the per-step dicts transformers prints without a progress bar are in rl_log.jsonl
-        from transformers.trainer_callback import PrinterCallback
+    from sftadapt.train import bar_only_progress
 
-        trainer.remove_callback(PrinterCallback)
+    bar_only_progress(trainer)  # the per-step dicts transformers would print are in rl_log.jsonl
     trainer.train(resume_from_checkpoint=resume_from)
 
     if opts.lora:

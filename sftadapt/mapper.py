@@ -38,7 +38,6 @@ comparison with direct RL (sftadapt/direct_rl.py) uses.
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +47,8 @@ from sftadapt import prompts as P
 from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling, derive_seed
 from sftadapt.grpo import GRPOOptions, write_compute
-from sftadapt.records import Attempt, Example, Problem, to_dict
+from sftadapt.models import model_info
+from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
 
 UNTRAINED = "untrained"
@@ -149,23 +149,8 @@ def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True) -> Align
         qa_prompt=qa_prompt, cfg=cfg)
 
 
-def _model_info(spec: str) -> dict[str, Any]:
-    from sftadapt.models import ModelError, model_revision
-
-    try:
-        return model_revision(spec)
-    except ModelError:  # an injected engine whose spec does not resolve here (tests)
-        return {"spec": spec}
-
-
 def _mean(values: Sequence[float]) -> float | None:
     return sum(values) / len(values) if values else None
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- 1. mapper RL
@@ -200,7 +185,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
             mapper_spec, rows, reward, cfg.grpo, out, stage="mapper_rl", log_keys=RL_LOG_KEYS, progress=progress,
             extra_compute={"target": cfg.target, "problems": len(problems),
                            "target_score_seconds_this_run": round(engine.stats.get("score_seconds", 0.0), 3)},
-            config={"target": _model_info(cfg.target), "mapper": _model_info(mapper_spec), "data": cfg.data,
+            config={"target": model_info(cfg.target), "mapper": model_info(mapper_spec), "data": cfg.data,
                     "reward": config_dict(cfg.reward), "chat": cfg.chat, "dtype": cfg.dtype,
                     "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat)})
     finally:
@@ -311,7 +296,7 @@ def _run_shards(store, problems: Sequence[Problem], synth: _Synth, progress: boo
             after = _engine_stats(synth.mapper, synth.target)
             stats = {k: after[k] - before[k] for k in after}
             stats.update(seconds=time.perf_counter() - start, problems=len(part))
-            _write_json(store.root / f"stats-{i:05d}.json", stats)
+            write_json(store.root / f"stats-{i:05d}.json", stats)
             store.write(i, rows)
             mapped += sum(r["origin"] == "mapper" for r in rows)
             bar.update(len(part))
@@ -368,8 +353,8 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         elif mapper_engine is None:
             mapper_engine = make_engine(cfg.mapper, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
             owned.append(mapper_engine)
-        target_info = _model_info(cfg.target)
-        mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else _model_info(cfg.mapper)
+        target_info = model_info(cfg.target)
+        mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else model_info(cfg.mapper)
         templates = {"mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),
                      "solve": P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)}
         decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "mapper": mapper_info,
@@ -399,7 +384,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
                         "wall_seconds_this_run": summary["wall_seconds_this_run"],
                         "notes": "sums over the shards of the final output (resumed runs included); tokens_scored "
                                  "= target log-prob passes over passing rewrites and the expert solutions"})
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     if print_summary:
         print(summary_table(summary))
     return summary

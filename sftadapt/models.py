@@ -153,6 +153,15 @@ def load_model(spec: str, dtype: str = "float32", device: str | None = None, tru
     return model
 
 
+def model_info(spec: str) -> dict[str, str]:
+    """`model_revision`, or just the spec for a model that does not resolve here (an injected test engine, a
+    remote server): provenance should never stop a run."""
+    try:
+        return model_revision(spec)
+    except ModelError:
+        return {"spec": spec}
+
+
 def model_revision(spec: str) -> dict[str, str]:
     """What provenance records about a model: the spec, the resolved folder and a hash of its config+weights index."""
     import hashlib

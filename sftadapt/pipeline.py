@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from sftadapt.config import ConfigError, build_config, config_hash, load_config, option
+from sftadapt.records import write_json
 
 ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft", "direct_rl")
 ARM_LABELS = {"raw": "raw model", "base": "base", "sft": "SFT", "dft": "DFT", "dr_sft": "DR+SFT",
@@ -98,6 +99,8 @@ class RunConfig:
     synth: dict = option({}, help="SynthConfig options (DART and prompted-rewrite synthesis)")
     direct_rl: dict = option({}, help="DirectRLConfig options (grpo: section)")
     report: dict = option({}, help="report options: metric (avg | maj | pass@K)")
+    keep_checkpoints: bool = option(False, help="keep trainer checkpoints of finished stages (they only serve "
+                                               "resuming; ~1 GB each for a 135M model)")
 
     def validate(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -162,8 +165,8 @@ def _merge(values: dict, fixed: dict) -> dict:
 class Stages:
     """Runs named stages in `root`, skipping those whose hash (options + inputs) is unchanged and done."""
 
-    def __init__(self, root: Path, progress: bool = True):
-        self.root, self.progress = root, progress
+    def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False):
+        self.root, self.progress, self.keep_checkpoints = root, progress, keep_checkpoints
         self.hashes: dict[str, str] = {}
         self.results: dict[str, dict[str, Any]] = {}
         self.ran: list[str] = []
@@ -183,15 +186,22 @@ class Stages:
             shutil.move(str(folder), aside)
             _say(f"[changed] {name}: options or inputs changed, old output set aside in {aside.name}")
         folder.mkdir(parents=True, exist_ok=True)
-        _write_json(meta_path, {"hash": digest, "status": "running", "spec": spec})
+        write_json(meta_path, {"hash": digest, "status": "running", "spec": spec})
         _say(f"[run] {name}")
         start = time.perf_counter()
         result = fn(folder)
+        if not self.keep_checkpoints:  # a finished stage is never resumed: its checkpoints are dead weight
+            _drop_checkpoints(folder)
         result = {**_jsonable(result), "stage_seconds": round(time.perf_counter() - start, 1)}
-        _write_json(meta_path, {"hash": digest, "status": "done", "spec": spec, "result": result})
+        write_json(meta_path, {"hash": digest, "status": "done", "spec": spec, "result": result})
         self.hashes[name], self.results[name] = digest, result
         self.ran.append(name)
         return result
+
+
+def _drop_checkpoints(folder: str | Path) -> None:
+    for ckpt in Path(folder).glob("checkpoint-*"):
+        shutil.rmtree(ckpt, ignore_errors=True)
 
 
 def _jsonable(value: Any) -> Any:
@@ -206,13 +216,6 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
-
-
 def _say(message: str) -> None:
     if os.environ.get("SFTADAPT_QUIET") != "1":
         print(message, flush=True)
@@ -225,7 +228,7 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> di
     from sftadapt.records import write_records
     from sftadapt.sources import load_dataset_spec
 
-    stages = Stages(root, progress)
+    stages = Stages(root, progress, cfg.keep_checkpoints)
     arms = list(cfg.arms)
     paths = {name: str(root / name) for name in
              ("rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup",
@@ -252,11 +255,11 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> di
                         "generator": getattr(synthetic, "VERSION", "")}, [], make_data)
 
     # ---- warm-up: the target ---------------------------------------------------------------------------------
+    from sftadapt.train import train
+
     target, target_inputs = cfg.model, ["data"]
     configs = stage_configs(cfg, seed, target, paths)  # validate everything before long work starts
     if "warmup" in configs:
-        from sftadapt.train import train
-
         stages.run("warmup", configs["warmup"], ["data"], lambda folder: train(configs["warmup"]))
         target, target_inputs = paths["warmup"], ["warmup"]
         configs = stage_configs(cfg, seed, target, paths)
@@ -269,16 +272,15 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> di
 
         stages.run("rewrite", configs["rewrite"], target_inputs, lambda f: rewrite(configs["rewrite"],
                                                                                    progress=progress))
-    if "mapper" in needs:
+    if needs & {"mapper", "prompted"}:
         from sftadapt.mapper import synthesize, train_mapper
+    if "mapper" in needs:
 
         stages.run("mapper_train", configs["mapper_train"], target_inputs,
                    lambda f: train_mapper(configs["mapper_train"], progress=progress))
         stages.run("mapper", configs["mapper"], ["mapper_train"],
                    lambda f: synthesize(configs["mapper"], progress=progress))
     if "prompted" in needs:
-        from sftadapt.mapper import synthesize
-
         stages.run("prompted", configs["prompted"], target_inputs,
                    lambda f: synthesize(configs["prompted"], progress=progress))
 
@@ -286,8 +288,6 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> di
     models = {"base": target}
     for arm in arms:
         if arm in TRAINED_ARMS:
-            from sftadapt.train import train
-
             source = TRAINED_ARMS[arm][0]
             upstream = {"expert": target_inputs, "rewrite": ["rewrite"], "mapper": ["mapper"],
                         "prompted": ["prompted"]}[source]
@@ -324,7 +324,7 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
 
     root = Path(cfg.out)
     root.mkdir(parents=True, exist_ok=True)
-    _write_json(root / "run_config.json", dataclasses.asdict(cfg))
+    write_json(root / "run_config.json", dataclasses.asdict(cfg))
     per_seed = {}
     for seed in cfg.seeds:
         seed_root = root / f"seed-{seed}" if len(cfg.seeds) > 1 else root

@@ -88,6 +88,15 @@ def stable_id(text: str) -> str:
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:16]
 
 
+def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> None:
+    """Write a JSON file atomically (temp file + rename): a kill never leaves half a summary or manifest."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False, default=str), encoding="utf-8")
+    os.replace(tmp, path)
+
+
 def to_dict(record: Any) -> dict[str, Any]:
     return dataclasses.asdict(record)
 

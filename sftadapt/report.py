@@ -249,7 +249,8 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path:
     bench = report["benchmarks"] + (["mean"] if report["mean_over"] and len(report["benchmarks"]) > 1 else [])
     runs = report["runs"]
     width = 0.8 / len(runs)
-    fig, ax = plt.subplots(figsize=(max(5.0, 1.4 * len(bench) * max(1, len(runs)) / 2 + 2), 4))
+    # about a third of an inch per bar, within a page's width
+    fig, ax = plt.subplots(figsize=(min(14.0, max(6.0, 0.3 * len(bench) * len(runs) + 2)), 4.5))
     x = np.arange(len(bench))
     for k, row in enumerate(runs):
         cells = [row.get("mean") if b == "mean" else row["benchmarks"].get(b) for b in bench]

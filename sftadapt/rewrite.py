@@ -56,7 +56,8 @@ from sftadapt import prompts as P
 from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling
 from sftadapt.policy import KEEP_POLICIES, Candidate, candidates_to_score, choose, guided_rejection, rejection_kind
-from sftadapt.records import Attempt, Example, Problem, to_dict
+from sftadapt.models import model_info
+from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.sample import sample_attempts
 
 METHODS = ("mind_the_gap", "prompted_rewrite", "select_most_likely")
@@ -170,12 +171,6 @@ def _attempt_dict(a: Attempt) -> dict[str, Any]:
 
 def _mean(values: Sequence[float]) -> float:
     return sum(values) / max(len(values), 1)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- stage workers (one chunk of problems each)
@@ -307,7 +302,7 @@ def _run_stage(store, stage: str, items: Sequence[Problem], shard_size: int, wor
             after = _engine_stats(engine)
             stats = {k: after[k] - before[k] for k in after}
             stats.update(seconds=time.perf_counter() - start, problems=len(part))
-            _write_json(store.root / f"stats-{i:05d}.json", stats)
+            write_json(store.root / f"stats-{i:05d}.json", stats)
             _kill_hook(stage, i, "before_write")
             store.write(i, _rows_then_kill(rows, stage, i) if os.environ.get(KILL_ENV) else rows)
             _kill_hook(stage, i, "after_write")
@@ -356,13 +351,6 @@ def _verifier_version() -> dict[str, str]:
     return {"math_verify": mv, "sftadapt": __version__}
 
 
-def _model_info(spec: str) -> dict[str, Any]:
-    from sftadapt.models import ModelError, model_revision
-
-    try:
-        return model_revision(spec)
-    except ModelError:  # an injected engine whose spec does not resolve here (tests, remote servers)
-        return {"spec": spec}
 
 
 def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequence[Problem] | None = None,
@@ -402,7 +390,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
 
             engine = make_engine(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
         run = _Run(cfg, engine, verifier, problems)
-        model = _model_info(cfg.model)
+        model = model_info(cfg.model)
         decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "model": model,
                    "templates": run.hashes,
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
@@ -432,7 +420,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
             engine.close()
         if own_verifier:
             verifier.close()
-    _write_json(out / "summary.json", summary)
+    write_json(out / "summary.json", summary)
     if print_summary:
         print(summary_table(summary))
     return summary

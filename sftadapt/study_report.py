@@ -90,7 +90,7 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
         rows = {r["name"].removeprefix("eval_"): r for r in rep["runs"]}
         seeds[seed] = {"report": rep, "rows": rows,
                        "compute": {a: arm_compute(a, stages.root, stages.results) for a in arms},
-                       "warmup": stages.results.get("warmup")}
+                       "warmup": stages.results.get("warmup"), "stages_run": list(stages.ran)}
     first = next(iter(seeds.values()))
     benchmarks = first["report"]["benchmarks"]
     table = []
@@ -118,6 +118,7 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
     study = {"name": cfg.name, "protocol": first["report"]["protocol"], "metric": first["report"]["metric"],
              "seeds": list(seeds), "benchmarks": benchmarks, "arms": table,
              "warmup": {s: v["warmup"] for s, v in seeds.items()},
+             "stages_run": {s: v["stages_run"] for s, v in seeds.items()},
              "plots": {s: v["report"]["files"] for s, v in seeds.items()}}
     (out / "study.json").write_text(json.dumps(study, indent=1, default=str))
     md = to_markdown(study)

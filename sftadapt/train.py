@@ -43,6 +43,7 @@ from typing import Any
 import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
+from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sftadapt.config import ConfigError, config_dict, config_hash, load_config, option
 from sftadapt.losses import IS_LEVELS, LOSS_TYPES, LossStats, sft_loss, summarize, token_logprobs, token_weights
@@ -206,6 +207,27 @@ class SFTLossTrainer(Trainer):
         super().log(logs, start_time)
 
 
+class BarOnlyProgress(ProgressCallback):
+    """The trainer's progress bar, with the latest loss numbers as its postfix instead of a printed dict per
+    step (every number is in the JSONL log)."""
+
+    KEYS = ("loss", "nll", "weight_mean", "ess_frac", "reward", "gate_pass_rate")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.is_world_process_zero and self.training_bar is not None and logs:
+            shown = {k: f"{logs[k]:.4g}" for k in self.KEYS if isinstance(logs.get(k), (int, float))}
+            if shown:
+                self.training_bar.set_postfix(shown, refresh=False)
+
+
+def bar_only_progress(trainer) -> None:
+    """Swap the trainer's per-step dict printing for `BarOnlyProgress` (nothing at all when tqdm is off)."""
+    trainer.remove_callback(PrinterCallback)
+    if any(isinstance(cb, ProgressCallback) for cb in trainer.callback_handler.callbacks):
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(BarOnlyProgress)
+
+
 class JsonlLogCallback(TrainerCallback):
     """Appends every log entry (with its step) to `<out>/train_log.jsonl` on the main process."""
 
@@ -353,6 +375,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
         data_collator=Collator(pad_token_id=tokenizer.pad_token_id), loss_config=cfg,
         callbacks=[JsonlLogCallback(log_path), *(callbacks or [])],
     )
+    bar_only_progress(trainer)
     return trainer, TrainingData(examples, provenance, tokenized, int(response_tokens)), resume_from
 
 

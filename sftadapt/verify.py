@@ -49,11 +49,14 @@ benchmarks/verify.md.
 
 from __future__ import annotations
 
+import itertools
 import math
 import multiprocessing
 import os
+import pickle
 import re
 import signal
+import socket
 import threading
 import time
 import weakref
@@ -277,7 +280,7 @@ def _worker_main(conn, signal_seconds: int | None) -> None:
     conn.send(("ready", os.getpid()))
     while True:
         try:
-            chunk = conn.recv()
+            chunk = pickle.loads(conn.recv_bytes())
         except (EOFError, OSError):
             return
         if chunk is None:
@@ -290,8 +293,18 @@ def _worker_main(conn, signal_seconds: int | None) -> None:
             conn.send((index, result))
 
 
+def _send_buffer_bytes(conn) -> int:
+    """The kernel's send buffer of the pipe's socket (about 200 kB on Linux); 8 kB if it cannot be read."""
+    try:
+        with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+            return sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF)
+    except OSError:
+        return 8192
+
+
 class _Worker:
-    """A worker process, its pipe, and the items it holds (the first is the one being computed)."""
+    """A worker process, its pipe, and the items it holds: `chunks` sent and not yet answered (at most two),
+    `pending` their item indices in order (the first is the one being computed)."""
 
     def __init__(self, context, signal_seconds: int | None):
         parent_conn, child_conn = context.Pipe(duplex=True)
@@ -301,10 +314,39 @@ class _Worker:
         self.process.start()
         child_conn.close()  # so that the worker's death reads as EOF here
         self.conn = parent_conn
+        # A second chunk may be queued behind the one being computed only if both fit in the socket buffer
+        # together: then sending it never blocks, even to a worker that hangs.
+        self.queue_bytes = _send_buffer_bytes(parent_conn) // 4
         self.ready = False
         self.started_at = time.monotonic()
+        self.chunks: deque[tuple[int, int]] = deque()  # (items, payload bytes) per chunk in flight
         self.pending: deque[int] = deque()
         self.item_started = 0.0
+
+    def can_take(self, payload_bytes: int) -> bool:
+        if not self.ready:
+            return False
+        if not self.chunks:
+            return True  # idle (or about to be): it reads before it writes, so any size is safe
+        return len(self.chunks) == 1 and max(self.chunks[0][1], payload_bytes) <= self.queue_bytes
+
+    def send(self, indices: list[int], payload: bytes) -> None:
+        if not self.chunks:
+            self.item_started = time.monotonic()
+        self.chunks.append((len(indices), len(payload)))
+        self.pending.extend(indices)
+        self.conn.send_bytes(payload)
+
+    def answered(self) -> int:
+        """Book one result; returns the index of the item it answers."""
+        index = self.pending.popleft()
+        self.item_started = time.monotonic()
+        size, payload_bytes = self.chunks[0]
+        if size == 1:
+            self.chunks.popleft()
+        else:
+            self.chunks[0] = (size - 1, payload_bytes)
+        return index
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -314,7 +356,7 @@ class _Worker:
 
     def stop(self) -> None:
         try:
-            self.conn.send(None)
+            self.conn.send_bytes(pickle.dumps(None))
         except (OSError, ValueError):
             pass
         self.process.join(timeout=2)
@@ -418,19 +460,26 @@ class Verifier:
         results: list[Verdict | None] = [None] * len(items)
         queue = deque(range(len(items)))
         remaining = len(items)
+        next_chunk: tuple[list[int], bytes] = ([], b"")  # the head of the queue, pickled once
         while remaining:
-            now = time.monotonic()
-            for slot, worker in enumerate(self._workers):
-                if worker.ready and not worker.pending and queue:
-                    chunk = [queue.popleft() for _ in range(min(len(queue), self._chunk_size(len(queue))))]
-                    worker.pending.extend(chunk)
-                    worker.item_started = now
-                    try:
-                        worker.conn.send([(index, *items[index]) for index in chunk])
-                    except OSError:  # it died while idle: its chunk goes back to the queue
-                        queue.extendleft(reversed(worker.pending))
-                        worker.pending.clear()
-                        self._replace(slot)
+            # Idle workers first, then a second chunk behind a busy one, so that a worker never waits for us.
+            for slot, worker in sorted(enumerate(self._workers), key=lambda pair: len(pair[1].chunks)):
+                if not queue or not worker.can_take(0):
+                    continue
+                indices = list(itertools.islice(queue, self._chunk_size(len(queue))))
+                if next_chunk[0] != indices:
+                    chunk = [(index, *items[index]) for index in indices]
+                    next_chunk = (indices, pickle.dumps(chunk, pickle.HIGHEST_PROTOCOL))
+                payload = next_chunk[1]
+                if not worker.can_take(len(payload)):
+                    continue
+                for _ in indices:
+                    queue.popleft()
+                try:
+                    worker.send(indices, payload)
+                except OSError:  # it died: what it held goes back to the queue
+                    queue.extendleft(reversed(worker.pending))
+                    self._replace(slot)
 
             deadlines = [w.item_started + self.timeout for w in self._workers if w.pending]
             deadlines += [w.started_at + self.startup_timeout for w in self._workers if not w.ready]
@@ -447,10 +496,10 @@ class Verifier:
                             worker.ready = True  # ("ready", pid)
                             continue
                         index, verdict = message
+                        if worker.answered() != index:
+                            raise RuntimeError("verifier worker answered out of order (a bug)")
                         results[index] = verdict
                         remaining -= 1
-                        worker.pending.popleft()
-                        worker.item_started = time.monotonic()
                 except (EOFError, OSError):
                     if not worker.ready:
                         code = worker.process.exitcode

@@ -31,7 +31,7 @@ def _yaml(tmp_path: Path, values: dict) -> Path:
     return path
 
 
-def test_run_end_to_end_then_cached_then_partial_redo(tmp_path, capsys):
+def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     cfg = load_run_config(_yaml(tmp_path, TINY))
     study = run(cfg, progress=False)
     arms = [a["arm"] for a in study["arms"]]
@@ -51,19 +51,19 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path, capsys):
     assert Path(study["markdown_path"]).exists() and (root / "report" / "seed-0" / "accuracy.png").exists()
     assert "| DR+IS |" in study["markdown"] and "Compute per arm" in study["markdown"]
 
+    assert len(study["stages_run"][0]) == 1 + 1 + 4 + 7 + 1 + 10  # data, warm-up, adapt, train, RL, evals
+
     # the same config again: every stage is cached
-    capsys.readouterr()
     again = run(load_run_config(_yaml(tmp_path, TINY)), progress=False)
-    out = capsys.readouterr().out
-    assert "[run]" not in out and again["arms"] == study["arms"]
+    assert again["stages_run"] == {0: []} and again["arms"] == study["arms"]
 
     # change one training option: the trained arms and their evals rerun; data, warm-up and adapt stay cached
     changed = {**TINY, "train": {**TINY["train"], "lr": 1e-4}}
-    run(load_run_config(_yaml(tmp_path, changed)), progress=False)
-    ran = {line.split()[1] for line in capsys.readouterr().out.splitlines() if line.startswith("[run]")}
+    ran = set(run(load_run_config(_yaml(tmp_path, changed)), progress=False)["stages_run"][0])
     trained = {f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
     assert ran == trained | {f"eval_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
     assert list(root.glob("train_sft.old-*"))  # the old output is set aside, not deleted
+    assert not list(root.glob("*/checkpoint-*"))  # finished stages keep their model, not their checkpoints
     stage = json.loads((root / "rewrite" / "stage.json").read_text())
     assert stage["status"] == "done"
 
@@ -81,7 +81,7 @@ _PATH_KEYS = ["rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "war
               *[f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")]]
 
 
-@pytest.mark.parametrize("path", sorted(CONFIG_DIR.glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("paper/*.yaml")]), ids=lambda p: p.name)
 def test_every_shipped_study_config_loads_and_validates(path):
     cfg = load_run_config(path)
     configs = stage_configs(cfg, cfg.seeds[0], cfg.model, {k: f"/tmp/x/{k}" for k in _PATH_KEYS})

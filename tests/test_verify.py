@@ -249,6 +249,13 @@ def test_a_hung_item_does_not_take_its_chunk_neighbours_with_it(fast_verifier):
     assert time.monotonic() - started < 2 * fast_verifier.timeout + 5
 
 
+def test_large_texts_mixed_with_small_ones_come_back_in_order(verifier):
+    # 100 kB texts are too big to queue behind a busy worker; small ones are queued. Neither may deadlock.
+    texts = [("x " * 50_000 if n % 3 == 0 else "") + f"so \\boxed{{{n}}}" for n in range(24)]
+    verdicts = verifier.verify_many([str(n) for n in range(24)], texts)
+    assert [(v.verdict, v.extracted) for v in verdicts] == [("correct", str(n)) for n in range(24)]
+
+
 def test_a_worker_that_dies_gives_error_and_is_replaced():
     import signal
 
