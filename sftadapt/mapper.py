@@ -48,6 +48,7 @@ from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling, derive_seed
 from sftadapt.grpo import GRPOOptions, write_compute
 from sftadapt.models import model_info
+from sftadapt.verify import verifier_version
 from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
 
@@ -363,7 +364,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         run_id = config_hash(decided)
         provenance = {"stage": "map", "run_id": run_id, "mapper": mapper_info, "target": target_info,
                       "dtype": cfg.dtype, "chat": cfg.chat, "templates": templates,
-                      "reward": config_dict(cfg.reward), "verifier": _verifier_version()}
+                      "reward": config_dict(cfg.reward), "verifier": verifier_version()}
         synth = _Synth(cfg, engine, mapper_engine, verifier, provenance)
         store = ShardStore(out / "shards", run_id, decided, force=cfg.force)
         n_shards = _run_shards(store, problems, synth, progress)
@@ -388,18 +389,6 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     if print_summary:
         print(summary_table(summary))
     return summary
-
-
-def _verifier_version() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from sftadapt import __version__
-
-    try:
-        math_verify = version("math-verify")
-    except PackageNotFoundError:
-        math_verify = "not installed"
-    return {"math_verify": math_verify, "sftadapt": __version__}
 
 
 # ---------------------------------------------------------------- summary

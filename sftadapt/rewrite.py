@@ -57,6 +57,7 @@ from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling
 from sftadapt.policy import KEEP_POLICIES, Candidate, candidates_to_score, choose, guided_rejection, rejection_kind
 from sftadapt.models import model_info
+from sftadapt.verify import verifier_version
 from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.sample import sample_attempts
 
@@ -339,18 +340,6 @@ def _postfix(stage: str) -> Callable[[list[dict]], dict]:
 
 
 # ---------------------------------------------------------------- the stage
-def _verifier_version() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
-
-    from sftadapt import __version__
-
-    try:
-        mv = version("math-verify")
-    except PackageNotFoundError:
-        mv = "not installed"
-    return {"math_verify": mv, "sftadapt": __version__}
-
-
 
 
 def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequence[Problem] | None = None,
@@ -396,7 +385,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
         run_id = config_hash(decided)
         provenance = {"method": cfg.method, "run_id": run_id, "model": model, "dtype": cfg.dtype, "chat": cfg.chat,
-                      "keep": cfg.keep, "templates": run.hashes, "verifier": _verifier_version()}
+                      "keep": cfg.keep, "templates": run.hashes, "verifier": verifier_version()}
         stages = STAGES[cfg.method]
         stores = {s: ShardStore(out / "shards" / s, run_id, decided, force=cfg.force) for s in stages}
         earlier: dict[str, dict[str, dict]] = {}

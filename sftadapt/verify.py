@@ -115,6 +115,9 @@ def _matching_braces(text: str, start: int = 0) -> dict[int, int]:
     return closing
 
 
+_BOXED_FULL_STOP = re.compile(r"(?<=[0-9}])\.$")
+
+
 def _last_boxed(text: str) -> str | None:
     starts = list(_BOX_START.finditer(text))
     if not starts:
@@ -127,6 +130,9 @@ def _last_boxed(text: str) -> str | None:
         if at < len(text) and text[at] == "{":
             end = closing.get(at)
             content = text[at + 1 : end].strip() if end is not None else ""
+            # a sentence's full stop inside the box (`\boxed{104.}`, seen in AIME24 gold solutions) is not
+            # part of the answer; math-verify would read "104." as something other than 104
+            content = _BOXED_FULL_STOP.sub("", content)
         else:
             bare = _BARE_BOX_ARG.match(text, at)
             content = bare.group().rstrip(".,;") if bare else ""
@@ -251,6 +257,19 @@ def _verify_item(gold: str, text: str, seconds: int | None) -> Verdict:
 
 def _signal_seconds(timeout: float | None) -> int | None:
     return None if timeout is None else max(1, math.ceil(timeout))
+
+
+def verifier_version() -> dict[str, str]:
+    """What provenance records about the verifier: math-verify's version and ours (extraction rules)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from sftadapt import __version__
+
+    try:
+        math_verify = version("math-verify")
+    except PackageNotFoundError:
+        math_verify = "not installed"
+    return {"math_verify": math_verify, "sftadapt": __version__}
 
 
 def verify_one(gold: str, text: str, timeout: float | None = 5.0) -> Verdict:

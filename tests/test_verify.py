@@ -37,6 +37,8 @@ EQUIVALENCE = [
     ("50\\%", "\\boxed{50}", "correct"),
     # thousands separators
     ("1000", "\\boxed{1,000}", "correct"),
+    ("104", "so the answer is \\boxed{104.}", "correct"),  # a full stop inside the box (AIME24 gold)
+    ("3.5", "\\boxed{3.5.}", "correct"),
     ("1,000", "#### 1000", "correct"),
     ("1234567", "So the total is 1,234,567 dollars.", "correct"),
     # equations
