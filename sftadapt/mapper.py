@@ -37,7 +37,6 @@ comparison with direct RL (sftadapt/direct_rl.py) uses.
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +47,7 @@ from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling, derive_seed
 from sftadapt.grpo import GRPOOptions, write_compute
 from sftadapt.models import model_info
+from sftadapt.store import ShardStore, run_sharded, shard_totals
 from sftadapt.verify import verifier_version
 from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
@@ -272,48 +272,9 @@ def _attempt(p: Problem, index: int, completion, verdict, score, prompt_hash: st
     return row
 
 
-def _engine_stats(*engines) -> dict[str, float]:
-    totals = {k: 0.0 for k in ("generate_seconds", "score_seconds", "generated_tokens", "scored_tokens")}
-    for engine in {id(e): e for e in engines}.values():  # the untrained mapper is the target: count it once
-        for k in totals:
-            totals[k] += float((getattr(engine, "stats", None) or {}).get(k, 0.0))
-    return totals
-
-
-def _run_shards(store, problems: Sequence[Problem], synth: _Synth, progress: bool) -> int:
-    """store.run_sharded plus a per-shard stats file (seconds, tokens), so totals survive a resume."""
-    from tqdm.auto import tqdm
-
-    parts = [problems[i:i + synth.cfg.shard_size] for i in range(0, len(problems), synth.cfg.shard_size)]
-    done = sum(len(part) for i, part in enumerate(parts) if store.has(i))
-    mapped = sum(r["origin"] == "mapper" for i in range(len(parts)) if store.has(i) for r in store.read(i))
-    with tqdm(total=len(problems), initial=done, desc=f"map {synth.method}", unit="problem", disable=not progress,
-              dynamic_ncols=True) as bar:
-        for i, part in enumerate(parts):
-            if store.has(i):
-                continue
-            start, before = time.perf_counter(), _engine_stats(synth.mapper, synth.target)
-            rows = synth.work(part)
-            after = _engine_stats(synth.mapper, synth.target)
-            stats = {k: after[k] - before[k] for k in after}
-            stats.update(seconds=time.perf_counter() - start, problems=len(part))
-            write_json(store.root / f"stats-{i:05d}.json", stats)
-            store.write(i, rows)
-            mapped += sum(r["origin"] == "mapper" for r in rows)
-            bar.update(len(part))
-            bar.set_postfix(mapped=mapped, fallback=bar.n - mapped, refresh=False)
-    return len(parts)
-
-
-def _shard_totals(store) -> dict[str, float]:
-    totals = {"seconds": 0.0, "problems": 0, "generate_seconds": 0.0, "score_seconds": 0.0,
-              "generated_tokens": 0.0, "scored_tokens": 0.0}
-    for path in sorted(store.root.glob("stats-*.json")):
-        if store.has(int(path.stem.split("-")[1])):
-            for key, value in json.loads(path.read_text()).items():
-                totals[key] = totals.get(key, 0) + value
-    return {k: int(v) if k in ("problems", "generated_tokens", "scored_tokens") else round(v, 3)
-            for k, v in totals.items()}
+def _mapped_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    mapped = sum(r["origin"] == "mapper" for r in rows)
+    return {"mapped": mapped, "fallback": len(rows) - mapped}
 
 
 def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=None,
@@ -323,7 +284,6 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
 
     `engine` (target), `mapper_engine`, `verifier` and `problems` may be passed in (tests); otherwise they are
     built from `cfg` and closed at the end. The untrained mapper is the target engine itself."""
-    from sftadapt.store import ShardStore
 
     cfg.validate()
     wall_start = time.perf_counter()
@@ -367,11 +327,13 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
                       "reward": config_dict(cfg.reward), "verifier": verifier_version()}
         synth = _Synth(cfg, engine, mapper_engine, verifier, provenance)
         store = ShardStore(out / "shards", run_id, decided, force=cfg.force)
-        n_shards = _run_shards(store, problems, synth, progress)
+        n_shards = run_sharded(store, problems, cfg.shard_size, synth.work, desc=f"map {synth.method}",
+                               progress=progress, unit="problem", engines=(synth.mapper, synth.target),
+                               postfix=_mapped_counts)
         store.finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = summarize(list(store.rows()), cfg, synth.method, run_id, mapper_info, target_info)
         summary["rejected_input_rows"] = rejects
-        summary["compute"] = _shard_totals(store)
+        summary["compute"] = shard_totals(store)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
     finally:
         for thing in owned:

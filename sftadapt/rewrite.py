@@ -44,7 +44,6 @@ the original expert set, time and tokens per stage, why an origin is empty), `re
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import time
@@ -57,6 +56,7 @@ from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling
 from sftadapt.policy import KEEP_POLICIES, Candidate, candidates_to_score, choose, guided_rejection, rejection_kind
 from sftadapt.models import model_info
+from sftadapt.store import ShardStore, run_sharded, shard_totals
 from sftadapt.verify import verifier_version
 from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.sample import sample_attempts
@@ -278,52 +278,11 @@ def _rows_then_kill(rows: list, stage: str, index: int):
     yield from rows[half:]
 
 
-def _engine_stats(engine) -> dict[str, float]:
-    stats = getattr(engine, "stats", None) or {}
-    return {k: float(stats.get(k, 0.0)) for k in ("generate_seconds", "score_seconds", "generated_tokens",
-                                                  "scored_tokens")}
-
-
-def _run_stage(store, stage: str, items: Sequence[Problem], shard_size: int, work: Callable, engine,
-               progress: bool, postfix: Callable[[list[dict]], dict]) -> int:
-    """Like store.run_sharded, plus a per-shard stats file (time, tokens) and counts on the progress bar."""
-    from tqdm.auto import tqdm
-
-    parts = [items[i:i + shard_size] for i in range(0, len(items), shard_size)]
-    done_rows = [row for i in range(len(parts)) if store.has(i) for row in store.read(i)]
-    done = sum(len(part) for i, part in enumerate(parts) if store.has(i))
-    with tqdm(total=len(items), initial=done, desc=f"rewrite {stage}", unit="problem", disable=not progress,
-              dynamic_ncols=True) as bar:
-        bar.set_postfix(postfix(done_rows), refresh=False)
-        for i, part in enumerate(parts):
-            if store.has(i):
-                continue
-            start, before = time.perf_counter(), _engine_stats(engine)
-            rows = work(part)
-            after = _engine_stats(engine)
-            stats = {k: after[k] - before[k] for k in after}
-            stats.update(seconds=time.perf_counter() - start, problems=len(part))
-            write_json(store.root / f"stats-{i:05d}.json", stats)
-            _kill_hook(stage, i, "before_write")
-            store.write(i, _rows_then_kill(rows, stage, i) if os.environ.get(KILL_ENV) else rows)
-            _kill_hook(stage, i, "after_write")
-            done_rows.extend(rows)
-            bar.update(len(part))
-            bar.set_postfix(postfix(done_rows), refresh=False)
-    return len(parts)
-
-
-def _stage_totals(store) -> dict[str, float]:
-    totals = {"seconds": 0.0, "problems": 0, "generate_seconds": 0.0, "score_seconds": 0.0,
-              "generated_tokens": 0, "scored_tokens": 0}
-    for path in sorted(store.root.glob("stats-*.json")):
-        if store.has(int(path.stem.split("-")[1])):
-            for k, v in json.loads(path.read_text()).items():
-                totals[k] = totals.get(k, 0) + v
-    totals["engine_seconds"] = totals["generate_seconds"] + totals["score_seconds"]
-    for k in ("generated_tokens", "scored_tokens", "problems"):
-        totals[k] = int(totals[k])
-    return {k: round(v, 3) if isinstance(v, float) else v for k, v in totals.items()}
+def _write_or_kill(store, stage: str, index: int, rows: list) -> None:
+    """store.write, with the test hook's kill points around (and in the middle of) the shard write."""
+    _kill_hook(stage, index, "before_write")
+    store.write(index, _rows_then_kill(rows, stage, index) if os.environ.get(KILL_ENV) else rows)
+    _kill_hook(stage, index, "after_write")
 
 
 def _postfix(stage: str) -> Callable[[list[dict]], dict]:
@@ -348,7 +307,6 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
 
     `engine`, `verifier` and `problems` may be passed in (tests, benchmarks); otherwise they are built from
     `cfg` and the engine and verifier are closed at the end."""
-    from sftadapt.store import ShardStore
 
     cfg.validate()
     wall_start = time.perf_counter()
@@ -397,8 +355,10 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
                 solved = {pid for pid, row in earlier.get("self", {}).items() if row["kept"]}
                 items = [p for p in problems if p.id not in solved] if stage == "guided" else problems
                 work = lambda part, s=stage: _stage_sampled(run, s, part)  # noqa: E731
-            n_shards = _run_stage(stores[stage], stage, items, cfg.shard_size, work, engine, progress,
-                                  _postfix(stage))
+            store = stores[stage]
+            n_shards = run_sharded(store, items, cfg.shard_size, work, desc=f"rewrite {stage}", progress=progress,
+                                   unit="problem", engines=(engine,), postfix=_postfix(stage),
+                                   write=lambda i, rows, store=store, stage=stage: _write_or_kill(store, stage, i, rows))
             if stage != "final":
                 earlier[stage] = {row["problem_id"]: row for row in stores[stage].rows()}
         stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)
@@ -451,7 +411,7 @@ def summarize(cfg: RewriteConfig, stores: dict, problems: Sequence[Problem], ear
             for a in r["attempts"]:
                 key = f"{a['stage']}:{a['verdict']}"
                 verdicts[key] = verdicts.get(key, 0) + 1
-    stage_stats = {s: _stage_totals(store) for s, store in stores.items()}
+    stage_stats = {s: shard_totals(store) for s, store in stores.items()}
     final_mean = _mean([r["target_logprob_mean"] for r in rows])
     expert_mean = _mean(list(expert_by_problem.values()))
     return {

@@ -121,20 +121,65 @@ def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
+ENGINE_COUNTERS = ("generate_seconds", "score_seconds", "generated_tokens", "scored_tokens")
+
+
+def engine_counters(*engines) -> dict[str, float]:
+    """The engines' cumulative counters, summed (an engine passed twice, e.g. an untrained mapper that is the
+    target itself, counts once)."""
+    totals = {k: 0.0 for k in ENGINE_COUNTERS}
+    for engine in {id(e): e for e in engines}.values():
+        for k in totals:
+            totals[k] += float((getattr(engine, "stats", None) or {}).get(k, 0.0))
+    return totals
+
+
 def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
                 work: Callable[[Sequence[Any]], list[Any]], desc: str = "", progress: bool = True,
-                unit: str = "item") -> int:
+                unit: str = "item", engines: Sequence[Any] = (),
+                postfix: Callable[[list[Any]], dict] | None = None,
+                write: Callable[[int, list[Any]], None] | None = None) -> int:
     """Run `work` on each chunk not yet stored and store its records; returns the number of shards.
 
-    The progress bar counts items, starting from those already done in earlier (killed) runs."""
+    The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
+    turns all rows so far into counts shown on it. With `engines`, each shard's wall seconds and the engines'
+    counters spent on it go to `stats-0000i.json` beside the shard, so `shard_totals` survive a resume.
+    `write(i, rows)` replaces `store.write` (tests use it to kill the process mid-write)."""
     from tqdm.auto import tqdm
 
+    from sftadapt.records import write_json
+
     parts = chunks(items, shard_size)
+    done_rows = [row for i in range(len(parts)) if store.has(i) for row in store.read(i)] if postfix else []
     done = sum(len(part) for i, part in enumerate(parts) if store.has(i))
     with tqdm(total=len(items), initial=done, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True) as bar:
+        if postfix:
+            bar.set_postfix(postfix(done_rows), refresh=False)
         for i, part in enumerate(parts):
             if store.has(i):
                 continue
-            store.write(i, work(part))
+            start, before = time.perf_counter(), engine_counters(*engines)
+            rows = work(part)
+            if engines:
+                after = engine_counters(*engines)
+                stats = {k: after[k] - before[k] for k in after}
+                write_json(store.root / f"stats-{i:05d}.json",
+                           {**stats, "seconds": time.perf_counter() - start, "problems": len(part)})
+            (write or store.write)(i, rows)
             bar.update(len(part))
+            if postfix:
+                done_rows.extend(rows)
+                bar.set_postfix(postfix(done_rows), refresh=False)
     return len(parts)
+
+
+def shard_totals(store: ShardStore) -> dict[str, float]:
+    """Seconds, items and engine counters summed over the stats of the shards that exist."""
+    totals: dict[str, float] = {"seconds": 0.0, "problems": 0, **{k: 0.0 for k in ENGINE_COUNTERS}}
+    for path in sorted(store.root.glob("stats-*.json")):
+        if store.has(int(path.stem.split("-")[1])):
+            for key, value in json.loads(path.read_text()).items():
+                totals[key] = totals.get(key, 0) + value
+    totals["engine_seconds"] = totals["generate_seconds"] + totals["score_seconds"]
+    return {k: int(v) if k in ("problems", "generated_tokens", "scored_tokens") else round(v, 3)
+            for k, v in totals.items()}
