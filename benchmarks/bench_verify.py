@@ -8,10 +8,12 @@ Datasets: GSM8K test (1319 golds, after `#### `) and MATH-500 (500 golds, field 
   with no digits takes the next row's different answer. Almost none should be correct. Each one that is
   correct is listed, because a perturbation can land on an equivalent answer.
 
-Serial and pool run side by side in each repeat, on the same items. The table gives items/s (median of
-the repeats), the pool/serial speedup, CPU time per item (which other jobs on the machine do not inflate,
-unlike wall time), and each side's correct rate. Worker start-up is timed once and
-kept out of the rates.
+Serial and pool run side by side in each repeat, on the same items. Each repeat starts from fresh
+processes that have had the same warm-up: serial runs in a new process, and the pool gets a new
+`Verifier`. Repeats in one process would time sympy's warm expression cache; in real use each item is
+verified once. Start-up is kept out of the rates. The table gives items/s (median of the repeats), the
+pool/serial speedup, CPU time per item (other jobs on the machine inflate it less than wall time), and
+each side's correct rate.
 
     OMP_NUM_THREADS=1 python benchmarks/bench_verify.py                # full run (a few minutes on 2 cores)
     OMP_NUM_THREADS=1 python benchmarks/bench_verify.py --limit 50 --repeats 1   # smoke test
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
 import os
 import re
 import statistics
@@ -33,7 +36,7 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout without installing
 
-from sftadapt.verify import Verifier, verify_one  # noqa: E402
+from sftadapt.verify import _WARMUP, Verifier, verify_one  # noqa: E402
 
 _LAST_INTEGER = re.compile(r"\d+(?!.*\d)", re.S)
 
@@ -82,20 +85,39 @@ def cpu_seconds(pid: int) -> float:
         return float("nan")
 
 
-def run_serial(golds: list[str], texts: list[str], timeout: float):
+def _serial_child(conn, golds: list[str], texts: list[str], timeout: float) -> None:
+    for gold, text in _WARMUP:  # the warm-up a pool worker does before its first item
+        verify_one(gold, text, timeout=timeout)
     started, cpu_started = time.perf_counter(), time.process_time()
     verdicts = [verify_one(gold, text, timeout=timeout) for gold, text in zip(golds, texts)]
-    return verdicts, time.perf_counter() - started, time.process_time() - cpu_started
+    conn.send((verdicts, time.perf_counter() - started, time.process_time() - cpu_started))
 
 
-def run_pool(verifier: Verifier, golds: list[str], texts: list[str]):
-    pids = verifier.pids
-    workers_cpu = sum(cpu_seconds(pid) for pid in pids)
-    started, cpu_started = time.perf_counter(), time.process_time()
-    verdicts = verifier.verify_many(golds, texts)
-    seconds, caller_cpu = time.perf_counter() - started, time.process_time() - cpu_started
-    # A restarted worker's CPU is lost with it; there are none here unless an item timed out.
-    workers_cpu = sum(cpu_seconds(pid) for pid in verifier.pids) - workers_cpu if verifier.pids == pids else float("nan")
+def run_serial(golds: list[str], texts: list[str], timeout: float):
+    """verify_one in a loop, in a fresh process: sympy caches every expression it has seen, so repeats in
+    one process would time a warm cache that the pool's fresh workers do not have."""
+    context = multiprocessing.get_context("spawn")
+    parent_conn, child_conn = context.Pipe(duplex=False)
+    child = context.Process(target=_serial_child, args=(child_conn, golds, texts, timeout))
+    child.start()
+    child_conn.close()
+    verdicts, seconds, cpu = parent_conn.recv()
+    child.join()
+    return verdicts, seconds, cpu
+
+
+def run_pool(golds: list[str], texts: list[str], workers: int, timeout: float, chunk_size: int):
+    """Verifier.verify_many with fresh, started workers (start-up kept out of the time)."""
+    with Verifier(workers=workers, timeout=timeout, chunk_size=chunk_size) as verifier:
+        verifier.wait_ready()
+        pids = verifier.pids
+        workers_cpu = sum(cpu_seconds(pid) for pid in pids)
+        started, cpu_started = time.perf_counter(), time.process_time()
+        verdicts = verifier.verify_many(golds, texts)
+        seconds, caller_cpu = time.perf_counter() - started, time.process_time() - cpu_started
+        # A restarted worker takes its CPU time with it; there are none here unless an item timed out.
+        same = verifier.pids == pids
+        workers_cpu = sum(cpu_seconds(pid) for pid in pids) - workers_cpu if same else float("nan")
     return verdicts, seconds, caller_cpu + workers_cpu
 
 
@@ -115,10 +137,9 @@ def main() -> None:
         golds_by_set = {name: golds[: args.limit] for name, golds in golds_by_set.items()}
 
     started = time.perf_counter()
-    verifier = Verifier(workers=args.workers, timeout=args.timeout, chunk_size=args.chunk_size)
-    verifier.verify_one("1", "\\boxed{1}")  # waits for both workers' start-up and warm-up
+    with Verifier(workers=args.workers, timeout=args.timeout) as verifier:
+        verifier.wait_ready()
     startup_seconds = time.perf_counter() - started
-    verify_one("1", "\\boxed{1}")  # the same warm-up for the in-process side
 
     table, self_failures, perturbed_correct, disagreements = [], [], [], []
     for name, golds in golds_by_set.items():
@@ -127,7 +148,8 @@ def main() -> None:
             serial_rates, pool_rates, serial_cpu, pool_cpu = [], [], [], []
             for _ in range(args.repeats):
                 serial, serial_seconds, serial_cpu_seconds = run_serial(golds, texts, args.timeout)
-                pooled, pool_seconds, pool_cpu_seconds = run_pool(verifier, golds, texts)
+                pooled, pool_seconds, pool_cpu_seconds = run_pool(golds, texts, args.workers, args.timeout,
+                                                                  args.chunk_size)
                 serial_rates.append(len(golds) / serial_seconds)
                 pool_rates.append(len(golds) / pool_seconds)
                 serial_cpu.append(1000 * serial_cpu_seconds / len(golds))
@@ -144,10 +166,9 @@ def main() -> None:
                 if condition == "perturbed" and other.verdict == "correct":
                     perturbed_correct.append((name, index, golds[index], answers[index]))
             print(f"{name}/{condition}: serial {serial_rate:.0f}/s, pool {pool_rate:.0f}/s", file=sys.stderr)
-    verifier.close()
 
     print(f"Pool: {args.workers} workers, timeout {args.timeout:g} s, chunk size {args.chunk_size}; "
-          f"start-up + warm-up {startup_seconds:.2f} s (paid once, not in the rates). "
+          f"start-up + warm-up {startup_seconds:.2f} s (paid once per Verifier, not in the rates). "
           f"Median of {args.repeats} repeats. Load average (1 min) before {load_before[0]:.2f}, "
           f"after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other jobs on the machine slow both sides).\n")
     print("| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | speedup | "

@@ -27,12 +27,13 @@ only in the main thread and counts whole seconds. The limit applies per call, an
 calls, so an item can run several times the limit. A signal handler also runs only between Python
 bytecodes, so a long call inside a C extension is not interrupted. (In our tests, sympy's big powers and
 factorials such as `\\boxed{10^{10^{10}}}` did stop on time.) So `Verifier` runs items in worker processes
-(spawn context: the caller may hold torch threads). The caller waits on pipes with a wall-clock deadline per item; no
-signals are used in the caller, so any thread may call it. A worker that overruns its item is killed
-(SIGKILL) and restarted in the background. That item gets `timeout` and the batch carries on. Items travel
-in small chunks to cut IPC, but each result comes back on its own, so the deadline stays per item; the rest
-of a killed worker's chunk is dispatched again. Workers start once per `Verifier` and warm up before their
-first item.
+(spawn context: the caller may hold torch threads). The caller waits on pipes with a wall-clock deadline
+per item; it uses no signals, so any thread may call it. A worker that overruns its item is killed
+(SIGKILL) and restarted in the background. That item gets `timeout` and the batch carries on.
+Items travel in chunks, and results come back in batches, to cut IPC. The deadline still applies per
+item: each worker records in shared memory which item it is on and when that item started. When a worker
+is killed, its other items (finished but not yet sent, or not started) are sent out again. Workers start
+once per `Verifier` and warm up before their first item.
 
     from sftadapt.verify import Verifier, extract_answer, verify_one
 
@@ -65,8 +66,10 @@ from dataclasses import dataclass
 from multiprocessing.connection import wait
 from typing import Sequence
 
-VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
+from sftadapt.records import VERDICTS  # the one list of verdicts, shared with the records
+
 RULES = ("boxed", "gsm8k", "answer_is", "last_number", "none")
+__all__ = ["RULES", "VERDICTS", "Verdict", "Verifier", "extract_answer", "verifier_version", "verify_one"]
 
 
 @dataclass(frozen=True)
@@ -286,10 +289,15 @@ def verify_one(gold: str, text: str, timeout: float | None = 5.0) -> Verdict:
 
 # ---------------------------------------------------------------- the worker process
 _WARMUP = (("\\frac{1}{2}", "so the answer is $\\boxed{0.5}$."), ("1,000", "#### 1000"))
+_FLUSH_SECONDS = 0.05  # results go back at the end of a chunk, or sooner once the oldest has waited this long
 
 
-def _worker_main(conn, signal_seconds: int | None) -> None:
-    """Serve chunks of (index, gold, text) from `conn`, sending back (index, Verdict) one item at a time."""
+def _worker_main(conn, progress, signal_seconds: int | None) -> None:
+    """Serve chunks of (index, gold, text) from `conn`; send back lists of (index, Verdict) in order.
+
+    Before each item the worker writes to shared memory when the item started (`progress[0]`, on the
+    system-wide monotonic clock) and then how many items it has started (`progress[1]`). The caller reads
+    both to give each item its own deadline, without a message per item."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it closes us.
     import logging
 
@@ -297,6 +305,7 @@ def _worker_main(conn, signal_seconds: int | None) -> None:
     for gold, text in _WARMUP:  # the first parse builds math-verify's grammars: not an item's time
         _verify_item(gold, text, signal_seconds)
     conn.send(("ready", os.getpid()))
+    started = 0
     while True:
         try:
             chunk = pickle.loads(conn.recv_bytes())
@@ -304,12 +313,21 @@ def _worker_main(conn, signal_seconds: int | None) -> None:
             return
         if chunk is None:
             return
+        done, flushed_at = [], time.monotonic()
         for index, gold, text in chunk:
+            progress[0] = time.monotonic()  # the start time first: a reader never pairs a new count with an old time
+            started += 1
+            progress[1] = started
             try:
                 result = _verify_item(gold, text, signal_seconds)
             except Exception as err:  # a bug or a library crash on one item must not end the worker
                 result = Verdict("error", None, "none", 0.0, f"{type(err).__name__}: {err}"[:500])
-            conn.send((index, result))
+            done.append((index, result))
+            if time.monotonic() - flushed_at >= _FLUSH_SECONDS:
+                conn.send(done)
+                done, flushed_at = [], time.monotonic()
+        if done:
+            conn.send(done)
 
 
 def _send_buffer_bytes(conn) -> int:
@@ -322,13 +340,17 @@ def _send_buffer_bytes(conn) -> int:
 
 
 class _Worker:
-    """A worker process, its pipe, and the items it holds: `chunks` sent and not yet answered (at most two),
-    `pending` their item indices in order (the first is the one being computed)."""
+    """A worker process, its pipe, its shared progress record, and the items it holds: `chunks` sent and not
+    yet answered (at most two), `pending` their item indices in order."""
 
     def __init__(self, context, signal_seconds: int | None):
         parent_conn, child_conn = context.Pipe(duplex=True)
+        self.progress = context.RawArray("d", 2)  # [start time of the current item, items started]
         self.process = context.Process(
-            target=_worker_main, args=(child_conn, signal_seconds), daemon=True, name="sftadapt-verify"
+            target=_worker_main,
+            args=(child_conn, self.progress, signal_seconds),
+            daemon=True,
+            name="sftadapt-verify",
         )
         self.process.start()
         child_conn.close()  # so that the worker's death reads as EOF here
@@ -340,7 +362,8 @@ class _Worker:
         self.started_at = time.monotonic()
         self.chunks: deque[tuple[int, int]] = deque()  # (items, payload bytes) per chunk in flight
         self.pending: deque[int] = deque()
-        self.item_started = 0.0
+        self.answered_count = 0  # results received since the worker started
+        self.last_event = 0.0  # when we last sent it work while idle, or received a result
 
     def can_take(self, payload_bytes: int) -> bool:
         if not self.ready:
@@ -351,7 +374,7 @@ class _Worker:
 
     def send(self, indices: list[int], payload: bytes) -> None:
         if not self.chunks:
-            self.item_started = time.monotonic()
+            self.last_event = time.monotonic()
         self.chunks.append((len(indices), len(payload)))
         self.pending.extend(indices)
         self.conn.send_bytes(payload)
@@ -359,13 +382,29 @@ class _Worker:
     def answered(self) -> int:
         """Book one result; returns the index of the item it answers."""
         index = self.pending.popleft()
-        self.item_started = time.monotonic()
+        self.answered_count += 1
+        self.last_event = time.monotonic()
         size, payload_bytes = self.chunks[0]
         if size == 1:
             self.chunks.popleft()
         else:
             self.chunks[0] = (size - 1, payload_bytes)
         return index
+
+    def current(self) -> tuple[int, float]:
+        """(position in `pending` of the item being computed, when it started). Results computed but not
+        yet sent come before that position."""
+        started = int(self.progress[1])
+        started_at = self.progress[0]
+        position = started - 1 - self.answered_count
+        if position < 0 or position >= len(self.pending):  # between items: the next one is due
+            return 0, self.last_event
+        return position, max(started_at, self.last_event)
+
+    def take_back(self, position: int) -> tuple[int, list[int]]:
+        """After a kill: the item at `position`, and every other item it held, in order, to run again."""
+        held = list(self.pending)
+        return held[position], held[:position] + held[position + 1 :]
 
     def kill(self) -> None:
         if self.process.is_alive():
@@ -444,6 +483,24 @@ class Verifier:
         """Process ids of the current workers (they change only when a worker is killed and replaced)."""
         return [worker.process.pid for worker in self._workers]
 
+    def wait_ready(self) -> None:
+        """Block until every worker has started and warmed up (to keep start-up out of a timing)."""
+        with self._lock:
+            while not all(worker.ready for worker in self._workers):
+                starting = [worker for worker in self._workers if not worker.ready]
+                left = min(worker.started_at for worker in starting) + self.startup_timeout - time.monotonic()
+                readable = wait([worker.conn for worker in starting], timeout=max(0.0, left))
+                if not readable:
+                    raise RuntimeError(f"a verifier worker did not start within {self.startup_timeout:.0f} s")
+                for worker in starting:
+                    if worker.conn in readable:
+                        try:
+                            worker.conn.recv()  # ("ready", pid)
+                        except (EOFError, OSError):
+                            code = worker.process.exitcode
+                            raise RuntimeError(f"a verifier worker died while starting (exit code {code})") from None
+                        worker.ready = True
+
     def verify_one(self, gold: str, text: str) -> Verdict:
         return self.verify_many([gold], [text])[0]
 
@@ -500,7 +557,7 @@ class Verifier:
                     queue.extendleft(reversed(worker.pending))
                     self._replace(slot)
 
-            deadlines = [w.item_started + self.timeout for w in self._workers if w.pending]
+            deadlines = [w.current()[1] + self.timeout for w in self._workers if w.pending]
             deadlines += [w.started_at + self.startup_timeout for w in self._workers if not w.ready]
             wait_for = max(0.0, min(deadlines) - time.monotonic()) if deadlines else None
             readable = wait([w.conn for w in self._workers if w.pending or not w.ready], timeout=wait_for)
@@ -514,35 +571,46 @@ class Verifier:
                         if not worker.ready:
                             worker.ready = True  # ("ready", pid)
                             continue
-                        index, verdict = message
-                        if worker.answered() != index:
-                            raise RuntimeError("verifier worker answered out of order (a bug)")
-                        results[index] = verdict
-                        remaining -= 1
+                        for index, verdict in message:
+                            if worker.answered() != index:
+                                raise RuntimeError("verifier worker answered out of order (a bug)")
+                            results[index] = verdict
+                            remaining -= 1
                 except (EOFError, OSError):
                     if not worker.ready:
                         code = worker.process.exitcode
                         raise RuntimeError(f"a verifier worker died while starting (exit code {code})") from None
                     # Crashed on its current item (segfault, out of memory): that item is an error.
-                    index = worker.pending.popleft()
+                    position, started_at = worker.current()
+                    index, again = worker.take_back(position)
                     worker.process.join(timeout=1)
-                    results[index] = _failed(items[index], "error", time.monotonic() - worker.item_started,
+                    results[index] = _failed(items[index], "error", time.monotonic() - started_at,
                                              f"the verifier worker died (exit code {worker.process.exitcode})")
                     remaining -= 1
-                    queue.extendleft(reversed(worker.pending))
+                    queue.extendleft(reversed(again))
                     self._replace(slot)
 
             now = time.monotonic()
             for slot, worker in enumerate(list(self._workers)):
                 if not worker.ready and now > worker.started_at + self.startup_timeout:
                     raise RuntimeError(f"a verifier worker did not start within {self.startup_timeout:.0f} s")
-                if worker.pending and now >= worker.item_started + self.timeout:
-                    if worker.conn.poll():
-                        continue  # a result arrived while we were late to look: read it first
-                    index = worker.pending.popleft()
-                    results[index] = _failed(items[index], "timeout", now - worker.item_started,
-                                             f"over the {self.timeout:g} s wall-clock limit; worker killed")
-                    remaining -= 1
-                    queue.extendleft(reversed(worker.pending))  # the rest of its chunk goes first, elsewhere
+                if not worker.pending:
+                    continue
+                items_started = worker.progress[1]
+                position, started_at = worker.current()
+                if now < started_at + self.timeout or worker.conn.poll():
+                    continue  # in time, or results arrived while we were late to look: read them first
+                worker.kill()
+                if worker.progress[1] != items_started:
+                    # It finished that item just before the kill: nothing overran; run what it held again.
+                    queue.extendleft(reversed(worker.pending))
                     self._replace(slot)
+                    continue
+                index, again = worker.take_back(position)
+                results[index] = _failed(items[index], "timeout", now - started_at,
+                                         f"over the {self.timeout:g} s wall-clock limit; worker killed")
+                remaining -= 1
+                # Its other items (done but not yet sent, or not started) go first, to any worker.
+                queue.extendleft(reversed(again))
+                self._replace(slot)
         return results  # type: ignore[return-value]

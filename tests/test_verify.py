@@ -72,6 +72,7 @@ EQUIVALENCE = [
     ("\\pi", "\\boxed{\\pi}", "correct"),
     ("-\\frac{\\pi}{6}", "\\boxed{-\\pi/6}", "correct"),
     ("1.2\\times 10^{3}", "\\boxed{1200}", "correct"),
+    ("10001_2", "\\boxed{10001_{2}}", "correct"),  # a base-2 numeral
     ("2", "\\boxed{\\sqrt{4}}", "correct"),
     ("100", "\\boxed{10^2}", "correct"),
     ("6", "\\boxed{\\binom{4}{2}}", "correct"),
@@ -83,6 +84,7 @@ EQUIVALENCE = [
     ("i", "\\boxed{\\sqrt{-1}}", "correct"),
     ("45^\\circ", "\\boxed{\\frac{\\pi}{4}}", "correct"),
     ("\\sqrt{2}", "\\boxed{1.414213562}", "wrong"),
+    ("52_8", "\\boxed{52_9}", "wrong"),  # base-8 52 is 42, base-9 52 is 47
     # clearly wrong
     ("8", "\\boxed{7}", "wrong"),
     ("0.75", "\\boxed{3/5}", "wrong"),
@@ -118,6 +120,7 @@ KNOWN_MATH_VERIFY_ERRORS = {
     ("i", "\\boxed{\\sqrt{-1}}"): "math-verify 0.9 parses as reals unless the LaTeX looks complex, so sqrt(-1) != i",
     ("45^\\circ", "\\boxed{\\frac{\\pi}{4}}"): "math-verify 0.9 drops ^\\circ (45) instead of converting to radians",
     ("\\sqrt{2}", "\\boxed{1.414213562}"): "math-verify 0.9 accepts a decimal that agrees to 6 places, not only exact values",
+    ("52_8", "\\boxed{52_9}"): "math-verify 0.9 drops a numeral's base subscript, so 52_8 and 52_9 both read as 52",
 }
 
 
@@ -219,7 +222,7 @@ PATHOLOGICAL = {
 @pytest.fixture(scope="module")
 def fast_verifier():
     with Verifier(workers=2, timeout=1.0) as pool:
-        pool.verify_one("1", "\\boxed{1}")  # wait for start-up, which is not part of any item's budget
+        pool.wait_ready()  # start-up is not part of any item's budget
         yield pool
 
 
@@ -248,6 +251,7 @@ def test_a_hung_item_does_not_take_its_chunk_neighbours_with_it(fast_verifier):
     started = time.monotonic()
     verdicts = fast_verifier.verify_many(golds, texts)
     assert [v.verdict for v in verdicts] == ["correct"] * 20 + ["timeout"] + ["correct"] * 20
+    assert fast_verifier.timeout <= verdicts[20].seconds < 2 * fast_verifier.timeout
     assert time.monotonic() - started < 2 * fast_verifier.timeout + 5
 
 
@@ -262,7 +266,7 @@ def test_a_worker_that_dies_gives_error_and_is_replaced():
     import signal
 
     with Verifier(workers=1, timeout=30.0) as pool:
-        pool.verify_one("1", "\\boxed{1}")  # started and warm
+        pool.wait_ready()
         (pid,) = pool.pids
         killer = threading.Timer(0.5, os.kill, (pid, signal.SIGKILL))
         killer.start()
