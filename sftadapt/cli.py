@@ -118,7 +118,8 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
     typer.echo(f"{file}: format {s['format']}, {s['rows']} rows, {s['ok']} ok, {s['rejected']} rejected, "
                f"{with_solution} with an expert solution")
     for rej in result.rejects[:20]:
-        typer.echo(f"  reject {rej['file']}:{rej['line']} field {rej['field']!s}: {rej['reason']}")
+        where = f"field {rej['field']}" if rej["field"] else "whole row"
+        typer.echo(f"  reject {rej['file']}:{rej['line']} {where}: {rej['reason']}")
     if len(result.rejects) > 20:
         typer.echo(f"  ... {len(result.rejects) - 20} more")
     if written:
