@@ -1,0 +1,59 @@
+"""The `sftadapt` command's data and sample subcommands, through typer's runner (in-process)."""
+
+import json
+
+from typer.testing import CliRunner
+
+from sftadapt.cli import app
+from sftadapt.records import Attempt, Problem, read_records
+
+runner = CliRunner()
+
+
+def _bad_file(tmp_path):
+    path = tmp_path / "mixed.jsonl"
+    path.write_bytes(b'{"question": "q1", "answer": "so 5\\n#### 5"}\n{"question": "q2", "answer": "no final"}\n'
+                     b"not json\n")
+    return path
+
+
+def test_data_check_reports_rejects_and_strict_fails(tmp_path):
+    path = _bad_file(tmp_path)
+    result = runner.invoke(app, ["data", "check", str(path)])
+    assert result.exit_code == 0, result.output
+    assert "3 rows, 1 ok, 2 rejected" in result.output
+    assert f"{path}:2 field answer: no gold answer" in result.output
+    assert f"{path}:3 whole row: malformed JSON" in result.output
+    rejects = [json.loads(line) for line in (tmp_path / "mixed.rejects.jsonl").read_text().splitlines()]
+    assert [r["line"] for r in rejects] == [2, 3] and rejects[1]["raw"] == "not json"
+    assert runner.invoke(app, ["data", "check", str(path), "--strict"]).exit_code == 1
+
+
+def test_data_convert_with_a_field_map(tmp_path):
+    src = tmp_path / "custom.jsonl"
+    src.write_text(json.dumps({"q": "What is 2+2?", "a": "4", "sol": "2+2=4"}) + "\n")
+    out = tmp_path / "problems.parquet"
+    result = runner.invoke(app, ["data", "convert", str(src), str(out), "--problem-field", "q", "--answer-field", "a",
+                                 "--solution-field", "sol"])
+    assert result.exit_code == 0, result.output
+    (p,) = read_records(out, Problem)
+    assert (p.problem, p.answer, p.solution) == ("What is 2+2?", "4", "2+2=4")
+    result = runner.invoke(app, ["data", "convert", str(src), str(out), "--answer-field", "a"])
+    assert result.exit_code == 2 and "need --problem-field" in result.output
+
+
+def test_sample_writes_attempts_and_prints_accuracy(tmp_path, monkeypatch):
+    monkeypatch.setenv("SFTADAPT_QUIET", "0")  # `-q` sets it in this process: restored after the test
+    out = tmp_path / "sample"
+    result = runner.invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", "synthetic_id", "--limit", "2",
+                                 "--n", "2", "--max-new-tokens", "6", "--dtype", "float32", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "accuracy 0.000 (0/4 samples)" in result.output  # a random model never answers correctly
+    attempts = read_records(out / "attempts.jsonl", Attempt)
+    assert [(a.index, a.stage) for a in attempts] == [(0, "sample"), (1, "sample")] * 2
+    assert json.loads((out / "summary.json").read_text())["samples"] == 4
+
+
+def test_unknown_model_is_one_clear_line(tmp_path):
+    result = runner.invoke(app, ["sample", "--model", "./no/such/folder", "--out", str(tmp_path / "x")])
+    assert result.exit_code == 2 and "no such model folder" in result.output
