@@ -169,24 +169,30 @@ def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | N
     path = Path(path)
     if not path.exists():
         raise SourceError(f"{path}: no such file")
+    rows = _parquet_rows(path) if path.suffix == ".parquet" else iter_json_lines(path, max_row_bytes)
+    return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict)
+
+
+def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, limit: int | None,
+             require_solution: bool, strict: bool) -> LoadResult:
+    """(line, row or RecordError) pairs -> problems and rejects: the one row loop of every source."""
     result = LoadResult(problems=[], fmt=fmt)
     seen: dict[str, int] = {}
-    rows = _parquet_rows(path) if path.suffix == ".parquet" else iter_json_lines(path, max_row_bytes)
     for line, row in rows:
         result.total_rows += 1
         try:
             if isinstance(row, RecordError):
                 raise row
             if not isinstance(row, dict):
-                raise RecordError(path, line, None, f"expected a JSON object, got {type(row).__name__}")
+                raise RecordError(where, line, None, f"expected a JSON object, got {type(row).__name__}")
             if fmap is None:
                 result.fmt = detect_format(row) if fmt == "auto" else fmt
                 if result.fmt not in PRESETS:
                     raise SourceError(f"unknown format '{result.fmt}': choose one of {', '.join(PRESETS)}")
                 fmap = PRESETS[result.fmt]
-            problem = row_to_problem(row, fmap, source or path.stem, str(path), line, require_solution)
+            problem = row_to_problem(row, fmap, source, where, line, require_solution)
             if problem.id in seen:
-                raise RecordError(path, line, fmap.id or "id",
+                raise RecordError(where, line, fmap.id or "id",
                                   f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
             seen[problem.id] = line
         except RecordError as err:
@@ -200,7 +206,7 @@ def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | N
         result.fmt = "custom"
     if strict and result.rejects:
         first = result.rejects[0]
-        raise SourceError(f"{len(result.rejects)} rejected row(s) in {path} (--strict); first: "
+        raise SourceError(f"{len(result.rejects)} rejected row(s) in {where} (--strict); first: "
                           f"{first['file']}:{first['line']} field '{first['field']}': {first['reason']}")
     return result
 
@@ -300,24 +306,4 @@ def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict) -> LoadResul
             f"could not load the Hugging Face dataset '{name}' ({type(err).__name__}: {str(err)[:200]}). "
             "The hub is not reachable from this machine (or HF_DATASETS_OFFLINE=1): download the data "
             "elsewhere and pass the JSONL/Parquet file instead") from None
-    result = LoadResult(problems=[], fmt=fmt)
-    seen: set[str] = set()
-    for i, row in enumerate(ds, start=1):
-        result.total_rows += 1
-        try:
-            if fmap is None:
-                result.fmt = detect_format(row) if fmt == "auto" else fmt
-                fmap = PRESETS[result.fmt]
-            problem = row_to_problem(row, fmap, name, f"hf:{spec}", i, require_solution)
-            if problem.id in seen:
-                raise RecordError(f"hf:{spec}", i, fmap.id or "id", f"duplicate id '{problem.id}'")
-            seen.add(problem.id)
-            result.problems.append(problem)
-        except RecordError as err:
-            result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
-                                   "raw": row})
-        if limit is not None and len(result.problems) >= limit:
-            break
-    if strict and result.rejects:
-        raise SourceError(f"{len(result.rejects)} rejected row(s) in hf:{spec} (--strict)")
-    return result
+    return _collect(enumerate(ds, start=1), f"hf:{spec}", name, fmt, fmap, limit, require_solution, strict)
