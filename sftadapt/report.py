@@ -103,7 +103,7 @@ def metric_key(metric: str, n: int) -> str:
     raise ReportError(f"unknown metric '{metric}': use avg, maj or pass@K")
 
 
-def _problem_scores(bench: dict[str, Any], metric: str) -> tuple[list[str], np.ndarray]:
+def problem_scores(bench: dict[str, Any], metric: str) -> tuple[list[str], np.ndarray]:
     per = bench.get("per_problem")
     if not per:
         raise ReportError("results.json has no per_problem counts (written by an older sftadapt?)")
@@ -112,7 +112,7 @@ def _problem_scores(bench: dict[str, Any], metric: str) -> tuple[list[str], np.n
     return ids, scores_from_counts(c, n, maj, metric)
 
 
-def _aligned(a: tuple[list[str], np.ndarray], b: tuple[list[str], np.ndarray]):
+def aligned(a: tuple[list[str], np.ndarray], b: tuple[list[str], np.ndarray]):
     """Both score arrays in a common problem order when the problem sets are equal (paired), else as they are."""
     ids_a, sa = a
     ids_b, sb = b
@@ -140,7 +140,7 @@ def build_report(runs: Sequence[dict[str, Any]], baseline: str | None = None, me
     seed = protocol.get("seed", 0) if seed is None else seed
     benchmarks = list(dict.fromkeys(b for r in runs for b in r["results"]["benchmarks"]))
     common = [b for b in benchmarks if all(b in r["results"]["benchmarks"] for r in runs)]
-    scores = {r["name"]: {b: _problem_scores(r["results"]["benchmarks"][b], metric)
+    scores = {r["name"]: {b: problem_scores(r["results"]["benchmarks"][b], metric)
                           for b in r["results"]["benchmarks"]} for r in runs}
     base = scores.get(baseline) if baseline else None
     rows = []
@@ -154,14 +154,14 @@ def build_report(runs: Sequence[dict[str, Any]], baseline: str | None = None, me
             cell = dict(bootstrap_macro_delta([mine[b][1]], n_boot=n_boot, seed=seed))
             cell["n_problems"] = len(mine[b][0])
             if base is not None and run["name"] != baseline and b in base:
-                a, bb, paired = _aligned(mine[b], base[b])
+                a, bb, paired = aligned(mine[b], base[b])
                 cell["delta"] = {**bootstrap_macro_delta([a], [bb], [paired], n_boot=n_boot, seed=seed),
                                  "paired": paired}
             row["benchmarks"][b] = cell
         if common:
             row["mean"] = bootstrap_macro_delta([mine[b][1] for b in common], n_boot=n_boot, seed=seed)
             if base is not None and run["name"] != baseline:
-                pairs = [_aligned(mine[b], base[b]) for b in common]
+                pairs = [aligned(mine[b], base[b]) for b in common]
                 row["mean"]["delta"] = {
                     **bootstrap_macro_delta([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs],
                                             n_boot=n_boot, seed=seed),

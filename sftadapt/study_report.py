@@ -1,8 +1,12 @@
 """The end of `sftadapt run`: one table per study with accuracy, the gap of each training set, and compute.
 
 Per seed, the eval folders of every arm go through `report.report` (same protocol enforced, paired deltas
-against the base arm, plots). Across seeds, each arm's accuracy is the mean and standard deviation of the
-per-seed point estimates; the per-seed tables keep the bootstrap intervals.
+against the base arm, plots). Across seeds (`pooled_cells`), every seed scores the same test problems, so each
+problem's score is averaged over the seeds first; an arm's accuracy is the mean of those, its 95% interval a
+bootstrap over problems, and its delta against base a paired bootstrap of the per-problem differences. The
+standard deviation of the per-seed accuracies is shown beside it: the interval measures how much the test set
+could move the number, the sd how much a re-run (new data, sampling, training seed) does. With one seed the
+cells equal the per-seed report's.
 
 Gap (SPEC §0): the mean per-token log-prob of a training set's responses under the target with the plain QA
 prompt (higher = closer to the target). Compute per arm: what producing that arm cost beyond the shared
@@ -15,7 +19,9 @@ from __future__ import annotations
 import json
 import statistics
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
+
+import numpy as np
 
 ADAPT_OF = {"dr_sft": ["rewrite"], "dr_dft": ["rewrite"], "dr_is": ["rewrite"],
             "dart_sft": ["mapper_train", "mapper"], "pr_sft": ["prompted"]}
@@ -69,6 +75,50 @@ def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dic
     return total
 
 
+def _arm_scores(eval_dir: Path, metric: str) -> dict[str, tuple[list[str], np.ndarray]]:
+    from sftadapt.report import load_run, problem_scores
+
+    return {b: problem_scores(bench, metric) for b, bench in load_run(eval_dir)["results"]["benchmarks"].items()}
+
+
+def seed_averaged(per_seed: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
+    """Each problem's score averaged over seeds, on the problems every seed scored (in the first seed's order)."""
+    maps = [dict(zip(ids, scores)) for ids, scores in per_seed]
+    ids = [pid for pid in per_seed[0][0] if all(pid in m for m in maps)]
+    if not ids:
+        raise ValueError("the seeds share no scored problem: were they evaluated on different test sets?")
+    return ids, np.array([statistics.fmean(float(m[pid]) for m in maps) for pid in ids])
+
+
+def pooled_cells(arm: dict[str, list[tuple[list[str], np.ndarray]]],
+                 base: dict[str, list[tuple[list[str], np.ndarray]]] | None = None,
+                 n_boot: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """One cell per benchmark and a `mean` cell (unweighted over benchmarks) for an arm scored by several seeds:
+    {benchmark: [(problem ids, per-problem scores) per seed]} -> mean over seeds with a bootstrap interval over
+    problems, sd and values per seed, and (given the base arm's scores) the paired delta with its interval."""
+    from sftadapt.metrics import DEFAULT_BOOTSTRAP, bootstrap_macro_delta
+    from sftadapt.report import aligned
+
+    n_boot = n_boot or DEFAULT_BOOTSTRAP
+    groups = {b: seed_averaged(runs) for b, runs in arm.items()}
+    base_groups = {b: seed_averaged(runs) for b, runs in base.items()} if base else {}
+    per_seed = {b: [float(np.mean(sc)) for _, sc in runs] for b, runs in arm.items()}
+    per_seed["mean"] = [statistics.fmean(vals) for vals in zip(*per_seed.values())]
+    cells: dict[str, dict[str, Any]] = {}
+    for name, bench in [(b, [b]) for b in arm] + [("mean", list(arm))]:
+        est = bootstrap_macro_delta([groups[b][1] for b in bench], n_boot=n_boot, seed=seed)
+        cell = {"mean": est["value"], "ci": [est["lo"], est["hi"]], "per_seed": per_seed[name],
+                "sd": statistics.stdev(per_seed[name]) if len(per_seed[name]) > 1 else None,
+                "delta": None, "delta_ci": None}
+        if base_groups:
+            pairs = [aligned(groups[b], base_groups[b]) for b in bench]
+            d = bootstrap_macro_delta([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs],
+                                      n_boot=n_boot, seed=seed)
+            cell.update(delta=d["value"], delta_ci=[d["lo"], d["hi"]])
+        cells[name] = cell
+    return cells
+
+
 def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> dict[str, Any]:
     from sftadapt.pipeline import ARM_LABELS
     from sftadapt.report import report
@@ -93,23 +143,16 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
                        "warmup": stages.results.get("warmup"), "stages_run": list(stages.ran)}
     first = next(iter(seeds.values()))
     benchmarks = first["report"]["benchmarks"]
+    n_boot, boot_seed = first["report"]["n_boot"], first["report"]["protocol"].get("seed", 0)
+    scores = {arm: {s: _arm_scores(per_seed[s]["stages"].root / f"eval_{arm}", metric) for s in seeds}
+              for arm in first["rows"]}
     table = []
     for arm in first["rows"]:
-        entry: dict[str, Any] = {"arm": arm, "label": ARM_LABELS.get(arm, arm), "benchmarks": {}}
-        for b in benchmarks + ["mean"]:
-            cells = [s["rows"][arm].get("mean") if b == "mean" else s["rows"][arm]["benchmarks"].get(b)
-                     for s in seeds.values()]
-            cells = [c for c in cells if c]
-            if cells:
-                values = [c["value"] for c in cells]
-                deltas = [c["delta"]["value"] for c in cells if c.get("delta")]
-                entry["benchmarks"][b] = {
-                    "mean": statistics.fmean(values), "sd": statistics.stdev(values) if len(values) > 1 else None,
-                    "ci": [cells[0]["lo"], cells[0]["hi"]] if len(cells) == 1 else None,
-                    "delta": statistics.fmean(deltas) if deltas else None,
-                    "delta_ci": ([cells[0]["delta"]["lo"], cells[0]["delta"]["hi"]]
-                                 if len(cells) == 1 and cells[0].get("delta") else None),
-                    "per_seed": values}
+        entry: dict[str, Any] = {"arm": arm, "label": ARM_LABELS.get(arm, arm)}
+        base = scores["base"] if arm != "base" and "base" in scores else None
+        entry["benchmarks"] = pooled_cells(
+            {b: [scores[arm][s][b] for s in seeds] for b in benchmarks},
+            {b: [base[s][b] for s in seeds] for b in benchmarks} if base else None, n_boot=n_boot, seed=boot_seed)
         gaps = [s["rows"][arm]["gap"]["gap"] for s in seeds.values() if s["rows"][arm].get("gap")]
         entry["gap"] = statistics.fmean(gaps) if gaps else None
         comps = [s["compute"][arm] for s in seeds.values()]
@@ -131,11 +174,9 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
 def _cell(c: dict[str, Any] | None) -> str:
     if not c:
         return "–"
-    text = f"{100 * c['mean']:.1f}"
-    if c["ci"]:
-        text += f" [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
-    elif c["sd"] is not None:
-        text += f" ± {100 * c['sd']:.1f}"
+    text = f"{100 * c['mean']:.1f} [{100 * c['ci'][0]:.1f}, {100 * c['ci'][1]:.1f}]"
+    if c["sd"] is not None:
+        text += f" sd {100 * c['sd']:.1f}"
     return text
 
 
@@ -151,7 +192,9 @@ def _delta(c: dict[str, Any] | None) -> str:
 def to_markdown(study: dict[str, Any]) -> str:
     p = study["protocol"]
     n_seeds = len(study["seeds"])
-    spread = "95% bootstrap interval over problems" if n_seeds == 1 else f"mean ± sd over {n_seeds} seeds"
+    spread = ("95% bootstrap interval over problems" if n_seeds == 1 else
+              f"mean over {n_seeds} seeds (seeds {', '.join(map(str, study['seeds']))}) [95% bootstrap interval over "
+              "problems, each problem's score averaged over the seeds] and the sd of the per-seed accuracies")
     lines = [f"# {study['name']}: {study['metric']} (%) per arm", "",
              f"Protocol `{p['name']}` ({p['hash']}): n={p['n']}, T={p['temperature']}, top_p={p['top_p']}, "
              f"{p['max_new_tokens']} new tokens, chat={p['chat']}, seed={p['seed']}. Cells: {spread}. "
