@@ -1,0 +1,80 @@
+"""What happened inside each seed of a `sftadapt run` study, as markdown: stage wall times, the rewrite's
+origins, the DART mapper's and direct GRPO's learning curves (first vs second half of the steps).
+
+    python benchmarks/study_details.py RUN_DIR > details.md
+
+Reads only the files the stages wrote (stage.json, rl_log.jsonl); the accuracy table is the study's own
+report (RUN_DIR/report/study.md).
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from pathlib import Path
+
+
+def _result(folder: Path) -> dict:
+    path = folder / "stage.json"
+    return json.loads(path.read_text()).get("result", {}) if path.exists() else {}
+
+
+def _halves(log: Path, key: str) -> str:
+    if not log.exists():
+        return "–"
+    values = [row[key] for row in map(json.loads, log.read_text().splitlines()) if row.get(key) is not None]
+    if len(values) < 2:
+        return "–"
+    half = len(values) // 2
+    return f"{statistics.fmean(values[:half]):.2f} → {statistics.fmean(values[half:]):.2f}"
+
+
+def seed_dirs(run: Path) -> list[Path]:
+    found = sorted(run.glob("seed-*"), key=lambda p: int(p.name.split("-", 1)[1]))
+    return found or [run]
+
+
+def details(run: Path) -> str:
+    seeds = seed_dirs(run)
+    stages = sorted({p.parent.name for s in seeds for p in s.glob("*/stage.json")},
+                    key=lambda n: min(((s / n / "stage.json").stat().st_mtime for s in seeds
+                                       if (s / n / "stage.json").exists())))
+    out = ["## Wall time per stage (s)", "", "| stage | " + " | ".join(s.name for s in seeds) + " |",
+           "|---|" + "---|" * len(seeds)]
+    totals = [0.0] * len(seeds)
+    for name in stages:
+        cells = []
+        for k, s in enumerate(seeds):
+            sec = _result(s / name).get("stage_seconds")
+            totals[k] += sec or 0.0
+            cells.append("–" if sec is None else f"{sec:.0f}")
+        out.append(f"| {name} | " + " | ".join(cells) + " |")
+    out.append("| **total** | " + " | ".join(f"**{t:.0f}** ({t / 60:.0f} min)" for t in totals) + " |")
+
+    out += ["", "## Adaptation per seed", "",
+            "| seed | rewrite: self / guided / expert rows | gap expert → DR set | DART: mapped / fallback | "
+            "gap DART set | PR: mapped / fallback | gap PR set | mapper gate pass rate (1st → 2nd half) | "
+            "direct GRPO accuracy (1st → 2nd half) |", "|---|---|---|---|---|---|---|---|---|"]
+    for s in seeds:
+        rw, mp, pr = _result(s / "rewrite"), _result(s / "mapper"), _result(s / "prompted")
+        o = rw.get("origins", {})
+        rows = " / ".join(str(o.get(k, {}).get("rows", 0)) for k in ("self", "guided", "expert"))
+        gap = rw.get("gap", {})
+
+        def mapped(r: dict) -> str:
+            return f"{r.get('origins', {}).get('mapper', 0)} / {r.get('origins', {}).get('expert', 0)}"
+
+        out.append(f"| {s.name} | {rows} | {gap.get('expert_set', float('nan')):.3f} → "
+                   f"{gap.get('final_set', float('nan')):.3f} | {mapped(mp)} | "
+                   f"{mp.get('gap', {}).get('final_set', float('nan')):.3f} | {mapped(pr)} | "
+                   f"{pr.get('gap', {}).get('final_set', float('nan')):.3f} | "
+                   f"{_halves(s / 'mapper_train' / 'rl_log.jsonl', 'gate_pass_rate')} | "
+                   f"{_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |")
+    return "\n".join(out) + "\n"
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python benchmarks/study_details.py RUN_DIR")
+    print(details(Path(sys.argv[1])), end="")
