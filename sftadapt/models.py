@@ -127,27 +127,73 @@ def load_tokenizer(spec: str, trust_remote_code: bool = False):
 
 
 def torch_dtype(name: str):
-    import torch
+    from sftadapt.precision import PrecisionError
+    from sftadapt.precision import torch_dtype as _torch_dtype
 
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if name not in table:
-        raise ModelError(f"unknown dtype '{name}': choose float32 or bfloat16")
-    return table[name]
+    try:
+        return _torch_dtype(name)
+    except PrecisionError as err:
+        raise ModelError(str(err)) from None
 
 
 def default_device() -> str:
-    import torch
+    from sftadapt.precision import default_device as _default_device
 
-    return "cuda" if torch.cuda.is_available() else "cpu"
+    return _default_device()
 
 
-def load_model(spec: str, dtype: str = "float32", device: str | None = None, trust_remote_code: bool = False):
+ADAPTER_FILE = "sftadapt_adapter.json"  # written beside a merged LoRA model: where its base and adapter are
+
+
+def adapter_of(spec: str) -> dict[str, str] | None:
+    """For a model folder written by a LoRA stage: {"base": base folder or id, "adapter": adapter folder}."""
+    path = Path(spec).expanduser()
+    record = path / ADAPTER_FILE
+    if not record.exists():
+        return None
+    info = json.loads(record.read_text(encoding="utf-8"))
+    return {"base": info["base"], "adapter": str(path / info.get("adapter", "adapter"))}
+
+
+def write_adapter_record(out: str | os.PathLike, base: str, adapter: str = "adapter") -> None:
+    """Record, beside a merged LoRA model, the base folder it was trained on and its adapter's folder name."""
+    (Path(out) / ADAPTER_FILE).write_text(json.dumps({"base": resolve_model(base), "adapter": adapter}, indent=2))
+
+
+def load_model(spec: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
+    """The model for inference in `dtype` (auto | float32 | bfloat16, resolved by sftadapt.precision).
+
+    A LoRA-trained folder (see `adapter_of`) holds the adapter merged into fp32 weights. In float32 that merged
+    model is loaded. In bfloat16 the merged weights would be rounded to bf16, which erases most of a small update
+    (on a bf16 base ~98% of the entries snap back), so the base is loaded in bf16 and the adapter is applied
+    unmerged on top of it, its own weights in fp32: the update's contribution is computed apart from the base's
+    and only its sum with the base's output is rounded. If the base is gone, the merged model is loaded in fp32.
+    """
+    import warnings
+
     from transformers import AutoModelForCausalLM
 
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(spec), dtype=torch_dtype(dtype), trust_remote_code=trust_remote_code
-    )
+    from sftadapt.precision import resolve_dtype
+
+    resolved = resolve_dtype(dtype, device)
+    adapter = adapter_of(spec) if resolved == "bfloat16" else None
+    if adapter is not None:
+        try:
+            base_path = resolve_model(adapter["base"])
+        except ModelError:
+            warnings.warn(f"{spec}: the base of its LoRA adapter ({adapter['base']}) is not available; loading the "
+                          "merged weights in float32 instead of bf16 (bf16 would round the update away)", stacklevel=2)
+            adapter, resolved = None, "float32"
+    if adapter is not None:
+        from peft import PeftModel
+
+        base = AutoModelForCausalLM.from_pretrained(base_path, dtype=torch_dtype("bfloat16"),
+                                                    trust_remote_code=trust_remote_code)
+        # autocast_adapter_dtype keeps the LoRA weights in fp32 on a bf16 base
+        model = PeftModel.from_pretrained(base, adapter["adapter"], autocast_adapter_dtype=True)
+    else:
+        model = AutoModelForCausalLM.from_pretrained(
+            resolve_model(spec), dtype=torch_dtype(resolved), trust_remote_code=trust_remote_code)
     model.to(device or default_device())
     model.eval()
     return model
