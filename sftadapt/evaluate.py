@@ -149,7 +149,7 @@ def _batches(indices: list[int], shard_samples: int, batch_size: int) -> list[li
 
 def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Problem]], protocol: Protocol,
              out_dir: str | os.PathLike, limit: int | None = None, *, backend: str = "hf",
-             dtype: str = "bfloat16", batch_size: int = 32, data_dir: str | os.PathLike | None = None,
+             dtype: str = "auto", batch_size: int = 32, data_dir: str | os.PathLike | None = None,
              shard_problems: int | None = None, engine=None, verifier=None, verify_timeout: float = 5.0,
              n_boot: int = 1000, force: bool = False, progress: bool = True, print_summary: bool = True
              ) -> dict[str, Any]:
@@ -185,15 +185,18 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
 
         tokenizer = load_tokenizer(model_spec)
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
+    precision = (getattr(engine, "precision", None) or {"generate": dtype})["generate"]
     per_shard = shard_problems or max(1, SHARD_SAMPLES // protocol.n)
     results: dict[str, Any] = {
         "protocol": protocol.record(), "model": model, "prompt_hash": prompt_hash, "limit": limit,
+        "precision": getattr(engine, "precision", None) or {"generate": dtype},
         "benchmarks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
         for name, problems in problem_lists.items():
             # What decides this benchmark's samples; a mismatch with existing shards is refused by the store.
             decided = {"protocol": protocol.hash, "model": model.get("revision") or model["spec"],
+                       "precision": precision,
                        "prompt_hash": prompt_hash, "benchmark": name,
                        "problems": config_hash({"ids": [p.id for p in problems]}), "shard_problems": per_shard}
             store = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=force)

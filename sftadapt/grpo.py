@@ -2,7 +2,8 @@
 
 Both are TRL's `GRPOTrainer` with our reward function; this module only builds what they share:
 - `GRPOOptions`: the trainer options (group size, temperature, learning rate, KL, LoRA, vLLM pass-through) with
-  CPU-safe defaults (`use_cpu` when there is no CUDA, bf16 off, gradient checkpointing off: STACK.md §5);
+  CPU-safe defaults (`use_cpu` when there is no CUDA, gradient checkpointing off, fp32 master weights with bf16
+  autocast only where the hardware runs bf16 natively: sftadapt/precision.py);
   `trl_args` passes any other `GRPOConfig` field through unchanged (e.g. `vllm_mode: server` on GPUs).
 - `run_grpo(...)`: dataset -> trainer -> train (resuming from the last checkpoint with `resume=auto`) -> save the
   policy as a plain model folder (LoRA merged; the adapter itself in `adapter/`) -> `compute.json`.
@@ -60,8 +61,10 @@ class GRPOOptions:
     lora_alpha: int = option(32, help="LoRA alpha")
     lora_dropout: float = option(0.05, help="LoRA dropout")
     lora_target_modules: str = option("all-linear", help="peft target_modules: all-linear or comma-separated names")
-    dtype: str = option("float32", help="policy weight dtype: float32 | bfloat16")
-    bf16: bool = option(False, help="bf16 autocast (on CPU it slows GRPO down: STACK.md §5)")
+    dtype: str = option("auto", help="compute dtype: auto (bf16 autocast only where the hardware runs bf16 "
+                        "natively) | float32 | bfloat16 (autocast over fp32 weights)")
+    weights_dtype: str = option("float32", help="policy weights: float32 (master copy) | bfloat16 (pure bf16: most "
+                                "small updates are rounded away)")
     gradient_checkpointing: bool = option(False, help="recompute activations: less memory, slower")
     seed: int = option(0, help="seed of data order, sampling and LoRA init")
     logging_steps: int = option(1, help="log every this many steps")
@@ -91,10 +94,17 @@ class GRPOOptions:
             raise ValueError(f"scale_rewards = '{self.scale_rewards}': choose one of {', '.join(SCALE_REWARDS)}")
         if self.beta < 0:
             raise ValueError(f"beta = {self.beta}: must be >= 0")
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype = '{self.dtype}': choose float32 or bfloat16")
+        self.precision()
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ValueError("temperature must be > 0 and top_p in (0, 1]")
+
+    def precision(self) -> tuple[str, str]:
+        """(compute dtype, weights dtype) as this machine will train: see sftadapt.precision."""
+        from sftadapt.precision import WEIGHT_DTYPES, normalize, resolve_dtype, resolve_weights_dtype
+
+        compute = resolve_dtype(normalize(self.dtype))
+        weights = resolve_weights_dtype(normalize(self.weights_dtype, WEIGHT_DTYPES, "weights_dtype"))
+        return ("bfloat16" if weights == "bfloat16" else compute), weights
 
     @property
     def learning_rate(self) -> float:
@@ -115,7 +125,8 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
         max_grad_norm=opts.max_grad_norm, seed=opts.seed, data_seed=opts.seed, logging_steps=opts.logging_steps,
         save_steps=opts.save_steps, save_total_limit=opts.save_total_limit, save_strategy="steps",
         report_to=[] if opts.report_to == "none" else [opts.report_to], log_completions=opts.log_completions,
-        use_cpu=not torch.cuda.is_available(), bf16=opts.bf16, gradient_checkpointing=opts.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(), bf16=opts.precision() == ("bfloat16", "float32"),
+        gradient_checkpointing=opts.gradient_checkpointing,
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
         dataloader_num_workers=0, disable_tqdm=not progress,
         use_vllm=opts.use_vllm, vllm_mode=opts.vllm_mode, vllm_server_host=opts.vllm_server_host,
@@ -222,7 +233,7 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
     out.mkdir(parents=True, exist_ok=True)
     args = grpo_config(opts, out, progress)
     tokenizer = load_tokenizer(policy)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype(opts.dtype))
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype(opts.precision()[1]))
     resume_from = _resume_checkpoint(opts, out)
     log_path = out / LOG_FILE
     counters = reward_fn.counters
@@ -244,7 +255,7 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
     if opts.lora:
         trainer.save_model(str(out / "adapter"))
         if trainer.is_world_process_zero():
-            _save_merged(policy, opts.dtype, out / "adapter", out, tokenizer)
+            _save_merged(policy, out / "adapter", out, tokenizer)
     else:
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
@@ -270,14 +281,17 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
             "last_log": log[-1] if log else None}
 
 
-def _save_merged(policy: str, dtype: str, adapter: Path, out: Path, tokenizer) -> None:
+def _save_merged(policy: str, adapter: Path, out: Path, tokenizer) -> None:
     """Base weights + adapter, merged, as a plain model folder (reloaded from disk: works under any sharding)."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sftadapt.models import resolve_model, torch_dtype
+    from sftadapt.models import resolve_model, torch_dtype, write_adapter_record
 
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype(dtype))
+    # fp32 whatever the training precision: merged into bf16 weights most of a small update rounds away;
+    # the record lets a bf16 consumer run the adapter unmerged on the base (models.load_model)
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype("float32"))
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    write_adapter_record(out, policy)

@@ -47,6 +47,7 @@ from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Sampling, derive_seed
 from sftadapt.grpo import GRPOOptions, write_compute
 from sftadapt.models import model_info
+from sftadapt.precision import normalize
 from sftadapt.store import ShardStore, run_sharded, shard_totals
 from sftadapt.verify import verifier_version
 from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
@@ -65,7 +66,7 @@ class MapperTrainConfig:
     out: str = option("runs/map-train", help="output folder: the trained mapper, rl_log.jsonl, compute.json")
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
-    dtype: str = option("bfloat16", help="target scoring dtype: bfloat16 (fast on AMX CPUs) | float32 (exact)")
+    dtype: str = option("auto", help="target scoring dtype: auto (bf16 only where native) | float32 | bfloat16")
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
@@ -75,8 +76,7 @@ class MapperTrainConfig:
     def validate(self) -> None:
         self.grpo.validate()
         self.reward.validate()
-        if self.dtype not in ("float32", "bfloat16"):
-            raise ValueError(f"dtype = '{self.dtype}': choose float32 or bfloat16")
+        normalize(self.dtype)
 
 
 @dataclass
@@ -96,8 +96,10 @@ class SynthConfig:
                                                   "a tokenizer)")
     seed: int = option(0, help="base seed; rewrite j of problem p is seeded by (seed, p, 'mapper', j)")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
-    dtype: str = option("bfloat16", help="target dtype (and the untrained mapper's): bfloat16 | float32 (exact)")
-    mapper_dtype: str | None = option(None, help="trained mapper dtype (default: dtype)")
+    dtype: str = option("auto", help="target dtype (and the untrained mapper's): auto (bf16 only where native) | "
+                                        "float32 | bfloat16")
+    mapper_dtype: str | None = option(None, help="trained mapper dtype (default: dtype); a LoRA mapper in bf16 runs its "
+                                                 "adapter unmerged so the update is not rounded away")
     batch_size: int = option(32, help="sequences per generate call")
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
@@ -113,9 +115,16 @@ class SynthConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if not 0 < self.top_p <= 1 or self.temperature < 0:
             raise ValueError("temperature must be >= 0 and top_p in (0, 1]")
-        for name in ("dtype", "mapper_dtype"):
-            if getattr(self, name) not in (None, "float32", "bfloat16"):
-                raise ValueError(f"{name} = '{getattr(self, name)}': choose float32 or bfloat16")
+        normalize(self.dtype)
+        if self.mapper_dtype is not None:
+            normalize(self.mapper_dtype, field="mapper_dtype")
+
+
+def _precisions(engine, mapper_engine, cfg: "SynthConfig") -> dict[str, Any]:
+    """The dtypes that really ran for the target and the mapper (an injected engine may not say)."""
+    target = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.dtype}
+    mapper = getattr(mapper_engine, "precision", None) or {"generate": cfg.mapper_dtype or cfg.dtype}
+    return {"target": target["score"], "mapper": mapper["generate"]}
 
 
 # Options that do not change a byte of the synthesised rows.
@@ -187,7 +196,8 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
             extra_compute={"target": cfg.target, "problems": len(problems),
                            "target_score_seconds_this_run": round(engine.stats.get("score_seconds", 0.0), 3)},
             config={"target": model_info(cfg.target), "mapper": model_info(mapper_spec), "data": cfg.data,
-                    "reward": config_dict(cfg.reward), "chat": cfg.chat, "dtype": cfg.dtype,
+                    "reward": config_dict(cfg.reward), "chat": cfg.chat,
+                    "precision": getattr(engine, "precision", {"score": cfg.dtype}),
                     "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat)})
     finally:
         if own_engine and engine is not None:
@@ -319,11 +329,11 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         templates = {"mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),
                      "solve": P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)}
         decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "mapper": mapper_info,
-                   "target": target_info, "templates": templates,
+                   "target": target_info, "templates": templates, "precision": _precisions(engine, mapper_engine, cfg),
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
         run_id = config_hash(decided)
         provenance = {"stage": "map", "run_id": run_id, "mapper": mapper_info, "target": target_info,
-                      "dtype": cfg.dtype, "chat": cfg.chat, "templates": templates,
+                      "precision": _precisions(engine, mapper_engine, cfg), "chat": cfg.chat, "templates": templates,
                       "reward": config_dict(cfg.reward), "verifier": verifier_version()}
         synth = _Synth(cfg, engine, mapper_engine, verifier, provenance)
         store = ShardStore(out / "shards", run_id, decided, force=cfg.force)
@@ -333,6 +343,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         store.finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = summarize(list(store.rows()), cfg, synth.method, run_id, mapper_info, target_info)
         summary["rejected_input_rows"] = rejects
+        summary["precision"] = _precisions(engine, mapper_engine, cfg)
         summary["compute"] = shard_totals(store)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
     finally:

@@ -79,7 +79,7 @@ class EvalConfig:
     protocol: str = option("quick", help="protocol name or YAML file")
     protocol_overrides: dict = option({}, help="Protocol fields to change, e.g. {n: 4, temperature: 1.0}")
     raw_model: bool = option(True, help="also evaluate the raw model when a warm-up made the target")
-    dtype: str = option("bfloat16", help="sampling dtype")
+    dtype: str = option("auto", help="sampling dtype: auto (bf16 only where native) | float32 | bfloat16")
     batch_size: int = option(32, help="sequences per generate call")
 
 
@@ -307,14 +307,29 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> di
     to_eval = dict(models)
     if "warmup" in configs and cfg.eval.raw_model:
         to_eval = {"raw": cfg.model, **to_eval}
+    eval_dtype = study_eval_dtype(cfg.eval.dtype, to_eval.values())
     for arm, model in to_eval.items():
         upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in TRAINED_ARMS else arm])
         stages.run(f"eval_{arm}", {"protocol": protocol.record(), "benchmarks": cfg.eval.benchmarks,
-                                   "limit": cfg.eval.limit, "dtype": cfg.eval.dtype, "model": model}, upstream,
+                                   "limit": cfg.eval.limit, "dtype": eval_dtype, "model": model}, upstream,
                    lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
-                                                   dtype=cfg.eval.dtype, batch_size=cfg.eval.batch_size,
+                                                   dtype=eval_dtype, batch_size=cfg.eval.batch_size,
                                                    progress=progress, print_summary=False))
     return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol}
+
+
+def study_eval_dtype(requested: str, models) -> str:
+    """One evaluation dtype for every arm, so that no difference between arms is a difference of precision.
+
+    `auto` is bf16 where the hardware runs it natively, but float32 as soon as one evaluated model carries a
+    trained LoRA update (direct RL, LoRA arms): bf16 inference erases most of such an update (models.py,
+    `inference_dtype`), and the other arms are then evaluated in float32 beside it."""
+    from sftadapt.models import adapter_of
+    from sftadapt.precision import resolve_dtype
+
+    if requested == "auto" and any(adapter_of(str(m)) for m in models):
+        return "float32"
+    return resolve_dtype(requested)
 
 
 # ---------------------------------------------------------------- the whole run

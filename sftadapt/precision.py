@@ -81,7 +81,8 @@ def bf16_native(device: str | None = None) -> bool:
 _warned: set[str] = set()
 
 
-def _warn_once(key: str, message: str) -> None:
+def warn_once(key: str, message: str) -> None:
+    """One warning per process for `key` (a setting a user cannot act on twice)."""
     if key not in _warned:
         _warned.add(key)
         warnings.warn(message, stacklevel=3)
@@ -95,7 +96,7 @@ def resolve_dtype(requested: str = "auto", device: str | None = None) -> str:
         return "bfloat16" if native else "float32"
     if requested == "bfloat16" and not native:
         cap = capability()
-        _warn_once("bf16-emulated", (
+        warn_once("bf16-emulated", (
             f"dtype bfloat16 was asked for, but this CPU has no native bf16 (torch reports "
             f"{cap['cpu_capability']}, avx512_bf16={cap['avx512_bf16']}, amx_bf16={cap['amx_bf16']}): bf16 is "
             "emulated, about 100x slower than float32 (132x measured on an AVX2-only CPU). Use dtype: auto."))
@@ -106,7 +107,7 @@ def resolve_weights_dtype(requested: str = "float32") -> str:
     """Training weights: float32 master weights unless pure bf16 is asked for explicitly (then a warning)."""
     requested = normalize(requested, WEIGHT_DTYPES, "weights_dtype")
     if requested == "bfloat16":
-        _warn_once("bf16-weights", (
+        warn_once("bf16-weights", (
             "weights_dtype bfloat16: training pure bf16 weights with no fp32 master copy; at lr 1e-4 only ~13% of "
             "the entries move in a step (most small updates are rounded away). Keep float32 unless you know."))
     return requested

@@ -58,6 +58,7 @@ from sftadapt.policy import KEEP_POLICIES, Candidate, candidates_to_score, choos
 from sftadapt.models import model_info
 from sftadapt.store import ShardStore, run_sharded, shard_totals
 from sftadapt.verify import verifier_version
+from sftadapt.precision import normalize
 from sftadapt.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.sample import sample_attempts
 
@@ -96,7 +97,8 @@ class RewriteConfig:
     max_new_tokens: int = option(512, help="generation budget per sample (the papers use 4096 on GPUs)")
     seed: int = option(0, help="base seed; sample j of problem p in stage s is seeded by (seed, p, s, j)")
     chat: bool = option(True, help="apply the model's chat template to every prompt")
-    dtype: str = option("bfloat16", help="float32 | bfloat16 (faster on AMX CPUs; float32 for exact log-probs)")
+    dtype: str = option("auto", help="sampling: auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
+    score_dtype: str = option("float32", help="scoring (behaviour and target log-probs): float32 keeps them exact, as DR+IS needs; auto | bfloat16 trade that for speed")
     batch_size: int = option(32, help="sequences per generate call (results are identical only at equal sizes)")
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
@@ -116,6 +118,8 @@ class RewriteConfig:
         for name in ("top_p", "guided_top_p"):
             if not 0 < getattr(self, name) <= 1:
                 raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        normalize(self.dtype)
+        normalize(self.score_dtype, field="score_dtype")
         if not 0 < self.near_copy_threshold <= 1:
             raise ValueError(f"near_copy_threshold must be in (0, 1], got {self.near_copy_threshold}")
 
@@ -335,14 +339,15 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = make_engine(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+            engine = make_engine(cfg.model, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
         run = _Run(cfg, engine, verifier, problems)
         model = model_info(cfg.model)
         decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "model": model,
-                   "templates": run.hashes,
+                   "templates": run.hashes, "precision": _precision(engine, cfg),
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
         run_id = config_hash(decided)
-        provenance = {"method": cfg.method, "run_id": run_id, "model": model, "dtype": cfg.dtype, "chat": cfg.chat,
+        provenance = {"method": cfg.method, "run_id": run_id, "model": model, "precision": _precision(engine, cfg),
+                      "chat": cfg.chat,
                       "keep": cfg.keep, "templates": run.hashes, "verifier": verifier_version()}
         stages = STAGES[cfg.method]
         stores = {s: ShardStore(out / "shards" / s, run_id, decided, force=cfg.force) for s in stages}
@@ -364,6 +369,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = summarize(cfg, stores, problems, earlier, run_id, model, rejects)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
+        summary["precision"] = _precision(engine, cfg)
     finally:
         if own_engine and engine is not None:
             engine.close()
@@ -373,6 +379,12 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     if print_summary:
         print(summary_table(summary))
     return summary
+
+
+def _precision(engine, cfg: RewriteConfig) -> dict[str, str]:
+    """The dtypes that really ran (an injected engine may not say: then the config's words)."""
+    found = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.score_dtype}
+    return {"generate": found["generate"], "score": found["score"]}
 
 
 # ---------------------------------------------------------------- summary

@@ -16,6 +16,7 @@ from typing import Callable, Sequence
 from sftadapt import prompts as P
 from sftadapt.config import config_dict, config_hash, option
 from sftadapt.engines.base import Engine, Sampling, derive_seed
+from sftadapt.precision import normalize
 from sftadapt.records import Attempt, Problem
 
 
@@ -31,7 +32,7 @@ class SampleConfig:
     max_new_tokens: int = option(256, help="generation budget per sample")
     seed: int = option(0, help="base seed; each sample's seed derives from (seed, problem id, index)")
     chat: bool = option(True, help="apply the model's chat template")
-    dtype: str = option("bfloat16", help="float32 | bfloat16 (bf16 samples ~1.7x faster on AMX CPUs)")
+    dtype: str = option("auto", help="auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
     batch_size: int = option(32, help="sequences per generate call")
     shard_size: int = option(16, help="problems per resumable shard")
     data_dir: str | None = option(None, help="benchmark data folder (default: find shared/data)")
@@ -42,6 +43,7 @@ class SampleConfig:
             raise ValueError("n must be >= 1")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        normalize(self.dtype)
 
 
 def sample_attempts(engine: Engine, verifier, problems: Sequence[Problem], sampling: Sampling, stage: str,
@@ -87,7 +89,8 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     params = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                       seed=cfg.seed)
     ids_hash = config_hash({"ids": [p.id for p in problems]})
-    store = ShardStore(out / "shards", config_hash({**config_dict(cfg), "ids": ids_hash, "tmpl": tmpl_hash},
+    store = ShardStore(out / "shards", config_hash({**config_dict(cfg), "ids": ids_hash, "tmpl": tmpl_hash,
+                                                    "resolved_dtype": getattr(engine, "precision", None)},
                                                    exclude=("out", "batch_size", "force")),
                        config_dict(cfg), force=cfg.force)
     with Verifier() as verifier:
@@ -108,6 +111,7 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
         "accuracy": counts.get("correct", 0) / max(n_rows, 1), "verdicts": counts,
         "rejected_rows": len(loaded.rejects), "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
         "seconds": round(time.perf_counter() - start, 1), "prompt_template_hash": tmpl_hash,
+        "precision": getattr(engine, "precision", None),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     engine.close()

@@ -47,6 +47,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sftadapt.config import ConfigError, config_dict, config_hash, load_config, option
 from sftadapt.losses import IS_LEVELS, LOSS_TYPES, LossStats, sft_loss, summarize, token_logprobs, token_weights
+from sftadapt.precision import WEIGHT_DTYPES, normalize, resolve_dtype, resolve_weights_dtype, warn_once
 from sftadapt.records import Example
 from sftadapt.train_data import IGNORE_INDEX, Collator, RowDataset, TokenizedRows, load_examples, tokenize_examples
 
@@ -81,8 +82,10 @@ class TrainConfig:
     lora_alpha: int = option(32, help="LoRA alpha")
     lora_dropout: float = option(0.05, help="LoRA dropout")
     lora_target_modules: str = option("all-linear", help="peft target_modules: all-linear or comma-separated names")
-    dtype: str = option("float32", help="weight dtype: float32 | bfloat16")
-    bf16: bool = option(False, help="bf16 autocast (mixed precision); off unless asked")
+    dtype: str = option("auto", help="compute dtype of forward/backward: auto (bf16 autocast only where the "
+                        "hardware runs bf16 natively; float32 for the is loss) | float32 | bfloat16 (autocast)")
+    weights_dtype: str = option("float32", help="stored weights: float32 (the master copy; keep it) | bfloat16 (pure "
+                                "bf16 training: most small updates are rounded away; a warning says so)")
     gradient_checkpointing: bool = option(False, help="recompute activations: less memory, ~35% slower")
     chat: bool = option(True, help="apply the model's chat template to the prompt")
     save_steps: int = option(200, help="checkpoint every this many optimiser steps")
@@ -93,8 +96,7 @@ class TrainConfig:
     logging_steps: int = option(1, help="log every this many optimiser steps")
 
     def validate(self) -> None:
-        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "report_to": REPORT_TO,
-                   "dtype": ("float32", "bfloat16")}
+        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "report_to": REPORT_TO}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} = '{getattr(self, name)}': choose one of {', '.join(allowed)}")
@@ -109,6 +111,26 @@ class TrainConfig:
             raise ValueError(f"dft_floor = {self.dft_floor}: a probability in [0, 1]")
         if self.is_clip < 0:
             raise ValueError(f"is_clip = {self.is_clip}: must be >= 0 (0 = no clipping)")
+        self.precision()
+
+    def precision(self) -> tuple[str, str]:
+        """(compute dtype, weights dtype) as this machine will train: see sftadapt.precision."""
+        compute = normalize(self.dtype)
+        weights = normalize(self.weights_dtype, WEIGHT_DTYPES, "weights_dtype")
+        if self.loss == "is":
+            # The is weight exp(log π_θ − log π_β) divides the trainer's π_θ by π_β, which the rewrite stage
+            # scores in float32; bf16 moves single tokens by up to 0.5 nats, so a self row would start at weight
+            # e^±0.5 instead of 1. So is trains in float32 whatever `dtype` says (shared study configs set it).
+            if weights == "bfloat16":
+                raise ValueError("loss is: π_θ must be computed in float32, the precision π_β was scored in; "
+                                 "pure bf16 weights cannot do that (use weights_dtype float32)")
+            if compute == "bfloat16":
+                warn_once("is-fp32", "loss is trains in float32 (π_θ in the precision π_β was scored in); "
+                                     "dtype bfloat16 is not used for it")
+            return "float32", weights
+        compute = resolve_dtype(compute)
+        weights = resolve_weights_dtype(weights)
+        return ("bfloat16" if weights == "bfloat16" else compute), weights
 
 
 # ---------------------------------------------------------------- the trainer: our loss, our normaliser
@@ -302,7 +324,9 @@ def _training_args(cfg: TrainConfig) -> TrainingArguments:
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
-        use_cpu=not torch.cuda.is_available(), bf16=cfg.bf16, activation_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(), activation_checkpointing=cfg.gradient_checkpointing,
+        # fp32 master weights under bf16 autocast; with pure bf16 weights autocast is moot
+        bf16=cfg.precision() == ("bfloat16", "float32"),
         remove_unused_columns=False,  # our collator's columns (behaviour log-probs) are not model arguments
         dataloader_num_workers=0, save_strategy="steps", logging_strategy="steps",
         disable_tqdm=os.environ.get("SFTADAPT_QUIET") == "1",  # `sftadapt -q`
@@ -315,7 +339,7 @@ def _load_model(cfg: TrainConfig):
     from sftadapt.models import resolve_model, torch_dtype
 
     # Loaded after TrainingArguments so that DeepSpeed ZeRO-3 (set up by them) can partition it while loading.
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model), dtype=torch_dtype(cfg.dtype))
+    model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model), dtype=torch_dtype(cfg.precision()[1]))
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False
     if cfg.lora:
@@ -329,6 +353,15 @@ def _load_model(cfg: TrainConfig):
             target_modules=target_modules, task_type="CAUSAL_LM",
         ))
     return model
+
+
+def _check_behavior_precision(examples: list[Example]) -> None:
+    """The is loss trains in float32; behaviour log-probs scored in another precision would not match it."""
+    for e in examples:
+        scored = ((e.provenance or {}).get("precision") or {}).get("score")
+        if e.behavior_logprobs is not None and scored not in (None, "float32"):
+            raise ValueError(f"example '{e.id}': its behaviour log-probs were scored in {scored}, but the is loss "
+                             "divides by them in float32; re-run the rewrite with score_dtype float32")
 
 
 @dataclass
@@ -355,6 +388,8 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
     # ---- data: files -> Examples -> token rows (behaviour log-probs aligned) -----------------------------
     tokenizer = load_tokenizer(cfg.model)
     examples, provenance = load_examples(cfg.data)
+    if cfg.loss == "is":
+        _check_behavior_precision(examples)
     tokenized = tokenize_examples(tokenizer, examples, cfg.max_length, chat=cfg.chat)
     if not tokenized.rows:
         raise ValueError(f"no trainable rows: all {len(examples)} prompts are longer than max_length={cfg.max_length}")
@@ -395,6 +430,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         "origins": dict(sorted(Counter(e.origin for e in examples).items())),
         "global_batch": cfg.batch_size * cfg.grad_accum * trainer.args.world_size, "log": str(out / LOG_FILE),
         "seconds": round(time.time() - started, 1),
+        "precision": _precision_record(cfg),
     }
     last = [row for row in trainer.state.log_history if "loss" in row]
     if last:
@@ -412,17 +448,27 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
     return summary
 
 
+def _precision_record(cfg: TrainConfig) -> dict[str, Any]:
+    from sftadapt.precision import describe
+
+    compute, weights = cfg.precision()
+    return {"compute": compute, "weights": weights, "autocast_bf16": (compute, weights) == ("bfloat16", "float32"),
+            **{k: v for k, v in describe(cfg.dtype, compute).items() if k not in ("requested", "resolved")}}
+
+
 def _save_merged(cfg: TrainConfig, adapter: Path, out: Path, tokenizer) -> None:
     """Base weights + adapter, merged, as a plain model; reloaded from disk so it works under any sharding."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from sftadapt.models import resolve_model, torch_dtype
+    from sftadapt.models import resolve_model, torch_dtype, write_adapter_record
 
-    base = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model), dtype=torch_dtype(cfg.dtype))
+    # merged into fp32 weights whatever the training precision: bf16 would round most of the update away
+    base = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model), dtype=torch_dtype("float32"))
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
+    write_adapter_record(out, cfg.model)
 
 
 def model_card(cfg: TrainConfig, data_provenance: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -453,6 +499,7 @@ def model_card(cfg: TrainConfig, data_provenance: list[dict[str, Any]], summary:
         "## Training",
         f"- steps: {summary['steps']}, global batch: {summary['global_batch']}, final loss: {summary.get('final_loss')},"
         f" final nll: {summary.get('final_nll')}, mean loss: {summary['train_loss']:.6g}",
+        f"- precision: {json.dumps(summary['precision'])}",
         f"- resumed from: {summary['resumed_from']}; versions: torch {torch.__version__}, "
         f"transformers {transformers.__version__}; config hash: {config_hash(cfg, exclude=_BOOKKEEPING)}", "",
         "## Config", "```yaml", yaml.safe_dump(config_dict(cfg), sort_keys=False).rstrip(), "```", "",

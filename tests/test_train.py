@@ -42,8 +42,9 @@ def _examples(tok, n, behaviour_every=2, seed=0):
 
 
 def _config(tmp_path, data, name, **kw):
+    # float32 so these logic tests read the same on every CPU; precision has its own tests (test_precision.py)
     values = dict(model="tiny-random", data=[str(data)], out=str(tmp_path / name), lr=1e-3, max_steps=6,
-                  batch_size=2, grad_accum=1, save_steps=100, warmup_ratio=0.0, resume=False)
+                  batch_size=2, grad_accum=1, save_steps=100, warmup_ratio=0.0, resume=False, dtype="float32")
     values.update(kw)
     return TrainConfig(**values)
 
@@ -130,11 +131,15 @@ def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok
         runs[name] = (read_log(cfg.out)[0], capture.grads[0])
     (big_log, big_grads), (acc_log, acc_grads) = runs["big"], runs["accum"]
     assert big_log["response_tokens"] == sum(lengths)
-    assert acc_log["loss"] == pytest.approx(big_log["loss"], abs=1e-6, rel=1e-6)
-    assert acc_log["nll"] == pytest.approx(big_log["nll"], abs=1e-6)
+    # float32 sums of the same ~100 token terms in another order (another kernel path on another CPU) differ by
+    # a few ulps: ~1e-7 relative (measured 1.9e-6 on a loss of 10.8 on an AVX2 CPU). A wrong normaliser (a
+    # per-micro-batch mean) moves the loss by ~10% here, so rel=1e-5 keeps the test sharp.
+    assert acc_log["loss"] == pytest.approx(big_log["loss"], rel=1e-5)
+    assert acc_log["nll"] == pytest.approx(big_log["nll"], rel=1e-5)
     assert big_grads.keys() == acc_grads.keys()
     for name, grad in big_grads.items():
-        assert torch.allclose(acc_grads[name], grad, atol=1e-6), name
+        scale = grad.abs().max().item()
+        assert torch.allclose(acc_grads[name], grad, rtol=1e-4, atol=1e-5 * scale), name
     if loss == "is":
         assert {"weight_mean", "weight_max", "clip_frac", "ess", "ess_frac"} <= big_log.keys()
         assert acc_log["ess"] == pytest.approx(big_log["ess"], rel=1e-5)
@@ -227,7 +232,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path, tok):
     # The final folder is a plain model the engines load, with a model card that records the data and loss.
     from sftadapt.models import load_model
 
-    model = load_model(straight.out)
+    model = load_model(straight.out, dtype="float32")
     assert model.config.num_hidden_layers == 2
     card = (Path(straight.out) / "README.md").read_text()
     import hashlib
@@ -247,8 +252,8 @@ def test_lora_saves_a_merged_plain_model_and_the_adapter(tmp_path, tok):
 
     from sftadapt.models import load_model
 
-    merged, base = load_model(str(out)), load_model("tiny-random")
-    with_adapter = PeftModel.from_pretrained(load_model("tiny-random"), str(out / "adapter")).eval()
+    merged, base = load_model(str(out), dtype="float32"), load_model("tiny-random", dtype="float32")
+    with_adapter = PeftModel.from_pretrained(load_model("tiny-random", dtype="float32"), str(out / "adapter")).eval()
     ids = torch.tensor([tok("What is 2 + 3?")["input_ids"]])
     with torch.no_grad():
         logits = [m(input_ids=ids).logits for m in (merged, with_adapter, base)]

@@ -12,7 +12,7 @@ explicit position ids, one forward pass per batch; only the response positions' 
 (`logits_to_keep`), in chunks bounded by `max_score_tokens` so the vocabulary-sized logits fit in memory.
 
     from sftadapt.engines import make_engine, Sampling
-    engine = make_engine("smollm2-135m", dtype="bfloat16")
+    engine = make_engine("smollm2-135m")   # dtype auto: bf16 only where the hardware runs it natively
     outs = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_new_tokens=256))
 """
 
@@ -83,21 +83,36 @@ class _StopOnStrings:
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, name: str, batch_size: int = 32, max_score_tokens: int = 4096):
+    def __init__(self, model, tokenizer, name: str, batch_size: int = 32, max_score_tokens: int = 4096,
+                 score_model=None, precision: dict | None = None):
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        # scoring may run in another precision than sampling (exact fp32 log-probs beside fast bf16 samples)
+        self.score_model = score_model if score_model is not None else model
         self.batch_size, self.max_score_tokens = batch_size, max_score_tokens
         self.device = next(model.parameters()).device
+        self.dtype = str(next(model.parameters()).dtype).removeprefix("torch.")
+        self.precision = precision or {"generate": self.dtype, "score": self.dtype}
         # counters for compute accounting and the engine-overhead benchmark
         self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0}
 
     @classmethod
-    def from_model(cls, spec: str, dtype: str = "float32", device: str | None = None, batch_size: int = 32,
-                   max_score_tokens: int = 4096, trust_remote_code: bool = False) -> "HFEngine":
-        from sftadapt.models import load_model, load_tokenizer
+    def from_model(cls, spec: str, dtype: str = "auto", device: str | None = None, batch_size: int = 32,
+                   max_score_tokens: int = 4096, trust_remote_code: bool = False,
+                   score_dtype: str | None = None) -> "HFEngine":
+        """`dtype` for sampling and `score_dtype` (default: the same) for scoring, each auto | float32 |
+        bfloat16 as sftadapt.precision resolves it; two precisions keep two copies of the weights."""
+        from sftadapt.models import inference_dtype, load_model, load_tokenizer
+        from sftadapt.precision import describe
 
+        gen = inference_dtype(spec, dtype, device)
+        scoring = inference_dtype(spec, score_dtype or dtype, device)
         tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
-        model = load_model(spec, dtype=dtype, device=device, trust_remote_code=trust_remote_code)
-        return cls(model, tok, spec, batch_size=batch_size, max_score_tokens=max_score_tokens)
+        model = load_model(spec, dtype=gen, device=device, trust_remote_code=trust_remote_code)
+        score_model = model if scoring == gen else load_model(spec, dtype=scoring, device=device,
+                                                              trust_remote_code=trust_remote_code)
+        precision = {"generate": gen, "score": scoring, "detail": describe(dtype, gen, device)}
+        return cls(model, tok, spec, batch_size=batch_size, max_score_tokens=max_score_tokens,
+                   score_model=score_model, precision=precision)
 
     # ------------------------------------------------------------ generate
     @torch.no_grad()
@@ -181,7 +196,7 @@ class HFEngine:
     def _score_batch(self, pairs, longest: int, pad: int, entropy: bool) -> list[TokenScores]:
         input_ids, attention = _left_pad([p + r for p, r in pairs], pad, self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
+        out = self.score_model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
                          logits_to_keep=longest + 1, use_cache=False)
         # logits at position t predict token t+1: drop the last position's, align with the last `longest` tokens
         logits = out.logits[:, :-1].float()
@@ -200,7 +215,7 @@ class HFEngine:
         return scores
 
     def close(self) -> None:
-        self.model = None
+        self.model = self.score_model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
