@@ -274,7 +274,10 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
     }
     if trainer.is_world_process_zero():
         write_compute(out, compute)
+        compute_dtype, weights_dtype = opts.precision()
         (out / "rl_config.json").write_text(json.dumps({"stage": stage, "policy": policy, "grpo": config_dict(opts),
+                                                        "precision": {"compute": compute_dtype,
+                                                                      "weights": weights_dtype},
                                                         **(config or {})}, indent=2, default=str))
     log = read_rl_log(out)
     return {"out": str(out), "steps": state.global_step, "compute": compute, "log": str(log_path),

@@ -197,7 +197,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
                            "target_score_seconds_this_run": round(engine.stats.get("score_seconds", 0.0), 3)},
             config={"target": model_info(cfg.target), "mapper": model_info(mapper_spec), "data": cfg.data,
                     "reward": config_dict(cfg.reward), "chat": cfg.chat,
-                    "precision": getattr(engine, "precision", {"score": cfg.dtype}),
+                    "target_precision": getattr(engine, "precision", {"score": cfg.dtype}),
                     "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat)})
     finally:
         if own_engine and engine is not None:
