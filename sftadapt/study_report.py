@@ -168,7 +168,22 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
     (out / "study.md").write_text(md)
     study["markdown"] = md
     study["markdown_path"] = str(out / "study.md")
+    study["html_path"] = write_html(study, {s: per_seed[s]["stages"].root for s in seeds}, out,
+                                    cfg.report.get("html_samples"))
     return study
+
+
+def write_html(study: dict[str, Any], seed_roots: dict[int, Path], out: Path, max_samples: int | None = None
+               ) -> str | None:
+    """`study.html` beside study.md (report_html.py). The viewer is no reason to fail a finished study: if it
+    cannot be built, one line says why and the run goes on (study.json and study.md are already written)."""
+    from sftadapt.report_html import MAX_SAMPLES, write_study_html
+
+    try:
+        return str(write_study_html(study, seed_roots, out, max_samples or MAX_SAMPLES))
+    except Exception as err:  # noqa: BLE001
+        print(f"[report] study.html not written: {type(err).__name__}: {err}", flush=True)
+        return None
 
 
 def _cell(c: dict[str, Any] | None) -> str:
