@@ -407,7 +407,7 @@ def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max
     notes_html = "".join(f"<li>{escape(n)}</li>" for n in notes)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
-<meta http-equiv="Content-Security-Policy" content="{escape(csp)}">
+<meta http-equiv="Content-Security-Policy" content="{escape(csp, quote=False)}">
 <meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{escape(title)}</title>
 <style>{style}</style></head>

@@ -20,7 +20,7 @@
     });
   }
   function field(parent, name, value, pre) {
-    const d = el("div", "field");
+    const d = el("div", "field f-" + name.replace(/ /g, "-"));
     d.appendChild(el("span", "name", name));
     if (pre) d.appendChild(el("pre", null, value === null || value === undefined ? "" : value));
     else d.appendChild(el("span", null, value === null || value === undefined ? "–" : value));
