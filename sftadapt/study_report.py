@@ -8,6 +8,9 @@ standard deviation of the per-seed accuracies is shown beside it: the interval m
 could move the number, the sd how much a re-run (new data, sampling, training seed) does. With one seed the
 cells equal the per-seed report's.
 
+Besides study.json and study.md, `study.html` (report_html.py): the same table with every plot, the training and
+RL curves and a browser over every eval sample and adapted training row, in one self-contained page.
+
 Gap (SPEC §0): the mean per-token log-prob of a training set's responses under the target with the plain QA
 prompt (higher = closer to the target). Compute per arm: what producing that arm cost beyond the shared
 warm-up: adaptation (tokens generated and scored), training (optimiser steps, response tokens trained), wall
