@@ -384,7 +384,7 @@ def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max
         found = discover(results)
         if found["train_log"]:
             rows = [r for r in _read_jsonl(found["train_log"]) if "loss" in r and "train_runtime" not in r]
-            name = run.label + (" (warm-up SFT)" if run.arm == "base" else "")
+            name = run.label + (" (warm-up SFT)" if found["train_log"].parent.name == "warmup" else "")
             train_curves[name] = rows
         seed_tag = "" if run.seed is None or len({r.seed for r in runs}) < 2 else f" · seed {run.seed}"
         for name, path in found["rl_logs"]:

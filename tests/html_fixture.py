@@ -141,13 +141,21 @@ def _eval(stages: FixtureStages, arm: str, model_dir: Path | None, problems: dic
     write_json(folder / "results.json", results)
 
 
-def build(root: Path) -> dict[str, Any]:
-    """Write the run folder in `root` and its study report in `root/report`; returns the study dict."""
-    from sftadapt.sources import load_benchmark
+def build(root: Path, seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """Write the run folder in `root` (one `seed-S/` per seed when there are several, as `run` lays them out) and
+    its study report in `root/report`; returns the study dict."""
     from sftadapt.study_report import write_study_report
+
+    per_seed = {s: build_seed(root / f"seed-{s}" if len(seeds) > 1 else root, s) for s in seeds}
+    return write_study_report(FixtureConfig(), per_seed, root / "report")
+
+
+def build_seed(root: Path, seed: int) -> dict[str, Any]:
+    """One seed's stage folders; returns what `run_seed` returns for the report."""
+    from sftadapt.sources import load_benchmark
     from sftadapt import synthetic
 
-    rng = random.Random(0)
+    rng = random.Random(seed)
     stages = FixtureStages(root)
     problems = {b: load_benchmark(b, LIMIT) for b in BENCHMARKS}
     train_problems = synthetic.generate(6, seed=0, steps=(1, 3), style="expert", split="train")
@@ -180,8 +188,7 @@ def build(root: Path) -> dict[str, Any]:
 
     for arm in ARMS:
         _eval(stages, arm, models[arm], problems, rng)
-    per_seed = {0: {"stages": stages, "models": {a: str(models[a]) for a in ARMS}, "paths": {"warmup": str(warmup)}}}
-    return write_study_report(FixtureConfig(), per_seed, root / "report")
+    return {"stages": stages, "models": {a: str(models[a]) for a in ARMS}, "paths": {"warmup": str(warmup)}}
 
 
 def expected_counts(root: Path) -> dict[str, Any]:

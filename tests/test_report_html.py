@@ -4,6 +4,7 @@ import base64
 import hashlib
 import json
 import re
+from html import escape
 from pathlib import Path
 
 import pytest
@@ -140,3 +141,18 @@ def test_svg_axes_cover_the_data_and_labels_are_escaped():
     svg = scatter([Point('"><script>', 1.0, 2.0, 1.0, 3.0)], "s", "x", "y")
     assert "<script>" not in svg and "&quot;&gt;&lt;script&gt;" in svg
     assert "no data" in scatter([], "empty", "x", "y")
+
+
+def test_several_seeds_get_one_run_per_arm_and_seed(tmp_path):
+    study = fx.build(tmp_path, seeds=(0, 1))
+    html = Path(study["html_path"]).read_text(encoding="utf-8")
+    assert study["html_path"] == str(tmp_path / "report" / "study.html")
+    data = _page_data(html)
+    assert [r["label"] for r in data["runs"][:2]] == ["base · seed 0", "SFT · seed 0"]
+    assert len(data["runs"]) == 2 * len(fx.ARMS)
+    assert len(data["samples"]) == sum(fx.expected_counts(tmp_path / f"seed-{s}")["total"] for s in (0, 1))
+    assert {r["s"] for r in data["adapted"]} == {"rewrite · seed 0", "rewrite · seed 1", "mapper · seed 0",
+                                                 "mapper · seed 1"}
+    for name in ("DART mapper RL · seed 1", "direct RL · seed 0", "DR+SFT · seed 1"):
+        assert escape(name) in html, name
+    assert "sd " in html.split('id="study-table"')[1].split("</table>")[0]  # the pooled cells carry their sd
