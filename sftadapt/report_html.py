@@ -324,12 +324,12 @@ def rl_plots(name: str, rows: list[dict[str, Any]]) -> list[str]:
              if any(_num(r.get(k)) is not None for r in rows)]
     if rates:
         out.append(line_chart(rates, f"{name}: " + " / ".join(s.name.replace("_", " ") for s in rates), "step",
-                              "share of rollouts"))
+                              "share of rollouts", y_include=(0, 1)))
     reasons = sorted({k for r in rows for k in r if k.startswith("fail_")})
     used = [k for k in reasons if any((_num(r.get(k)) or 0) > 0 for r in rows)]
     if reasons:
         out.append(line_chart([series(k, k[5:], PALETTE[(i + 3) % len(PALETTE)]) for i, k in enumerate(used)],
-                              f"{name}: gate reasons (share of rollouts)", "step", "rate"))
+                              f"{name}: gate reasons (share of rollouts)", "step", "rate", y_include=(0, 1)))
     return out
 
 

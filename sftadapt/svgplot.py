@@ -135,13 +135,16 @@ def _legend(names: Sequence[tuple[str, str]]) -> list[str]:
     return out
 
 
-def line_chart(series: Sequence[Series], title: str, xlabel: str, ylabel: str) -> str:
-    """Lines (with a dot on every point), one per series; an empty chart says there is nothing to draw."""
+def line_chart(series: Sequence[Series], title: str, xlabel: str, ylabel: str,
+               y_include: Sequence[float] = ()) -> str:
+    """Lines (with a dot on every point), one per series; an empty chart says there is nothing to draw.
+    `y_include`: values the y axis always covers (0 and 1 for a rate)."""
     pts = [(x, y) for s in series for x, y in s.points if _finite(x) and _finite(y)]
     if not pts:
         return _svg([f'<text x="{W / 2}" y="{H / 2}" text-anchor="middle" font-size="12">{escape(title)}: '
                      'no data</text>'], title, "line")
-    frame = _Frame([p[0] for p in pts], [p[1] for p in pts], title, xlabel, ylabel)
+    frame = _Frame([p[0] for p in pts], [p[1] for p in pts] + [v for v in y_include if _finite(v)], title, xlabel,
+                   ylabel)
     body = frame.axes()
     legend = []
     for k, s in enumerate(series):

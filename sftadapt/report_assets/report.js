@@ -22,7 +22,11 @@
   function field(parent, name, value, pre) {
     const d = el("div", "field f-" + name.replace(/ /g, "-"));
     d.appendChild(el("span", "name", name));
-    if (pre) d.appendChild(el("pre", null, value === null || value === undefined ? "" : value));
+    if (pre) {
+      const text = value === null || value === undefined ? "" : String(value);
+      d.appendChild(el("pre", null, text));
+      if (!text.trim()) d.appendChild(el("span", "muted", "(empty or whitespace only: " + text.length + " characters)"));
+    }
     else d.appendChild(el("span", null, value === null || value === undefined ? "–" : value));
     parent.appendChild(d);
   }
