@@ -3,8 +3,8 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup quickstart test test-fast
-setup: $(VENV)/.installed
+.PHONY: setup quickstart test test-fast browser
+setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PIP) install -q -U pip
@@ -23,3 +23,15 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q
+
+# Debian's chromium for the HTML report's browser test (tests/test_report_browser.py), when missing and only as
+# root with apt-get; otherwise that test is skipped with its reason (under CI=true it fails instead).
+CHROMIUM ?= chromium
+browser:
+	@if command -v $(CHROMIUM) >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing chromium (apt-get) for the browser test"; mkdir -p $(VENV); \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	    chromium fonts-dejavu-core) >$(VENV)/apt-chromium.log 2>&1 \
+	  || { tail -n 5 $(VENV)/apt-chromium.log; echo "chromium not installed: the browser test will say so"; }; \
+	else echo "no chromium, and no root apt-get to install it: the browser test will be skipped"; fi

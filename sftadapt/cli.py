@@ -272,6 +272,7 @@ def report_cmd(
     out: Path = typer.Option(Path("runs/report"), help="folder for report.md, report.json and the PNG plots"),
     metric: str = typer.Option("avg", help="avg (avg@n) | maj (maj@n) | pass@K"),
     gap: List[str] = typer.Option([], help="NAME=TRAIN_FILE: write NAME's gap.json from its training set"),
+    html: bool = typer.Option(False, "--html", help="also write OUT/report.html: plots and a per-sample browser"),
 ) -> None:
     """Compare evaluated runs side by side (one protocol only), with deltas and plots."""
     from sftadapt.report import ReportError, report
@@ -283,6 +284,10 @@ def report_cmd(
         rep = _guard(lambda: report(runs, out, baseline=baseline, metric=metric, gaps=gaps))
     except ReportError as err:
         fail(str(err))
+    if html:
+        from sftadapt.report_html import write_report_html
+
+        rep["files"]["html"] = str(write_report_html(rep, out))
     typer.echo((out / "report.md").read_text())
     typer.echo(f"report -> {', '.join(rep['files'].values())}")
 
@@ -380,6 +385,8 @@ def _finish_study(study: dict) -> None:
     for seed, files in study["plots"].items():
         typer.echo(f"plot (seed {seed}): {files.get('accuracy_plot')}")
     typer.echo(f"table: {study['markdown_path']}")
+    if study.get("html_path"):
+        typer.echo(f"html report: {study['html_path']}")
 
 
 if __name__ == "__main__":

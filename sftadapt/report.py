@@ -15,6 +15,9 @@ Input: run folders written by `sftadapt eval` (each holds `results.json`). A run
   `gap_vs_accuracy.png`, when at least one run carries a gap record, the mean accuracy against the gap of
   the training set that produced the model.
 
+- `--html` (report_html.py): also `report.html`, one self-contained page with the table, plots, training and
+  RL curves found from the runs' model folders, and a browser over every sample and adapted training row.
+
 **The gap record** (`RUN_DIR/gap.json`) says how far the training data were from the target model before
 training (SPEC §0): `{"gap": float, "train_set": str, "n_examples": int, "model": str}` where `gap` is the
 mean over training rows of `Example.target_logprob_mean` (each row's mean per-token log-prob of its response

@@ -8,6 +8,9 @@ standard deviation of the per-seed accuracies is shown beside it: the interval m
 could move the number, the sd how much a re-run (new data, sampling, training seed) does. With one seed the
 cells equal the per-seed report's.
 
+Besides study.json and study.md, `study.html` (report_html.py): the same table with every plot, the training and
+RL curves and a browser over every eval sample and adapted training row, in one self-contained page.
+
 Gap (SPEC §0): the mean per-token log-prob of a training set's responses under the target with the plain QA
 prompt (higher = closer to the target). Compute per arm: what producing that arm cost beyond the shared
 warm-up: adaptation (tokens generated and scored), training (optimiser steps, response tokens trained), wall
@@ -168,7 +171,22 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
     (out / "study.md").write_text(md)
     study["markdown"] = md
     study["markdown_path"] = str(out / "study.md")
+    study["html_path"] = write_html(study, {s: per_seed[s]["stages"].root for s in seeds}, out,
+                                    cfg.report.get("html_samples"))
     return study
+
+
+def write_html(study: dict[str, Any], seed_roots: dict[int, Path], out: Path, max_samples: int | None = None
+               ) -> str | None:
+    """`study.html` beside study.md (report_html.py). The viewer is no reason to fail a finished study: if it
+    cannot be built, one line says why and the run goes on (study.json and study.md are already written)."""
+    from sftadapt.report_html import MAX_SAMPLES, write_study_html
+
+    try:
+        return str(write_study_html(study, seed_roots, out, max_samples or MAX_SAMPLES))
+    except Exception as err:  # noqa: BLE001
+        print(f"[report] study.html not written: {type(err).__name__}: {err}", flush=True)
+        return None
 
 
 def _cell(c: dict[str, Any] | None) -> str:

@@ -50,6 +50,8 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     root = tmp_path / "run"
     assert Path(study["markdown_path"]).exists() and (root / "report" / "seed-0" / "accuracy.png").exists()
     assert "| DR+IS |" in study["markdown"] and "Compute per arm" in study["markdown"]
+    html = Path(study["html_path"]).read_text(encoding="utf-8")  # the HTML report beside study.md
+    assert study["html_path"] == str(root / "report" / "study.html") and html.count('class="arm-row"') == len(arms)
 
     assert len(study["stages_run"][0]) == 1 + 1 + 4 + 7 + 1 + 10  # data, warm-up, adapt, train, RL, evals
 
