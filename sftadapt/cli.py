@@ -382,11 +382,43 @@ def quickstart(
 
 def _finish_study(study: dict) -> None:
     typer.echo("\n" + study["markdown"])
+    for seed, folders in (study.get("outputs") or {}).items():
+        typer.echo(f"outputs (seed {seed}): " + ", ".join(f"{name} {path}" for name, path in folders.items()))
     for seed, files in study["plots"].items():
         typer.echo(f"plot (seed {seed}): {files.get('accuracy_plot')}")
     typer.echo(f"table: {study['markdown_path']}")
     if study.get("html_path"):
         typer.echo(f"html report: {study['html_path']}")
+    if study.get("elapsed"):
+        typer.echo(f"run time: {study['elapsed']}")
+
+
+@app.command()
+def clean(
+    run_dir: Path = typer.Argument(..., help="a `sftadapt run` folder"),
+    yes: bool = typer.Option(False, "--yes", "-y", help="free without asking"),
+) -> None:
+    """Free the superseded stage outputs (<stage>.old-<time>) of a run: lists them and their size first."""
+    import shutil
+
+    from sftadapt.pipeline import superseded_outputs
+
+    if not run_dir.is_dir():
+        fail(f"no such folder: {run_dir}")
+    found = superseded_outputs(run_dir)
+    if not found:
+        typer.echo(f"{run_dir}: nothing superseded to free")
+        return
+    total = sum(size for _, size in found)
+    for path, size in found:
+        typer.echo(f"{size / 2**20:10.1f} MiB  {path}")
+    typer.echo(f"{total / 2**20:10.1f} MiB in {len(found)} superseded outputs")
+    if not yes and not typer.confirm("free them?", default=False):
+        typer.echo("nothing freed")
+        return
+    for path, _ in found:
+        shutil.rmtree(path)
+    typer.echo(f"freed {total / 2**20:.1f} MiB")
 
 
 if __name__ == "__main__":

@@ -101,6 +101,9 @@ class RunConfig:
     report: dict = option({}, help="report options: metric (avg | maj | pass@K)")
     keep_checkpoints: bool = option(False, help="keep trainer checkpoints of finished stages (they only serve "
                                                "resuming; ~1 GB each for a 135M model)")
+    keep_superseded: int = option(1, help="outputs of a stage whose options changed are set aside as "
+                                          "<stage>.old-<time>; keep the newest N of them per stage (0 = none); "
+                                          "`sftadapt clean RUN` frees the rest")
 
     def validate(self) -> None:
         unknown = [a for a in self.arms if a not in ARMS]
@@ -110,6 +113,8 @@ class RunConfig:
             raise ValueError("arms must include 'base': every other arm is compared with it")
         if not self.seeds:
             raise ValueError("seeds must list at least one seed")
+        if self.keep_superseded < 0:
+            raise ValueError(f"keep_superseded = {self.keep_superseded}: must be >= 0")
 
 
 # ---------------------------------------------------------------- stage configs, validated up front
@@ -163,40 +168,138 @@ def _merge(values: dict, fixed: dict) -> dict:
 
 # ---------------------------------------------------------------- cached stages
 class Stages:
-    """Runs named stages in `root`, skipping those whose hash (options + inputs) is unchanged and done."""
+    """Runs named stages in `root`, skipping those whose hash (options + inputs) is unchanged and done.
 
-    def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False):
+    Prints `[k/N] stage` with what happened (cached / run / changed: which options, old -> new), the stage's
+    time and the run's elapsed time, with a rough ETA from the stages that ran so far."""
+
+    def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False, planned: int = 0,
+                 keep_superseded: int = 1, clock: "_Clock | None" = None):
         self.root, self.progress, self.keep_checkpoints = root, progress, keep_checkpoints
+        self.planned, self.keep_superseded = planned, keep_superseded
+        self.clock = clock or _Clock(planned)
         self.hashes: dict[str, str] = {}
         self.results: dict[str, dict[str, Any]] = {}
         self.ran: list[str] = []
+        self.folders: dict[str, str] = {}
 
     def run(self, name: str, options: Any, inputs: list[str], fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         folder = self.root / name
+        self.folders[name] = str(folder)
         spec = {"options": _jsonable(options), "inputs": {i: self.hashes[i] for i in inputs}}
         digest = config_hash(spec)
         meta_path = folder / "stage.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        tag = self.clock.next(name)
         if meta and meta.get("hash") == digest and meta.get("status") == "done":
             self.hashes[name], self.results[name] = digest, meta["result"]
-            _say(f"[cached] {name}")
+            _say(f"{tag} cached")
             return meta["result"]
         if meta and meta.get("hash") != digest:
-            aside = folder.with_name(f"{name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            stamp, n = time.strftime('%Y%m%d-%H%M%S'), 0
+            aside = folder.with_name(f"{name}.old-{stamp}")
+            while aside.exists():  # two changes within one second
+                n += 1
+                aside = folder.with_name(f"{name}.old-{stamp}-{n}")
             shutil.move(str(folder), aside)
-            _say(f"[changed] {name}: options or inputs changed, old output set aside in {aside.name}")
+            changes = spec_changes(meta.get("spec", {}), spec)
+            _say(f"{tag} changed: {'; '.join(changes) or 'inputs'}; old output set aside in {aside.name}")
+            for old in superseded(folder.parent, name)[self.keep_superseded:]:
+                shutil.rmtree(old, ignore_errors=True)
+                _say(f"{tag} removed {old.name} (keep_superseded={self.keep_superseded})")
         folder.mkdir(parents=True, exist_ok=True)
         write_json(meta_path, {"hash": digest, "status": "running", "spec": spec})
-        _say(f"[run] {name}")
+        _say(f"{tag} running (run elapsed {self.clock.elapsed()})")
         start = time.perf_counter()
         result = fn(folder)
         if not self.keep_checkpoints:  # a finished stage is never resumed: its checkpoints are dead weight
             _drop_checkpoints(folder)
-        result = {**_jsonable(result), "stage_seconds": round(time.perf_counter() - start, 1)}
+        seconds = time.perf_counter() - start
+        result = {**_jsonable(result), "stage_seconds": round(seconds, 1)}
         write_json(meta_path, {"hash": digest, "status": "done", "spec": spec, "result": result})
         self.hashes[name], self.results[name] = digest, result
         self.ran.append(name)
+        self.clock.finished(seconds)
+        _say(f"{tag} done in {_hms(seconds)}; run elapsed {self.clock.elapsed()}{self.clock.eta()}")
         return result
+
+
+class _Clock:
+    """Stage numbering and a rough ETA (mean time of the stages run so far x stages left) across seeds."""
+
+    def __init__(self, planned: int):
+        self.planned, self.k, self.start = planned, 0, time.perf_counter()
+        self.durations: list[float] = []
+
+    def next(self, name: str) -> str:
+        self.k += 1
+        return f"[{self.k}/{self.planned}] {name}:" if self.planned else f"[{name}]"
+
+    def finished(self, seconds: float) -> None:
+        self.durations.append(seconds)
+
+    def elapsed(self) -> str:
+        return _hms(time.perf_counter() - self.start)
+
+    def eta(self) -> str:
+        left = self.planned - self.k
+        if left <= 0 or not self.durations:
+            return ""
+        return f"; rough ETA {_hms(left * sum(self.durations) / len(self.durations))} for {left} more stages"
+
+
+def _hms(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+def spec_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
+    """`key: old -> new` for each leaf of a stage spec that differs (dotted keys), at most `limit` of them."""
+    flat_old, flat_new = _flatten(old), _flatten(new)
+    changed = [k for k in sorted(set(flat_old) | set(flat_new)) if flat_old.get(k) != flat_new.get(k)]
+
+    def show(v: Any) -> str:
+        text = json.dumps(v, default=str) if v is not None else "(unset)"
+        return text if len(text) <= 40 else text[:37] + "..."
+
+    out = [f"{k.removeprefix('options.')}: {show(flat_old.get(k))} -> {show(flat_new.get(k))}" for k in changed[:limit]]
+    if len(changed) > limit:
+        out.append(f"and {len(changed) - limit} more")
+    return out
+
+
+def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flatten(v, f"{prefix}{k}."))
+        return out
+    return {prefix.rstrip("."): value}
+
+
+def superseded(parent: Path, name: str) -> list[Path]:
+    """The set-aside outputs of stage `name` in `parent`, newest first."""
+    return sorted((p for p in parent.glob(f"{name}.old-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
+
+
+def superseded_outputs(run_dir: str | Path) -> list[tuple[Path, int]]:
+    """Every set-aside stage output under a run folder (all seeds) with its size in bytes."""
+    found = []
+    for path in sorted(Path(run_dir).rglob("*.old-*")):
+        if path.is_dir() and ".old-" in path.name:
+            found.append((path, sum(f.stat().st_size for f in path.rglob("*") if f.is_file())))
+    return found
+
+
+def planned_stages(cfg: "RunConfig") -> int:
+    """How many stages one seed of `cfg` runs (for the [k/N] counter)."""
+    arms = list(cfg.arms)
+    needs = {TRAINED_ARMS[a][0] for a in arms if a in TRAINED_ARMS}
+    warm = cfg.task.kind == "synthetic" and cfg.warmup.enabled
+    n = 1 + warm + ("rewrite" in needs) + 2 * ("mapper" in needs) + ("prompted" in needs)
+    n += sum(a in TRAINED_ARMS for a in arms) + ("direct_rl" in arms)
+    n += len([a for a in arms if a in TRAINED_ARMS or a in ("base", "direct_rl")]) + (warm and cfg.eval.raw_model)
+    return n
 
 
 def _drop_checkpoints(folder: str | Path) -> None:
@@ -222,13 +325,14 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------- one seed
-def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> dict[str, Any]:
+def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock: _Clock | None = None
+             ) -> dict[str, Any]:
     """The whole graph for one seed in `root`; returns {arm: {eval results, compute, gap}}."""
     from sftadapt import synthetic
     from sftadapt.records import write_records
     from sftadapt.sources import load_dataset_spec
 
-    stages = Stages(root, progress, cfg.keep_checkpoints)
+    stages = Stages(root, progress, cfg.keep_checkpoints, keep_superseded=cfg.keep_superseded, clock=clock)
     arms = list(cfg.arms)
     paths = {name: str(root / name) for name in
              ("rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup",
@@ -315,7 +419,7 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True) -> di
                    lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
                                                    dtype=eval_dtype, batch_size=cfg.eval.batch_size,
                                                    progress=progress, print_summary=False))
-    return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol}
+    return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders}
 
 
 def study_eval_dtype(requested: str, models) -> str:
@@ -341,10 +445,14 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     root.mkdir(parents=True, exist_ok=True)
     write_json(root / "run_config.json", dataclasses.asdict(cfg))
     per_seed = {}
+    clock = _Clock(planned_stages(cfg) * len(cfg.seeds))
     for seed in cfg.seeds:
         seed_root = root / f"seed-{seed}" if len(cfg.seeds) > 1 else root
-        per_seed[seed] = run_seed(cfg, seed, seed_root, progress)
-    return write_study_report(cfg, per_seed, root / "report")
+        per_seed[seed] = run_seed(cfg, seed, seed_root, progress, clock)
+    study = write_study_report(cfg, per_seed, root / "report")
+    study["outputs"] = {seed: r["folders"] for seed, r in per_seed.items()}
+    study["elapsed"] = clock.elapsed()
+    return study
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:

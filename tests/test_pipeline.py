@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from sftadapt.pipeline import ARMS, CONFIG_DIR, load_run_config, run, stage_configs
+from sftadapt.pipeline import ARMS, CONFIG_DIR, Stages, load_run_config, planned_stages, run, spec_changes, stage_configs
 from sftadapt.config import ConfigError
 
 TINY = {
@@ -54,6 +54,8 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     assert study["html_path"] == str(root / "report" / "study.html") and html.count('class="arm-row"') == len(arms)
 
     assert len(study["stages_run"][0]) == 1 + 1 + 4 + 7 + 1 + 10  # data, warm-up, adapt, train, RL, evals
+    assert planned_stages(cfg) == len(study["stages_run"][0])  # the [k/N] counter's N
+    assert set(study["outputs"][0]) == set(study["stages_run"][0])  # the closing summary names every output
 
     # the same config again: every stage is cached
     again = run(load_run_config(_yaml(tmp_path, TINY)), progress=False)
@@ -88,3 +90,45 @@ def test_every_shipped_study_config_loads_and_validates(path):
     cfg = load_run_config(path)
     configs = stage_configs(cfg, cfg.seeds[0], cfg.model, {k: f"/tmp/x/{k}" for k in _PATH_KEYS})
     assert configs["protocol"].n >= 1
+
+
+def test_stages_say_what_changed_and_keep_only_the_newest_superseded_outputs(tmp_path, capsys):
+    def work(folder):
+        (folder / "out.txt").write_text("x" * 1000)
+        return {"ok": True}
+
+    for value in (1, 2, 3):
+        Stages(tmp_path, keep_superseded=1).run("stage", {"lr": value, "fixed": "a"}, [], work)
+    said = capsys.readouterr().out
+    assert "lr: 1 -> 2" in said and "lr: 2 -> 3" in said and "fixed" not in said
+    assert len(list(tmp_path.glob("stage.old-*"))) == 1  # the newest superseded output only
+    assert "removed stage.old-" in said
+    # cached: nothing changes and nothing is removed
+    Stages(tmp_path, keep_superseded=1).run("stage", {"lr": 3, "fixed": "a"}, [], work)
+    assert "cached" in capsys.readouterr().out
+
+
+def test_spec_changes_lists_leaves_and_truncates():
+    old = {"options": {"a": 1, "nested": {"b": "x"}, "gone": 1}, "inputs": {"data": "h1"}}
+    new = {"options": {"a": 1, "nested": {"b": "y" * 80}}, "inputs": {"data": "h2"}}
+    changes = spec_changes(old, new)
+    assert "gone: 1 -> (unset)" in changes and "inputs.data: \"h1\" -> \"h2\"" in changes
+    assert any(c.startswith("nested.b: \"x\" -> ") and c.endswith("...") for c in changes)
+
+
+def test_clean_lists_then_frees_superseded_outputs(tmp_path):
+    from typer.testing import CliRunner
+
+    from sftadapt.cli import app
+
+    (tmp_path / "seed-0" / "train_sft.old-20260101-000000").mkdir(parents=True)
+    (tmp_path / "seed-0" / "train_sft.old-20260101-000000" / "model.bin").write_bytes(b"0" * 2**20)
+    (tmp_path / "seed-0" / "train_sft").mkdir()
+    runner = CliRunner()
+    shown = runner.invoke(app, ["clean", str(tmp_path)], input="n\n")
+    assert shown.exit_code == 0 and "1.0 MiB" in shown.output and "nothing freed" in shown.output
+    assert (tmp_path / "seed-0" / "train_sft.old-20260101-000000").exists()
+    freed = runner.invoke(app, ["clean", str(tmp_path), "--yes"])
+    assert freed.exit_code == 0 and "freed 1.0 MiB" in freed.output
+    assert not (tmp_path / "seed-0" / "train_sft.old-20260101-000000").exists()
+    assert (tmp_path / "seed-0" / "train_sft").exists()  # current outputs are never touched
