@@ -29,9 +29,19 @@ def fail(message: str, code: int = 2) -> None:
     raise typer.Exit(code)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from sftadapt import __version__
+
+        typer.echo(f"sftadapt {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def main(online: bool = typer.Option(False, "--online", help="allow hub downloads of named models/datasets"),
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
+         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                      help="print the version and exit")) -> None:
     if not online:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
@@ -41,6 +51,10 @@ def main(online: bool = typer.Option(False, "--online", help="allow hub download
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache_dir() / "hf-datasets"))
     if quiet:
         os.environ["SFTADAPT_QUIET"] = "1"
+    import warnings
+
+    # deprecation notices from inside transformers/TRL that a user of sftadapt cannot act on
+    warnings.filterwarnings("ignore", message=r".*(is_)?gradient_checkpointing.* is deprecated", category=FutureWarning)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -391,6 +405,39 @@ def _finish_study(study: dict) -> None:
         typer.echo(f"html report: {study['html_path']}")
     if study.get("elapsed"):
         typer.echo(f"run time: {study['elapsed']}")
+
+
+@app.command("env")
+def env_cmd() -> None:
+    """What sftadapt sees here: versions, CPU capability, CUDA, the resolved dtype policy, caches, data folder."""
+    import importlib.metadata as md
+    import platform
+
+    from sftadapt import __version__
+    from sftadapt.models import cache_dir
+    from sftadapt.precision import capability, cpu_model_name, resolve_dtype
+
+    lines = [f"sftadapt {__version__}", f"python {platform.python_version()} ({sys.executable})"]
+    for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify", "vllm"):
+        try:
+            lines.append(f"{pkg} {md.version(pkg)}")
+        except md.PackageNotFoundError:
+            lines.append(f"{pkg} not installed")
+    cap = capability()
+    lines += [f"cpu: {cpu_model_name()}; torch kernels {cap['cpu_capability']}, avx512_bf16={cap['avx512_bf16']}, "
+              f"amx_bf16={cap['amx_bf16']}; bf16 native on cpu: {cap['cpu_bf16_native']}",
+              f"cuda: {cap.get('cuda_device', 'none')}" + (f", bf16 {cap.get('cuda_bf16')}" if cap["cuda"] else ""),
+              f"dtype auto -> {resolve_dtype('auto')} (sampling, eval, target scoring; rewrite scoring: float32; training: fp32 weights"
+              f"{' + bf16 autocast' if resolve_dtype('auto') == 'bfloat16' else ''}; the is loss: float32)",
+              f"cache (SFTADAPT_CACHE): {cache_dir()}", f"HF_HOME: {os.environ.get('HF_HOME', '(default)')}",
+              f"hub: {'offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else 'online'}"]
+    try:
+        from sftadapt.sources import find_data_dir
+
+        lines.append(f"data folder: {find_data_dir()}")
+    except Exception as err:  # noqa: BLE001 - reported, not raised: env is a diagnosis
+        lines.append(f"data folder: none ({err})")
+    typer.echo("\n".join(lines))
 
 
 @app.command()

@@ -126,7 +126,7 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
         save_steps=opts.save_steps, save_total_limit=opts.save_total_limit, save_strategy="steps",
         report_to=[] if opts.report_to == "none" else [opts.report_to], log_completions=opts.log_completions,
         use_cpu=not torch.cuda.is_available(), bf16=opts.precision() == ("bfloat16", "float32"),
-        gradient_checkpointing=opts.gradient_checkpointing,
+        activation_checkpointing=opts.gradient_checkpointing,
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
         dataloader_num_workers=0, disable_tqdm=not progress,
         use_vllm=opts.use_vllm, vllm_mode=opts.vllm_mode, vllm_server_host=opts.vllm_server_host,

@@ -57,3 +57,21 @@ def test_sample_writes_attempts_and_prints_accuracy(tmp_path, monkeypatch):
 def test_unknown_model_is_one_clear_line(tmp_path):
     result = runner.invoke(app, ["sample", "--model", "./no/such/folder", "--out", str(tmp_path / "x")])
     assert result.exit_code == 2 and "no such model folder" in result.output
+
+
+def test_env_and_version_report_what_was_resolved():
+    import subprocess
+    import sys
+
+    runner = CliRunner()
+    shown = runner.invoke(app, ["env"])
+    assert shown.exit_code == 0, shown.output
+    assert "torch 2." in shown.output and "dtype auto -> " in shown.output and "torch kernels" in shown.output
+    assert runner.invoke(app, ["--version"]).output.startswith("sftadapt ")
+    # torch limited to its AVX2 kernels (as on an AVX2-only CPU): auto must resolve to float32
+    import os
+
+    done = subprocess.run([sys.executable, "-m", "sftadapt.cli", "env"], capture_output=True, text=True,
+                          env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "torch kernels AVX2" in done.stdout and "dtype auto -> float32" in done.stdout
