@@ -80,7 +80,8 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
 
     cfg.validate()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "direct_rl", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     if not loaded.problems:

@@ -165,7 +165,8 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     from sftadapt.store import ShardStore
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out_dir, "eval", force=force)
     given = benchmarks if isinstance(benchmarks, dict) else {}
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
     problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in benchmarks}

@@ -162,7 +162,8 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 
     cfg.validate()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "map train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
     mapper_spec = cfg.mapper or cfg.target
     own_engine, own_verifier = engine is None, verifier is None
@@ -288,7 +289,8 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     cfg.validate()
     wall_start = time.perf_counter()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "map synthesize", force=cfg.force)
     rejects = 0
     if problems is None:
         problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)

@@ -311,6 +311,8 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     cfg.validate()
     wall_start = time.perf_counter()
     out = Path(cfg.out)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "rewrite", force=cfg.force)
     rejects = 0
     if problems is None:
         from sftadapt.sources import load_dataset_spec, write_rejects

@@ -76,6 +76,8 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     from sftadapt.verify import Verifier
 
     out = Path(cfg.out)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "sample", force=cfg.force)
     loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     problems = loaded.problems

@@ -348,7 +348,8 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import TRAIN_OUTPUTS, claim  # issue 13: never delete a user's checkpoint-* folder
+    claim(out, "train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS)
     resume_from = _resume_checkpoint(cfg)  # first: a refused resume should not wait for data and model
     set_seed(cfg.seed)
 
