@@ -32,9 +32,9 @@ def fail(message: str, code: int = 2) -> None:
 @app.callback()
 def main(online: bool = typer.Option(False, "--online", help="allow hub downloads of named models/datasets"),
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars")) -> None:
-    if not online:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from sftadapt import offline
+
+    offline.apply(online)  # sets, not setdefault: an inherited HF_HUB_OFFLINE=0 does not open the network
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sftadapt.models import cache_dir
 

@@ -484,7 +484,11 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--loss", choices=LOSS_TYPES)
     parser.add_argument("--config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--online", action="store_true", help="allow hub downloads (default: offline)")
     ns = parser.parse_args(argv)
+    from sftadapt import offline  # issue 13: offline on this entry point too, unless --online
+
+    offline.apply(ns.online)
     train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
 
 
