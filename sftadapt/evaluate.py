@@ -186,6 +186,10 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
 
         tokenizer = load_tokenizer(model_spec)
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
+    from sftadapt import budget  # issue 13: over-long problems become rejects (OUT/rejects.jsonl), not a crash
+    problem_lists = {name: budget.screen_stage(engine, ps, protocol.max_new_tokens, out_dir / "rejects.jsonl",
+                                               budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
+                                               tokenizer=tokenizer)[0] for name, ps in problem_lists.items()}
     per_shard = shard_problems or max(1, SHARD_SAMPLES // protocol.n)
     results: dict[str, Any] = {
         "protocol": protocol.record(), "model": model, "prompt_hash": prompt_hash, "limit": limit,

@@ -194,6 +194,8 @@ def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, 
     if row.get("meta") is not None and not isinstance(row["meta"], dict):
         raise RecordError(path, line, "meta", f"meta must be an object, got {type(row['meta']).__name__}")
     used = {fmap.problem, fmap.solution, fmap.id, fmap.answer} - {None}
+    if fmap is PRESETS["records"] and isinstance(row.get("source"), str):
+        source, used = row["source"], used | {"source"}  # our own records keep their source: a faithful copy
     meta = {k: v for k, v in row.items() if k not in used and k != "meta"}
     meta.update(row.get("meta") or {})
     return Problem(id=pid, problem=problem, answer=answer, solution=solution, source=source, meta=meta)
@@ -264,6 +266,7 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
                 raise RecordError(where, line, fmap.id or "id",
                                   f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
             seen[problem.id] = line
+            problem.where = (where, line)  # not a field: never written out; budget.screen names it in a reject
         except RecordError as err:
             result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
                                    "raw": _raw(row)})
@@ -302,12 +305,18 @@ def _raw(row: Any) -> Any:
 
 
 def _parquet_rows(path: Path):
+    from sftadapt.records import _from_parquet
+
     rows = parquet_rows(path)  # read whole first: a corrupt file fails here, as one line, before any row
     for i, row in enumerate(rows, start=1):
         try:
+            row = _from_parquet(row)  # our own records keep meta as a JSON string column
             check_row(row, path, i)
         except RecordError as err:
             yield i, err
+            continue
+        except ValueError as err:
+            yield i, RecordError(path, i, None, f"a JSON column does not parse: {err}")
             continue
         yield i, row
 
@@ -324,6 +333,15 @@ def is_rejects_file(path: str | os.PathLike) -> bool:
     except (OSError, ValueError, RecursionError):
         return False
     return isinstance(row, dict) and all(k in row for k in REJECT_KEYS)
+
+
+def read_rejects(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a rejects file sftadapt wrote ([] if there is none)."""
+    path = Path(path)
+    if not path.is_file() or not is_rejects_file(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
 
 
 def write_rejects(rejects: list[dict[str, Any]], path: str | os.PathLike,
