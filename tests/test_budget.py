@@ -79,3 +79,29 @@ def test_the_sample_stage_rejects_an_over_long_problem_and_goes_on(tmp_path):
                                       str(tmp_path / "o2"), "--max-new-tokens", "10000000000"])
     assert result.exit_code == 2 and "does not fit the model's context" in result.output
     assert "Traceback" not in result.output
+
+
+class _WrongVerifier:
+    """Every answer wrong: the problem falls through to the expert row (all that this test needs)."""
+
+    def verify_many(self, golds, texts):
+        from sftadapt.verify import Verdict
+
+        return [Verdict("wrong", None, "none", 0.0) for _ in golds]
+
+
+def test_rewrite_rejects_a_problem_whose_expert_solution_is_too_long_and_goes_on(tmp_path, tiny_engine):
+    from sftadapt.config import load_config
+    from sftadapt.records import Example, read_records
+    from sftadapt.rewrite import RewriteConfig, rewrite
+
+    big = "1" + "0" * 60_000  # a 60k-digit answer inside the expert solution reaches the guided prompt
+    problems = [Problem("ok", "What is 1+1?", "2", "1+1=2"), Problem("big", "What is 10^60000?", big, f"It is {big}.")]
+    cfg = load_config(RewriteConfig, None, None, base={"model": "tiny-random", "out": str(tmp_path / "r"), "k": 1,
+                                                         "guided_tries": 1, "max_new_tokens": 4, "shard_size": 2})
+    summary = rewrite(cfg, engine=tiny_engine, verifier=_WrongVerifier(), problems=problems, progress=False,
+                      print_summary=False)
+    assert [r.id for r in read_records(tmp_path / "r" / "train.jsonl", Example)] == ["ok"]
+    (reject,) = [json.loads(line) for line in (tmp_path / "r" / "rejects.jsonl").read_text().splitlines()]
+    assert reject["field"] == "solution" and reject["tokens"] > 2048 - 4 and reject["raw"]["id"] == "big"
+    assert summary["rejected_input_rows"] == 1
