@@ -275,6 +275,10 @@ def eval_cmd(
     from sftadapt.protocol import load_protocol
 
     names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    if limit is not None and limit < 1:
+        fail(f"--limit = {limit}: must be >= 1")
+    if not verify_timeout > 0 or verify_timeout == float("inf"):
+        fail(f"--verify-timeout = {verify_timeout}: must be a finite number of seconds > 0")
     proto = _guard(lambda: load_protocol(protocol, set_))
     _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
                             verify_timeout=verify_timeout, force=force, progress=progress_on()))

@@ -10,7 +10,11 @@ Two steps per item:
    - `last_number`: the last number in the text, the last resort (thousands separators, negatives,
      decimals, simple fractions).
    - `none`: no answer was found.
-2. Equivalence through math-verify: `verify(parse(gold), parse(pred))`, gold FIRST (it is not symmetric).
+2. Plain numbers first: when gold and extracted answer are both plain numbers, two integers compare exactly
+   and equal decimals/fractions are correct, without math-verify (its LaTeX parse is ~2 ms, the whole cost
+   of a simple item); any other pair goes on to math-verify. With an unclosed `{` in the text (truncated or
+   garbled LaTeX) the `last_number` rule does not fire: the number is a fragment, not an answer.
+3. Equivalence through math-verify: `verify(parse(gold), parse(pred))`, gold FIRST (it is not symmetric).
    Both sides are parsed wrapped as `$\\boxed{...}$`. A bare LaTeX gold such as `\\frac{\\sqrt2}{2}` parses
    to nothing, and `$...$` fails on golds such as `\\$18.90`; `\\boxed{}` parses every MATH-500 and GSM8K
    gold.
@@ -19,8 +23,11 @@ Verdicts (`Verdict.verdict`):
 - `correct`, `wrong`.
 - `no_answer`: nothing was extracted.
 - `timeout`: the item ran past its time budget. It is its own verdict, never "wrong".
-- `error`: the gold answer does not parse, so the item cannot be verified (open-r1 returns None there),
-  or the worker crashed on the item.
+- `error`: the gold answer does not parse (or does not parse within the time limit), so the item cannot
+  be verified (open-r1 returns None there), or the worker crashed on the item.
+
+Numbers longer than Python's 4300-digit int-string limit (`10^{100000}` written out) are numbers: the
+workers lift the limit (their wall-clock deadline bounds the cost), and `verify_one` lifts it for its call.
 
 Why a process pool: math-verify bounds each of its parse/compare calls with `signal.alarm`. That works
 only in the main thread and counts whole seconds. The limit applies per call, and an item makes several
