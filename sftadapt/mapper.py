@@ -316,6 +316,10 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         elif mapper_engine is None:
             mapper_engine = make_engine(cfg.mapper, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
             owned.append(mapper_engine)
+        from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        problems, over = budget.screen_stage(mapper_engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
+                                             *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"))
+        rejects += len(over)
         target_info = model_info(cfg.target)
         mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else model_info(cfg.mapper)
         templates = {"mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),

@@ -4,7 +4,9 @@ A stage cuts its work into fixed, ordered chunks and writes chunk i as `shard-00
 rename). A killed run leaves complete shards and at most one stray temp file; re-running the same command skips
 the complete shards and redoes the rest. Because every sample's seed derives from (problem id, stage, index),
 a resumed run writes exactly what an uninterrupted one would. A run whose config hash differs from the
-manifest's refuses to mix with the old shards unless `force=True`, which moves them aside.
+manifest's refuses to mix with the old shards unless `force=True`, which moves them aside, together with the
+final files made from them (the manifest's output, and train.jsonl / attempts.jsonl / summary.json /
+results.json of the owning output folder): a kill right after never leaves an old result beside new shards.
 
     store = ShardStore(out / "shards", config_hash(cfg), config_dict(cfg), force=cfg.force)
     for i, rows in run_sharded(store, items, shard_size=16, work=process_chunk, desc="rewrite"):
