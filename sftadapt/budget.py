@@ -145,13 +145,15 @@ def screen(tokenizer, problems: Sequence[Problem], *, context: int | None, max_n
 
 def screen_stage(engine, problems: Sequence[Problem], max_new_tokens: int, rejects_file: str | os.PathLike,
                  prompts: Mapping[str, Callable[[Problem], str]], scored=None,
-                 max_prompt_tokens: int | None = None, tokenizer=None) -> tuple[list[Problem], list[dict[str, Any]]]:
+                 max_prompt_tokens: int | None = None, tokenizer=None,
+                 model_spec: str | None = None) -> tuple[list[Problem], list[dict[str, Any]]]:
     """`screen` with the engine's tokenizer and context, the rejects added to the stage's rejects file (a
-    stage's one call). Raises BudgetError when no problem is left."""
+    stage's one call; `engine` may be None when `tokenizer` and `model_spec` are given, as for the RL stages).
+    Raises BudgetError when no problem is left."""
     from sftadapt.sources import read_rejects, write_rejects
 
     tokenizer = tokenizer if tokenizer is not None else engine.tokenizer
-    kept, over = screen(tokenizer, problems, context=context_length(tokenizer, engine),
+    kept, over = screen(tokenizer, problems, context=context_length(tokenizer, engine, model_spec),
                         max_new_tokens=max_new_tokens, prompts=prompts, scored=scored,
                         max_prompt_tokens=max_prompt_tokens)
     if over:

@@ -177,6 +177,11 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 
             engine = make_engine(cfg.target, dtype=cfg.dtype)
         mapper_tok = load_tokenizer(mapper_spec)
+        from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        problems, over = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
+                                             *budget.rewrite_checks(mapper_tok, cfg.chat, "prompted_rewrite"),
+                                             tokenizer=mapper_tok, model_spec=mapper_spec)
+        rejects += len(over)
         rows = []
         for p in problems:
             expert = P.ensure_boxed(p.solution or "", p.answer)

@@ -112,3 +112,22 @@ def test_convert_refuses_to_overwrite_its_input_or_a_users_file(tmp_path):
     assert other.read_text() == "precious\n"
     assert runner.invoke(app, ["data", "convert", str(data), str(other), "--force"]).exit_code == 0
     assert runner.invoke(app, ["data", "convert", str(data), str(other)]).exit_code == 0  # ours now
+
+
+def test_stages_refuse_a_users_folder_and_another_commands_folder_through_the_cli(tmp_path):
+    data = tmp_path / "d.jsonl"
+    data.write_text(json.dumps({"question": "q", "answer": "s\n#### 1"}) + "\n")
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "summary.json").write_text("my summary")
+    result = runner.invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out", str(mine)])
+    assert result.exit_code == 2 and "not made by sftadapt" in result.output
+    assert (mine / "summary.json").read_text() == "my summary"
+    # with --force it is still refused: sample would overwrite summary.json, which it did not write
+    result = runner.invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out", str(mine),
+                                 "--force"])
+    assert result.exit_code == 2 and "summary.json" in result.output
+    claim(tmp_path / "sampled", "sample")
+    result = runner.invoke(app, ["-q", "rewrite", "--model", "tiny-random", "--data", str(data), "--out",
+                                 str(tmp_path / "sampled")])
+    assert result.exit_code == 2 and "output of `sftadapt sample`" in result.output
