@@ -103,8 +103,11 @@ def scalar_text(value: Any) -> str:
     if isinstance(value, int):
         return str(value)
     if isinstance(value, float):
-        if value != value or value in (float("inf"), float("-inf")):
-            raise ValueError(f"{value} is not a finite number (a JSON number too big for a float reads as inf)")
+        if value != value:
+            raise ValueError("NaN, expected a string or a finite number")
+        if value in (float("inf"), float("-inf")):
+            raise ValueError(f"{'-' if value < 0 else ''}infinite (a JSON number too big for a float, such as "
+                             "1e400, reads as inf), expected a string or a finite number")
         return str(int(value)) if value.is_integer() else repr(value)
     kind = {dict: "an object", list: "a list", type(None): "null"}.get(type(value), type(value).__name__)
     raise ValueError(f"{kind}, expected a string or a finite number")
@@ -208,7 +211,7 @@ def iter_json_lines(path: str | os.PathLike, max_row_bytes: int | None = None
                 yield lineno, err
                 continue
             try:
-                row = json.loads(text)
+                row = json.loads(text.rstrip("\r\n"), object_pairs_hook=_unique_keys)  # column on this line
                 check_row(row, path, lineno)
             except json.JSONDecodeError as exc:
                 err = RecordError(path, lineno, None, f"malformed JSON: {exc.msg} at column {exc.colno}")
@@ -216,6 +219,9 @@ def iter_json_lines(path: str | os.PathLike, max_row_bytes: int | None = None
                 err = RecordError(path, lineno, None, f"nested more than {MAX_DEPTH} levels deep")
             except RecordError as exc:
                 err = exc
+            except _DuplicateKey as exc:
+                err = RecordError(path, lineno, exc.key, f"the key '{exc.key}' appears twice in the row (JSON keeps "
+                                  "the last one silently)")
             except ValueError as exc:  # an integer longer than Python's int-string limit (4300 digits)
                 reason = str(exc).split(";")[0]
                 err = RecordError(path, lineno, None, f"unreadable number: {reason} (write it as a string)")
@@ -224,6 +230,24 @@ def iter_json_lines(path: str | os.PathLike, max_row_bytes: int | None = None
                 continue
             err.raw = text.rstrip("\n")
             yield lineno, err
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str):
+        super().__init__(key)
+        self.key = key
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """json's object hook: a dict, unless a key repeats (`{"answer": "1", "answer": "2"}`)."""
+    row = dict(pairs)
+    if len(row) != len(pairs):
+        seen: set[str] = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key.encode("utf-8", "backslashreplace").decode("utf-8"))
+            seen.add(key)
+    return row
 
 
 def check_readable(path: str | os.PathLike) -> None:

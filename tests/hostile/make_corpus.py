@@ -68,12 +68,12 @@ def mixed_rows(folder: Path) -> Case:
     for i, (value, why) in enumerate([({"a": 1}, "an object"), ([1, 2], "a list"), (True, "a boolean"),
                                       (None, "null")]):
         add_bad(_bad(10 + i, answer=value), "answer", why)
-    add_bad('{"id": "x4", "problem": "q", "answer": 1e400, "source": "s", "meta": {}}', "answer", "not a finite")
-    add_bad('{"id": "x5", "problem": "q", "answer": NaN, "source": "s", "meta": {}}', "answer", "not a finite")
-    add_bad('{"id": "x6", "problem": "q", "answer": -Infinity, "source": "s", "meta": {}}', "answer", "not a finite")
+    add_bad('{"id": "x4", "problem": "q", "answer": 1e400, "source": "s", "meta": {}}', "answer", "infinite")
+    add_bad('{"id": "x5", "problem": "q", "answer": NaN, "source": "s", "meta": {}}', "answer", "NaN")
+    add_bad('{"id": "x6", "problem": "q", "answer": -Infinity, "source": "s", "meta": {}}', "answer", "-infinite")
     for i, (value, why) in enumerate([({"k": 1}, "an object"), ([1], "a list"), (False, "a boolean"), (None, "null")]):
         add_bad(_bad(20 + i, id=value), "id", why)
-    add_bad('{"id": NaN, "problem": "q", "answer": "1", "source": "s", "meta": {}}', "id", "not a finite")
+    add_bad('{"id": NaN, "problem": "q", "answer": "1", "source": "s", "meta": {}}', "id", "NaN")
     add_bad(_bad(30, meta="a string"), "meta", "meta must be an object")
     add_bad(_bad(31, meta=[1, 2]), "meta", "meta must be an object")
     add_good(_good(2))
@@ -88,6 +88,8 @@ def mixed_rows(folder: Path) -> Case:
     add_bad(_bad(43, answer=""), "answer", "no gold answer")
     add_bad(_bad(44, solution=["step 1", {"oops": 1}]), "solution", "strings only")
     add_bad(_good(0), "id", "duplicate id 'good-0'")
+    add_bad('{"id": "x9", "problem": "q", "answer": "1", "answer": "2", "source": "s", "meta": {}}', "answer",
+            "appears twice")  # JSON keeps the last value silently
     add_bad(_bad(45, pad="x" * (2 << 20)), None, "MiB")  # a 2 MiB row
     lines.append(b"")  # blank lines and whitespace-only lines are skipped, not rows
     lines.append(b"   \t ")
