@@ -76,7 +76,8 @@ def claim(out: str | os.PathLike, command: str, force: bool = False,
     foreign: list[str] = list(owner.get("foreign", [])) if owner else []
     if out.is_dir() and owner is None:
         ignore = {MARKER, *(RUN_BOOKKEEPING if _inside_run(out) else ())}
-        entries = sorted(e.name for e in out.iterdir() if e.name not in ignore)
+        # (another rank of the same launch may be writing the marker right now: its temp file is not foreign)
+        entries = sorted(e.name for e in out.iterdir() if e.name not in ignore and not e.name.startswith(MARKER))
         if entries and not force:
             raise OutDirError(
                 f"{out}: the folder is not empty and was not made by sftadapt ({len(entries)} entries, e.g. "
