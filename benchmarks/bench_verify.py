@@ -122,6 +122,14 @@ def run_pool(golds: list[str], texts: list[str], workers: int, timeout: float, c
     return verdicts, seconds, caller_cpu + workers_cpu
 
 
+def run_end_to_end(golds: list[str], texts: list[str], workers: int, timeout: float, chunk_size: int) -> float:
+    """Seconds from `Verifier(...)` to the last verdict, start-up included: what one stage run pays."""
+    started = time.perf_counter()
+    with Verifier(workers=workers, timeout=timeout, chunk_size=chunk_size) as verifier:
+        verifier.verify_many(golds, texts)
+    return time.perf_counter() - started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--data-dir", default=None, help="folder with gsm8k/ and math500/ (default: ../shared/data)")
@@ -146,11 +154,13 @@ def main() -> None:
     for name, golds in golds_by_set.items():
         for condition, answers in (("self", golds), ("perturbed", perturb(golds))):
             texts = [as_response(answer) for answer in answers]
-            serial_rates, pool_rates, serial_cpu, pool_cpu = [], [], [], []
+            serial_rates, pool_rates, serial_cpu, pool_cpu, e2e_rates = [], [], [], [], []
             for _ in range(args.repeats):
                 serial, serial_seconds, serial_cpu_seconds = run_serial(golds, texts, args.timeout)
                 pooled, pool_seconds, pool_cpu_seconds = run_pool(golds, texts, args.workers, args.timeout,
                                                                   args.chunk_size)
+                e2e_rates.append(len(golds) / run_end_to_end(golds, texts, args.workers, args.timeout,
+                                                             args.chunk_size))
                 serial_rates.append(len(golds) / serial_seconds)
                 pool_rates.append(len(golds) / pool_seconds)
                 serial_cpu.append(1000 * serial_cpu_seconds / len(golds))
@@ -158,7 +168,7 @@ def main() -> None:
             serial_rate, pool_rate = statistics.median(serial_rates), statistics.median(pool_rates)
             correct = lambda verdicts: sum(v.verdict == "correct" for v in verdicts) / len(verdicts)  # noqa: E731
             table.append((name, condition, len(golds), serial_rate, pool_rate, correct(serial), correct(pooled),
-                          statistics.median(serial_cpu), statistics.median(pool_cpu)))
+                          statistics.median(serial_cpu), statistics.median(pool_cpu), statistics.median(e2e_rates)))
             for index, (one, other) in enumerate(zip(serial, pooled)):
                 if one.verdict != other.verdict:
                     disagreements.append((name, condition, index, golds[index], one.verdict, other.verdict))
@@ -172,11 +182,11 @@ def main() -> None:
           f"start-up + warm-up {startup_seconds:.2f} s (paid once per Verifier, not in the rates). "
           f"Median of {args.repeats} repeats. Load average (1 min) before {load_before[0]:.2f}, "
           f"after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other jobs on the machine slow both sides).\n")
-    print("| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | speedup | "
-          "CPU ms/item serial | CPU ms/item pool | correct (serial) | correct (pool) |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for name, condition, items, serial_rate, pool_rate, serial_correct, pool_correct, s_cpu, p_cpu in table:
-        print(f"| {name} | {condition} | {items} | {serial_rate:.0f} | {pool_rate:.0f} | "
+    print("| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | pool incl. start-up "
+          "(items/s) | speedup | CPU ms/item serial | CPU ms/item pool | correct (serial) | correct (pool) |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for name, condition, items, serial_rate, pool_rate, serial_correct, pool_correct, s_cpu, p_cpu, e2e in table:
+        print(f"| {name} | {condition} | {items} | {serial_rate:.0f} | {pool_rate:.0f} | {e2e:.0f} | "
               f"{pool_rate / serial_rate:.2f}x | {s_cpu:.2f} | {p_cpu:.2f} | {serial_correct:.1%} | {pool_correct:.1%} |")
     print("\nCPU ms/item: the process's CPU time per item; for the pool, workers + caller together.")
     total = sum(row[2] for row in table)

@@ -42,9 +42,9 @@ def main(online: bool = typer.Option(False, "--online", help="allow hub download
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="print the version and exit")) -> None:
-    if not online:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+    from sftadapt import offline
+
+    offline.apply(online)  # sets, not setdefault: an inherited HF_HUB_OFFLINE=0 does not open the network
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sftadapt.models import cache_dir
 
@@ -82,7 +82,8 @@ def data_check(
     solution_field: Optional[str] = typer.Option(None, help="field holding the expert solution"),
     id_field: Optional[str] = typer.Option(None, help="field holding a stable id"),
     training: bool = typer.Option(False, "--training", help="rows must have an expert solution"),
-    rejects: Optional[Path] = typer.Option(None, help="rejects file (default: FILE.rejects.jsonl beside it)"),
+    rejects: Optional[Path] = typer.Option(None, help="write the rejected rows to this file (default: none; "
+                                           "the data's folder is never written to)"),
     max_row_bytes: int = typer.Option(1 << 20, help="reject rows larger than this"),
     strict: bool = typer.Option(False, "--strict", help="exit non-zero if any row is rejected"),
 ) -> None:
@@ -101,14 +102,15 @@ def data_convert(
     training: bool = typer.Option(False, "--training", help="rows must have an expert solution"),
     max_row_bytes: int = typer.Option(1 << 20, help="reject rows larger than this"),
     strict: bool = typer.Option(False, "--strict", help="exit non-zero if any row is rejected"),
+    force: bool = typer.Option(False, "--force", help="overwrite OUT even if sftadapt did not write it"),
 ) -> None:
     """Convert a dataset into `Problem` records; rejects go to OUT.rejects.jsonl."""
     _check_or_convert(file, out, fmt, problem_field, answer_field, solution_field, id_field, training, None,
-                      max_row_bytes, strict)
+                      max_row_bytes, strict, force)
 
 
 def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_field, id_field, training, rejects,
-                      max_row_bytes, strict) -> None:
+                      max_row_bytes, strict, force=False) -> None:
     from sftadapt.records import write_records
     from sftadapt.sources import FieldMap, SourceError, load_problems, write_rejects
 
@@ -118,15 +120,22 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
                         answer_rule="field" if answer_field else "boxed")
     elif answer_field or solution_field or id_field:
         fail("--answer-field/--solution-field/--id-field need --problem-field too")
+    from sftadapt.outdir import OutDirError, check_output_file
+
+    if max_row_bytes < 1:
+        fail(f"--max-row-bytes must be at least 1, got {max_row_bytes}")
     try:
+        if out:
+            check_output_file(out, inputs=(file,), force=force)
         result = load_problems(file, fmt=fmt, fmap=fmap, require_solution=training, max_row_bytes=max_row_bytes)
-    except SourceError as err:
+        # rejects go where --rejects says, else beside the output; `data check` alone writes none (the data's
+        # folder may be read-only, or someone else's)
+        rejects_path = rejects or (out.with_name(out.stem + ".rejects.jsonl") if out else None)
+        written = write_rejects(result.rejects, rejects_path, inputs=(file,)) if rejects_path else None
+        if out:
+            write_records(out, result.problems)
+    except (SourceError, OutDirError) as err:
         fail(str(err))
-    base = out if out else file
-    rejects_path = rejects or base.with_name(base.stem + ".rejects.jsonl")
-    written = write_rejects(result.rejects, rejects_path)
-    if out:
-        write_records(out, result.problems)
     s = result.summary()
     with_solution = sum(1 for p in result.problems if p.solution)
     typer.echo(f"{file}: format {s['format']}, {s['rows']} rows, {s['ok']} ok, {s['rejected']} rejected, "
@@ -136,11 +145,18 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
         typer.echo(f"  reject {rej['file']}:{rej['line']} {where}: {rej['reason']}")
     if len(result.rejects) > 20:
         typer.echo(f"  ... {len(result.rejects) - 20} more")
+    for warning in result.warnings:
+        typer.echo(f"warning: {warning}")
     if written:
         typer.echo(f"rejects written to {written}")
+    elif result.rejects and not out:
+        typer.echo("(pass --rejects FILE to keep the rejected rows)")
+    if not result.total_rows:
+        typer.secho(f"error: {file}: no rows (the file is empty or blank)" if strict else
+                    f"warning: {file}: no rows (the file is empty or blank)", err=True)
     if out:
         typer.echo(f"{s['ok']} problems written to {out}")
-    if strict and result.rejects:
+    if strict and (result.rejects or not result.total_rows):
         raise typer.Exit(1)
 
 
@@ -181,20 +197,21 @@ def _build(cls, values: dict, overrides: list[str] | None = None, config: Path |
 
 
 def _guard(fn):
-    """Run a stage, turning the errors a user can fix into one red line instead of a traceback."""
-    from sftadapt.config import ConfigError
+    """Run a stage, turning the errors a user can fix into one red line instead of a traceback.
+
+    The project's error types (config, model, record, source, store, data, report, output folder, length
+    budget) are all ValueErrors or carry a message meant for the user; a stage's own `ValueError` (a config
+    value checked late, "no usable problems") is one too. SFTADAPT_DEBUG=1 shows the traceback instead."""
     from sftadapt.models import ModelError
-    from sftadapt.records import RecordError
-    from sftadapt.sources import SourceError
-    from sftadapt.report import ReportError
     from sftadapt.store import StoreError
-    from sftadapt.train_data import DataError
 
     try:
         return fn()
-    except (ConfigError, ModelError, RecordError, SourceError, StoreError, DataError, ReportError,
-            FileNotFoundError) as err:
-        fail(str(err))
+    except (ValueError, ModelError, StoreError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
+            PermissionError) as err:
+        if os.environ.get("SFTADAPT_DEBUG") == "1":
+            raise
+        fail(str(err).strip() or type(err).__name__)
 
 
 # ---------------------------------------------------------------- stages added below (one block each)
@@ -272,6 +289,10 @@ def eval_cmd(
     from sftadapt.protocol import load_protocol
 
     names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    if limit is not None and limit < 1:
+        fail(f"--limit = {limit}: must be >= 1")
+    if not verify_timeout > 0 or verify_timeout == float("inf"):
+        fail(f"--verify-timeout = {verify_timeout}: must be a finite number of seconds > 0")
     proto = _guard(lambda: load_protocol(protocol, set_))
     _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
                             verify_timeout=verify_timeout, force=force, progress=progress_on()))

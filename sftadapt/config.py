@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import math
 import types
 import typing
 from pathlib import Path
@@ -33,14 +34,43 @@ def option(default: Any = dataclasses.MISSING, help: str = "", **kwargs) -> Any:
     return dataclasses.field(default=default, metadata={"help": help}, **kwargs)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """yaml's safe loader (no tags that build objects), refusing a mapping that names a key twice: plain
+    YAML keeps the last value silently, so `lr: 1e-5` ... `lr: 1e-3` would train with the one you missed."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                hash(key)
+            except TypeError:
+                continue  # the base class reports unhashable keys itself
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    "while constructing a mapping", node.start_mark,
+                    f"found duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark
+        return super().construct_mapping(node, deep=deep)
+
+
+def safe_yaml(text: str) -> Any:
+    """Parse YAML safely (no object-building tags) and refuse duplicate keys."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def read_yaml(path: str | Path) -> dict[str, Any]:
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a config file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = safe_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: no such config file") from None
     except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(err).split())}") from None
+    except (UnicodeDecodeError, RecursionError) as err:
+        raise ConfigError(f"{path}: not readable as YAML text ({type(err).__name__})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -53,7 +83,10 @@ def parse_override(item: str) -> tuple[str, Any]:
     if "=" not in item:
         raise ConfigError(f"override '{item}' must look like key=value")
     key, raw = item.split("=", 1)
-    return key.strip(), yaml.safe_load(raw) if raw != "" else ""
+    try:
+        return key.strip(), safe_yaml(raw) if raw != "" else ""
+    except yaml.YAMLError as err:
+        raise ConfigError(f"override '{item}': the value is not valid YAML: {' '.join(str(err).split())}") from None
 
 
 def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
@@ -119,6 +152,7 @@ def build_config(cls: type[C], values: dict[str, Any], where: str = "config") ->
         cfg = cls(**kwargs)
     except TypeError as err:
         raise ConfigError(f"{where}: {err}") from None
+    check_values(cfg, where)
     validate = getattr(cfg, "validate", None)
     if callable(validate):
         try:
@@ -126,6 +160,35 @@ def build_config(cls: type[C], values: dict[str, Any], where: str = "config") ->
         except (ValueError, AssertionError) as err:
             raise ConfigError(f"{where}: {err}") from None
     return cfg
+
+
+def _rule(name: str) -> tuple[str, float] | None:
+    """The bound every config's option of this name must meet, whichever stage it belongs to."""
+    if name.endswith("temperature"):
+        return ">=", 0.0  # a negative temperature was silently greedy
+    if "timeout" in name:
+        return ">", 0.0  # 0 s or NaN: nothing could ever be verified
+    if name in ("limit", "max_new_tokens", "max_completion_length", "max_length", "n", "k", "num_generations",
+                "batch_size", "shard_size") or name.endswith("_workers"):
+        return ">=", 1.0
+    return None
+
+
+def check_values(cfg: Any, where: str = "config") -> None:
+    """Bounds shared by every stage config: no NaN or infinite float; temperatures >= 0; timeouts > 0;
+    limits, token budgets, counts and sizes >= 1 (a negative --limit was read as 1). Raises ConfigError."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        if isinstance(value, float) and not math.isfinite(value) and f.default != value:
+            raise ConfigError(f"{where}: option '{f.name}' = {value}: must be a finite number")
+        rule = _rule(f.name)
+        if rule is None:
+            continue
+        op, bound = rule
+        if (op == ">=" and not value >= bound) or (op == ">" and not value > bound):
+            raise ConfigError(f"{where}: option '{f.name}' = {value}: must be {op} {bound:g}")
 
 
 def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:

@@ -80,12 +80,16 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
 
     cfg.validate()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "direct_rl", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     if not loaded.problems:
         raise ValueError(f"{cfg.data}: no usable problems")
     tok = load_tokenizer(cfg.model)
+    from sftadapt import budget  # issue 13: an over-long prompt is a reject, not a rollout torch cannot hold
+    loaded.problems, _ = budget.screen_stage(None, loaded.problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
+                                             budget.solve_checks(tok, cfg.chat), tokenizer=tok, model_spec=cfg.model)
     rows = [{"prompt": P.solve_prompt(tok, p.problem, cfg.chat), "answer": p.answer, "problem_id": p.id}
             for p in loaded.problems]
     own_verifier = verifier is None

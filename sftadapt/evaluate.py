@@ -165,7 +165,8 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     from sftadapt.store import ShardStore
 
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out_dir, "eval", force=force)
     given = benchmarks if isinstance(benchmarks, dict) else {}
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
     problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in benchmarks}
@@ -186,6 +187,10 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
         tokenizer = load_tokenizer(model_spec)
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
     precision = (getattr(engine, "precision", None) or {"generate": dtype})["generate"]
+    from sftadapt import budget  # issue 13: over-long problems become rejects (OUT/rejects.jsonl), not a crash
+    problem_lists = {name: budget.screen_stage(engine, ps, protocol.max_new_tokens, out_dir / "rejects.jsonl",
+                                               budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
+                                               tokenizer=tokenizer)[0] for name, ps in problem_lists.items()}
     per_shard = shard_problems or max(1, SHARD_SAMPLES // protocol.n)
     results: dict[str, Any] = {
         "protocol": protocol.record(), "model": model, "prompt_hash": prompt_hash, "limit": limit,

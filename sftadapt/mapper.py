@@ -171,7 +171,8 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 
     cfg.validate()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "map train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
     mapper_spec = cfg.mapper or cfg.target
     own_engine, own_verifier = engine is None, verifier is None
@@ -185,6 +186,11 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 
             engine = make_engine(cfg.target, dtype=cfg.dtype)
         mapper_tok = load_tokenizer(mapper_spec)
+        from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        problems, over = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
+                                             *budget.rewrite_checks(mapper_tok, cfg.chat, "prompted_rewrite"),
+                                             tokenizer=mapper_tok, model_spec=mapper_spec)
+        rejects += len(over)
         rows = []
         for p in problems:
             expert = P.ensure_boxed(p.solution or "", p.answer)
@@ -298,7 +304,8 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     cfg.validate()
     wall_start = time.perf_counter()
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "map synthesize", force=cfg.force)
     rejects = 0
     if problems is None:
         problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
@@ -324,6 +331,10 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         elif mapper_engine is None:
             mapper_engine = make_engine(cfg.mapper, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
             owned.append(mapper_engine)
+        from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        problems, over = budget.screen_stage(mapper_engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
+                                             *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"))
+        rejects += len(over)
         target_info = model_info(cfg.target)
         mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else model_info(cfg.mapper)
         templates = {"mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),

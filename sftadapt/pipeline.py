@@ -442,7 +442,8 @@ def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
     from sftadapt.study_report import write_study_report
 
     root = Path(cfg.out)
-    root.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(root, "run", force=getattr(cfg, "force", False))
     write_json(root / "run_config.json", dataclasses.asdict(cfg))
     per_seed = {}
     clock = _Clock(planned_stages(cfg) * len(cfg.seeds))

@@ -310,7 +310,9 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, ba
     runs = [load_run(d) for d in run_dirs]
     rep = build_report(runs, baseline=baseline, metric=metric, n_boot=n_boot)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import claim
+
+    claim(out_dir, "report")
     rep["files"] = {"markdown": str(out_dir / "report.md"),
                     "accuracy_plot": str(plot_accuracy(rep, out_dir / "accuracy.png"))}
     gap_plot = plot_gap(rep, out_dir / "gap_vs_accuracy.png")

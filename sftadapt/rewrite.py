@@ -315,6 +315,8 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     cfg.validate()
     wall_start = time.perf_counter()
     out = Path(cfg.out)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "rewrite", force=cfg.force)
     rejects = 0
     if problems is None:
         from sftadapt.sources import load_dataset_spec, write_rejects
@@ -340,6 +342,10 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
             from sftadapt.engines import make_engine
 
             engine = make_engine(cfg.model, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
+        from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        problems, over = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
+                                             *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method))
+        rejects += len(over)
         run = _Run(cfg, engine, verifier, problems)
         model = model_info(cfg.model)
         decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "model": model,

@@ -78,6 +78,8 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     from sftadapt.verify import Verifier
 
     out = Path(cfg.out)
+    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "sample", force=cfg.force)
     loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     problems = loaded.problems
@@ -85,6 +87,9 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data}: no usable problems")
     start = time.perf_counter()
     engine = make_engine(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    from sftadapt import budget  # issue 13: over-long prompts become rejects before they reach the engine
+    problems, _ = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
+                                      budget.solve_checks(engine.tokenizer, cfg.chat))
     tmpl_hash = P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)
     params = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                       seed=cfg.seed)

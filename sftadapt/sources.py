@@ -8,9 +8,14 @@ Formats (auto-detected from the first good row, or named with `fmt`):
 - `olympiadbench`: `question`, `final_answer` (list), `solution` (list)
 - `records`: our own `Problem` records; a user `FieldMap` (`--problem-field` etc.) for anything else.
 
-Bad rows (malformed JSON, non-UTF-8 bytes, missing or empty fields, duplicate ids, oversized rows) never stop
-the read and are never dropped silently: each becomes a reject naming file, line, field and reason, written to
-a rejects file beside the output; `strict=True` makes any reject an error.
+Bad rows (malformed JSON, non-UTF-8 bytes, missing or empty fields, duplicate ids, oversized rows, integers
+past Python's 4300-digit limit, nesting deeper than 64 levels, lone surrogates, gold answers or ids that are
+no string or finite number, a `meta` that is no object) never stop the read and are never dropped silently:
+each becomes a reject naming file, line, field and reason, written to a rejects file beside the run's output
+(never over an input, never over a file sftadapt did not write); `strict=True` makes any reject, and an empty
+file, an error. A whole-file failure (a folder, a corrupt Parquet file, no row of a known format) is one
+`SourceError` line. A UTF-8 byte-order mark before the first row is skipped. With `fmt="auto"` the format is
+the one most of the first rows look like, and a file mixing formats says so in `warnings`.
 
 Benchmarks (`load_benchmark("math500")`) are files of the shared data folder: `--data-dir`, else
 `$SFTADAPT_DATA_DIR`, else a `shared/data` folder found beside or above the working directory or the package.
@@ -26,9 +31,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftadapt.records import Problem, RecordError, iter_json_lines, stable_id
+from sftadapt.records import (Problem, RecordError, UnreadableFile, check_readable, check_row, iter_json_lines,
+                              parquet_rows, scalar_text, stable_id)
 
 MAX_ROW_BYTES = 1 << 20  # 1 MiB: a math problem row is a few KiB; anything bigger is almost surely broken
+DETECT_ROWS = 50  # `auto` format: decided by the first this many rows that look like a known format
 
 
 @dataclass
@@ -102,7 +109,8 @@ def last_boxed(text: str) -> str | None:
 
 
 def _answer(row: dict[str, Any], fmap: FieldMap) -> tuple[str | None, str]:
-    """(answer, field it came from); None when the row has none."""
+    """(answer, field it came from); None when the row has none. Raises RecordError for an answer that is
+    there but is no string or finite number (an object, a list, a boolean, null, inf, NaN)."""
     if fmap.answer_rule == "gsm8k":
         text = row.get(fmap.answer)
         if not isinstance(text, str) or "####" not in text:
@@ -111,15 +119,23 @@ def _answer(row: dict[str, Any], fmap: FieldMap) -> tuple[str | None, str]:
     if fmap.answer_rule == "boxed" or fmap.answer is None:
         text = row.get(fmap.solution or "solution")
         return (last_boxed(text) if isinstance(text, str) else None), fmap.solution or "solution"
-    value = row.get(fmap.answer)
-    if fmap.answer_rule == "list" or isinstance(value, list):
-        value = ", ".join(str(v) for v in value) if isinstance(value, list) and value else None
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)  # AMC stores 27.0
-    return (None if value is None else str(value).strip()), fmap.answer
+    if fmap.answer not in row:
+        return None, fmap.answer
+    value = row[fmap.answer]
+    try:
+        if fmap.answer_rule == "list":
+            if not isinstance(value, list):
+                value = [value]
+            text = ", ".join(scalar_text(v).strip() for v in value)
+        else:
+            text = scalar_text(value)
+    except ValueError as err:
+        raise RecordError("", 0, fmap.answer, f"gold answer is {err}") from None
+    return text.strip(), fmap.answer
 
 
-def detect_format(row: dict[str, Any]) -> str:
+def guess_format(row: dict[str, Any]) -> str | None:
+    """The format a row looks like, or None."""
     keys = set(row)
     if {"id", "problem", "answer"} <= keys and ("source" in keys or "meta" in keys):
         return "records"  # our own Problem records (sftadapt data convert, synthetic --out)
@@ -131,8 +147,19 @@ def detect_format(row: dict[str, Any]) -> str:
         return "math" if "solution" in keys else "aime"
     if {"problem", "solution"} <= keys:
         return "minerva"
-    raise SourceError(f"cannot tell the format from the fields {sorted(keys)}: name one with --format "
-                      f"({', '.join(PRESETS)}) or map fields with --problem-field/--answer-field/--solution-field")
+    return None
+
+
+def _no_format(keys) -> SourceError:
+    return SourceError(f"cannot tell the format from the fields {sorted(keys)}: name one with --format "
+                       f"({', '.join(PRESETS)}) or map fields with --problem-field/--answer-field/--solution-field")
+
+
+def detect_format(row: dict[str, Any]) -> str:
+    fmt = guess_format(row)
+    if fmt is None:
+        raise _no_format(set(row))
+    return fmt
 
 
 def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, line: int,
@@ -142,22 +169,35 @@ def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, 
         raise RecordError(path, line, fmap.problem, "missing required field")
     if not isinstance(problem, str) or not problem.strip():
         raise RecordError(path, line, fmap.problem, "empty or not a string")
-    answer, answer_field = _answer(row, fmap)
+    try:
+        answer, answer_field = _answer(row, fmap)
+    except RecordError as err:
+        raise RecordError(path, line, err.field, err.reason) from None
     if answer is None or not answer.strip():
         raise RecordError(path, line, answer_field, "no gold answer (missing or empty)")
     solution = row.get(fmap.solution) if fmap.solution else None
     if isinstance(solution, list):
-        solution = "\n\n".join(map(str, solution)) if solution else None
+        if not all(isinstance(part, str) for part in solution):
+            raise RecordError(path, line, fmap.solution, "a list solution must hold strings only")
+        solution = "\n\n".join(solution) if solution else None
     if solution is not None and not isinstance(solution, str):
         raise RecordError(path, line, fmap.solution, f"expected a string, got {type(solution).__name__}")
     if require_solution and not (solution or "").strip():
         raise RecordError(path, line, fmap.solution or "solution", "training rows need an expert solution")
-    raw_id = row.get(fmap.id) if fmap.id else None
-    pid = str(raw_id) if raw_id not in (None, "") else stable_id(problem)
+    pid = stable_id(problem)
+    if fmap.id and fmap.id in row:
+        try:
+            raw_id = scalar_text(row[fmap.id]).strip()
+        except ValueError as err:
+            raise RecordError(path, line, fmap.id, f"id is {err}") from None
+        pid = raw_id or pid  # an empty id is no id: the text's hash stands in
+    if row.get("meta") is not None and not isinstance(row["meta"], dict):
+        raise RecordError(path, line, "meta", f"meta must be an object, got {type(row['meta']).__name__}")
     used = {fmap.problem, fmap.solution, fmap.id, fmap.answer} - {None}
+    if fmap is PRESETS["records"] and isinstance(row.get("source"), str):
+        source, used = row["source"], used | {"source"}  # our own records keep their source: a faithful copy
     meta = {k: v for k, v in row.items() if k not in used and k != "meta"}
-    if isinstance(row.get("meta"), dict):
-        meta.update(row["meta"])
+    meta.update(row.get("meta") or {})
     return Problem(id=pid, problem=problem, answer=answer, solution=solution, source=source, meta=meta)
 
 
@@ -167,17 +207,50 @@ def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | N
                   max_row_bytes: int = MAX_ROW_BYTES, source: str | None = None) -> LoadResult:
     """Read a JSONL/Parquet file of problems; bad rows become rejects (see the module docstring)."""
     path = Path(path)
-    if not path.exists():
-        raise SourceError(f"{path}: no such file")
-    rows = _parquet_rows(path) if path.suffix == ".parquet" else iter_json_lines(path, max_row_bytes)
-    return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict)
+    try:
+        check_readable(path)
+        rows = _parquet_rows(path) if path.suffix == ".parquet" else iter_json_lines(path, max_row_bytes)
+        return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict)
+    except (FileNotFoundError, UnreadableFile, OSError) as err:  # whole-file failures: one line, no traceback
+        raise SourceError(str(err) if not isinstance(err, OSError) or isinstance(err, FileNotFoundError)
+                          else f"{path}: cannot read ({err.strerror or err})") from None
 
 
 def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, limit: int | None,
              require_solution: bool, strict: bool) -> LoadResult:
-    """(line, row or RecordError) pairs -> problems and rejects: the one row loop of every source."""
+    """(line, row or RecordError) pairs -> problems and rejects: the one row loop of every source.
+
+    With `fmt="auto"` the format is the most common one among the first DETECT_ROWS rows that look like a
+    known format (so a bad first row costs only itself); rows that look like another format are counted and
+    the mix is reported as a warning."""
     result = LoadResult(problems=[], fmt=fmt)
     seen: dict[str, int] = {}
+    looks: dict[str, int] = {}
+    rows = iter(rows)
+    if fmap is None:
+        if fmt == "auto":
+            head, votes, keys = [], {}, None
+            for line, row in rows:
+                head.append((line, row))
+                if isinstance(row, dict):
+                    keys = keys or set(row)
+                    guess = guess_format(row)
+                    if guess:
+                        votes[guess] = votes.get(guess, 0) + 1
+                if sum(votes.values()) >= DETECT_ROWS:
+                    break
+            if votes:
+                fmt = max(votes, key=lambda f: votes[f])
+            elif keys is not None:
+                raise _no_format(keys)
+            import itertools
+
+            rows = itertools.chain(head, rows)
+        if fmt != "auto":
+            if fmt not in PRESETS:
+                raise SourceError(f"unknown format '{fmt}': choose one of {', '.join(PRESETS)}")
+            fmap = PRESETS[fmt]
+        result.fmt = fmt
     for line, row in rows:
         result.total_rows += 1
         try:
@@ -185,16 +258,15 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
                 raise row
             if not isinstance(row, dict):
                 raise RecordError(where, line, None, f"expected a JSON object, got {type(row).__name__}")
-            if fmap is None:
-                result.fmt = detect_format(row) if fmt == "auto" else fmt
-                if result.fmt not in PRESETS:
-                    raise SourceError(f"unknown format '{result.fmt}': choose one of {', '.join(PRESETS)}")
-                fmap = PRESETS[result.fmt]
+            guess = guess_format(row)
+            if guess:
+                looks[guess] = looks.get(guess, 0) + 1
             problem = row_to_problem(row, fmap, source, where, line, require_solution)
             if problem.id in seen:
                 raise RecordError(where, line, fmap.id or "id",
                                   f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
             seen[problem.id] = line
+            problem.where = (where, line)  # not a field: never written out; budget.screen names it in a reject
         except RecordError as err:
             result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
                                    "raw": _raw(row)})
@@ -202,13 +274,28 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
         result.problems.append(problem)
         if limit is not None and len(result.problems) >= limit:
             break
-    if fmap is not None and not result.fmt:
-        result.fmt = "custom"
+    if result.fmt in ("", "auto"):
+        result.fmt = "custom" if fmap is not None else "unknown"
+    if len(looks) > 1:
+        mix = ", ".join(f"{n} like {f}" for f, n in sorted(looks.items(), key=lambda kv: -kv[1]))
+        result.warnings.append(f"{where}: rows of mixed formats ({mix}); all were read as {result.fmt}")
     if strict and result.rejects:
         first = result.rejects[0]
         raise SourceError(f"{len(result.rejects)} rejected row(s) in {where} (--strict); first: "
                           f"{first['file']}:{first['line']} field '{first['field']}': {first['reason']}")
+    if strict and not result.total_rows:
+        raise SourceError(f"{where}: no rows (the file is empty or blank) (--strict)")
     return result
+
+
+def no_rows_error(where: str, result: LoadResult) -> SourceError:
+    """The error of a stage that needs rows and got none: says whether the input was empty or all rejected."""
+    if not result.total_rows:
+        return SourceError(f"{where}: no rows (the file is empty or holds only blank lines)")
+    first = result.rejects[0] if result.rejects else None
+    detail = (f"; first: {first['file']}:{first['line']} field '{first['field']}': {first['reason']}"
+              if first else "")
+    return SourceError(f"{where}: no usable problems, all {result.total_rows} rows were rejected{detail}")
 
 
 def _raw(row: Any) -> Any:
@@ -218,21 +305,71 @@ def _raw(row: Any) -> Any:
 
 
 def _parquet_rows(path: Path):
-    import pyarrow.parquet as pq
+    from sftadapt.records import _from_parquet
 
-    for i, row in enumerate(pq.read_table(path).to_pylist(), start=1):
+    rows = parquet_rows(path)  # read whole first: a corrupt file fails here, as one line, before any row
+    for i, row in enumerate(rows, start=1):
+        try:
+            row = _from_parquet(row)  # our own records keep meta as a JSON string column
+            check_row(row, path, i)
+        except RecordError as err:
+            yield i, err
+            continue
+        except ValueError as err:
+            yield i, RecordError(path, i, None, f"a JSON column does not parse: {err}")
+            continue
         yield i, row
 
 
-def write_rejects(rejects: list[dict[str, Any]], path: str | os.PathLike) -> Path | None:
-    """Write rejected rows (with their raw text) beside the output; nothing when there are none."""
-    if not rejects:
-        return None
+REJECT_KEYS = ("file", "line", "field", "reason")
+
+
+def is_rejects_file(path: str | os.PathLike) -> bool:
+    """True if `path` is a rejects file sftadapt wrote (its first line is a reject record)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(1 << 22)
+        row = json.loads(first.decode("utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return False
+    return isinstance(row, dict) and all(k in row for k in REJECT_KEYS)
+
+
+def read_rejects(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The rows of a rejects file sftadapt wrote ([] if there is none)."""
     path = Path(path)
+    if not path.is_file() or not is_rejects_file(path):
+        return []
+    with open(path, encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def write_rejects(rejects: list[dict[str, Any]], path: str | os.PathLike,
+                  inputs: tuple[str | os.PathLike, ...] = ()) -> Path | None:
+    """Write rejected rows (with their raw text) to `path`; nothing when there are none.
+
+    Never overwrites an input (`inputs`) nor a file sftadapt did not write: either is a SourceError. An older
+    rejects file of ours at `path` is removed when this read has no rejects, so none is left stale."""
+    path = Path(path)
+    for given in inputs:
+        if Path(given).exists() and path.exists() and path.resolve() == Path(given).resolve():
+            raise SourceError(f"{path}: the rejects file would overwrite the input; name another with --rejects")
+    if path.exists():
+        if path.is_dir():
+            raise SourceError(f"{path}: the rejects file names a folder")
+        if path.stat().st_size and not is_rejects_file(path):
+            raise SourceError(f"{path}: exists and is not a rejects file written by sftadapt; refusing to "
+                              "overwrite it (name another with --rejects)")
+    if not rejects:
+        if path.is_file():
+            path.unlink()
+        return None
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", encoding="utf-8") as fh:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
         for rej in rejects:
             fh.write(json.dumps(rej, ensure_ascii=False) + "\n")
+    os.replace(tmp, path)
     return path
 
 
@@ -279,10 +416,16 @@ def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fm
                       data_dir: str | os.PathLike | None = None) -> LoadResult:
     """A file path, a registered benchmark/training-set name, or `hf:owner/name[:config][@split]`."""
     if spec.startswith("hf:"):
-        return _load_hf(spec[3:], limit, fmt, fmap, require_solution, strict)
+        result = _load_hf(spec[3:], limit, fmt, fmap, require_solution, strict)
+        if not result.problems:
+            raise no_rows_error(spec, result)
+        return result
     if Path(spec).exists():
-        return load_problems(spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution,
-                             strict=strict)
+        result = load_problems(spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution,
+                               strict=strict)
+        if not result.problems:  # every stage needs rows: an empty or all-rejected input stops here, clearly
+            raise no_rows_error(spec, result)
+        return result
     if spec in BENCHMARKS or spec in SYNTHETIC:
         problems = load_benchmark(spec, limit=limit, data_dir=data_dir)
         if require_solution:

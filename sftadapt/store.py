@@ -4,7 +4,9 @@ A stage cuts its work into fixed, ordered chunks and writes chunk i as `shard-00
 rename). A killed run leaves complete shards and at most one stray temp file; re-running the same command skips
 the complete shards and redoes the rest. Because every sample's seed derives from (problem id, stage, index),
 a resumed run writes exactly what an uninterrupted one would. A run whose config hash differs from the
-manifest's refuses to mix with the old shards unless `force=True`, which moves them aside.
+manifest's refuses to mix with the old shards unless `force=True`, which moves them aside, together with the
+final files made from them (the manifest's output, and train.jsonl / attempts.jsonl / summary.json /
+results.json of the owning output folder): a kill right after never leaves an old result beside new shards.
 
     store = ShardStore(out / "shards", config_hash(cfg), config_dict(cfg), force=cfg.force)
     for i, rows in run_sharded(store, items, shard_size=16, work=process_chunk, desc="rewrite"):
@@ -44,7 +46,10 @@ class ShardStore:
                     f"{self.root}: holds shards of another config (hash {manifest.get('config_hash')}, this run "
                     f"{config_hash}); use a new output folder, or --force to set the old shards aside")
             aside = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            stale = _stale_results(self.root, manifest)
             shutil.move(str(self.root), aside)
+            for path in stale:  # the old config's final files go with its shards: none is left beside new ones
+                shutil.move(str(path), aside / f"result-{path.name}")
             self.root.mkdir(parents=True)
             manifest = None
         if manifest and manifest.get("schema_version") != SCHEMA_VERSION:
@@ -106,7 +111,8 @@ class ShardStore:
                             count += 1
         os.replace(tmp, out_path)
         manifest = self.read_manifest() or {}
-        manifest.update({"complete": True, "rows": count, "output": str(out_path), **(extra or {})})
+        manifest.update({"complete": True, "rows": count, "output": str(out_path),
+                         "output_path": str(out_path.resolve()), **(extra or {})})
         self._write_json(self.root / MANIFEST, manifest)
         return count
 
@@ -115,6 +121,27 @@ class ShardStore:
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_text(json.dumps(data, indent=2, default=str))
         os.replace(tmp, path)
+
+
+# Final files a stage writes beside its shards; a `--force` that sets the shards aside takes them along.
+FINAL_OUTPUTS = ("train.jsonl", "attempts.jsonl", "summary.json", "results.json")
+
+
+def _stale_results(root: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The final files made from the shards in `root`: the manifest's output, and the FINAL_OUTPUTS of the
+    output folder that holds `root` (the nearest folder above with sftadapt's ownership marker)."""
+    from sftadapt.outdir import MARKER
+
+    found = []
+    recorded = manifest.get("output_path")
+    if recorded and Path(recorded).is_file():
+        found.append(Path(recorded))
+    for folder in list(root.resolve().parents)[:3]:
+        if (folder / MARKER).exists():
+            found += [folder / name for name in FINAL_OUTPUTS if (folder / name).is_file()]
+            break
+    unique = {p.resolve(): p for p in found}
+    return list(unique.values())
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:

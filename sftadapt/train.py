@@ -381,7 +381,8 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    from sftadapt.outdir import TRAIN_OUTPUTS, claim  # issue 13: never delete a user's checkpoint-* folder
+    claim(out, "train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS)
     resume_from = _resume_checkpoint(cfg)  # first: a refused resume should not wait for data and model
     set_seed(cfg.seed)
 
@@ -530,7 +531,11 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--loss", choices=LOSS_TYPES)
     parser.add_argument("--config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
+    parser.add_argument("--online", action="store_true", help="allow hub downloads (default: offline)")
     ns = parser.parse_args(argv)
+    from sftadapt import offline  # issue 13: offline on this entry point too, unless --online
+
+    offline.apply(ns.online)
     train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
 
 

@@ -10,7 +10,11 @@ Two steps per item:
    - `last_number`: the last number in the text, the last resort (thousands separators, negatives,
      decimals, simple fractions).
    - `none`: no answer was found.
-2. Equivalence through math-verify: `verify(parse(gold), parse(pred))`, gold FIRST (it is not symmetric).
+2. Plain numbers first: when gold and extracted answer are both plain numbers, two integers compare exactly
+   and equal decimals/fractions are correct, without math-verify (its LaTeX parse is ~2 ms, the whole cost
+   of a simple item); any other pair goes on to math-verify. With an unclosed `{` in the text (truncated or
+   garbled LaTeX) the `last_number` rule does not fire: the number is a fragment, not an answer.
+3. Equivalence through math-verify: `verify(parse(gold), parse(pred))`, gold FIRST (it is not symmetric).
    Both sides are parsed wrapped as `$\\boxed{...}$`. A bare LaTeX gold such as `\\frac{\\sqrt2}{2}` parses
    to nothing, and `$...$` fails on golds such as `\\$18.90`; `\\boxed{}` parses every MATH-500 and GSM8K
    gold.
@@ -19,8 +23,11 @@ Verdicts (`Verdict.verdict`):
 - `correct`, `wrong`.
 - `no_answer`: nothing was extracted.
 - `timeout`: the item ran past its time budget. It is its own verdict, never "wrong".
-- `error`: the gold answer does not parse, so the item cannot be verified (open-r1 returns None there),
-  or the worker crashed on the item.
+- `error`: the gold answer does not parse (or does not parse within the time limit), so the item cannot
+  be verified (open-r1 returns None there), or the worker crashed on the item.
+
+Numbers longer than Python's 4300-digit int-string limit (`10^{100000}` written out) are numbers: the
+workers lift the limit (their wall-clock deadline bounds the cost), and `verify_one` lifts it for its call.
 
 Why a process pool: math-verify bounds each of its parse/compare calls with `signal.alarm`. That works
 only in the main thread and counts whole seconds. The limit applies per call, and an item makes several
@@ -151,6 +158,18 @@ def _clean_sentence_answer(answer: str) -> str:
     return _plain_number(answer)
 
 
+def _unclosed_brace(text: str) -> bool:
+    """True if some `{` of the text is never closed (escaped braces and `\\{` line breaks aside)."""
+    depth = 0
+    for token in _BRACE_TOKEN.finditer(text):
+        char = token.group()
+        if char == "{":
+            depth += 1
+        elif char == "}" and depth:
+            depth -= 1
+    return depth > 0
+
+
 def extract_answer(text: str) -> tuple[str | None, str]:
     """The final answer in a response and the rule that found it: boxed | gsm8k | answer_is | last_number
     | none (then the answer is None)."""
@@ -167,6 +186,10 @@ def extract_answer(text: str) -> tuple[str | None, str]:
         answer = _clean_sentence_answer(rest[: end.start()] if end else rest)
         if answer:
             return answer, "answer_is"
+    if _unclosed_brace(text):
+        # Truncated or garbled LaTeX (`\\frac{1}{` repeated): its last number is a fragment of an
+        # expression that never ended, not an answer.
+        return None, "none"
     last_number = None
     for match in _NUMBER.finditer(text):
         last_number = match.group()
@@ -219,8 +242,50 @@ def _equivalent(gold: list, pred: list, seconds: int | None) -> bool | None:
     return None if timed_out else False
 
 
-def _verify_item(gold: str, text: str, seconds: int | None) -> Verdict:
-    """One item, in this process. `seconds` is math-verify's own per-call signal timeout (None = off)."""
+_PLAIN_INTEGER = re.compile(r"-?\d{1,4000}")
+_PLAIN_NUMBER = re.compile(r"-?(?:\d{1,100}(?:\.\d{1,100})?|\.\d{1,100})(?:/\d{1,100})?")
+
+
+def _fast_numeric(gold: str, extracted: str) -> str | None:
+    """`correct` / `wrong` for two plain numbers without math-verify (whose LaTeX parse costs ~2 ms, the
+    whole cost of a simple item); None when math-verify must decide. Exact: two equal numbers (0.5 and 1/2)
+    are correct, two different integers are wrong; different decimals or fractions go to math-verify, which
+    rounds."""
+    gold, extracted = _plain_number(gold.strip()), _plain_number(extracted.strip())
+    if _PLAIN_INTEGER.fullmatch(gold) and _PLAIN_INTEGER.fullmatch(extracted):
+        return "correct" if int(gold) == int(extracted) else "wrong"
+    if _PLAIN_NUMBER.fullmatch(gold) and _PLAIN_NUMBER.fullmatch(extracted):
+        from fractions import Fraction
+
+        try:
+            if Fraction(gold) == Fraction(extracted):
+                return "correct"
+        except (ValueError, ZeroDivisionError):
+            return None
+    return None
+
+
+QUICK_MAX_CHARS = 100_000  # longer texts always go to a worker (with its deadline), even for the quick path
+
+
+def quick_verdict(gold: str, text: str) -> Verdict | None:
+    """The verdict of an item whose gold and extracted answer are plain numbers, decided without
+    math-verify (see `_fast_numeric`); None otherwise. Cheap and linear-time, so the pool's caller runs it
+    itself and sends only the rest to the workers."""
+    if len(text) > QUICK_MAX_CHARS or len(str(gold)) > 4000:
+        return None
+    started = time.perf_counter()
+    extracted, rule = extract_answer(text)
+    if extracted is None:
+        return None
+    fast = _fast_numeric(str(gold), extracted)
+    return None if fast is None else Verdict(fast, extracted, rule, time.perf_counter() - started)
+
+
+def _verify_item(gold: str, text: str, seconds: int | None, phase=None) -> Verdict:
+    """One item, in this process. `seconds` is math-verify's own per-call signal timeout (None = off).
+    `phase[0]` (if given) is 1 while the gold answer is being parsed, so that a pool that kills the worker
+    then can say `error` (a gold that does not parse in time) rather than `timeout`."""
     _, _, timeout_error = _math_verify()
     started = time.perf_counter()
     extracted, rule = None, "none"
@@ -230,7 +295,19 @@ def _verify_item(gold: str, text: str, seconds: int | None) -> Verdict:
 
     try:
         extracted, rule = extract_answer(text)
-        gold_parsed = _parse(str(gold).strip(), seconds) if str(gold).strip() else []
+        if extracted is not None:
+            fast = _fast_numeric(str(gold), extracted)
+            if fast is not None:
+                return verdict(fast)
+        if phase is not None:
+            phase[0] = 1.0
+        try:
+            gold_parsed = _parse(str(gold).strip(), seconds) if str(gold).strip() else []
+        except timeout_error:
+            return verdict("error", f"the gold answer {str(gold)[:200]!r} did not parse within the time limit")
+        finally:
+            if phase is not None:
+                phase[0] = 0.0
         if not gold_parsed:
             return verdict("error", f"the gold answer {str(gold)[:200]!r} does not parse")
         if extracted is None:
@@ -274,7 +351,14 @@ def verify_one(gold: str, text: str, timeout: float | None = 5.0) -> Verdict:
             "verify_one with a timeout uses signal.alarm, which works only in the main thread: "
             "use Verifier(...).verify_one from other threads, or pass timeout=None (no time limit)"
         )
-    return _verify_item(gold, text, _signal_seconds(timeout))
+    import sys
+
+    limit = sys.get_int_max_str_digits()
+    sys.set_int_max_str_digits(0)  # a 100,001-digit answer is a number, not an error (workers do the same)
+    try:
+        return _verify_item(gold, text, _signal_seconds(timeout))
+    finally:
+        sys.set_int_max_str_digits(limit)
 
 
 def __getattr__(name: str):

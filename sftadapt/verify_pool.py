@@ -18,7 +18,7 @@ from collections import deque
 from multiprocessing.connection import wait
 from typing import Sequence
 
-from sftadapt.verify import Verdict, _signal_seconds, _verify_item, extract_answer
+from sftadapt.verify import Verdict, _signal_seconds, _verify_item, extract_answer, quick_verdict
 
 # ---------------------------------------------------------------- the worker process
 _WARMUP = (("\\frac{1}{2}", "so the answer is $\\boxed{0.5}$."), ("1,000", "#### 1000"))
@@ -33,6 +33,12 @@ def _worker_main(conn, progress, signal_seconds: int | None) -> None:
     both to give each item its own deadline, without a message per item."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the caller's to handle; it closes us.
     import logging
+    import sys
+
+    # Python refuses int(str) past 4300 digits; a 100,001-digit gold or answer is still a number. The
+    # quadratic cost of converting one is bounded by the caller's wall-clock deadline like any other item.
+    sys.set_int_max_str_digits(0)
+    phase = _Phase(progress)
 
     logging.getLogger("math_verify").setLevel(logging.ERROR)
     for gold, text in _WARMUP:  # the first parse builds math-verify's grammars: not an item's time
@@ -45,14 +51,15 @@ def _worker_main(conn, progress, signal_seconds: int | None) -> None:
         except (EOFError, OSError):
             return
         if chunk is None:
-            return
+            conn.close()
+            os._exit(0)  # nothing to flush; skipping interpreter teardown (sympy's caches) saves ~0.5 s per close
         done, flushed_at = [], time.monotonic()
         for index, gold, text in chunk:
             progress[0] = time.monotonic()  # the start time first: a reader never pairs a new count with an old time
             started += 1
             progress[1] = started
             try:
-                result = _verify_item(gold, text, signal_seconds)
+                result = _verify_item(gold, text, signal_seconds, phase)
             except Exception as err:  # a bug or a library crash on one item must not end the worker
                 result = Verdict("error", None, "none", 0.0, f"{type(err).__name__}: {err}"[:500])
             done.append((index, result))
@@ -61,6 +68,16 @@ def _worker_main(conn, progress, signal_seconds: int | None) -> None:
                 done, flushed_at = [], time.monotonic()
         if done:
             conn.send(done)
+
+
+class _Phase:
+    """`phase[0] = x` writes the worker's phase (1 = parsing the gold answer) to its shared progress record."""
+
+    def __init__(self, progress):
+        self.progress = progress
+
+    def __setitem__(self, key: int, value: float) -> None:
+        self.progress[2] = value
 
 
 def _send_buffer_bytes(conn) -> int:
@@ -78,7 +95,8 @@ class _Worker:
 
     def __init__(self, context, signal_seconds: int | None):
         parent_conn, child_conn = context.Pipe(duplex=True)
-        self.progress = context.RawArray("d", 2)  # [start time of the current item, items started]
+        # [start time of the current item, items started, phase: 1 while it parses the item's gold answer]
+        self.progress = context.RawArray("d", 3)
         self.process = context.Process(
             target=_worker_main,
             args=(child_conn, self.progress, signal_seconds),
@@ -146,6 +164,9 @@ class _Worker:
         self.conn.close()
 
     def stop(self) -> None:
+        if not self.ready and not self.pending:
+            self.kill()  # still starting, holds nothing: waiting for its warm-up would cost ~1 s per close
+            return
         try:
             self.conn.send_bytes(pickle.dumps(None))
         except (OSError, ValueError):
@@ -246,7 +267,13 @@ class Verifier:
             if not self._finalizer.alive:
                 raise RuntimeError("this Verifier is closed")
             try:
-                return self._run(items)
+                # Plain numbers are decided here in microseconds (the same rule the workers apply), so a
+                # batch of simple answers never waits for worker start-up or pays IPC.
+                results: list[Verdict | None] = [quick_verdict(gold, text) for gold, text in items]
+                rest = [i for i, verdict in enumerate(results) if verdict is None]
+                for index, verdict in zip(rest, self._run([items[i] for i in rest]) if rest else []):
+                    results[index] = verdict
+                return results  # type: ignore[return-value]
             except BaseException:
                 # Interrupted mid-batch (e.g. Ctrl-C): busy workers still hold items whose results would
                 # leak into the next batch, so replace them.
@@ -340,8 +367,12 @@ class Verifier:
                     self._replace(slot)
                     continue
                 index, again = worker.take_back(position)
-                results[index] = _failed(items[index], "timeout", now - started_at,
-                                         f"over the {self.timeout:g} s wall-clock limit; worker killed")
+                if worker.progress[2] == 1.0:  # stuck parsing the gold: the item cannot be verified at all
+                    results[index] = _failed(items[index], "error", now - started_at,
+                                             f"the gold answer did not parse within the {self.timeout:g} s limit")
+                else:
+                    results[index] = _failed(items[index], "timeout", now - started_at,
+                                             f"over the {self.timeout:g} s wall-clock limit; worker killed")
                 remaining -= 1
                 # Its other items (done but not yet sent, or not started) go first, to any worker.
                 queue.extendleft(reversed(again))

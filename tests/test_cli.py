@@ -24,7 +24,12 @@ def test_data_check_reports_rejects_and_strict_fails(tmp_path):
     assert "3 rows, 1 ok, 2 rejected" in result.output
     assert f"{path}:2 field answer: no gold answer" in result.output
     assert f"{path}:3 whole row: malformed JSON" in result.output
-    rejects = [json.loads(line) for line in (tmp_path / "mixed.rejects.jsonl").read_text().splitlines()]
+    # the data's folder is never written to (it may be read-only, or someone else's) ...
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mixed.jsonl"]
+    # ... the rejects go where --rejects says
+    where = tmp_path / "elsewhere" / "bad.jsonl"
+    assert runner.invoke(app, ["data", "check", str(path), "--rejects", str(where)]).exit_code == 0
+    rejects = [json.loads(line) for line in where.read_text().splitlines()]
     assert [r["line"] for r in rejects] == [2, 3] and rejects[1]["raw"] == "not json"
     assert runner.invoke(app, ["data", "check", str(path), "--strict"]).exit_code == 1
 
