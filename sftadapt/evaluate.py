@@ -56,8 +56,10 @@ def apply_answer_format(verdict: str, rule: str | None, answer_format: str) -> s
 
 
 def run_chunk(engine, verifier, tokenizer, protocol: Protocol, problems: Sequence[Problem],
-              benchmark: str, prompt_hash: str) -> list[Attempt]:
-    """Sample and verify `protocol.n` responses for each problem; one Attempt per sample, in order."""
+              benchmark: str | Sequence[str], prompt_hash: str) -> list[Attempt]:
+    """Sample and verify `protocol.n` responses for each problem; one Attempt per sample, in order.
+    `benchmark` names the benchmark of all problems, or of each problem (one call may mix benchmarks)."""
+    names = [benchmark] * len(problems) if isinstance(benchmark, str) else list(benchmark)
     from sftadapt.prompts import TEMPLATES, solve_prompt
 
     template = TEMPLATES[protocol.template]
@@ -72,7 +74,7 @@ def run_chunk(engine, verifier, tokenizer, protocol: Protocol, problems: Sequenc
     verify_s = time.perf_counter() - start
     share = 1.0 / max(len(texts), 1)
     attempts, k = [], 0
-    for problem, outs in zip(problems, outputs):
+    for problem, outs, name in zip(problems, outputs, names):
         for j, c in enumerate(outs):
             v = verdicts[k]
             k += 1
@@ -82,7 +84,7 @@ def run_chunk(engine, verifier, tokenizer, protocol: Protocol, problems: Sequenc
                 finish_reason=c.finish_reason, seed=c.seed,
                 verdict=apply_answer_format(v.verdict, v.rule, protocol.answer_format),
                 extracted=v.extracted, rule=v.rule,
-                meta={"benchmark": benchmark, "n_tokens": len(c.token_ids), "logprob_sum": float(sum(c.logprobs)),
+                meta={"benchmark": name, "n_tokens": len(c.token_ids), "logprob_sum": float(sum(c.logprobs)),
                       "generate_s": generate_s * share, "verify_s": verify_s * share},
             ))
     return attempts
@@ -198,36 +200,46 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
         "benchmarks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
+        # One store per benchmark; the shards of all benchmarks are laid end to end and grouped into engine
+        # calls by absolute position, so benchmarks share calls (decoding a 135M model is memory-bound: a call
+        # of 32 prompts costs about what one of 16 does) and a resumed run sends the same calls as an
+        # uninterrupted one.
+        stores, parts, units = {}, {}, []
         for name, problems in problem_lists.items():
             # What decides this benchmark's samples; a mismatch with existing shards is refused by the store.
             decided = {"protocol": protocol.hash, "model": model.get("revision") or model["spec"],
                        "precision": precision,
                        "prompt_hash": prompt_hash, "benchmark": name,
                        "problems": config_hash({"ids": [p.id for p in problems]}), "shard_problems": per_shard}
-            store = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=force)
-            parts = [problems[i:i + per_shard] for i in range(0, len(problems), per_shard)]
-            todo = [i for i in range(len(parts)) if not store.has(i)]
-            done = sum(len(parts[i]) for i in range(len(parts)) if i not in todo) * protocol.n
-            counts = {"correct": 0, "no_answer": 0}
-            with tqdm(total=len(problems) * protocol.n, initial=done, desc=name, unit="sample",
-                      disable=not progress, dynamic_ncols=True) as bar:
-                for group in _batches(todo, per_shard * protocol.n, batch_size):
-                    # Several small shards share one generate call (full engine batches); each is stored on
-                    # its own, so what a kill can lose is at most one call's work.
-                    attempts = run_chunk(engine, verifier, tokenizer, protocol,
-                                         [p for i in group for p in parts[i]], name, prompt_hash)
-                    start = 0
-                    for i in group:
-                        size = len(parts[i]) * protocol.n
-                        store.write(i, attempts[start:start + size])
-                        start += size
-                    for a in attempts:
-                        if a.verdict in counts:
-                            counts[a.verdict] += 1
-                    bar.update(len(attempts))
-                    bar.set_postfix(counts, refresh=False)
+            stores[name] = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=force)
+            parts[name] = [problems[i:i + per_shard] for i in range(0, len(problems), per_shard)]
+            units += [(name, i) for i in range(len(parts[name]))]
+        todo = [g for g, (name, i) in enumerate(units) if not stores[name].has(i)]
+        total = sum(len(ps) for ps in problem_lists.values()) * protocol.n
+        done = total - sum(len(parts[units[g][0]][units[g][1]]) for g in todo) * protocol.n
+        counts = {"correct": 0, "no_answer": 0}
+        with tqdm(total=total, initial=done, desc="eval " + ",".join(problem_lists), unit="sample",
+                  disable=not progress, dynamic_ncols=True) as bar:
+            for group in _batches(todo, per_shard * protocol.n, batch_size):
+                # Several small shards share one generate call (full engine batches); each is stored on
+                # its own, so what a kill can lose is at most one call's work.
+                chunk = [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]
+                attempts = run_chunk(engine, verifier, tokenizer, protocol, [p for _, p in chunk],
+                                     [name for name, _ in chunk], prompt_hash)
+                start = 0
+                for g in group:
+                    name, i = units[g]
+                    size = len(parts[name][i]) * protocol.n
+                    stores[name].write(i, attempts[start:start + size])
+                    start += size
+                for a in attempts:
+                    if a.verdict in counts:
+                        counts[a.verdict] += 1
+                bar.update(len(attempts))
+                bar.set_postfix(counts, refresh=False)
+        for name in problem_lists:
             attempts_path = out_dir / name / "attempts.jsonl"
-            store.finalize(attempts_path, expected_shards=len(parts))
+            stores[name].finalize(attempts_path, expected_shards=len(parts[name]))
             attempts = read_records(attempts_path, Attempt)
             results["benchmarks"][name] = benchmark_result(attempts, n_boot=n_boot, seed=protocol.seed)
     finally:

@@ -243,7 +243,7 @@ class _Clock:
 
     def eta(self) -> str:
         left = self.planned - self.k
-        if left <= 0 or not self.durations:
+        if left <= 0 or len(self.durations) < 2:  # one stage (often the instant data stage) says nothing
             return ""
         return f"; rough ETA {_hms(left * sum(self.durations) / len(self.durations))} for {left} more stages"
 
