@@ -92,7 +92,8 @@ def test_every_shipped_study_config_loads_and_validates(path):
     assert configs["protocol"].n >= 1
 
 
-def test_stages_say_what_changed_and_keep_only_the_newest_superseded_outputs(tmp_path, capsys):
+def test_stages_say_what_changed_and_keep_only_the_newest_superseded_outputs(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("SFTADAPT_QUIET", raising=False)  # a CLI test's `-q` may have set it for the process
     def work(folder):
         (folder / "out.txt").write_text("x" * 1000)
         return {"ok": True}
