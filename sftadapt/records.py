@@ -280,19 +280,25 @@ def iter_rows(path: str | os.PathLike) -> Iterator[tuple[int, dict[str, Any] | R
     path = Path(path)
     check_readable(path)
     if path.suffix == ".parquet":
-        for i, row in enumerate(parquet_rows(path), start=1):
-            try:
-                row = _from_parquet(row)
-                check_row(row, path, i)
-            except RecordError as err:
-                yield i, err
-                continue
-            except ValueError as err:
-                yield i, RecordError(path, i, None, f"a JSON column does not parse: {err}")
-                continue
-            yield i, row
+        yield from iter_parquet_rows(path)
     else:
         yield from iter_json_lines(path)
+
+
+def iter_parquet_rows(path: Path) -> Iterator[tuple[int, dict[str, Any] | RecordError]]:
+    """Rows of a Parquet file as (row number from 1, dict or error); the file is read whole first, so a corrupt
+    file fails as one UnreadableFile before any row."""
+    for i, row in enumerate(parquet_rows(path), start=1):
+        try:
+            row = _from_parquet(row)  # our own records keep meta as a JSON string column
+            check_row(row, path, i)
+        except RecordError as err:
+            yield i, err
+            continue
+        except ValueError as err:
+            yield i, RecordError(path, i, None, f"a JSON column does not parse: {err}")
+            continue
+        yield i, row
 
 
 def read_records(path: str | os.PathLike, cls: type[R]) -> list[R]:

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftadapt.records import (Problem, RecordError, UnreadableFile, check_readable, check_row, iter_json_lines,
-                              parquet_rows, scalar_text, stable_id)
+from sftadapt.records import (Problem, RecordError, UnreadableFile, check_readable, iter_json_lines, scalar_text,
+                              stable_id)
 
 MAX_ROW_BYTES = 1 << 20  # 1 MiB: a math problem row is a few KiB; anything bigger is almost surely broken
 DETECT_ROWS = 50  # `auto` format: decided by the first this many rows that look like a known format
@@ -305,20 +305,9 @@ def _raw(row: Any) -> Any:
 
 
 def _parquet_rows(path: Path):
-    from sftadapt.records import _from_parquet
+    from sftadapt.records import iter_parquet_rows
 
-    rows = parquet_rows(path)  # read whole first: a corrupt file fails here, as one line, before any row
-    for i, row in enumerate(rows, start=1):
-        try:
-            row = _from_parquet(row)  # our own records keep meta as a JSON string column
-            check_row(row, path, i)
-        except RecordError as err:
-            yield i, err
-            continue
-        except ValueError as err:
-            yield i, RecordError(path, i, None, f"a JSON column does not parse: {err}")
-            continue
-        yield i, row
+    return iter_parquet_rows(path)
 
 
 REJECT_KEYS = ("file", "line", "field", "reason")
