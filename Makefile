@@ -19,7 +19,7 @@ quickstart: setup
 
 # the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones
 test: setup
-	$(PY) -m pytest -q -m "slow or not slow"
+	$(PY) -m pytest -q -m "slow or not slow" --durations=15
 
 test-fast: setup
 	$(PY) -m pytest -q
