@@ -188,7 +188,7 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
 
         tokenizer = load_tokenizer(model_spec)
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
-    precision = (getattr(engine, "precision", None) or {"generate": dtype})["generate"]
+    engine_precision = getattr(engine, "precision", None) or {"generate": dtype}
     from sftadapt import budget  # issue 13: over-long problems become rejects (OUT/rejects.jsonl), not a crash
     problem_lists = {name: budget.screen_stage(engine, ps, protocol.max_new_tokens, out_dir / "rejects.jsonl",
                                                budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
@@ -196,7 +196,7 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     per_shard = shard_problems or max(1, SHARD_SAMPLES // protocol.n)
     results: dict[str, Any] = {
         "protocol": protocol.record(), "model": model, "prompt_hash": prompt_hash, "limit": limit,
-        "precision": getattr(engine, "precision", None) or {"generate": dtype},
+        "precision": engine_precision,
         "benchmarks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
     try:
@@ -208,7 +208,7 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
         for name, problems in problem_lists.items():
             # What decides this benchmark's samples; a mismatch with existing shards is refused by the store.
             decided = {"protocol": protocol.hash, "model": model.get("revision") or model["spec"],
-                       "precision": precision,
+                       "precision": engine_precision["generate"],
                        "prompt_hash": prompt_hash, "benchmark": name,
                        "problems": config_hash({"ids": [p.id for p in problems]}), "shard_problems": per_shard}
             stores[name] = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=force)

@@ -100,11 +100,9 @@ class GRPOOptions:
 
     def precision(self) -> tuple[str, str]:
         """(compute dtype, weights dtype) as this machine will train: see sftadapt.precision."""
-        from sftadapt.precision import WEIGHT_DTYPES, normalize, resolve_dtype, resolve_weights_dtype
+        from sftadapt.precision import WEIGHT_DTYPES, normalize, training_dtypes
 
-        compute = resolve_dtype(normalize(self.dtype))
-        weights = resolve_weights_dtype(normalize(self.weights_dtype, WEIGHT_DTYPES, "weights_dtype"))
-        return ("bfloat16" if weights == "bfloat16" else compute), weights
+        return training_dtypes(normalize(self.dtype), normalize(self.weights_dtype, WEIGHT_DTYPES, "weights_dtype"))
 
     @property
     def learning_rate(self) -> float:
@@ -116,6 +114,8 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
     import torch
     from trl import GRPOConfig
 
+    from sftadapt.precision import autocast_bf16
+
     kwargs: dict[str, Any] = dict(
         output_dir=str(out), max_steps=opts.max_steps, learning_rate=opts.learning_rate,
         per_device_train_batch_size=opts.num_generations, gradient_accumulation_steps=opts.prompts_per_step,
@@ -125,7 +125,7 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
         max_grad_norm=opts.max_grad_norm, seed=opts.seed, data_seed=opts.seed, logging_steps=opts.logging_steps,
         save_steps=opts.save_steps, save_total_limit=opts.save_total_limit, save_strategy="steps",
         report_to=[] if opts.report_to == "none" else [opts.report_to], log_completions=opts.log_completions,
-        use_cpu=not torch.cuda.is_available(), bf16=opts.precision() == ("bfloat16", "float32"),
+        use_cpu=not torch.cuda.is_available(), bf16=autocast_bf16(*opts.precision()),
         activation_checkpointing=opts.gradient_checkpointing,
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
         dataloader_num_workers=0, disable_tqdm=not progress,
@@ -292,7 +292,7 @@ def _save_merged(policy: str, adapter: Path, out: Path, tokenizer) -> None:
     from sftadapt.models import resolve_model, torch_dtype, write_adapter_record
 
     # fp32 whatever the training precision: merged into bf16 weights most of a small update rounds away;
-    # the record lets a bf16 consumer run the adapter unmerged on the base (models.load_model)
+    # the record makes `dtype: auto` load this folder in fp32 (models.inference_dtype)
     base = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype("float32"))
     merged = PeftModel.from_pretrained(base, str(adapter)).merge_and_unload()
     merged.save_pretrained(str(out))

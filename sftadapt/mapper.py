@@ -98,8 +98,8 @@ class SynthConfig:
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
     dtype: str = option("auto", help="target dtype (and the untrained mapper's): auto (bf16 only where native) | "
                                         "float32 | bfloat16")
-    mapper_dtype: str | None = option(None, help="trained mapper dtype (default: dtype); a LoRA mapper in bf16 runs its "
-                                                 "adapter unmerged so the update is not rounded away")
+    mapper_dtype: str | None = option(None, help="trained mapper dtype (default: dtype); under auto a LoRA-trained "
+                                                 "mapper loads in float32 so its update is not rounded away")
     batch_size: int = option(32, help="sequences per generate call")
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")

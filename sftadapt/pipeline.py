@@ -173,11 +173,11 @@ class Stages:
     Prints `[k/N] stage` with what happened (cached / run / changed: which options, old -> new), the stage's
     time and the run's elapsed time, with a rough ETA from the stages that ran so far."""
 
-    def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False, planned: int = 0,
+    def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False,
                  keep_superseded: int = 1, clock: "_Clock | None" = None):
         self.root, self.progress, self.keep_checkpoints = root, progress, keep_checkpoints
-        self.planned, self.keep_superseded = planned, keep_superseded
-        self.clock = clock or _Clock(planned)
+        self.keep_superseded = keep_superseded
+        self.clock = clock or _Clock(0)
         self.hashes: dict[str, str] = {}
         self.results: dict[str, dict[str, Any]] = {}
         self.ran: list[str] = []
@@ -286,7 +286,7 @@ def superseded_outputs(run_dir: str | Path) -> list[tuple[Path, int]]:
     """Every set-aside stage output under a run folder (all seeds) with its size in bytes."""
     found = []
     for path in sorted(Path(run_dir).rglob("*.old-*")):
-        if path.is_dir() and ".old-" in path.name:
+        if path.is_dir():
             found.append((path, sum(f.stat().st_size for f in path.rglob("*") if f.is_file())))
     return found
 

@@ -113,6 +113,19 @@ def resolve_weights_dtype(requested: str = "float32") -> str:
     return requested
 
 
+def training_dtypes(dtype: str, weights_dtype: str = "float32") -> tuple[str, str]:
+    """(compute, weights) dtypes a trainer runs with here: fp32 master weights with `dtype` as autocast, or
+    pure bf16 when the weights themselves are bf16 (then a warning)."""
+    compute = resolve_dtype(dtype)
+    weights = resolve_weights_dtype(weights_dtype)
+    return ("bfloat16" if weights == "bfloat16" else compute), weights
+
+
+def autocast_bf16(compute: str, weights: str) -> bool:
+    """Whether the trainer's `bf16=True` (autocast over fp32 master weights) is what (compute, weights) means."""
+    return (compute, weights) == ("bfloat16", "float32")
+
+
 def torch_dtype(name: str):
     import torch
 

@@ -47,7 +47,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sftadapt.config import ConfigError, config_dict, config_hash, load_config, option
 from sftadapt.losses import IS_LEVELS, LOSS_TYPES, LossStats, sft_loss, summarize, token_logprobs, token_weights
-from sftadapt.precision import WEIGHT_DTYPES, normalize, resolve_dtype, resolve_weights_dtype, warn_once
+from sftadapt.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
 from sftadapt.records import Example
 from sftadapt.train_data import IGNORE_INDEX, Collator, RowDataset, TokenizedRows, load_examples, tokenize_examples
 
@@ -128,9 +128,7 @@ class TrainConfig:
                 warn_once("is-fp32", "loss is trains in float32 (π_θ in the precision π_β was scored in); "
                                      "dtype bfloat16 is not used for it")
             return "float32", weights
-        compute = resolve_dtype(compute)
-        weights = resolve_weights_dtype(weights)
-        return ("bfloat16" if weights == "bfloat16" else compute), weights
+        return training_dtypes(compute, weights)
 
 
 # ---------------------------------------------------------------- the trainer: our loss, our normaliser
@@ -326,7 +324,7 @@ def _training_args(cfg: TrainConfig) -> TrainingArguments:
         save_total_limit=cfg.save_total_limit, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
         use_cpu=not torch.cuda.is_available(), activation_checkpointing=cfg.gradient_checkpointing,
         # fp32 master weights under bf16 autocast; with pure bf16 weights autocast is moot
-        bf16=cfg.precision() == ("bfloat16", "float32"),
+        bf16=autocast_bf16(*cfg.precision()),
         remove_unused_columns=False,  # our collator's columns (behaviour log-probs) are not model arguments
         dataloader_num_workers=0, save_strategy="steps", logging_strategy="steps",
         disable_tqdm=os.environ.get("SFTADAPT_QUIET") == "1",  # `sftadapt -q`
@@ -453,7 +451,7 @@ def _precision_record(cfg: TrainConfig) -> dict[str, Any]:
     from sftadapt.precision import describe
 
     compute, weights = cfg.precision()
-    return {"compute": compute, "weights": weights, "autocast_bf16": (compute, weights) == ("bfloat16", "float32"),
+    return {"compute": compute, "weights": weights, "autocast_bf16": autocast_bf16(compute, weights),
             **{k: v for k, v in describe(cfg.dtype, compute).items() if k not in ("requested", "resolved")}}
 
 
