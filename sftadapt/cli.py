@@ -268,6 +268,15 @@ def train_cmd(
     typer.echo(f"model -> {cfg.out} (log: {summary['log']})")
 
 
+def _engine_config(backend: str, items: List[str]):
+    """`--engine NAME --engine-option k=v ...` as the EngineConfig a stage config would hold."""
+    from sftadapt.config import build_config, parse_override
+    from sftadapt.engines.base import EngineConfig
+
+    return build_config(EngineConfig, {"backend": backend, "options": dict(parse_override(i) for i in items)},
+                        "--engine")
+
+
 # ---------------------------------------------------------------- eval (evaluate.py)
 @app.command("eval")
 def eval_cmd(
@@ -280,6 +289,9 @@ def eval_cmd(
     out: Path = typer.Option(Path("runs/eval"), help="output folder (resumable; results.json at the end)"),
     dtype: str = typer.Option("auto", help="auto (bf16 only where native) | float32 | bfloat16"),
     batch_size: int = typer.Option(32, help="sequences per generate call"),
+    engine: str = typer.Option("hf", help="engine backend (sftadapt.engines.BACKENDS)"),
+    engine_option: List[str] = typer.Option([], "--engine-option", help="a backend option: --engine-option "
+                                            "key=value (repeatable; value read as YAML)"),
     verify_timeout: float = typer.Option(5.0, help="seconds per verified answer before a timeout verdict"),
     data_dir: Optional[Path] = typer.Option(None, help="benchmark data folder (default: shared/data found nearby)"),
     force: bool = typer.Option(False, help="set aside shards written with another model/protocol/problem list"),
@@ -294,7 +306,9 @@ def eval_cmd(
     if not verify_timeout > 0 or verify_timeout == float("inf"):
         fail(f"--verify-timeout = {verify_timeout}: must be a finite number of seconds > 0")
     proto = _guard(lambda: load_protocol(protocol, set_))
+    engine_cfg = _guard(lambda: _engine_config(engine, engine_option))
     _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
+                            engine_config=engine_cfg,
                             verify_timeout=verify_timeout, force=force, progress=progress_on()))
     typer.echo(f"results -> {out / 'results.json'}")
 

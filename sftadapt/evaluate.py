@@ -32,7 +32,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from sftadapt.engines.base import derive_seed
+from sftadapt.engines.base import EngineConfig, derive_seed
 from sftadapt.metrics import ProblemSamples, maj_correct, summarize
 from sftadapt.protocol import Protocol
 from sftadapt.models import model_info
@@ -150,7 +150,7 @@ def _batches(indices: list[int], shard_samples: int, batch_size: int) -> list[li
 
 
 def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Problem]], protocol: Protocol,
-             out_dir: str | os.PathLike, limit: int | None = None, *, backend: str = "hf",
+             out_dir: str | os.PathLike, limit: int | None = None, *, engine_config: EngineConfig | None = None,
              dtype: str = "auto", batch_size: int = 32, data_dir: str | os.PathLike | None = None,
              shard_problems: int | None = None, engine=None, verifier=None, verify_timeout: float = 5.0,
              n_boot: int = 1000, force: bool = False, progress: bool = True, print_summary: bool = True
@@ -158,7 +158,7 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     """Evaluate `model_spec` on each benchmark under `protocol`; write attempts and `OUT/results.json`.
 
     `benchmarks` are names for `sources.load_benchmark`, or a {name: problems} mapping. `limit` keeps the first
-    N problems of each. `engine`/`verifier` may be passed in (tests, shared engines); otherwise they are built
+    N problems of each. `engine_config` chooses the backend (default hf); `engine`/`verifier` may be passed in (tests, shared engines); otherwise they are built
     here and closed at the end. Returns the results dict that is written to results.json."""
     from tqdm.auto import tqdm
 
@@ -177,7 +177,7 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     if engine is None:
         from sftadapt.engines import make_engine
 
-        engine = make_engine(model_spec, backend=backend, dtype=dtype, batch_size=batch_size)
+        engine = make_engine(model_spec, engine_config, dtype=dtype, batch_size=batch_size)
     if verifier is None:
         from sftadapt.verify import Verifier
 

@@ -44,7 +44,7 @@ from typing import Any, Sequence
 
 from sftadapt import prompts as P
 from sftadapt.config import config_dict, config_hash, option
-from sftadapt.engines.base import Sampling, derive_seed
+from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
 from sftadapt.grpo import GRPOOptions, write_compute
 from sftadapt.models import model_info
 from sftadapt.precision import normalize
@@ -67,6 +67,7 @@ class MapperTrainConfig:
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
     dtype: str = option("auto", help="target scoring dtype: auto (bf16 only where native) | float32 | bfloat16")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that scores rewrites under the frozen target (the reward)"})
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
@@ -101,6 +102,8 @@ class SynthConfig:
     mapper_dtype: str | None = option(None, help="trained mapper dtype (default: dtype); under auto a LoRA-trained "
                                                  "mapper loads in float32 so its update is not rounded away")
     batch_size: int = option(32, help="sequences per generate call")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that scores rewrites under the target"})
+    mapper_engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that generates rewrites with the mapper"})
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
@@ -184,7 +187,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = make_engine(cfg.target, dtype=cfg.dtype)
+            engine = make_engine(cfg.target, cfg.engine, dtype=cfg.dtype)
         mapper_tok = load_tokenizer(mapper_spec)
         from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
@@ -324,12 +327,12 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         from sftadapt.engines import make_engine
 
         if engine is None:
-            engine = make_engine(cfg.target, dtype=cfg.dtype, batch_size=cfg.batch_size)
+            engine = make_engine(cfg.target, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size)
             owned.append(engine)
         if untrained:
             mapper_engine = engine
         elif mapper_engine is None:
-            mapper_engine = make_engine(cfg.mapper, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
+            mapper_engine = make_engine(cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
             owned.append(mapper_engine)
         from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(mapper_engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",

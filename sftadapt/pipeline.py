@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from sftadapt.engines.base import EngineConfig
 from sftadapt.config import ConfigError, build_config, config_hash, load_config, option
 from sftadapt.records import write_json
 
@@ -81,6 +82,7 @@ class EvalConfig:
     raw_model: bool = option(True, help="also evaluate the raw model when a warm-up made the target")
     dtype: str = option("auto", help="sampling dtype: auto (bf16 only where native) | float32 | bfloat16")
     batch_size: int = option(32, help="sequences per generate call")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that evaluates"})
 
 
 @dataclass
@@ -415,10 +417,11 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
     for arm, model in to_eval.items():
         upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in TRAINED_ARMS else arm])
         stages.run(f"eval_{arm}", {"protocol": protocol.record(), "benchmarks": cfg.eval.benchmarks,
-                                   "limit": cfg.eval.limit, "dtype": eval_dtype, "model": model}, upstream,
+                                   "limit": cfg.eval.limit, "dtype": eval_dtype, "model": model,
+                                   "engine": dataclasses.asdict(cfg.eval.engine)}, upstream,
                    lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
                                                    dtype=eval_dtype, batch_size=cfg.eval.batch_size,
-                                                   progress=progress, print_summary=False))
+                                                   engine_config=cfg.eval.engine, progress=progress, print_summary=False))
     return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders}
 
 

@@ -47,13 +47,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from sftadapt import prompts as P
 from sftadapt.config import config_dict, config_hash, option
-from sftadapt.engines.base import Sampling
+from sftadapt.engines.base import EngineConfig, Sampling
 from sftadapt.policy import KEEP_POLICIES, Candidate, candidates_to_score, choose, guided_rejection, rejection_kind
 from sftadapt.models import model_info
 from sftadapt.store import ShardStore, run_sharded, shard_totals
@@ -100,6 +100,7 @@ class RewriteConfig:
     dtype: str = option("auto", help="sampling: auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
     score_dtype: str = option("float32", help="scoring (behaviour and target log-probs): float32 keeps them exact, as DR+IS needs; auto | bfloat16 trade that for speed")
     batch_size: int = option(32, help="sequences per generate call (results are identical only at equal sizes)")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that samples and scores the target (engine.backend, engine.options)"})
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
@@ -341,7 +342,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = make_engine(cfg.model, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
+            engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
         from sftadapt import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
                                              *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method))

@@ -9,13 +9,13 @@ samples per problem with seeds derived from (problem id, stage, index), verify e
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
 from sftadapt import prompts as P
 from sftadapt.config import config_dict, config_hash, option
-from sftadapt.engines.base import Engine, Sampling, derive_seed
+from sftadapt.engines.base import Engine, EngineConfig, Sampling, derive_seed
 from sftadapt.precision import normalize
 from sftadapt.records import Attempt, Problem
 
@@ -34,6 +34,7 @@ class SampleConfig:
     chat: bool = option(True, help="apply the model's chat template")
     dtype: str = option("auto", help="auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
     batch_size: int = option(32, help="sequences per generate call")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that samples (engine.backend, engine.options)"})
     shard_size: int = option(16, help="problems per resumable shard")
     data_dir: str | None = option(None, help="benchmark data folder (default: find shared/data)")
     force: bool = option(False, help="set aside shards of a different config instead of refusing")
@@ -86,7 +87,7 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     if not problems:
         raise ValueError(f"{cfg.data}: no usable problems")
     start = time.perf_counter()
-    engine = make_engine(cfg.model, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size)
     from sftadapt import budget  # issue 13: over-long prompts become rejects before they reach the engine
     problems, _ = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
                                       budget.solve_checks(engine.tokenizer, cfg.chat))

@@ -1,15 +1,30 @@
-"""Generation/scoring engines behind one two-method protocol (see base.py). Stages never import a backend
-directly: they call `make_engine(...)`, which picks the backend by name."""
+"""Generation/scoring engines behind one contract (`Engine` in base.py). Stages never import a backend
+directly: they call `make_engine(model, cfg.engine, ...)`, which builds the backend their `EngineConfig`
+names. Adding a backend = one module with a `from_config(model, options, **common)` constructor + one row in
+`BACKENDS` (docs/architecture.md)."""
 
-from sftadapt.engines.base import Completion, Engine, Sampling, TokenScores, derive_seed
+from __future__ import annotations
 
-__all__ = ["Completion", "Engine", "Sampling", "TokenScores", "derive_seed", "make_engine"]
+import importlib
+
+from sftadapt.engines.base import Completion, Engine, EngineConfig, Sampling, TokenScores, derive_seed
+
+__all__ = ["BACKENDS", "Completion", "Engine", "EngineConfig", "Sampling", "TokenScores", "derive_seed",
+           "make_engine"]
+
+# backend name -> "module:class"; the class has `from_config(model, options, **common) -> Engine`
+BACKENDS: dict[str, str] = {
+    "hf": "sftadapt.engines.hf:HFEngine",
+}
 
 
-def make_engine(model: str, backend: str = "hf", **kwargs) -> Engine:
-    """Build an engine for `model` (an HF id, a local path, `smollm2-135m` or `tiny-random`)."""
-    if backend == "hf":
-        from sftadapt.engines.hf import HFEngine
+def make_engine(model: str, engine: EngineConfig | str | None = None, **common) -> Engine:
+    """Build an engine for `model` (an HF id, a local path, `smollm2-135m` or `tiny-random`).
 
-        return HFEngine.from_model(model, **kwargs)
-    raise ValueError(f"unknown engine backend '{backend}': choose 'hf' (vllm and openai are not built yet)")
+    `engine` is the stage's `EngineConfig` (or a backend name); `common` are the options every backend takes
+    from the stage (dtype, score_dtype, batch_size)."""
+    cfg = engine if isinstance(engine, EngineConfig) else EngineConfig(backend=engine or "hf")
+    if cfg.backend not in BACKENDS:
+        raise ValueError(f"unknown engine backend '{cfg.backend}': choose one of {', '.join(BACKENDS)}")
+    module, cls = BACKENDS[cfg.backend].split(":")
+    return getattr(importlib.import_module(module), cls).from_config(model, dict(cfg.options), **common)

@@ -1,4 +1,10 @@
-"""The Engine protocol: `generate` (n samples per prompt) and `score` (teacher-forced log-probs).
+"""The whole engine contract: what every stage may use of an engine, and the block that chooses one.
+
+`Engine` is everything a stage touches: `generate` (n samples per prompt), `score` (teacher-forced log-probs),
+`tokenizer` (the HF tokenizer prompts are rendered and measured with), `stats` (token and time counters for
+compute accounting), `precision` (the dtype each call runs in, for provenance) and `close`. A stage config that
+samples or scores carries an `EngineConfig` (`engine:` in YAML, `--set engine.backend=...` on the command line);
+`sftadapt.engines.make_engine` builds the backend it names from the registry in `engines/__init__.py`.
 
 Prompts arrive already rendered (chat template applied once, in prompts.py), so every backend sees the same
 text. Responses are tokenised by `prompts.response_token_ids`, the one function training also uses, so a
@@ -9,7 +15,9 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
+
+from sftadapt.config import option
 
 
 @dataclass
@@ -48,8 +56,28 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+@dataclass
+class EngineConfig:
+    """Which backend runs a stage's generate/score calls, and that backend's own options.
+
+    The model, dtype and batch size stay the stage's own options (`model`, `dtype`, `batch_size`): every
+    backend needs them, and keeping them where they were keeps every existing config valid."""
+
+    backend: str = option("hf", help="hf (transformers in this process); see `sftadapt.engines.BACKENDS` for the others")
+    options: dict = option({}, help="backend-specific options, e.g. base_urls for openai (docs/architecture.md)")
+
+    def validate(self) -> None:
+        from sftadapt.engines import BACKENDS
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"engine.backend '{self.backend}' is not one of {', '.join(BACKENDS)}")
+
+
 class Engine(Protocol):
     name: str  # model id/path, recorded in provenance
+    tokenizer: Any  # HF tokenizer: prompts.py renders and tokenises with it, budget.py measures with it
+    stats: dict[str, float]  # generated_tokens, scored_tokens, generate_seconds, score_seconds
+    precision: dict[str, str]  # {"generate": dtype, "score": dtype, ...} as run
 
     def generate(
         self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None

@@ -95,6 +95,15 @@ class HFEngine:
         # counters for compute accounting and the engine-overhead benchmark
         self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0}
 
+    OPTIONS = ("device", "max_score_tokens", "trust_remote_code")  # what `engine.options` may set for hf
+
+    @classmethod
+    def from_config(cls, spec: str, options: dict, **common) -> "HFEngine":
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise ValueError(f"engine.options {unknown} are not hf options; hf takes {', '.join(cls.OPTIONS)}")
+        return cls.from_model(spec, **common, **options)
+
     @classmethod
     def from_model(cls, spec: str, dtype: str = "auto", device: str | None = None, batch_size: int = 32,
                    max_score_tokens: int = 4096, trust_remote_code: bool = False,
