@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup quickstart test test-fast browser
+.PHONY: setup quickstart test test-fast lint browser
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -23,6 +23,10 @@ test: setup
 
 test-fast: setup
 	$(PY) -m pytest -q
+
+# ruff: lint and format check (configured in pyproject.toml); .ci/run runs it before the tests
+lint: setup
+	$(VENV)/bin/ruff check sftadapt tests benchmarks
 
 # Debian's chromium for the HTML report's browser test (tests/test_report_browser.py), when missing and only as
 # root with apt-get; otherwise that test is skipped with its reason (under CI=true it fails instead).

@@ -24,7 +24,7 @@ import torch
 
 
 def naive_generate(engine, prompts, n, max_new_tokens, seed):
-    from sftadapt import prompts as P
+    from sftadapt.data import prompts as P
 
     tok, model = engine.tokenizer, engine.model
     total = 0
@@ -43,7 +43,7 @@ def naive_generate(engine, prompts, n, max_new_tokens, seed):
 
 
 def naive_score(engine, prompts, responses):
-    from sftadapt import prompts as P
+    from sftadapt.data import prompts as P
 
     tok, model = engine.tokenizer, engine.model
     out = []
@@ -67,9 +67,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=2)
     args = ap.parse_args()
 
-    from sftadapt import prompts as P
+    from sftadapt.data import prompts as P
+    from sftadapt.data.sources import load_benchmark
     from sftadapt.engines import Sampling, make_engine
-    from sftadapt.sources import load_benchmark
 
     engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
     problems = load_benchmark("gsm8k", limit=args.prompts)
@@ -94,7 +94,7 @@ def main() -> None:
     score_prompts = [prompts[i // args.n] for i in range(len(score_texts))]
     sc = {"engine": [], "naive": []}
     max_diff = 0.0
-    for rep in range(3):
+    for _rep in range(3):
         start = time.perf_counter()
         ours = engine.score(score_prompts, score_texts)
         sc["engine"].append(time.perf_counter() - start)

@@ -5,7 +5,7 @@
 
 Why: whether bf16 is fast depends on the CPU. With AMX or AVX512-BF16 torch runs bf16 matmuls natively; on an
 AVX2-only CPU they are emulated (measured 132x slower than fp32 on such a machine). sftadapt's `dtype: auto`
-(sftadapt/precision.py) picks bf16 only where this benchmark would show it pays.
+(sftadapt/runtime/precision.py) picks bf16 only where this benchmark would show it pays.
 
 Arms, each timed in alternating rounds so that load from elsewhere falls on all alike (medians reported):
 - matmul: 1024x1024 @ 1024x1024, GFLOPS;
@@ -62,11 +62,11 @@ def main() -> None:
 
     from transformers import AutoModelForCausalLM
 
-    from sftadapt import prompts as P
+    from sftadapt.data import prompts as P
+    from sftadapt.data.sources import load_benchmark
     from sftadapt.engines.hf import HFEngine
-    from sftadapt.models import load_tokenizer, resolve_model
-    from sftadapt.precision import capability, cpu_model_name
-    from sftadapt.sources import load_benchmark
+    from sftadapt.runtime.models import load_tokenizer, resolve_model
+    from sftadapt.runtime.precision import capability, cpu_model_name
 
     cap = capability()
     print(f"# {datetime.date.today()} · {cpu_model_name()} · torch {torch.__version__} · "

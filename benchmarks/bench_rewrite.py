@@ -1,6 +1,6 @@
 """How much of the rewriting stage's wall time is spent outside the engine (target: overhead <= 15%).
 
-Runs `sftadapt.rewrite.rewrite` (Mind the Gap, default options) on the first N problems of GSM8K train from the
+Runs `sftadapt.adapt.rewrite.rewrite` (Mind the Gap, default options) on the first N problems of GSM8K train from the
 shared data, in a fresh output folder, with an engine and a verifier built beforehand (model loading is timed
 and reported apart: it is not part of the stage). Wall time of the stage is compared with the time inside
 `engine.generate` / `engine.score` (the engine's own counters); the rest is split into verification (timed
@@ -57,8 +57,8 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import torch
 
+    from sftadapt.adapt.rewrite import RewriteConfig, rewrite
     from sftadapt.engines import make_engine
-    from sftadapt.rewrite import RewriteConfig, rewrite
     from sftadapt.verify import Verifier
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_rewrite-"))

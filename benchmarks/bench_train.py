@@ -4,12 +4,12 @@
     python benchmarks/bench_train.py --model tiny-random --steps 4 --rounds 1   # a smoke check in seconds
 
 Each loss trains the same model on the same batches (same seed, same data order) through the real trainer
-(`sftadapt.train.build_trainer`), for `--warmup` + `--steps` optimiser steps; the losses take turns in
+(`sftadapt.train.stage.build_trainer`), for `--warmup` + `--steps` optimiser steps; the losses take turns in
 `--rounds` rounds so that load from other processes on the machine falls on all of them alike. A step's time is
 the wall time between the ends of consecutive optimiser steps (data, forward, loss, backward, optimiser, logging).
 Reported: the median over the measured steps of all rounds, and the ratio of medians to `nll`.
 
-Data: GSM8K train expert solutions from the shared data folder (sftadapt.sources), every other row given
+Data: GSM8K train expert solutions from the shared data folder (sftadapt.data.sources), every other row given
 behaviour log-probs of the right length (random values: the time does not depend on them), so `is` pays for
 both kinds of rows. Run it alone on the machine (2 cores: a second torch job slows both ~10x).
 """
@@ -31,11 +31,11 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sftadapt.models import load_tokenizer  # noqa: E402
-from sftadapt.prompts import response_token_ids  # noqa: E402
-from sftadapt.records import write_records  # noqa: E402
-from sftadapt.train import TrainConfig, build_trainer  # noqa: E402
-from sftadapt.train_data import expert_example  # noqa: E402
+from sftadapt.data.prompts import response_token_ids  # noqa: E402
+from sftadapt.data.records import write_records  # noqa: E402
+from sftadapt.runtime.models import load_tokenizer  # noqa: E402
+from sftadapt.train.data import expert_example  # noqa: E402
+from sftadapt.train.stage import TrainConfig, build_trainer  # noqa: E402
 
 
 class StepTimer(TrainerCallback):
@@ -53,7 +53,7 @@ class StepTimer(TrainerCallback):
 
 
 def make_data(model: str, rows: int, path: Path) -> int:
-    from sftadapt.sources import load_benchmark
+    from sftadapt.data.sources import load_benchmark
 
     tok = load_tokenizer(model)
     gen = torch.Generator().manual_seed(0)

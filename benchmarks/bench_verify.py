@@ -37,7 +37,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))  # run as a script from a checkout without installing
 
 from sftadapt.verify import Verifier, verify_one  # noqa: E402
-from sftadapt.verify_pool import _WARMUP  # noqa: E402
+from sftadapt.verify.pool import _WARMUP  # noqa: E402
 
 _LAST_INTEGER = re.compile(r"\d+(?!.*\d)", re.S)
 

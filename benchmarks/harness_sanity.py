@@ -15,7 +15,7 @@ import json
 import sys
 import time
 
-from sftadapt.evaluate import gold_sanity
+from sftadapt.eval.evaluate import gold_sanity
 from sftadapt.verify import Verifier
 
 THRESHOLD = 0.99

@@ -38,8 +38,8 @@ def seed_dirs(run: Path) -> list[Path]:
 def details(run: Path) -> str:
     seeds = seed_dirs(run)
     stages = sorted({p.parent.name for s in seeds for p in s.glob("*/stage.json")},
-                    key=lambda n: min(((s / n / "stage.json").stat().st_mtime for s in seeds
-                                       if (s / n / "stage.json").exists())))
+                    key=lambda n: min((s / n / "stage.json").stat().st_mtime for s in seeds
+                                       if (s / n / "stage.json").exists()))
     out = ["## Wall time per stage (s)", "", "| stage | " + " | ".join(s.name for s in seeds) + " |",
            "|---|" + "---|" * len(seeds)]
     totals = [0.0] * len(seeds)

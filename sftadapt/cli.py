@@ -42,11 +42,11 @@ def main(online: bool = typer.Option(False, "--online", help="allow hub download
          quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
          version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
                                       help="print the version and exit")) -> None:
-    from sftadapt import offline
+    from sftadapt.runtime import offline
 
     offline.apply(online)  # sets, not setdefault: an inherited HF_HUB_OFFLINE=0 does not open the network
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from sftadapt.models import cache_dir
+    from sftadapt.runtime.models import cache_dir
 
     os.environ.setdefault("HF_DATASETS_CACHE", str(cache_dir() / "hf-datasets"))
     if quiet:
@@ -69,7 +69,48 @@ def progress_on() -> bool:
 
 
 def overrides_help() -> str:
-    return "override any option: --set key=value (repeatable)"
+    return "override any option listed below: --set key=value (repeatable; value read as YAML)"
+
+
+# command -> the config class its --set / --config / YAML options fill (one source of truth for --help and
+# `sftadapt config show`)
+CONFIGS = {
+    "sample": "sftadapt.eval.sample:SampleConfig",
+    "rewrite": "sftadapt.adapt.rewrite:RewriteConfig",
+    "train": "sftadapt.train.stage:TrainConfig",
+    "map train": "sftadapt.adapt.mapper:MapperTrainConfig",
+    "map synthesize": "sftadapt.adapt.mapper:SynthConfig",
+    "eval": "sftadapt.eval.protocol:Protocol",
+    "run": "sftadapt.pipeline:RunConfig",
+}
+
+
+def config_class(command: str):
+    import importlib
+
+    if command not in CONFIGS:
+        fail(f"no config for '{command}': choose one of {', '.join(CONFIGS)}")
+    module, name = CONFIGS[command].split(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _options_command(command: str):
+    """A click command class whose --help ends with every option of `command`'s config (default and help),
+    read from the config dataclass only when help is shown (importing it loads torch)."""
+    from typer.core import TyperCommand
+
+    class WithConfigOptions(TyperCommand):
+        def format_epilog(self, ctx, formatter):
+            from sftadapt.config import option_rows
+
+            super().format_epilog(ctx, formatter)
+            what = "protocol fields" if command == "eval" else "options"
+            with formatter.section(f"All {what} (--set KEY=VALUE" + ("" if command == "eval" else "; YAML: --config FILE")
+                                   + "; resolved: sftadapt config show " + command + ")"):
+                formatter.write_dl([(key, f"{text} [default: {default}]".strip())
+                                    for key, default, text in option_rows(config_class(command))])
+
+    return WithConfigOptions
 
 
 # ---------------------------------------------------------------- data
@@ -111,8 +152,8 @@ def data_convert(
 
 def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_field, id_field, training, rejects,
                       max_row_bytes, strict, force=False) -> None:
-    from sftadapt.records import write_records
-    from sftadapt.sources import FieldMap, SourceError, load_problems, write_rejects
+    from sftadapt.data.records import write_records
+    from sftadapt.data.sources import FieldMap, SourceError, load_problems, write_rejects
 
     fmap = None
     if problem_field:
@@ -120,7 +161,7 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
                         answer_rule="field" if answer_field else "boxed")
     elif answer_field or solution_field or id_field:
         fail("--answer-field/--solution-field/--id-field need --problem-field too")
-    from sftadapt.outdir import OutDirError, check_output_file
+    from sftadapt.runtime.outdir import OutDirError, check_output_file
 
     if max_row_bytes < 1:
         fail(f"--max-row-bytes must be at least 1, got {max_row_bytes}")
@@ -161,26 +202,30 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
 
 
 # ---------------------------------------------------------------- sample
-@app.command()
+@app.command(cls=_options_command("sample"))
 def sample(
-    model: str = typer.Option("smollm2-135m", help="HF id, local folder, smollm2-135m or tiny-random"),
-    data: str = typer.Option("gsm8k", help="file, dataset name (gsm8k, math500, synthetic_id, ...) or hf:id"),
-    out: Path = typer.Option(Path("runs/sample"), help="output folder (resumable)"),
+    model: Optional[str] = typer.Option(None, help="HF id, local folder, smollm2-135m or tiny-random"),
+    data: Optional[str] = typer.Option(None, help="file, dataset name (gsm8k, math500, synthetic_id, ...) or hf:id"),
+    out: Optional[Path] = typer.Option(None, help="output folder (resumable)"),
     limit: Optional[int] = typer.Option(None, help="first N problems"),
-    n: int = typer.Option(1, help="samples per problem"),
-    temperature: float = typer.Option(1.0), top_p: float = typer.Option(1.0),
-    max_new_tokens: int = typer.Option(256), seed: int = typer.Option(0),
-    dtype: str = typer.Option("auto", help="auto (bf16 only where native) | float32 | bfloat16"),
-    batch_size: int = typer.Option(32), data_dir: Optional[Path] = typer.Option(None),
+    n: Optional[int] = typer.Option(None, help="samples per problem"),
+    temperature: Optional[float] = typer.Option(None), top_p: Optional[float] = typer.Option(None),
+    max_new_tokens: Optional[int] = typer.Option(None), seed: Optional[int] = typer.Option(None),
+    dtype: Optional[str] = typer.Option(None, help="auto (bf16 only where native) | float32 | bfloat16"),
+    batch_size: Optional[int] = typer.Option(None), data_dir: Optional[Path] = typer.Option(None),
+    config: Optional[Path] = typer.Option(None, help="YAML file of SampleConfig options"),
+    set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, help="discard shards written with another config"),
 ) -> None:
     """Sample a model on a dataset; write verified Attempts and print the accuracy."""
-    from sftadapt.sample import SampleConfig, sample as run_sample
+    from sftadapt.eval.sample import SampleConfig
+    from sftadapt.eval.sample import sample as run_sample
 
-    cfg = _build(SampleConfig, dict(model=model, data=data, out=str(out), limit=limit, n=n, temperature=temperature,
-                                    top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype,
-                                    batch_size=batch_size, data_dir=str(data_dir) if data_dir else None,
-                                    force=force))
+    given = dict(model=model, data=data, out=str(out) if out else None, limit=limit, n=n, temperature=temperature,
+                 top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, batch_size=batch_size,
+                 data_dir=str(data_dir) if data_dir else None, force=force or None)
+    cfg = _build(SampleConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
+    out = Path(cfg.out)
     summary = _guard(lambda: run_sample(cfg, progress=progress_on()))
     typer.echo(json.dumps(summary, indent=2))
     typer.echo(f"accuracy {summary['accuracy']:.3f} ({summary['verdicts'].get('correct', 0)}/{summary['samples']} "
@@ -202,8 +247,8 @@ def _guard(fn):
     The project's error types (config, model, record, source, store, data, report, output folder, length
     budget) are all ValueErrors or carry a message meant for the user; a stage's own `ValueError` (a config
     value checked late, "no usable problems") is one too. SFTADAPT_DEBUG=1 shows the traceback instead."""
-    from sftadapt.models import ModelError
-    from sftadapt.store import StoreError
+    from sftadapt.data.store import StoreError
+    from sftadapt.runtime.models import ModelError
 
     try:
         return fn()
@@ -218,7 +263,7 @@ def _guard(fn):
 
 
 # ---------------------------------------------------------------- rewrite
-@app.command()
+@app.command(cls=_options_command("rewrite"))
 def rewrite(
     model: Optional[str] = typer.Option(None, help="target model: HF id, local folder, smollm2-135m or tiny-random"),
     data: Optional[str] = typer.Option(None, help="SFT set: file, dataset name (gsm8k_train, ...) or hf:id"),
@@ -235,7 +280,8 @@ def rewrite(
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
 ) -> None:
     """Mind the Gap rewriting (self -> guided -> expert fallback) or a cheap baseline; writes OUT/train.jsonl."""
-    from sftadapt.rewrite import RewriteConfig, rewrite as run_rewrite
+    from sftadapt.adapt.rewrite import RewriteConfig
+    from sftadapt.adapt.rewrite import rewrite as run_rewrite
 
     given = dict(model=model, data=data, out=str(out) if out else None, method=method, k=k,
                  guided_tries=guided_tries, keep=keep, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
@@ -244,7 +290,7 @@ def rewrite(
     summary = _guard(lambda: run_rewrite(cfg, progress=progress_on()))
     typer.echo(f"{summary['rows']} rows -> {Path(cfg.out) / 'train.jsonl'} (summary: {Path(cfg.out) / 'summary.json'})")
 # ---------------------------------------------------------------- train (train.py)
-@app.command("train")
+@app.command("train", cls=_options_command("train"))
 def train_cmd(
     model: Optional[str] = typer.Option(None, help="base model: HF id, local folder, smollm2-135m or tiny-random"),
     data: List[str] = typer.Option([], "--data", help="training file (repeatable): Example JSONL/Parquet from "
@@ -255,15 +301,11 @@ def train_cmd(
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
 ) -> None:
     """Fine-tune a model on (adapted) examples with nll, dft or is; resumes from the last checkpoint in OUT."""
-    from sftadapt.train import TrainConfig, train
-    from sftadapt.train_data import DataError
+    from sftadapt.train.stage import TrainConfig, train
 
     given = dict(model=model, data=list(data) or None, out=str(out) if out else None, loss=loss)
     cfg = _build(TrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
-    try:
-        summary = _guard(lambda: train(cfg))
-    except DataError as err:
-        fail(str(err))
+    summary = _guard(lambda: train(cfg))  # DataError is a ValueError: one line
     typer.echo("\n".join(["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]))
     typer.echo(f"model -> {cfg.out} (log: {summary['log']})")
 
@@ -278,7 +320,7 @@ def _engine_config(backend: str, items: List[str]):
 
 
 # ---------------------------------------------------------------- eval (evaluate.py)
-@app.command("eval")
+@app.command("eval", cls=_options_command("eval"))
 def eval_cmd(
     model: str = typer.Option("smollm2-135m", help="HF id, local folder, smollm2-135m or tiny-random"),
     benchmarks: str = typer.Option("gsm8k,math500", help="comma-separated: gsm8k, math500, aime24, amc23, "
@@ -297,8 +339,8 @@ def eval_cmd(
     force: bool = typer.Option(False, help="set aside shards written with another model/protocol/problem list"),
 ) -> None:
     """Evaluate a model on benchmarks under a protocol: avg@n, pass@k, maj@n with 95% intervals."""
-    from sftadapt.evaluate import evaluate
-    from sftadapt.protocol import load_protocol
+    from sftadapt.eval.evaluate import evaluate
+    from sftadapt.eval.protocol import load_protocol
 
     names = [b.strip() for b in benchmarks.split(",") if b.strip()]
     if limit is not None and limit < 1:
@@ -324,17 +366,14 @@ def report_cmd(
     html: bool = typer.Option(False, "--html", help="also write OUT/report.html: plots and a per-sample browser"),
 ) -> None:
     """Compare evaluated runs side by side (one protocol only), with deltas and plots."""
-    from sftadapt.report import ReportError, report
+    from sftadapt.report.markdown import report
 
     gaps = dict(item.split("=", 1) for item in gap if "=" in item)
     if len(gaps) != len(gap):
         fail("--gap takes NAME=TRAIN_FILE")
-    try:
-        rep = _guard(lambda: report(runs, out, baseline=baseline, metric=metric, gaps=gaps))
-    except ReportError as err:
-        fail(str(err))
+    rep = _guard(lambda: report(runs, out, baseline=baseline, metric=metric, gaps=gaps))  # ReportError: one line
     if html:
-        from sftadapt.report_html import write_report_html
+        from sftadapt.report.html import write_report_html
 
         rep["files"]["html"] = str(write_report_html(rep, out))
     typer.echo((out / "report.md").read_text())
@@ -347,7 +386,7 @@ map_app = typer.Typer(no_args_is_help=True, help="DART: train a mapper with RL, 
 app.add_typer(map_app, name="map")
 
 
-@map_app.command("train")
+@map_app.command("train", cls=_options_command("map train"))
 def map_train(
     target: Optional[str] = typer.Option(None, help="frozen target model whose likelihood is the reward"),
     mapper: Optional[str] = typer.Option(None, help="policy to train (default: a copy of the target)"),
@@ -364,7 +403,7 @@ def map_train(
     set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: grpo.beta=0.001, reward.r_min=-5)"),
 ) -> None:
     """Mapper RL: GRPO with the alignment reward behind the anti-cheating gate; saves the mapper in OUT."""
-    from sftadapt.mapper import MapperTrainConfig, train_mapper
+    from sftadapt.adapt.mapper import MapperTrainConfig, train_mapper
 
     grpo = {k: v for k, v in dict(max_steps=steps, lora=lora, num_generations=num_generations,
                                   max_completion_length=max_completion_length, lr=lr).items() if v is not None}
@@ -378,7 +417,7 @@ def map_train(
     typer.echo(f"mapper -> {cfg.out} (log: {summary['log']}, compute: {Path(cfg.out) / 'compute.json'})")
 
 
-@map_app.command("synthesize")
+@map_app.command("synthesize", cls=_options_command("map synthesize"))
 def map_synthesize(
     mapper: Optional[str] = typer.Option(None, help="trained mapper folder, or 'untrained' (the target itself: the "
                                          "prompted-rewrite baseline)"),
@@ -395,7 +434,7 @@ def map_synthesize(
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
 ) -> None:
     """K rewrites per example, keep the best gate-passing one by r_align, else the expert; writes OUT/train.jsonl."""
-    from sftadapt.mapper import SynthConfig, synthesize
+    from sftadapt.adapt.mapper import SynthConfig, synthesize
 
     given = dict(mapper=mapper, target=target, data=data, out=str(out) if out else None, k=k, temperature=temperature,
                  limit=limit, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, force=force or None)
@@ -406,15 +445,23 @@ def map_synthesize(
 
 
 # ---------------------------------------------------------------- the whole study
-@app.command("run")
+@app.command("run", cls=_options_command("run"))
 def run_cmd(
     config: Path = typer.Argument(..., help="study config (YAML), e.g. configs/quickstart.yaml"),
     set_: List[str] = typer.Option([], "--set", help="override any option: --set eval.limit=100 (repeatable)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="validate every stage's config and list the stages: "
+                                 "cached, would run, or would re-run (with the options that changed); writes nothing"),
 ) -> None:
     """Run the whole study: (warm-up ->) baseline eval -> adapt -> train each arm -> eval -> report."""
     from sftadapt.pipeline import load_run_config, run
 
     cfg = _guard(lambda: load_run_config(config, set_))
+    if dry_run:
+        plan = _guard(lambda: run(cfg, progress=False, dry_run=True))["plan"]
+        rows = [row for stages in plan.values() for row in stages]
+        todo = sum(row["status"] != "cached" for row in rows)
+        typer.echo(f"dry run: {len(rows)} stages, {len(rows) - todo} cached, {todo} to run; nothing was written")
+        return
     _finish_study(_guard(lambda: run(cfg, progress=progress_on())))
 
 
@@ -442,6 +489,32 @@ def _finish_study(study: dict) -> None:
         typer.echo(f"run time: {study['elapsed']}")
 
 
+config_app = typer.Typer(no_args_is_help=True, help="Show the options a command resolves to.")
+app.add_typer(config_app, name="config")
+
+
+@config_app.command("show")
+def config_show(
+    command: str = typer.Argument(..., help="one of: " + ", ".join(CONFIGS) + " (quote the two-word ones)"),
+    config: Optional[Path] = typer.Option(None, help="YAML file of the command's options (eval: a protocol name "
+                                          "or YAML file)"),
+    set_: List[str] = typer.Option([], "--set", help="override an option: --set key=value (repeatable)"),
+) -> None:
+    """Print the config COMMAND would run with (defaults <- --config file <- --set), as YAML, after validation."""
+    import dataclasses
+
+    import yaml
+
+    cls = config_class(command)
+    if command == "eval":
+        from sftadapt.eval.protocol import load_protocol
+
+        cfg = _guard(lambda: load_protocol(str(config) if config else "quick", set_))
+    else:
+        cfg = _build(cls, {}, set_, config)
+    typer.echo(yaml.safe_dump(json.loads(json.dumps(dataclasses.asdict(cfg), default=str)), sort_keys=False).rstrip())
+
+
 @app.command("env")
 def env_cmd() -> None:
     """What sftadapt sees here: versions, CPU capability, CUDA, the resolved dtype policy, caches, data folder."""
@@ -449,8 +522,8 @@ def env_cmd() -> None:
     import platform
 
     from sftadapt import __version__
-    from sftadapt.models import cache_dir
-    from sftadapt.precision import capability, cpu_model_name, resolve_dtype
+    from sftadapt.runtime.models import cache_dir
+    from sftadapt.runtime.precision import capability, cpu_model_name, resolve_dtype
 
     lines = [f"sftadapt {__version__}", f"python {platform.python_version()} ({sys.executable})"]
     for pkg in ("torch", "transformers", "trl", "peft", "accelerate", "datasets", "math-verify", "vllm"):
@@ -467,7 +540,7 @@ def env_cmd() -> None:
               f"cache (SFTADAPT_CACHE): {cache_dir()}", f"HF_HOME: {os.environ.get('HF_HOME', '(default)')}",
               f"hub: {'offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else 'online'}"]
     try:
-        from sftadapt.sources import find_data_dir
+        from sftadapt.data.sources import find_data_dir
 
         lines.append(f"data folder: {find_data_dir()}")
     except Exception as err:  # noqa: BLE001 - reported, not raised: env is a diagnosis

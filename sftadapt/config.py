@@ -191,6 +191,21 @@ def check_values(cfg: Any, where: str = "config") -> None:
             raise ConfigError(f"{where}: option '{f.name}' = {value}: must be {op} {bound:g}")
 
 
+def check_passthrough(values: dict[str, Any], cls: type, what: str, ours: dict[str, str] | None = None) -> None:
+    """Keys of a pass-through dict (`trainer_args`, `trl_args`) must be fields of the library's argument class
+    `cls`; a misspelling is refused with the closest field, and a field we already expose names our option."""
+    import difflib
+
+    fields = {f.name for f in dataclasses.fields(cls)}
+    for key in values:
+        if key in (ours or {}):
+            raise ValueError(f"{what}.{key}: set it with our option '{ours[key]}' instead")
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            raise ValueError(f"{what}.{key} is not a {cls.__name__} field"
+                             + (f" (did you mean '{close[0]}'?)" if close else ""))
+
+
 def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
     node = values
     parts = key.split(".")
@@ -224,11 +239,21 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def help_table(cls: type) -> str:
-    """Markdown table of a config's options (used by docs and `--help` epilogs)."""
-    rows = ["| option | default | meaning |", "|---|---|---|"]
+def option_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
+    """(dotted key, default, help) of every option of a config class, nested sections flattened
+    (`grpo.beta`): what `--help` lists and `sftadapt config show` resolves, from the one declaration."""
+    rows = []
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
-        default = f.default if f.default is not dataclasses.MISSING else (
-            f.default_factory() if f.default_factory is not dataclasses.MISSING else "(required)")
-        rows.append(f"| `{f.name}` | `{default}` | {f.metadata.get('help', '')} |")
-    return "\n".join(rows)
+        key = prefix + f.name
+        if dataclasses.is_dataclass(hints.get(f.name)):
+            rows.extend(option_rows(hints[f.name], key + "."))
+            continue
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "(required)"
+        rows.append((key, json.dumps(default, default=str), f.metadata.get("help", "")))
+    return rows

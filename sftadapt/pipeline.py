@@ -30,22 +30,16 @@ import json
 import os
 import shutil
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from sftadapt.engines.base import EngineConfig
+from sftadapt import arms as arm_table
 from sftadapt.config import ConfigError, build_config, config_hash, load_config, option
-from sftadapt.records import write_json
+from sftadapt.data.records import write_json
+from sftadapt.engines.base import EngineConfig
 
-ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft", "direct_rl")
-ARM_LABELS = {"raw": "raw model", "base": "base", "sft": "SFT", "dft": "DFT", "dr_sft": "DR+SFT",
-              "dr_dft": "DR+DFT", "dr_is": "DR+IS", "dart_sft": "DART+SFT", "pr_sft": "PR+SFT",
-              "direct_rl": "GRPO (direct RL)"}
-# arm -> (training data source, loss)
-TRAINED_ARMS = {"sft": ("expert", "nll"), "dft": ("expert", "dft"), "dr_sft": ("rewrite", "nll"),
-                "dr_dft": ("rewrite", "dft"), "dr_is": ("rewrite", "is"), "dart_sft": ("mapper", "nll"),
-                "pr_sft": ("prompted", "nll")}
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
 
@@ -91,7 +85,7 @@ class RunConfig:
     out: str = option("runs/study", help="run folder (one sub-folder per stage)")
     model: str = option("smollm2-135m", help="the model to adapt data for (before any warm-up)")
     seeds: list[int] = option([0], help="one full study per seed (data, sampling, training); reported side by side")
-    arms: list[str] = option(list(ARMS), help="arms to run: " + ", ".join(ARMS))
+    arms: list[str] = option(list(arm_table.ARMS), help="arms to run: " + ", ".join(arm_table.ARMS))
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the SFT set"})
     warmup: WarmupConfig = field(default_factory=WarmupConfig, metadata={"help": "warm-up SFT"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
@@ -108,9 +102,9 @@ class RunConfig:
                                           "`sftadapt clean RUN` frees the rest")
 
     def validate(self) -> None:
-        unknown = [a for a in self.arms if a not in ARMS]
+        unknown = [a for a in self.arms if a not in arm_table.ARMS]
         if unknown:
-            raise ValueError(f"unknown arm(s) {unknown}: choose from {', '.join(ARMS)}")
+            raise ValueError(f"unknown arm(s) {unknown}: choose from {', '.join(arm_table.ARMS)}")
         if "base" not in self.arms:
             raise ValueError("arms must include 'base': every other arm is compared with it")
         if not self.seeds:
@@ -122,11 +116,11 @@ class RunConfig:
 # ---------------------------------------------------------------- stage configs, validated up front
 def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str]) -> dict[str, Any]:
     """Every stage's own config object, built (and so validated) before any work starts."""
-    from sftadapt.direct_rl import DirectRLConfig
-    from sftadapt.mapper import MapperTrainConfig, SynthConfig
-    from sftadapt.protocol import load_protocol
-    from sftadapt.rewrite import RewriteConfig
-    from sftadapt.train import TrainConfig
+    from sftadapt.adapt.mapper import MapperTrainConfig, SynthConfig
+    from sftadapt.adapt.rewrite import RewriteConfig
+    from sftadapt.eval.protocol import load_protocol
+    from sftadapt.rl.direct_rl import DirectRLConfig
+    from sftadapt.train.stage import TrainConfig
 
     def make(cls, where: str, values: dict, fixed: dict) -> Any:
         return build_config(cls, _merge(values, fixed), where)
@@ -150,7 +144,7 @@ def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str])
                           {"model": target, "data": paths["expert"], "out": paths["direct_rl"],
                            "grpo": {"seed": seed, **cfg.direct_rl.get("grpo", {})}}),
     }
-    for arm, (source, loss) in TRAINED_ARMS.items():
+    for arm, (source, loss) in arm_table.TRAINED_ARMS.items():
         out[f"train_{arm}"] = make(TrainConfig, "train", train_base,
                                    {"model": target, "data": [paths[f"{source}_data"]], "loss": loss,
                                     "out": paths[f"train_{arm}"]})
@@ -176,8 +170,11 @@ class Stages:
     time and the run's elapsed time, with a rough ETA from the stages that ran so far."""
 
     def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False,
-                 keep_superseded: int = 1, clock: "_Clock | None" = None):
+                 keep_superseded: int = 1, clock: _Clock | None = None, dry_run: bool = False):
         self.root, self.progress, self.keep_checkpoints = root, progress, keep_checkpoints
+        # dry run: say what each stage would do (cached / run / re-run and why), touch nothing
+        self.dry_run = dry_run
+        self.plan: list[dict[str, Any]] = []
         self.keep_superseded = keep_superseded
         self.clock = clock or _Clock(0)
         self.hashes: dict[str, str] = {}
@@ -195,8 +192,20 @@ class Stages:
         tag = self.clock.next(name)
         if meta and meta.get("hash") == digest and meta.get("status") == "done":
             self.hashes[name], self.results[name] = digest, meta["result"]
+            self.plan.append({"stage": name, "folder": str(folder), "status": "cached"})
             _say(f"{tag} cached")
             return meta["result"]
+        if self.dry_run:
+            if meta is None:
+                status = "would run"
+            elif meta.get("hash") == digest:
+                status = f"would resume (was {meta.get('status')})"
+            else:
+                status = "would re-run: " + ("; ".join(spec_changes(meta.get("spec", {}), spec)) or "inputs changed")
+            self.hashes[name], self.results[name] = digest, {}
+            self.plan.append({"stage": name, "folder": str(folder), "status": status})
+            _say(f"{tag} {status}")
+            return {}
         if meta and meta.get("hash") != digest:
             stamp, n = time.strftime('%Y%m%d-%H%M%S'), 0
             aside = folder.with_name(f"{name}.old-{stamp}")
@@ -293,14 +302,14 @@ def superseded_outputs(run_dir: str | Path) -> list[tuple[Path, int]]:
     return found
 
 
-def planned_stages(cfg: "RunConfig") -> int:
+def planned_stages(cfg: RunConfig) -> int:
     """How many stages one seed of `cfg` runs (for the [k/N] counter)."""
     arms = list(cfg.arms)
-    needs = {TRAINED_ARMS[a][0] for a in arms if a in TRAINED_ARMS}
+    needs = {arm_table.TRAINED_ARMS[a][0] for a in arms if a in arm_table.TRAINED_ARMS}
     warm = cfg.task.kind == "synthetic" and cfg.warmup.enabled
     n = 1 + warm + ("rewrite" in needs) + 2 * ("mapper" in needs) + ("prompted" in needs)
-    n += sum(a in TRAINED_ARMS for a in arms) + ("direct_rl" in arms)
-    n += len([a for a in arms if a in TRAINED_ARMS or a in ("base", "direct_rl")]) + (warm and cfg.eval.raw_model)
+    n += sum(a in arm_table.TRAINED_ARMS for a in arms) + ("direct_rl" in arms)
+    n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a in ("base", "direct_rl")]) + (warm and cfg.eval.raw_model)
     return n
 
 
@@ -327,18 +336,19 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------- one seed
-def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock: _Clock | None = None
-             ) -> dict[str, Any]:
+def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock: _Clock | None = None,
+             dry_run: bool = False) -> dict[str, Any]:
     """The whole graph for one seed in `root`; returns {arm: {eval results, compute, gap}}."""
-    from sftadapt import synthetic
-    from sftadapt.records import write_records
-    from sftadapt.sources import load_dataset_spec
+    from sftadapt.data import synthetic
+    from sftadapt.data.records import write_records
+    from sftadapt.data.sources import load_dataset_spec
 
-    stages = Stages(root, progress, cfg.keep_checkpoints, keep_superseded=cfg.keep_superseded, clock=clock)
+    stages = Stages(root, progress, cfg.keep_checkpoints, keep_superseded=cfg.keep_superseded, clock=clock,
+                    dry_run=dry_run)
     arms = list(cfg.arms)
     paths = {name: str(root / name) for name in
              ("rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup",
-              *[f"train_{a}" for a in TRAINED_ARMS])}
+              *[f"train_{a}" for a in arm_table.TRAINED_ARMS])}
     paths.update(expert=str(root / "data" / "expert.jsonl"), warmup_data=str(root / "data" / "warmup.jsonl"),
                  mapper_model=str(root / "mapper_train"), expert_data=str(root / "data" / "expert.jsonl"),
                  rewrite_data=str(root / "rewrite" / "train.jsonl"), mapper_data=str(root / "mapper" / "train.jsonl"),
@@ -361,7 +371,7 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
                         "generator": getattr(synthetic, "VERSION", "")}, [], make_data)
 
     # ---- warm-up: the target ---------------------------------------------------------------------------------
-    from sftadapt.train import train
+    from sftadapt.train.stage import train
 
     target, target_inputs = cfg.model, ["data"]
     configs = stage_configs(cfg, seed, target, paths)  # validate everything before long work starts
@@ -372,14 +382,14 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
     protocol = configs["protocol"]
 
     # ---- adapt ----------------------------------------------------------------------------------------------
-    needs = {TRAINED_ARMS[a][0] for a in arms if a in TRAINED_ARMS}
+    needs = {arm_table.TRAINED_ARMS[a][0] for a in arms if a in arm_table.TRAINED_ARMS}
     if "rewrite" in needs:
-        from sftadapt.rewrite import rewrite
+        from sftadapt.adapt.rewrite import rewrite
 
         stages.run("rewrite", configs["rewrite"], target_inputs, lambda f: rewrite(configs["rewrite"],
                                                                                    progress=progress))
     if needs & {"mapper", "prompted"}:
-        from sftadapt.mapper import synthesize, train_mapper
+        from sftadapt.adapt.mapper import synthesize, train_mapper
     if "mapper" in needs:
 
         stages.run("mapper_train", configs["mapper_train"], target_inputs,
@@ -393,36 +403,37 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
     # ---- train ----------------------------------------------------------------------------------------------
     models = {"base": target}
     for arm in arms:
-        if arm in TRAINED_ARMS:
-            source = TRAINED_ARMS[arm][0]
+        if arm in arm_table.TRAINED_ARMS:
+            source = arm_table.TRAINED_ARMS[arm][0]
             upstream = {"expert": target_inputs, "rewrite": ["rewrite"], "mapper": ["mapper"],
                         "prompted": ["prompted"]}[source]
             stages.run(f"train_{arm}", configs[f"train_{arm}"], upstream,
                        lambda f, arm=arm: train(configs[f"train_{arm}"]))
             models[arm] = paths[f"train_{arm}"]
     if "direct_rl" in arms:
-        from sftadapt.direct_rl import direct_rl
+        from sftadapt.rl.direct_rl import direct_rl
 
         stages.run("direct_rl", configs["direct_rl"], target_inputs,
                    lambda f: direct_rl(configs["direct_rl"], progress=progress))
         models["direct_rl"] = paths["direct_rl"]
 
     # ---- evaluate ---------------------------------------------------------------------------------------------
-    from sftadapt.evaluate import evaluate
+    from sftadapt.eval.evaluate import evaluate
 
     to_eval = dict(models)
     if "warmup" in configs and cfg.eval.raw_model:
         to_eval = {"raw": cfg.model, **to_eval}
     eval_dtype = study_eval_dtype(cfg.eval.dtype, to_eval.values())
     for arm, model in to_eval.items():
-        upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in TRAINED_ARMS else arm])
+        upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm])
         stages.run(f"eval_{arm}", {"protocol": protocol.record(), "benchmarks": cfg.eval.benchmarks,
                                    "limit": cfg.eval.limit, "dtype": eval_dtype, "model": model,
                                    "engine": dataclasses.asdict(cfg.eval.engine)}, upstream,
                    lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
                                                    dtype=eval_dtype, batch_size=cfg.eval.batch_size,
                                                    engine_config=cfg.eval.engine, progress=progress, print_summary=False))
-    return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders}
+    return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders,
+            "plan": stages.plan}
 
 
 def study_eval_dtype(requested: str, models) -> str:
@@ -431,8 +442,8 @@ def study_eval_dtype(requested: str, models) -> str:
     `auto` is bf16 where the hardware runs it natively, but float32 as soon as one evaluated model carries a
     trained LoRA update (direct RL, LoRA arms): bf16 inference erases most of such an update (models.py,
     `inference_dtype`), and the other arms are then evaluated in float32 beside it."""
-    from sftadapt.models import adapter_of
-    from sftadapt.precision import resolve_dtype
+    from sftadapt.runtime.models import adapter_of
+    from sftadapt.runtime.precision import resolve_dtype
 
     if requested == "auto" and any(adapter_of(str(m)) for m in models):
         return "float32"
@@ -440,12 +451,22 @@ def study_eval_dtype(requested: str, models) -> str:
 
 
 # ---------------------------------------------------------------- the whole run
-def run(cfg: RunConfig, progress: bool = True) -> dict[str, Any]:
-    """Run every seed, then the report; returns the report dict (also written to RUN/report/)."""
-    from sftadapt.study_report import write_study_report
+def run(cfg: RunConfig, progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
+    """Run every seed, then the report; returns the report dict (also written to RUN/report/).
+
+    `dry_run`: every config is built and validated and each stage says whether it is cached, would run or would
+    re-run (and which options changed); nothing is written. Returns {"plan": {seed: [stage rows]}}."""
+    from sftadapt.report.study import write_study_report
 
     root = Path(cfg.out)
-    from sftadapt.outdir import claim  # issue 13: refuse a folder this command did not make
+    if dry_run:
+        clock = _Clock(planned_stages(cfg) * len(cfg.seeds))
+        plan = {}
+        for seed in cfg.seeds:
+            seed_root = root / f"seed-{seed}" if len(cfg.seeds) > 1 else root
+            plan[seed] = run_seed(cfg, seed, seed_root, progress, clock, dry_run=True)["plan"]
+        return {"plan": plan}
+    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
     claim(root, "run", force=getattr(cfg, "force", False))
     write_json(root / "run_config.json", dataclasses.asdict(cfg))
     per_seed = {}

@@ -15,7 +15,7 @@ REPO = Path(__file__).resolve().parent.parent
 
 def shared_data() -> Path | None:
     """The benchmark data folder (../shared/data) or None."""
-    from sftadapt.sources import SourceError, find_data_dir
+    from sftadapt.data.sources import SourceError, find_data_dir
 
     try:
         return find_data_dir()

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sftadapt.records import Attempt, Example, to_dict, write_json, write_records
+from sftadapt.data.records import Attempt, Example, to_dict, write_json, write_records
 
 BENCHMARKS = ("synthetic_id", "synthetic_ood")
 LIMIT = 6  # problems per benchmark
@@ -112,7 +112,7 @@ def _adapted(folder: Path, stage: str, problems, rng: random.Random, hostile_row
 
 
 def _eval(stages: FixtureStages, arm: str, model_dir: Path | None, problems: dict, rng: random.Random) -> None:
-    from sftadapt.evaluate import benchmark_result
+    from sftadapt.eval.evaluate import benchmark_result
 
     folder = _stage(stages, f"eval_{arm}", {"stage_seconds": 2.0})
     results = {"protocol": PROTOCOL, "model": {"spec": str(model_dir or "tiny-random"),
@@ -144,7 +144,7 @@ def _eval(stages: FixtureStages, arm: str, model_dir: Path | None, problems: dic
 def build(root: Path, seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
     """Write the run folder in `root` (one `seed-S/` per seed when there are several, as `run` lays them out) and
     its study report in `root/report`; returns the study dict."""
-    from sftadapt.study_report import write_study_report
+    from sftadapt.report.study import write_study_report
 
     per_seed = {s: build_seed(root / f"seed-{s}" if len(seeds) > 1 else root, s) for s in seeds}
     return write_study_report(FixtureConfig(), per_seed, root / "report")
@@ -152,8 +152,8 @@ def build(root: Path, seeds: tuple[int, ...] = (0,)) -> dict[str, Any]:
 
 def build_seed(root: Path, seed: int) -> dict[str, Any]:
     """One seed's stage folders; returns what `run_seed` returns for the report."""
-    from sftadapt.sources import load_benchmark
-    from sftadapt import synthetic
+    from sftadapt.data import synthetic
+    from sftadapt.data.sources import load_benchmark
 
     rng = random.Random(seed)
     stages = FixtureStages(root)

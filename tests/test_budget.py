@@ -1,17 +1,17 @@
-"""Token budgets (sftadapt/budget.py): over-long prompts and solutions become rejects, the run goes on, and
+"""Token budgets (sftadapt/data/budget.py): over-long prompts and solutions become rejects, the run goes on, and
 max_new_tokens is bounded by the model's context. The tiny model's tokenizer is real (SmolLM2's)."""
 
 import json
 
 import pytest
 
-from sftadapt import budget
-from sftadapt.records import Problem
+from sftadapt.data import budget
+from sftadapt.data.records import Problem
 
 
 @pytest.fixture(scope="module")
 def tok():
-    from sftadapt.models import load_tokenizer
+    from sftadapt.runtime.models import load_tokenizer
 
     return load_tokenizer("tiny-random")
 
@@ -91,9 +91,9 @@ class _WrongVerifier:
 
 
 def test_rewrite_rejects_a_problem_whose_expert_solution_is_too_long_and_goes_on(tmp_path, tiny_engine):
+    from sftadapt.adapt.rewrite import RewriteConfig, rewrite
     from sftadapt.config import load_config
-    from sftadapt.records import Example, read_records
-    from sftadapt.rewrite import RewriteConfig, rewrite
+    from sftadapt.data.records import Example, read_records
 
     big = "1" + "0" * 60_000  # a 60k-digit answer inside the expert solution reaches the guided prompt
     problems = [Problem("ok", "What is 1+1?", "2", "1+1=2"), Problem("big", "What is 10^60000?", big, f"It is {big}.")]

@@ -5,7 +5,7 @@ import json
 from typer.testing import CliRunner
 
 from sftadapt.cli import app
-from sftadapt.records import Attempt, Problem, read_records
+from sftadapt.data.records import Attempt, Problem, read_records
 
 runner = CliRunner()
 
@@ -80,3 +80,30 @@ def test_env_and_version_report_what_was_resolved():
                           env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "torch kernels AVX2" in done.stdout and "dtype auto -> float32" in done.stdout
+
+
+def test_every_command_help_lists_every_config_option_with_its_default():
+    from sftadapt.cli import CONFIGS, config_class
+    from sftadapt.config import option_rows
+
+    for command in CONFIGS:
+        result = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
+        assert result.exit_code == 0, result.output
+        text = " ".join(result.output.split())
+        for key, default, _ in option_rows(config_class(command)):
+            assert f"{key} " in text and f"[default: {' '.join(default.split())}]" in text, (command, key)
+
+
+def test_config_show_resolves_file_then_set(tmp_path):
+    import yaml
+
+    path = tmp_path / "r.yaml"
+    path.write_text("k: 8\nengine: {backend: hf}\n")
+    result = runner.invoke(app, ["config", "show", "rewrite", "--config", str(path), "--set", "guided_tries=2"])
+    assert result.exit_code == 0, result.output
+    shown = yaml.safe_load(result.output)
+    assert shown["k"] == 8 and shown["guided_tries"] == 2 and shown["engine"] == {"backend": "hf", "options": {}}
+    assert shown["max_new_tokens"] == 512  # the default, resolved
+    bad = runner.invoke(app, ["config", "show", "map train", "--set", "grpo.betaa=0.1"])
+    assert bad.exit_code == 2 and "did you mean 'beta'" in bad.output
+    assert yaml.safe_load(runner.invoke(app, ["config", "show", "eval", "--set", "max_new_tokens=64"]).output)["max_new_tokens"] == 64

@@ -3,10 +3,10 @@
 import pytest
 from typer.testing import CliRunner
 
+from sftadapt.adapt.rewrite import RewriteConfig
 from sftadapt.cli import app
 from sftadapt.config import ConfigError, load_config, read_yaml
-from sftadapt.rewrite import RewriteConfig
-from sftadapt.sample import SampleConfig
+from sftadapt.eval.sample import SampleConfig
 
 runner = CliRunner()
 
@@ -72,3 +72,19 @@ def test_eval_options_outside_any_config_are_checked_too(tmp_path):
                           (["--verify-timeout", "nan"], "--verify-timeout = nan")):
         result = runner.invoke(app, ["eval", "--model", "tiny-random", "--out", str(tmp_path / "e"), *args])
         assert result.exit_code == 2 and message in result.output, result.output
+
+
+def test_library_arguments_pass_through_by_name_and_misspellings_are_refused():
+    from sftadapt.config import ConfigError, load_config
+    from sftadapt.train.stage import TrainConfig, _training_args
+
+    cfg = load_config(TrainConfig, None, ["trainer_args.optim=adafactor", "out=/tmp/x"])
+    assert _training_args(cfg).optim.value == "adafactor"  # any TrainingArguments field reaches the trainer
+    with pytest.raises(ConfigError, match="did you mean 'optim'"):
+        load_config(TrainConfig, None, ["trainer_args.optimm=adafactor"])
+    with pytest.raises(ConfigError, match="our option 'lr'"):  # a field we expose is set through our option
+        load_config(TrainConfig, None, ["trainer_args.learning_rate=0.1"])
+    from sftadapt.rl.grpo import GRPOOptions
+
+    with pytest.raises(ConfigError, match="trl_args.vllm_mod is not a GRPOConfig field"):
+        load_config(GRPOOptions, None, ["trl_args.vllm_mod=server"])

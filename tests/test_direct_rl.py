@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from sftadapt.direct_rl import RL_LOG_KEYS, CorrectnessReward, DirectRLConfig, direct_rl
-from sftadapt.grpo import GRPOOptions, read_rl_log
-from sftadapt.records import Problem, write_records
+from sftadapt.data.records import Problem, write_records
+from sftadapt.rl.direct_rl import RL_LOG_KEYS, CorrectnessReward, DirectRLConfig, direct_rl
+from sftadapt.rl.grpo import GRPOOptions, read_rl_log
 from sftadapt.verify import Verdict
 
 

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sftadapt import prompts as P
+from sftadapt.data import prompts as P
 from sftadapt.engines import Sampling
 from sftadapt.engines.hf import HFEngine, _top_p_filter
 

@@ -2,19 +2,19 @@
 recording and refusal to mix, and one pass through the real HF engine on the tiny random model."""
 
 import json
-import re
 
 import pytest
+from fakes import BoxedVerifier, FakeTokenizer
 
+from sftadapt.data.records import VERDICTS, Attempt, Problem, read_records
+from sftadapt.data.store import StoreError
 from sftadapt.engines.base import Completion
-from sftadapt.evaluate import apply_answer_format, evaluate, group_attempts, sample_seeds
-from sftadapt.metrics import majority_vote
-from sftadapt.protocol import PROTOCOLS, Protocol, load_protocol
-from sftadapt.records import VERDICTS, Attempt, Problem, read_records
-from sftadapt.store import StoreError
+from sftadapt.eval.evaluate import apply_answer_format, evaluate, group_attempts, sample_seeds
+from sftadapt.eval.metrics import majority_vote
+from sftadapt.eval.protocol import PROTOCOLS, Protocol, load_protocol
 
 
-class ScriptedEngine:
+class SeedAnswerEngine:
     """Answers `\\boxed{seed % 3}`, so which samples are right is a pure function of the seeds."""
 
     name = "scripted"
@@ -34,35 +34,12 @@ class ScriptedEngine:
         pass
 
 
-class Verdict:
-    def __init__(self, verdict, extracted, rule):
-        self.verdict, self.extracted, self.rule = verdict, extracted, rule
-
-
-class BoxedVerifier:
-    """String equality on the boxed answer: enough to pin the loop's bookkeeping exactly."""
-
-    def verify_many(self, golds, texts):
-        out = []
-        for gold, text in zip(golds, texts):
-            m = re.search(r"\\boxed\{(.*)\}", text)
-            if m is None:
-                out.append(Verdict("no_answer", None, None))
-            else:
-                out.append(Verdict("correct" if m.group(1) == gold else "wrong", m.group(1), "boxed"))
-        return out
-
-
-class FakeTokenizer:
-    chat_template = None
-
-
 PROBLEMS = [Problem(id=f"p{i}", problem=f"What is {i} mod 3?", answer=str(i % 3)) for i in range(7)]
 
 
 def run(tmp_path, protocol, engine=None, out="run", batch_size=8, **kw):
     """7 problems x n=4 in shards of 2 problems (8 samples): 4 shards, one generate call each at batch 8."""
-    engine = engine or ScriptedEngine()
+    engine = engine or SeedAnswerEngine()
     engine.tokenizer = FakeTokenizer()
     return evaluate("scripted-model", {"toy": PROBLEMS}, protocol, tmp_path / out, engine=engine,
                     verifier=BoxedVerifier(), shard_problems=2, batch_size=batch_size, progress=False,
@@ -109,11 +86,11 @@ def test_results_match_the_scripted_answers(tmp_path):
 def test_killed_eval_resumes_without_loss_or_duplicates(tmp_path):
     protocol = proto()
     whole = run(tmp_path, protocol, out="whole")
-    killed = ScriptedEngine(fail_after=2)  # dies while generating the third of four shards
+    killed = SeedAnswerEngine(fail_after=2)  # dies while generating the third of four shards
     with pytest.raises(KeyboardInterrupt):
         run(tmp_path, protocol, engine=killed, out="resumed")
     assert not (tmp_path / "resumed" / "results.json").exists()
-    again = ScriptedEngine()
+    again = SeedAnswerEngine()
     resumed = run(tmp_path, protocol, engine=again, out="resumed")
     assert again.calls == 2  # only the two missing shards were generated
     a = read_records(tmp_path / "whole" / "toy" / "attempts.jsonl", Attempt)
@@ -122,13 +99,13 @@ def test_killed_eval_resumes_without_loss_or_duplicates(tmp_path):
     assert [key(x) for x in a] == [key(x) for x in b]
     assert resumed["benchmarks"]["toy"]["avg@4"] == whole["benchmarks"]["toy"]["avg@4"]
     # Bigger engine batches group shards into fewer calls; what is stored does not change.
-    grouped = ScriptedEngine()
+    grouped = SeedAnswerEngine()
     run(tmp_path, protocol, engine=grouped, out="grouped", batch_size=16)
     assert grouped.calls == 2
     c = read_records(tmp_path / "grouped" / "toy" / "attempts.jsonl", Attempt)
     assert [key(x) for x in c] == [key(x) for x in a]
     # A finished run re-run is a no-op for the engine.
-    idle = ScriptedEngine()
+    idle = SeedAnswerEngine()
     run(tmp_path, protocol, engine=idle, out="resumed")
     assert idle.calls == 0
 
@@ -183,7 +160,7 @@ def test_boxed_strict_and_grouping():
 
 
 def test_tiny_random_model_through_the_hf_engine(tmp_path):
-    pytest.importorskip("sftadapt.verify")
+    pytest.importorskip("sftadapt.verify.extract")
     problems = [Problem(id="a", problem="What is 2 + 3?", answer="5"),
                 Problem(id="b", problem="What is 10 - 4?", answer="6")]
     protocol = load_protocol("quick", ["max_new_tokens=8"])
@@ -199,8 +176,8 @@ def test_tiny_random_model_through_the_hf_engine(tmp_path):
 
 
 def test_gold_sanity_on_real_benchmarks_and_a_planted_error():
-    from sftadapt.evaluate import gold_sanity
-    from sftadapt.sources import SourceError, load_benchmark
+    from sftadapt.data.sources import SourceError, load_benchmark
+    from sftadapt.eval.evaluate import gold_sanity
     from sftadapt.verify import Verifier
 
     try:
@@ -222,7 +199,7 @@ def test_eval_command_on_shared_data_with_the_tiny_model(tmp_path):
     from typer.testing import CliRunner
 
     from sftadapt.cli import app
-    from sftadapt.sources import SourceError, find_data_dir
+    from sftadapt.data.sources import SourceError, find_data_dir
 
     try:
         find_data_dir()
@@ -241,7 +218,7 @@ def test_eval_command_on_shared_data_with_the_tiny_model(tmp_path):
 
 
 def test_shard_groups_are_aligned_to_absolute_positions():
-    from sftadapt.evaluate import _batches
+    from sftadapt.eval.evaluate import _batches
 
     assert _batches([0, 1, 2, 3, 4], shard_samples=16, batch_size=32) == [[0, 1], [2, 3], [4]]
     # Resuming after shard 0 sends shard 1 alone, not with shard 2: the calls match the uninterrupted run's.

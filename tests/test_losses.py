@@ -1,11 +1,11 @@
-"""Closed-form checks of the nll / dft / is losses (sftadapt/losses.py); pure tensors, no model."""
+"""Closed-form checks of the nll / dft / is losses (sftadapt/train/losses.py); pure tensors, no model."""
 
 import math
 
 import pytest
 import torch
 
-from sftadapt.losses import LossStats, sft_loss, summarize, token_logprobs, token_weights
+from sftadapt.train.losses import LossStats, loss_summary, sft_loss, token_logprobs, token_weights
 
 
 def _logits(shape=(3, 5, 7), seed=0):
@@ -63,7 +63,7 @@ def test_is_with_behaviour_equal_to_current_policy_is_nll_with_unit_weights():
     assert loss_is.item() == pytest.approx(loss_nll.item(), abs=1e-12)
     grads = [torch.autograd.grad(x, logits, retain_graph=True)[0] for x in (loss_is, loss_nll)]
     assert torch.allclose(grads[0], grads[1], atol=1e-12)
-    summary = summarize(stats)
+    summary = loss_summary(stats)
     assert summary["weight_mean"] == pytest.approx(1.0) and summary["weight_max"] == pytest.approx(1.0)
     assert summary["clip_frac"] == 0 and summary["ess"] == pytest.approx(9.0)  # 5 + 3 + 1 tokens
 
@@ -93,7 +93,7 @@ def test_is_clipping_bound_and_clipped_fraction():
     assert clipped.tolist() == [[False, False, True, True]]
     loss, stats = sft_loss(logp, mask, "is", behavior_logprobs=behavior, has_behavior=torch.tensor([True]))
     assert torch.isfinite(loss) and loss.item() == pytest.approx(-(13.0 * math.log(0.5)) / 4, rel=1e-6)
-    summary = summarize(stats)
+    summary = loss_summary(stats)
     assert summary["clip_frac"] == 0.5 and summary["weight_max"] == 5.0 and summary["weight_mean"] == 13 / 4
     unclipped, _ = token_weights(logp, mask, "is", behavior, torch.tensor([True]), is_clip=None)
     assert unclipped[0, 2].item() == pytest.approx(50.0, rel=1e-5)
@@ -118,13 +118,13 @@ def test_effective_sample_size_formula():
     stats = LossStats(nll=torch.tensor(0.0), tokens=torch.tensor(4.0), weight_sum=torch.tensor(1.0 + 1 + 2 + 4),
                       weight_sq_sum=torch.tensor(1.0 + 1 + 4 + 16), weight_max=torch.tensor(4.0),
                       clipped=torch.tensor(1.0))
-    summary = summarize(stats)
+    summary = loss_summary(stats)
     assert summary["ess"] == pytest.approx(64 / 22) and summary["ess_frac"] == pytest.approx(64 / 22 / 4)
     logp = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
     behavior = torch.log(torch.tensor([[0.5, 0.5, 0.25, 0.125]]))  # weights 1, 1, 2, 4
     _, real = sft_loss(logp, torch.ones(1, 4, dtype=torch.bool), "is", behavior_logprobs=behavior,
                        has_behavior=torch.tensor([True]))
-    assert summarize(real)["ess"] == pytest.approx(64 / 22, rel=1e-6)
+    assert loss_summary(real)["ess"] == pytest.approx(64 / 22, rel=1e-6)
 
 
 def _step_pieces(loss_type, **kw):
@@ -162,8 +162,8 @@ def test_four_micro_batches_equal_one_batch_of_four(loss_type, kw):
         stats = micro_stats if stats is None else stats + micro_stats
     assert total == pytest.approx(big.item(), abs=1e-6)
     assert torch.allclose(grad, big_grad, atol=1e-6)
-    for key, value in summarize(big_stats).items():
-        assert summarize(stats)[key] == pytest.approx(value, abs=1e-6), key
+    for key, value in loss_summary(big_stats).items():
+        assert loss_summary(stats)[key] == pytest.approx(value, abs=1e-6), key
     # Normalising each micro-batch by its own token count (the accumulation bug) would not match.
     naive = sum(loss_of(slice(i, i + 1), weight_total=weight_total)[0].item() for i in range(4)) / 4
     assert abs(naive - big.item()) > 1e-3

@@ -13,13 +13,13 @@ import math
 import pytest
 import torch
 
-from sftadapt import prompts as P
+from sftadapt.adapt.mapper import RL_LOG_KEYS, MapperTrainConfig, SynthConfig, synthesize, train_mapper
+from sftadapt.adapt.reward import RewardConfig
+from sftadapt.data import prompts as P
+from sftadapt.data.records import Example, Problem, read_records, write_records
+from sftadapt.data.store import StoreError
 from sftadapt.engines.base import Completion
-from sftadapt.grpo import GRPOOptions, read_rl_log
-from sftadapt.mapper import RL_LOG_KEYS, MapperTrainConfig, SynthConfig, synthesize, train_mapper
-from sftadapt.records import Example, Problem, read_records, write_records
-from sftadapt.reward import RewardConfig
-from sftadapt.store import StoreError
+from sftadapt.rl.grpo import GRPOOptions, read_rl_log
 from sftadapt.verify import Verdict, verify_one
 
 PROBLEMS = [
@@ -81,7 +81,7 @@ def _weights(folder):
 
 # ---------------------------------------------------------------- RL
 def test_mapper_rl_smoke_logs_trains_and_resumes(tiny_engine, data_file, tmp_path):
-    from sftadapt.models import resolve_model
+    from sftadapt.runtime.models import resolve_model
 
     out = tmp_path / "mapper"
     grpo = GRPOOptions(max_steps=2, num_generations=2, max_completion_length=16, lr=1e-3, save_steps=2)

@@ -6,9 +6,19 @@ import math
 import numpy as np
 import pytest
 
-from sftadapt.metrics import (
-    ProblemSamples, bootstrap_delta, bootstrap_mean, default_ks, majority_vote, maj_correct, normalize_answer,
-    pass_at_k, per_problem_scores, scores_from_counts, summarize, verdict_counts,
+from sftadapt.eval.metrics import (
+    ProblemSamples,
+    bootstrap_delta,
+    bootstrap_mean,
+    default_ks,
+    maj_correct,
+    majority_vote,
+    normalize_answer,
+    pass_at_k,
+    per_problem_scores,
+    scores_from_counts,
+    summarize_samples,
+    verdict_counts,
 )
 
 
@@ -84,7 +94,7 @@ def test_summarize_values_and_counts():
         ProblemSamples("a", ["correct", "correct", "wrong", "no_answer"], ["1", "1", "2", None]),
         ProblemSamples("b", ["wrong", "timeout", "wrong", "error"], ["3", "4", "3", None]),
     ]
-    out = summarize(samples, n_boot=200)
+    out = summarize_samples(samples, n_boot=200)
     assert out["n"] == 4 and out["n_problems"] == 2 and out["n_samples"] == 8
     assert out["avg@4"]["value"] == pytest.approx((2 / 4 + 0) / 2)
     assert out["pass@1"]["value"] == pytest.approx(0.25)
@@ -97,16 +107,16 @@ def test_summarize_values_and_counts():
 
 def test_summarize_degenerate_cases():
     all_right = [ProblemSamples(str(i), ["correct"] * 3, ["5"] * 3) for i in range(10)]
-    out = summarize(all_right)
+    out = summarize_samples(all_right)
     for key in ("avg@3", "pass@1", "pass@2", "pass@3", "maj@3"):
         assert out[key] == {"value": 1.0, "lo": 1.0, "hi": 1.0}
-    single = summarize([ProblemSamples("x", ["wrong"], ["4"])])
+    single = summarize_samples([ProblemSamples("x", ["wrong"], ["4"])])
     assert single["n"] == 1 and single["avg@1"] == {"value": 0.0, "lo": 0.0, "hi": 0.0}
     assert [k for k in single if k.startswith("pass@")] == ["pass@1"]
     with pytest.raises(ValueError):
-        summarize([ProblemSamples("a", ["correct"], ["1"]), ProblemSamples("b", ["correct"] * 2, ["1"] * 2)])
+        summarize_samples([ProblemSamples("a", ["correct"], ["1"]), ProblemSamples("b", ["correct"] * 2, ["1"] * 2)])
     with pytest.raises(ValueError):
-        summarize([])
+        summarize_samples([])
     with pytest.raises(ValueError):
         verdict_counts([ProblemSamples("a", ["maybe"], ["1"])])
 
@@ -161,7 +171,7 @@ def test_scores_from_counts_match_samples():
 
 
 def test_bootstrap_macro_is_mean_of_group_means():
-    from sftadapt.metrics import bootstrap_macro_delta
+    from sftadapt.eval.metrics import bootstrap_macro_delta
 
     small, large = [1.0, 0.0], [0.0] * 9 + [1.0]  # means 0.5 and 0.1: macro 0.3, not the pooled 2/12
     res = bootstrap_macro_delta([small, large])

@@ -1,4 +1,4 @@
-"""Users' folders (sftadapt/outdir.py and its call sites): a command writes only into folders it made, never
+"""Users' folders (sftadapt/runtime/outdir.py and its call sites): a command writes only into folders it made, never
 deletes or overwrites what it did not write, and a --force set-aside leaves no stale result behind."""
 
 import json
@@ -7,8 +7,8 @@ import pytest
 from typer.testing import CliRunner
 
 from sftadapt.cli import app
-from sftadapt.outdir import MARKER, TRAIN_OUTPUTS, OutDirError, claim, read_owner
-from sftadapt.store import ShardStore
+from sftadapt.data.store import ShardStore
+from sftadapt.runtime.outdir import MARKER, TRAIN_OUTPUTS, OutDirError, claim, read_owner
 
 runner = CliRunner()
 

@@ -5,8 +5,18 @@ from pathlib import Path
 
 import pytest
 
-from sftadapt.pipeline import ARMS, CONFIG_DIR, Stages, load_run_config, planned_stages, run, spec_changes, stage_configs
+from sftadapt import arms as arm_table
+from sftadapt.arms import ARMS, Arm
 from sftadapt.config import ConfigError
+from sftadapt.pipeline import (
+    CONFIG_DIR,
+    Stages,
+    load_run_config,
+    planned_stages,
+    run,
+    spec_changes,
+    stage_configs,
+)
 
 TINY = {
     "name": "tiny", "model": "tiny-random", "seeds": [0],
@@ -63,6 +73,14 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
 
     # change one training option: the trained arms and their evals rerun; data, warm-up and adapt stay cached
     changed = {**TINY, "train": {**TINY["train"], "lr": 1e-4}}
+    # --dry-run first: it says so (naming the option) and writes nothing
+    before = sorted(str(p) for p in root.rglob("*"))
+    plan = run(load_run_config(_yaml(tmp_path, changed)), progress=False, dry_run=True)["plan"][0]
+    status = {row["stage"]: row["status"] for row in plan}
+    assert status["rewrite"] == status["warmup"] == "cached"
+    assert status["train_sft"].startswith("would re-run") and "lr" in status["train_sft"]
+    assert status["eval_sft"].startswith("would re-run")
+    assert sorted(str(p) for p in root.rglob("*")) == before
     ran = set(run(load_run_config(_yaml(tmp_path, changed)), progress=False)["stages_run"][0])
     trained = {f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
     assert ran == trained | {f"eval_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
@@ -70,6 +88,13 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     assert not list(root.glob("*/checkpoint-*"))  # finished stages keep their model, not their checkpoints
     stage = json.loads((root / "rewrite" / "stage.json").read_text())
     assert stage["status"] == "done"
+
+
+def test_dry_run_of_a_new_folder_lists_every_stage_and_creates_nothing(tmp_path):
+    plan = run(load_run_config(_yaml(tmp_path, TINY)), progress=False, dry_run=True)["plan"][0]
+    assert {row["status"] for row in plan} == {"would run"}
+    assert len(plan) == planned_stages(load_run_config(_yaml(tmp_path, TINY)))
+    assert not (tmp_path / "run").exists()
 
 
 def test_config_errors_are_clear(tmp_path):
@@ -133,3 +158,35 @@ def test_clean_lists_then_frees_superseded_outputs(tmp_path):
     assert freed.exit_code == 0 and "freed 1.0 MiB" in freed.output
     assert not (tmp_path / "seed-0" / "train_sft.old-20260101-000000").exists()
     assert (tmp_path / "seed-0" / "train_sft").exists()  # current outputs are never touched
+
+
+def test_an_arm_is_one_row_of_the_table(tmp_path):
+    """Adding an arm that trains an existing source with an existing loss is one row of arms.TABLE: the config
+    accepts it, the planned-stage count, the stage configs, the run, the compute charge and the report label all
+    follow (the diff of this test against the product: one `Arm(...)`, nothing else)."""
+    new = Arm("dr_dft_b", "DR+DFT (b)", "rewrite", "dft")
+    previous = arm_table.set_table((*arm_table.TABLE, new))
+    try:
+        cfg = load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base", "dr_dft_b"]}))
+        # warm-up, rewrite, train the new arm; evaluate raw, base and the new arm; one more for the report
+        assert planned_stages(cfg) == planned_stages(load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base"]}))) + 3
+        paths = {k: str(tmp_path / k) for k in ("expert", "rewrite", "mapper_train", "mapper", "mapper_model",
+                                                 "prompted", "direct_rl", "warmup")}
+        paths.update({f"{s}_data": str(tmp_path / s / "train.jsonl") for s in ("expert", "rewrite", "mapper",
+                                                                             "prompted", "warmup")})
+        paths.update({f"train_{a}": str(tmp_path / f"train_{a}") for a in arm_table.TRAINED_ARMS})
+        configs = stage_configs(cfg, 0, "tiny-random", paths)
+        assert configs["train_dr_dft_b"].loss == "dft"
+        assert configs["train_dr_dft_b"].data == [paths["rewrite_data"]]
+        study = run(cfg, progress=False)
+        by_arm = {a["arm"]: a for a in study["arms"]}
+        assert list(by_arm) == ["raw", "base", "dr_dft_b"]
+        assert by_arm["dr_dft_b"]["label"] == "DR+DFT (b)"
+        assert by_arm["dr_dft_b"]["compute"]["tokens_generated"] > 0  # charged the rewrite stage it trains on
+        assert by_arm["dr_dft_b"]["compute"]["optimizer_steps"] == 2
+        assert by_arm["dr_dft_b"]["gap"] is not None
+        assert "DR+DFT (b)" in Path(study["markdown_path"]).read_text()
+    finally:
+        arm_table.set_table(previous)
+    with pytest.raises(ConfigError, match="unknown arm"):
+        load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base", "dr_dft_b"]}))

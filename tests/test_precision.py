@@ -1,4 +1,4 @@
-"""The precision policy (sftadapt/precision.py) and the two defects it exists to prevent:
+"""The precision policy (sftadapt/runtime/precision.py) and the two defects it exists to prevent:
 a trained LoRA update that the next stage never sees, and importance weights that start away from 1."""
 
 from pathlib import Path
@@ -6,8 +6,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from sftadapt import precision
-from sftadapt.records import Example, write_records
+from sftadapt.data.records import Example, write_records
+from sftadapt.runtime import precision
 
 ROOT = Path(__file__).resolve().parents[1]
 CPU_KINDS = {
@@ -64,15 +64,15 @@ def test_the_real_machine_report_is_consistent():
 def test_unknown_dtype_names_are_refused():
     with pytest.raises(precision.PrecisionError, match="float16x"):
         precision.resolve_dtype("float16x")
-    from sftadapt.train import TrainConfig
+    from sftadapt.train.stage import TrainConfig
 
     with pytest.raises(ValueError, match="weights_dtype"):
         TrainConfig(weights_dtype="auto").validate()
 
 
 def test_training_keeps_fp32_master_weights_unless_pure_bf16_is_asked(monkeypatch):
-    from sftadapt.grpo import GRPOOptions
-    from sftadapt.train import TrainConfig
+    from sftadapt.rl.grpo import GRPOOptions
+    from sftadapt.train.stage import TrainConfig
 
     _as_cpu(monkeypatch, "avx512-bf16")
     assert TrainConfig(loss="nll").precision() == ("bfloat16", "float32")  # autocast over fp32 weights
@@ -102,8 +102,8 @@ def lora_runs(tmp_path_factory):
     at lr 1e-5 (a small update, like the study's mapper and direct RL), in every training precision allowed."""
     from transformers import AutoModelForCausalLM
 
-    from sftadapt.models import load_tokenizer, resolve_model
-    from sftadapt.train import TrainConfig, train
+    from sftadapt.runtime.models import load_tokenizer, resolve_model
+    from sftadapt.train.stage import TrainConfig, train
 
     tmp = tmp_path_factory.mktemp("lora")
     tok = load_tokenizer("tiny-random")
@@ -139,7 +139,7 @@ def test_a_lora_update_moves_the_next_stage_as_it_moved_the_trained_model(lora_r
     from transformers import AutoModelForCausalLM
 
     from sftadapt.engines.hf import HFEngine
-    from sftadapt.models import load_model
+    from sftadapt.runtime.models import load_model
 
     base, runs, ids = lora_runs
     out = runs[(compute, weights)]
@@ -162,16 +162,16 @@ def test_a_lora_update_moves_the_next_stage_as_it_moved_the_trained_model(lora_r
 
 
 def test_rl_stages_save_the_adapter_the_same_way(lora_runs, tmp_path):
-    """grpo._save_merged (mapper RL, direct RL) merges into fp32 and leaves the record the loader reads."""
+    """trainer_io.save_merged (SFT LoRA, mapper RL, direct RL) merges into fp32 and leaves the record the loader reads."""
     from peft import PeftModel
 
-    from sftadapt.grpo import _save_merged
-    from sftadapt.models import adapter_of, inference_dtype, load_model, load_tokenizer
     from sftadapt.pipeline import study_eval_dtype
+    from sftadapt.runtime.models import adapter_of, inference_dtype, load_model, load_tokenizer
+    from sftadapt.runtime.trainer_io import save_merged
 
     base, runs, ids = lora_runs
     adapter = runs[("float32", "float32")] / "adapter"
-    _save_merged(str(base), adapter, tmp_path, load_tokenizer(str(base)))
+    save_merged(str(base), adapter, tmp_path, load_tokenizer(str(base)))
     assert adapter_of(str(tmp_path))["base"] == str(base)
     assert inference_dtype(str(tmp_path), "auto") == "float32"
     assert study_eval_dtype("auto", [str(base), str(tmp_path)]) == "float32"  # every arm beside it too
@@ -195,10 +195,10 @@ def _self_row_weights(tmp_path, sample_dtype: str, score_dtype: str, train_base:
                       record_precision: bool = True) -> torch.Tensor:
     """Step-0 is weights of self rows: behaviour log-probs scored as the rewrite stage scores them, π_θ from
     the trainer's own forward (its precision, its context manager), on the tiny model."""
-    from sftadapt import prompts as P
+    from sftadapt.data import prompts as P
     from sftadapt.engines.hf import HFEngine
-    from sftadapt.losses import token_weights
-    from sftadapt.train import TrainConfig, build_trainer
+    from sftadapt.train.losses import token_weights
+    from sftadapt.train.stage import TrainConfig, build_trainer
 
     engine = HFEngine.from_model("tiny-random", dtype=sample_dtype, score_dtype=score_dtype)
     chat = train_base.get("chat", True)

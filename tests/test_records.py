@@ -2,7 +2,16 @@ import json
 
 import pytest
 
-from sftadapt.records import Attempt, Example, Problem, RecordError, from_dict, read_records, stable_id, write_records
+from sftadapt.data.records import (
+    Attempt,
+    Example,
+    Problem,
+    RecordError,
+    from_dict,
+    read_records,
+    stable_id,
+    write_records,
+)
 
 
 def _example(i: int) -> Example:

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-from sftadapt.evaluate import benchmark_result
-from sftadapt.protocol import load_protocol
-from sftadapt.records import Attempt, Example, write_records
-from sftadapt.report import ReportError, build_report, load_run, report, write_gap
+from sftadapt.data.records import Attempt, Example, write_records
+from sftadapt.eval.evaluate import benchmark_result
+from sftadapt.eval.protocol import load_protocol
+from sftadapt.report.markdown import ReportError, build_report, load_run, report, write_gap
 
 QUICK = load_protocol("quick")
 
@@ -75,7 +75,7 @@ def test_unpaired_when_problem_sets_differ_and_mean_column(tmp_path):
     assert row["mean"]["value"] == pytest.approx((2 / 3 + 1 / 2) / 2)
     assert row["mean"]["delta"]["value"] == pytest.approx((2 / 3 + 1 / 2) / 2 - (1 / 4 + 0) / 2)
     assert row["mean"]["delta"]["paired"] is False
-    from sftadapt.report import to_markdown
+    from sftadapt.report.markdown import to_markdown
 
     md = to_markdown(rep)
     assert "Δ +41.7" in md and "†" in md

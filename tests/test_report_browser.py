@@ -13,9 +13,8 @@ import os
 import shutil
 from pathlib import Path
 
-import pytest
-
 import html_fixture as fx
+import pytest
 
 REPO = Path(__file__).resolve().parent.parent
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -114,7 +113,7 @@ def test_study_page_in_chromium(browser, tmp_path):
     first_id = "syn-test-k13-s1234-00003"
     page.fill("#f-search", first_id)
     assert shown() == len(fx.ARMS) * fx.N
-    from sftadapt.sources import load_benchmark
+    from sftadapt.data.sources import load_benchmark
 
     target = load_benchmark("synthetic_ood", fx.LIMIT)[2]
     words = target.problem[:40].lower()

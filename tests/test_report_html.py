@@ -7,11 +7,11 @@ import re
 from html import escape
 from pathlib import Path
 
+import html_fixture as fx
 import pytest
 
-import html_fixture as fx
-from sftadapt.report_html import ProblemTexts, RunRef, eval_samples, json_for_script
-from sftadapt.svgplot import Point, Series, line_chart, nice_ticks, scatter
+from sftadapt.report.html import ProblemTexts, RunRef, eval_samples, json_for_script
+from sftadapt.report.svgplot import Point, Series, line_chart, nice_ticks, scatter
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +63,7 @@ def test_every_sample_is_there_with_its_problem_and_gold_joined(study_run):
     expected = fx.expected_counts(root)
     assert len(data["samples"]) == expected["total"]
     assert [r["arm"] for r in data["runs"]] == list(fx.ARMS)
-    from sftadapt.sources import load_benchmark
+    from sftadapt.data.sources import load_benchmark
 
     for bench in fx.BENCHMARKS:
         truth = {p.id: [p.problem, p.answer] for p in load_benchmark(bench, fx.LIMIT)}

@@ -9,11 +9,18 @@ import math
 
 import pytest
 
-from sftadapt.engines.base import TokenScores
-from sftadapt.reward import (
-    GATE_REASONS, AlignmentReward, RewardConfig, alignment, diversity, gate_reasons, repeated_ngram_fraction,
-    score_rollouts, summarize_scores,
+from sftadapt.adapt.reward import (
+    GATE_REASONS,
+    AlignmentReward,
+    RewardConfig,
+    alignment,
+    diversity,
+    gate_reasons,
+    repeated_ngram_fraction,
+    score_rollouts,
+    summarize_scores,
 )
+from sftadapt.engines.base import TokenScores
 from sftadapt.verify import verify_one
 
 PROBLEM = ("Ravi has 20 ribbons. He splits his ribbons into 2 equal groups and keeps one group. Later, Leo gives "

@@ -4,22 +4,30 @@ resumed to byte-identical output."""
 
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 
 import pytest
 import torch
+from fakes import END, BoxedVerifier, FakeTokenizer
 
-from sftadapt import prompts as P
+from sftadapt.adapt.policy import (
+    Candidate,
+    candidates_to_score,
+    choose,
+    explain_empty,
+    guided_rejection,
+    ngram_jaccard,
+    reference_mention,
+)
+from sftadapt.adapt.rewrite import KILL_ENV, RewriteConfig, rewrite
 from sftadapt.config import load_config
+from sftadapt.data import prompts as P
+from sftadapt.data.records import Example, Problem, read_records
+from sftadapt.data.store import StoreError
 from sftadapt.engines.base import Completion, TokenScores
-from sftadapt.policy import (Candidate, candidates_to_score, choose, explain_empty, guided_rejection,
-                             ngram_jaccard, reference_mention)
-from sftadapt.records import Example, Problem, read_records
-from sftadapt.rewrite import KILL_ENV, RewriteConfig, rewrite
-from sftadapt.store import StoreError
+from sftadapt.verify import Verdict
 
 
 # ---------------------------------------------------------------- pure policy
@@ -54,14 +62,6 @@ def test_keep_policies_rank_dedup_and_tie_break():
 
 
 # ---------------------------------------------------------------- scripted engine
-END = 99
-
-
-class FakeTokenizer:
-    chat_template = None
-    eos_token_id = END
-
-
 class ScriptedEngine:
     """Texts from `script[(kind, problem_id)][j]`; a response scores `value(text)` per token under the solve
     prompt and 0.25 less under a guided or mapper prompt; tokens are the words plus the end token."""
@@ -109,21 +109,6 @@ class ScriptedEngine:
 
     def close(self):
         pass
-
-
-class V:
-    def __init__(self, verdict, extracted, rule):
-        self.verdict, self.extracted, self.rule = verdict, extracted, rule
-
-
-class BoxedVerifier:
-    def verify_many(self, golds, texts):
-        out = []
-        for gold, text in zip(golds, texts):
-            m = re.findall(r"\\boxed\{([^{}]*)\}", text)
-            out.append(V("no_answer", None, "none") if not m else
-                       V("correct" if m[-1] == gold else "wrong", m[-1], "boxed"))
-        return out
 
 
 PROBLEMS = [
@@ -303,7 +288,7 @@ class StagedVerifier:
 
     def verify_many(self, golds, texts):
         self.calls += 1
-        return [V("correct" if self.calls == 2 else "wrong", "x", "boxed") for _ in texts]
+        return [Verdict("correct" if self.calls == 2 else "wrong", "x", "boxed", 0.0) for _ in texts]
 
 
 def _manual(engine, prompt, response):

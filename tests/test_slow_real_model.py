@@ -10,7 +10,6 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +24,7 @@ def engine():
 
 
 def test_conversion_is_a_plain_trainable_checkpoint(engine):
-    from sftadapt.models import resolve_model
+    from sftadapt.runtime.models import resolve_model
 
     folder = resolve_model("smollm2-135m")
     config = json.loads(open(f"{folder}/config.json").read())
@@ -35,15 +34,19 @@ def test_conversion_is_a_plain_trainable_checkpoint(engine):
 
 
 def test_samples_and_scores_agree_on_the_real_model(engine):
-    from sftadapt import prompts as P
+    from sftadapt.data import prompts as P
     from sftadapt.engines import Sampling
 
     prompt = P.solve_prompt(engine.tokenizer, "Tom has 3 apples and buys 4 more. How many apples does he have?")
-    (outs,) = engine.generate([prompt], Sampling(n=2, temperature=1.0, max_new_tokens=48), seeds=[[1, 2]])
+    (outs,) = engine.generate([prompt], Sampling(n=4, temperature=1.0, max_new_tokens=48), seeds=[[1, 2, 3, 4]])
+    compared = 0
     for c in outs:
         scores = engine.score([prompt], [c.text])[0]
-        if scores.token_ids[:-1] == c.token_ids:  # the text re-tokenises to the sampled ids (the usual case)
-            assert scores.logprobs[:-1] == pytest.approx(c.logprobs, abs=2e-3)
+        # only a text that re-tokenises to the sampled ids can be compared token by token (the usual case)
+        if scores.token_ids[: len(c.token_ids)] == c.token_ids:
+            assert scores.logprobs[: len(c.token_ids)] == pytest.approx(c.logprobs, abs=2e-3)
+            compared += 1
+    assert compared >= 1, "no sample re-tokenised to its own ids: nothing was compared"
     # the model knows the trivial answer better than a wrong one
     right, wrong = engine.score([prompt] * 2, ["3 + 4 = 7. The answer is \\boxed{7}.",
                                                "3 + 4 = 9. The answer is \\boxed{9}."])
@@ -64,13 +67,16 @@ def test_sample_cli_writes_verified_attempts(tmp_path, data_dir):
 
 @pytest.mark.parametrize("loss", ["nll", "is"])
 def test_one_training_step_then_the_model_loads(tmp_path, loss, data_dir):
-    from sftadapt.models import load_model
-    from sftadapt.train import TrainConfig, train
+    from sftadapt.runtime.models import load_model
+    from sftadapt.train.stage import TrainConfig, train
 
     cfg = TrainConfig(model="smollm2-135m", data=[str(data_dir / "gsm8k_train/train.jsonl")], out=str(tmp_path / loss),
                       loss=loss, max_steps=1, batch_size=2, grad_accum=1, max_length=256, save_steps=1000)
     summary = train(cfg)
     assert summary["steps"] == 1 and summary["rows"] > 0
-    model = load_model(str(tmp_path / loss))
-    assert isinstance(next(model.parameters()), torch.Tensor)
+    model = load_model(str(tmp_path / loss), dtype="float32")
+    base = load_model("smollm2-135m", dtype="float32")
+    # the saved folder holds the trained weights: the step moved them away from the base model's
+    moved = max((a - b).abs().max().item() for a, b in zip(model.parameters(), base.parameters()))
+    assert moved > 0
     assert "loss" in (tmp_path / loss / "README.md").read_text().lower()

@@ -2,8 +2,16 @@ import json
 
 import pytest
 
-from sftadapt.sources import (BENCHMARKS, FieldMap, SourceError, detect_format, last_boxed, load_benchmark,
-                              load_dataset_spec, load_problems)
+from sftadapt.data.sources import (
+    BENCHMARKS,
+    FieldMap,
+    SourceError,
+    detect_format,
+    last_boxed,
+    load_benchmark,
+    load_dataset_spec,
+    load_problems,
+)
 
 
 def _write(path, lines: list[bytes]) -> None:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from sftadapt.store import ShardStore, StoreError, run_sharded
+from sftadapt.data.store import ShardStore, StoreError, run_sharded
 
 
 def test_resume_skips_done_shards_and_output_equals_uninterrupted(tmp_path):

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from sftadapt.metrics import bootstrap_macro_delta
-from sftadapt.study_report import pooled_cells, seed_averaged
+from sftadapt.eval.metrics import bootstrap_macro_delta
+from sftadapt.report.study import pooled_cells, seed_averaged
 
 IDS = [f"p{i}" for i in range(40)]
 RNG = np.random.default_rng(3)

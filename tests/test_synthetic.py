@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from sftadapt import synthetic
-from sftadapt.records import Problem, read_records
-from sftadapt.synthetic import benchmark, generate, latex_expression, split_of, warmup_set
+from sftadapt.data import synthetic
+from sftadapt.data.records import Problem, read_records
+from sftadapt.data.synthetic import benchmark, generate, latex_expression, split_of, warmup_set
 
 OPS = {"+": operator.add, "-": operator.sub, "*": operator.mul, "/": Fraction}
 
@@ -86,7 +86,7 @@ def test_prefix_stable_and_ids_encode_split_steps_seed_index():
 
 
 def test_deterministic_across_processes():
-    code = "from sftadapt.synthetic import generate; print(repr([(p.problem, p.solution) for p in generate(20, 5)]))"
+    code = "from sftadapt.data.synthetic import generate; print(repr([(p.problem, p.solution) for p in generate(20, 5)]))"
     outs = []
     for hashseed in ("1", "999"):
         env = dict(os.environ, PYTHONHASHSEED=hashseed)

@@ -10,11 +10,10 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from sftadapt.prompts import prompt_token_ids, response_token_ids, solve_prompt
-from sftadapt.records import Example, write_records
-from sftadapt.train import TrainConfig, read_log, train
-from sftadapt.train_data import (IGNORE_INDEX, Collator, DataError, load_examples, tokenize_example,
-                                 tokenize_examples)
+from sftadapt.data.prompts import prompt_token_ids, response_token_ids, solve_prompt
+from sftadapt.data.records import Example, write_records
+from sftadapt.train.data import IGNORE_INDEX, Collator, DataError, load_examples, tokenize_example, tokenize_examples
+from sftadapt.train.stage import TrainConfig, read_log, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -22,7 +21,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def tok():
-    from sftadapt.models import load_tokenizer
+    from sftadapt.runtime.models import load_tokenizer
 
     return load_tokenizer("tiny-random")
 
@@ -152,9 +151,9 @@ def test_two_ranks_equal_one_rank(tmp_path, tok):
     common = ["--model", "tiny-random", "--data", str(data), "--loss", "is", "--set", "max_steps=1",
               "--set", "resume=false", "--set", "grad_accum=1"]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for name, launcher, batch in (("one", [sys.executable, "-m", "sftadapt.train"], 4),
+    for name, launcher, batch in (("one", [sys.executable, "-m", "sftadapt.train.stage"], 4),
                                   ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                           "-m", "sftadapt.train"], 2)):
+                                           "-m", "sftadapt.train.stage"], 2)):
         done = subprocess.run([*launcher, *common, "--out", str(tmp_path / name), "--set", f"batch_size={batch}"],
                               env=env, capture_output=True, text=True, timeout=300)
         assert done.returncode == 0, done.stderr[-2000:]
@@ -167,8 +166,8 @@ def test_two_ranks_equal_one_rank(tmp_path, tok):
 def test_behaviour_scored_by_the_engine_lines_up_with_the_trained_tokens(tmp_path, tok):
     """Across stages: log-probs from `engine.score` under the solve prompt are the current policy, so the
     first `is` step sees weight 1 on every token and equals `nll`; an off-by-one alignment would not."""
+    from sftadapt.data.prompts import solve_prompt
     from sftadapt.engines import make_engine
-    from sftadapt.prompts import solve_prompt
 
     rows = _examples(tok, 4, behaviour_every=99)
     engine = make_engine("tiny-random", dtype="float32")
@@ -230,7 +229,7 @@ def test_resume_continues_the_same_loss_curve(tmp_path, tok):
         train(TrainConfig(**{**stopped.__dict__, "resume": "auto", "lr": 2e-3}))
 
     # The final folder is a plain model the engines load, with a model card that records the data and loss.
-    from sftadapt.models import load_model
+    from sftadapt.runtime.models import load_model
 
     model = load_model(straight.out, dtype="float32")
     assert model.config.num_hidden_layers == 2
@@ -250,7 +249,7 @@ def test_lora_saves_a_merged_plain_model_and_the_adapter(tmp_path, tok):
     assert (out / "adapter" / "adapter_config.json").exists() and summary["adapter"] == str(out / "adapter")
     from peft import PeftModel
 
-    from sftadapt.models import load_model
+    from sftadapt.runtime.models import load_model
 
     merged, base = load_model(str(out), dtype="float32"), load_model("tiny-random", dtype="float32")
     with_adapter = PeftModel.from_pretrained(load_model("tiny-random", dtype="float32"), str(out / "adapter")).eval()

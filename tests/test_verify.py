@@ -1,4 +1,4 @@
-"""Answer extraction, math-verify equivalence, and the process pool's timeouts (sftadapt/verify.py)."""
+"""Answer extraction, math-verify equivalence, and the process pool's timeouts (sftadapt/verify/extract.py)."""
 
 from __future__ import annotations
 
@@ -232,7 +232,9 @@ def test_pathological_input_is_bounded_and_pool_recovers(fast_verifier, name):
     result = fast_verifier.verify_one("10", PATHOLOGICAL[name])
     elapsed = time.monotonic() - started
     assert result.verdict in ("timeout", "wrong", "no_answer"), result
-    assert elapsed < 2 * fast_verifier.timeout, f"{name} took {elapsed:.2f} s"
+    # bounded by the deadline plus the kill; the slack is for a loaded 2-core machine (measured 2.08 s there),
+    # while an unbounded parse of these inputs runs for minutes
+    assert elapsed < fast_verifier.timeout + 3.0, f"{name} took {elapsed:.2f} s"
     # The next item works, through a restarted worker if this one was killed.
     assert fast_verifier.verify_one("1/2", "\\boxed{0.5}").verdict == "correct"
 

@@ -37,15 +37,14 @@ def test_a_power_of_ten_against_its_100001_written_digits():
 def test_plain_numbers_are_decided_without_math_verify_and_agree_with_it(gold, text, verdict):
     quick = quick_verdict(gold, text)
     assert quick is not None and quick.verdict == verdict
-    from sftadapt.verify import _verify_item
-
-    import sftadapt.verify as V
+    import sftadapt.verify.extract as V
+    from sftadapt.verify import verify_item
 
     # the slow path (math-verify) gives the same verdict when the quick path is switched off
     original = V._fast_numeric
     V._fast_numeric = lambda g, e: None
     try:
-        assert _verify_item(gold, text, 5).verdict == verdict
+        assert verify_item(gold, text, 5).verdict == verdict
     finally:
         V._fast_numeric = original
 

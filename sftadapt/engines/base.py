@@ -14,8 +14,9 @@ score's per-token list lines up with the tokens the trainer will weight.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 from sftadapt.config import option
 

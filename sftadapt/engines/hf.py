@@ -19,11 +19,11 @@ explicit position ids, one forward pass per batch; only the response positions' 
 from __future__ import annotations
 
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 
-from sftadapt import prompts as P
+from sftadapt.data import prompts as P
 from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
 
 
@@ -98,7 +98,7 @@ class HFEngine:
     OPTIONS = ("device", "max_score_tokens", "trust_remote_code")  # what `engine.options` may set for hf
 
     @classmethod
-    def from_config(cls, spec: str, options: dict, **common) -> "HFEngine":
+    def from_config(cls, spec: str, options: dict, **common) -> HFEngine:
         unknown = sorted(set(options) - set(cls.OPTIONS))
         if unknown:
             raise ValueError(f"engine.options {unknown} are not hf options; hf takes {', '.join(cls.OPTIONS)}")
@@ -107,11 +107,11 @@ class HFEngine:
     @classmethod
     def from_model(cls, spec: str, dtype: str = "auto", device: str | None = None, batch_size: int = 32,
                    max_score_tokens: int = 4096, trust_remote_code: bool = False,
-                   score_dtype: str | None = None) -> "HFEngine":
+                   score_dtype: str | None = None) -> HFEngine:
         """`dtype` for sampling and `score_dtype` (default: the same) for scoring, each auto | float32 |
-        bfloat16 as sftadapt.precision resolves it; two precisions keep two copies of the weights."""
-        from sftadapt.models import inference_dtype, load_model, load_tokenizer
-        from sftadapt.precision import describe
+        bfloat16 as sftadapt.runtime.precision resolves it; two precisions keep two copies of the weights."""
+        from sftadapt.runtime.models import inference_dtype, load_model, load_tokenizer
+        from sftadapt.runtime.precision import describe
 
         gen = inference_dtype(spec, dtype, device)
         scoring = inference_dtype(spec, score_dtype or dtype, device)

@@ -76,7 +76,7 @@ def test_data_convert_keeps_the_good_rows_byte_identical(corpus, name, tmp_path)
 
 
 def test_every_row_of_the_mixed_file_is_accounted_for(corpus):
-    from sftadapt.sources import load_problems
+    from sftadapt.data.sources import load_problems
 
     case = corpus["mixed_rows"]
     result = load_problems(case.path)

@@ -1,0 +1,325 @@
+"""DART's reward for the mapper (docs/methods.md): distribution alignment with the target, behind an anti-cheating gate.
+
+For a rewrite ŷ of the expert solution y of problem x:
+
+    reward(ŷ) = r_min                                       if the gate rejects ŷ
+              = r_align(ŷ) + diversity_weight · div(ŷ)       otherwise
+
+- `r_align` (variant `mean`) = mean over ŷ's tokens of log p_target(ŷ_t | QA prompt of x, ŷ_<t): the FROZEN target
+  model scores ŷ as if it had answered the plain solve prompt itself. This is the gap metric of every other stage.
+  Variant `centered` = mean of (log p_t + H_t), H_t the entropy of the target's next-token distribution at t:
+  a repetitive, low-entropy text gets no bonus for being predictable where the target itself is sure.
+- The gate (each reason counted separately; a rollout may fail several) rejects ŷ when:
+  `no_answer` / `wrong_answer` / `unverified` — the final answer is missing, not equivalent to the gold answer, or
+  could not be checked (verifier timeout/error: never a pass, never "wrong"); with `answer_format=boxed_strict`
+  (default, ours) an answer found by any extraction rule but `\boxed{}` counts as missing, because the
+  synthesised text becomes training data and must end in the evaluation format (the mapper prompt asks for it);
+  `min_tokens` — fewer than `min_tokens` tokens (an answer-only output);
+  `length_low` / `length_high` — |ŷ|/|y| (tokens, target tokenizer) outside [min_length_ratio, max_length_ratio];
+  `repetition` — repeated token 4-grams are more than `max_repeat_frac` of all 4-grams (a loop);
+  `near_copy` — character 5-gram Jaccard similarity to y ≥ `copy_jaccard` (the expert text handed back);
+  `mentions_reference` — it names the reference ("reference solution", "the given solution", ...), text that
+  would leak the mapping context into the training data.
+- `div(ŷ)` = 1 − mean character 5-gram Jaccard similarity to the other rollouts of its group (same prompt);
+  off by default (weight 0), as in "Patch the Distribution Mismatch" (arXiv 2602.11220).
+
+Everything here is pure: `gate_reasons`, `alignment`, `diversity` and `score_rollouts` take texts, token ids,
+verdicts and target scores and return numbers. `AlignmentReward` is the TRL/open-r1 shaped callable
+(`f(completions, **columns) -> list[float]`) that gets verdicts and target scores from injected functions (a
+`Verifier` and `Engine.score` in production, fakes in tests), so it does no I/O of its own. Only rollouts that
+pass the gate are scored by the target: a gated rollout's reward is r_min whatever the target thinks of it.
+
+Under GRPO the advantage of a rollout is its reward minus the mean of its group (divided by the group std with
+`scale_rewards="group"`), so any per-prompt offset — e.g. using r_align(ŷ) − r_align(y) instead of r_align(ŷ) —
+cancels within a group; only differences between rewrites of the same problem teach the mapper. The fixed r_min,
+on the other hand, is not an offset: how far below the group's passing rewards it sits sets how strongly failing
+the gate is punished relative to alignment differences.
+
+The near-copy similarity and the reference-mention check are the rewrite stage's (sftadapt/adapt/policy.py), so both
+methods mean the same thing by "copy" and "mention".
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# The rewrite stage's near-copy and reference-mention checks (character n-grams, whitespace collapsed, case
+# folded): one definition of "copy" and "mention" for both methods.
+from sftadapt.adapt.policy import char_ngrams, ngram_jaccard, reference_mention
+from sftadapt.config import option
+
+GATE_REASONS = ("no_answer", "wrong_answer", "unverified", "min_tokens", "length_low", "length_high",
+                "repetition", "near_copy", "mentions_reference")
+VARIANTS = ("mean", "centered")
+GATE_ANSWER_FORMATS = ("boxed_strict", "any")
+# the two phrases of our reconstruction (docs/methods.md), then (ours) the MAPPER prompt's own words for the text it rewrites.
+REFERENCE_PHRASES = ["reference solution", "the given solution", "the solution below", "the original solution",
+                     "rewritten solution"]
+
+
+@dataclass
+class RewardConfig:
+    variant: str = option("mean", help="r_align: mean (mean token log-prob under the target) | centered "
+                                       "(mean of log-prob + entropy of the target's next-token distribution)")
+    r_min: float = option(-10.0, help="reward of a rollout the anti-cheating gate rejects")
+    answer_format: str = option("boxed_strict", help="boxed_strict: the final answer must be in \\boxed{} | any: "
+                                                     "whatever rule the verifier's extraction used")
+    min_tokens: int = option(8, help="gate: fewer response tokens than this fail (answer-only outputs)")
+    min_length_ratio: float = option(0.3, help="gate: |rewrite|/|expert| in tokens below this fails")
+    max_length_ratio: float = option(2.0, help="gate: |rewrite|/|expert| in tokens above this fails")
+    repeat_ngram: int = option(4, help="gate: token n-gram size of the repetition check")
+    max_repeat_frac: float = option(0.2, help="gate: fail when repeated n-grams exceed this fraction of all n-grams")
+    copy_check: bool = option(True, help="gate: reject near-copies of the expert solution")
+    copy_ngram: int = option(5, help="gate: character n-gram size of the near-copy similarity")
+    copy_jaccard: float = option(0.9, help="gate: near-copy when the n-gram Jaccard similarity reaches this")
+    reference_phrases: list[str] = option(REFERENCE_PHRASES, help="gate: case-insensitive phrases that name the "
+                                                                  "reference (the mapping context) and fail")
+    diversity_weight: float = option(0.0, help="weight of 1 - mean similarity to the group's other rollouts "
+                                               "(added to passing rollouts only; 0 = off)")
+
+    def validate(self) -> None:
+        if self.variant not in VARIANTS:
+            raise ValueError(f"variant = '{self.variant}': choose one of {', '.join(VARIANTS)}")
+        if self.answer_format not in GATE_ANSWER_FORMATS:
+            raise ValueError(f"answer_format = '{self.answer_format}': choose one of {', '.join(GATE_ANSWER_FORMATS)}")
+        if not 0 <= self.min_length_ratio <= self.max_length_ratio:
+            raise ValueError(f"length ratio bounds [{self.min_length_ratio}, {self.max_length_ratio}]: "
+                             "need 0 <= min_length_ratio <= max_length_ratio")
+        if self.repeat_ngram < 1 or self.copy_ngram < 1:
+            raise ValueError("repeat_ngram and copy_ngram must be >= 1")
+        if not 0 <= self.max_repeat_frac <= 1 or not 0 <= self.copy_jaccard <= 1:
+            raise ValueError("max_repeat_frac and copy_jaccard are fractions in [0, 1]")
+        if self.diversity_weight < 0:
+            raise ValueError(f"diversity_weight = {self.diversity_weight}: must be >= 0")
+
+
+# ---------------------------------------------------------------- text helpers (pure)
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a | b else 1.0
+
+
+def repeated_ngram_fraction(tokens: Sequence[Any], n: int = 4) -> float:
+    """1 − distinct/total over the token n-grams: 0 when no n-gram repeats, → 1 for a loop."""
+    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
+
+
+# ---------------------------------------------------------------- gate, alignment, diversity (pure)
+def answer_verdict(verdict: str, rule: str | None, answer_format: str) -> str:
+    """The verdict the gate uses: under `boxed_strict` an answer not extracted from `\\boxed{}` is `no_answer`
+    (the same rule as the evaluation protocol's `boxed_strict`); `rule=None` means "not known", no check."""
+    if answer_format == "boxed_strict" and rule is not None and verdict in ("correct", "wrong") and rule != "boxed":
+        return "no_answer"
+    return verdict
+
+
+def gate_reasons(text: str, tokens: Sequence[int], reference: str, reference_tokens: int, verdict: str,
+                 cfg: RewardConfig, rule: str | None = None) -> list[str]:
+    """Every gate rule `text` fails (empty = it passes). `tokens`: its token ids under the target tokenizer
+    (no end token); `reference_tokens`: the expert solution's token count; `verdict`/`rule`: the verifier's
+    verdict and the extraction rule that found the answer."""
+    reasons = []
+    verdict = answer_verdict(verdict, rule, cfg.answer_format)
+    if verdict != "correct":
+        reasons.append({"no_answer": "no_answer", "wrong": "wrong_answer"}.get(verdict, "unverified"))
+    if len(tokens) < cfg.min_tokens:
+        reasons.append("min_tokens")
+    ratio = length_ratio(len(tokens), reference_tokens)
+    if ratio < cfg.min_length_ratio:
+        reasons.append("length_low")
+    if ratio > cfg.max_length_ratio:
+        reasons.append("length_high")
+    if repeated_ngram_fraction(tokens, cfg.repeat_ngram) > cfg.max_repeat_frac:
+        reasons.append("repetition")
+    if cfg.copy_check and ngram_jaccard(text, reference, cfg.copy_ngram) >= cfg.copy_jaccard:
+        reasons.append("near_copy")
+    if reference_mention(text, cfg.reference_phrases):
+        reasons.append("mentions_reference")
+    return reasons
+
+
+def length_ratio(n_tokens: int, reference_tokens: int) -> float:
+    return n_tokens / reference_tokens if reference_tokens > 0 else math.inf
+
+
+def alignment(logprobs: Sequence[float], entropies: Sequence[float] | None = None, variant: str = "mean") -> float:
+    """r_align: mean token log-prob (`mean`) or mean of log-prob + entropy (`centered`)."""
+    if not logprobs:
+        return -math.inf
+    if variant == "mean":
+        return sum(logprobs) / len(logprobs)
+    if variant == "centered":
+        if entropies is None or len(entropies) != len(logprobs):
+            raise ValueError("the centered variant needs one entropy per token (score with entropy=True)")
+        return sum(lp + h for lp, h in zip(logprobs, entropies)) / len(logprobs)
+    raise ValueError(f"unknown r_align variant '{variant}': choose one of {', '.join(VARIANTS)}")
+
+
+def diversity(texts: Sequence[str], groups: Sequence[Any], n: int = 5) -> list[float]:
+    """1 − mean n-gram Jaccard similarity of each text to the other texts of its group (0 for a group of one)."""
+    grams = [char_ngrams(t, n) for t in texts]
+    out = []
+    for i, key in enumerate(groups):
+        others = [j for j, k in enumerate(groups) if k == key and j != i]
+        out.append(1.0 - sum(jaccard(grams[i], grams[j]) for j in others) / len(others) if others else 0.0)
+    return out
+
+
+@dataclass
+class RolloutScore:
+    """Everything the reward decided about one rollout."""
+
+    reward: float
+    passed: bool
+    reasons: list[str]
+    n_tokens: int
+    length_ratio: float
+    verdict: str
+    r_align: float | None = None  # only computed for rollouts that pass the gate
+    diversity: float | None = None
+    target_logprobs: list[float] | None = None  # per token of the response (end token included)
+
+    def record(self) -> dict[str, Any]:
+        """The JSON-able summary kept with an attempt (no per-token lists)."""
+        ratio = self.length_ratio if math.isfinite(self.length_ratio) else None
+        return {"passed": self.passed, "gate_reasons": self.reasons, "reward": self.reward, "r_align": self.r_align,
+                "n_tokens": self.n_tokens, "length_ratio": ratio, "diversity": self.diversity}
+
+
+def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], references: Sequence[str],
+                   reference_tokens: Sequence[int], verdicts: Sequence[str], target_scores: Sequence[Any],
+                   cfg: RewardConfig, groups: Sequence[Any] | None = None,
+                   rules: Sequence[str | None] | None = None) -> list[RolloutScore]:
+    """Rewards of a batch of rollouts. `target_scores[i]` is the target's `TokenScores` of text i (needed, and
+    only read, for rollouts that pass the gate; None elsewhere); `groups[i]` names the group for diversity;
+    `rules[i]` is the extraction rule behind verdict i (None: unknown)."""
+    rules = rules if rules is not None else [None] * len(texts)
+    reasons = [gate_reasons(t, tok, ref, n_ref, v, cfg, rule)
+               for t, tok, ref, n_ref, v, rule in zip(texts, tokens, references, reference_tokens, verdicts, rules)]
+    div = diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram) \
+        if cfg.diversity_weight > 0 else [None] * len(texts)
+    out = []
+    for i in range(len(texts)):
+        ratio = length_ratio(len(tokens[i]), reference_tokens[i])
+        score = RolloutScore(reward=cfg.r_min, passed=not reasons[i], reasons=reasons[i], n_tokens=len(tokens[i]),
+                             length_ratio=ratio, verdict=verdicts[i], diversity=div[i])
+        if score.passed:
+            ts = target_scores[i]
+            if ts is None:
+                raise ValueError(f"rollout {i} passed the gate but has no target scores")
+            score.r_align = alignment(ts.logprobs, ts.entropies, cfg.variant)
+            score.target_logprobs = list(ts.logprobs)
+            score.reward = score.r_align + cfg.diversity_weight * (div[i] or 0.0)
+        out.append(score)
+    return out
+
+
+def summarize_scores(scores: Sequence[RolloutScore]) -> dict[str, float | None]:
+    """Per-batch statistics logged every step: pass rate, each failure reason's rate, mean r_align of passing
+    rollouts (None if none passed), mean length ratio (finite ratios only)."""
+    n = len(scores)
+    passing = [s.r_align for s in scores if s.passed and s.r_align is not None]
+    ratios = [s.length_ratio for s in scores if math.isfinite(s.length_ratio)]
+    stats: dict[str, float | None] = {
+        "gate_pass_rate": sum(s.passed for s in scores) / n if n else None,
+        "r_align_pass_mean": sum(passing) / len(passing) if passing else None,
+        "length_ratio_mean": sum(ratios) / len(ratios) if ratios else None,
+        "reward_mean": sum(s.reward for s in scores) / n if n else None,
+    }
+    for reason in GATE_REASONS:
+        stats[f"fail_{reason}"] = sum(reason in s.reasons for s in scores) / n if n else None
+    return stats
+
+
+# ---------------------------------------------------------------- the TRL reward function
+@dataclass
+class RewardCounters:
+    """Compute spent inside the reward: rollouts seen, their tokens, target tokens scored, verifier calls."""
+
+    calls: int = 0
+    rollouts: int = 0
+    rollout_tokens: int = 0  # generated by the policy (the reward sees every rollout once)
+    scored_tokens: int = 0  # teacher-forced through the target (passing rollouts only)
+    verified: int = 0
+
+    def as_dict(self) -> dict[str, int]:
+        return {"calls": self.calls, "rollouts": self.rollouts, "rollout_tokens": self.rollout_tokens,
+                "scored_tokens": self.scored_tokens, "verified": self.verified}
+
+
+@dataclass
+class AlignmentReward:
+    """DART's reward as a TRL `GRPOTrainer` reward function.
+
+    Injected (so the reward itself stays free of models and processes):
+    - `score(prompts, responses, entropy) -> list[TokenScores]`: the frozen target's `Engine.score`;
+    - `verify(golds, texts) -> list[Verdict]`: objects with `.verdict` (correct | wrong | no_answer | timeout |
+      error) and `.rule` (the extraction rule), e.g. `Verifier.verify_many`;
+    - `tokenize(text) -> list[int]`: the target tokenizer's ids of a response without the end token;
+    - `qa_prompt(problem) -> str`: the rendered plain solve prompt the target scores under.
+    The dataset columns it reads: `problem`, `answer` (gold) and `solution` (the expert y, as the mapper saw it).
+    """
+
+    score: Callable[..., list]
+    verify: Callable[[list[str], list[str]], list[Any]]
+    tokenize: Callable[[str], list[int]]
+    qa_prompt: Callable[[str], str]
+    cfg: RewardConfig = field(default_factory=RewardConfig)
+    counters: RewardCounters = field(default_factory=RewardCounters)
+    __name__ = "dart_reward"  # not a field: the name TRL logs the reward under (rewards/dart_reward/mean)
+
+    def evaluate(self, problems: Sequence[str], golds: Sequence[str], references: Sequence[str],
+                 texts: Sequence[str], groups: Sequence[Any] | None = None,
+                 verdicts: Sequence[Any] | None = None) -> list[RolloutScore]:
+        """Gate every text, score the passing ones under the target, return their `RolloutScore`s.
+        `verdicts` (Verdict objects) may be given when the caller has verified the texts already."""
+        if verdicts is None:
+            verdicts = self.verify(list(golds), list(texts))
+            self.counters.verified += len(texts)
+        rules = [v.rule for v in verdicts]
+        verdicts = [v.verdict for v in verdicts]
+        tokens = [self.tokenize(t) for t in texts]
+        ref_counts = {r: len(self.tokenize(r)) for r in set(references)}  # a group shares one reference
+        ref_tokens = [ref_counts[r] for r in references]
+        # Gate first, then score only the survivors under the target (the target pass is the costly part).
+        keep = [i for i in range(len(texts)) if not gate_reasons(texts[i], tokens[i], references[i], ref_tokens[i],
+                                                                  verdicts[i], self.cfg, rules[i])]
+        target_scores: list[Any] = [None] * len(texts)
+        if keep:
+            scored = self.score([self.qa_prompt(problems[i]) for i in keep], [texts[i] for i in keep],
+                                self.cfg.variant == "centered")
+            for i, ts in zip(keep, scored):
+                target_scores[i] = ts
+                self.counters.scored_tokens += len(ts.logprobs)
+        self.counters.calls += 1
+        self.counters.rollouts += len(texts)
+        return score_rollouts(texts, tokens, references, ref_tokens, verdicts, target_scores, self.cfg, groups, rules)
+
+    def __call__(self, completions: list, problem: list[str], answer: list[str], solution: list[str],
+                 prompts: list | None = None, completion_ids: list[list[int]] | None = None,
+                 log_metric: Callable[[str, float], None] | None = None,
+                 log_extra: Callable[[str, list], None] | None = None, **_: Any) -> list[float]:
+        texts = [_completion_text(c) for c in completions]
+        groups = [str(p) for p in prompts] if prompts is not None else None
+        scores = self.evaluate(problem, answer, solution, texts, groups)
+        if completion_ids is not None:
+            self.counters.rollout_tokens += sum(len(ids) for ids in completion_ids)
+        if log_metric is not None:
+            for name, value in summarize_scores(scores).items():
+                if value is not None:  # a step where nothing passed has no r_align to average
+                    log_metric(name, value)
+        if log_extra is not None:
+            log_extra("gate", [",".join(s.reasons) or "pass" for s in scores])
+        return [s.reward for s in scores]
+
+
+def _completion_text(completion: Any) -> str:
+    """TRL passes plain strings for text prompts and [{"role": "assistant", "content": ...}] for chat prompts."""
+    if isinstance(completion, str):
+        return completion
+    if isinstance(completion, list) and completion and isinstance(completion[-1], dict):
+        return str(completion[-1].get("content", ""))
+    return str(completion)

@@ -1,0 +1,483 @@
+"""Mind the Gap data rewriting (arXiv 2509.15157): replace expert solutions by responses of the target model.
+
+For each problem, three stages; a problem leaves at the first stage that gives it a verified response:
+1. `self`: k samples of the target with the plain solve prompt (k=4, T=1.0, top_p=1.0), each verified against
+   the gold answer; keep one by `keep` = most_likely (the correct sample with the highest mean token log-prob
+   under the target) | first | all_distinct (every distinct correct text, up to `max_keep`).
+2. `guided`: for problems with no correct sample, r tries (r=4, T=0.7 (ours)) with the GUIDED prompt, which
+   shows the expert solution (normalised as in 3.) as a teacher's reference. A correct try is still refused if
+   it is a near-copy of the reference (character 5-gram Jaccard >= 0.9 (ours)) or mentions it ("teacher",
+   "reference solution").
+   The training row is always (problem -> response): the guidance never enters the training prompt.
+3. `expert`: fallback to the expert solution, normalised to end in `\\boxed{answer}` (prompts.ensure_boxed).
+A correct response cut by `max_new_tokens` is not kept either (ours, `keep_truncated=False`): training would
+teach the end token where the model never stopped.
+
+Every row (`records.Example`) records its `origin`, all attempts with verdicts (and, for refused correct tries,
+the reason), `self_pass_rate` = n_correct / k, `behavior_logprobs` (per response token, under the prompt that
+produced it: solve prompt for self, guided prompt for guided, mapper prompt for rewrite, None for expert) and
+`target_logprobs` under the plain solve prompt (every origin, expert included; their mean is the gap metric).
+Both come from `engine.score(prompt, response)`, which tokenises the response with
+`prompts.response_token_ids` (text tokens + end token), exactly as training does. The behaviour policy is the
+untempered target under the generating prompt (docs/methods.md); the T=0.7 guided sampling distribution itself is not
+what is recorded.
+
+Baselines (`--method`; docs/methods.md):
+- `prompted_rewrite` (SDFT, Yang et al. 2024): the target rewrites the expert solution once with the MAPPER
+  prompt (T=`rewrite_temperature`); kept with origin `rewrite` if its answer verifies, else the expert row.
+- `select_most_likely` (GRAPE-style): among the expert solution and the target's own correct samples (the same
+  stage-1 samples, same seeds), keep the one with the highest mean target log-prob. The row keeps the origin of
+  the source it came from (`self` or `expert`, with `meta.method`), because the origin tells training whether
+  behaviour log-probs exist (a `self` row's are exact; an expert row has none).
+
+Resumable by construction: each stage runs over fixed chunks of problems and writes one shard per chunk
+(`OUT/shards/<stage>/`, store.py); every sample's seed derives from (seed, problem id, stage, index). A killed
+run re-run with the same command redoes only the missing shards, and `train.jsonl` is byte-identical to an
+uninterrupted run's (same batch size). A different config refuses to mix with old shards unless `--force`.
+
+Output in OUT/: `train.jsonl` (Examples), `summary.json` (rows and mean target log-prob per origin, final set vs
+the original expert set, time and tokens per stage, why an origin is empty), `rejects.jsonl` (bad input rows).
+
+    sftadapt rewrite --model smollm2-135m --data gsm8k_train --limit 50 --out runs/rewrite/gsm8k
+    sftadapt rewrite --model smollm2-135m --data sft.jsonl --out runs/sdft --method prompted_rewrite
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sftadapt.adapt.policy import (
+    KEEP_POLICIES,
+    Candidate,
+    candidates_to_score,
+    choose,
+    guided_rejection,
+    rejection_kind,
+)
+from sftadapt.config import config_dict, config_hash, option
+from sftadapt.data import prompts as P
+from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
+from sftadapt.data.store import ShardStore, run_sharded, shard_totals
+from sftadapt.engines.base import EngineConfig, Sampling
+from sftadapt.eval.sample import sample_attempts
+from sftadapt.runtime.models import model_info
+from sftadapt.runtime.precision import normalize
+from sftadapt.verify import verifier_version
+
+METHODS = ("mind_the_gap", "prompted_rewrite", "select_most_likely")
+STAGES = {"mind_the_gap": ("self", "guided", "final"), "prompted_rewrite": ("rewrite", "final"),
+          "select_most_likely": ("self", "final")}
+ORIGINS = {"mind_the_gap": ("self", "guided", "expert"), "prompted_rewrite": ("rewrite", "expert"),
+           "select_most_likely": ("self", "expert")}
+# Test hook: "<stage>:<shard>:<before_write|mid_write|after_write>" makes the process SIGKILL itself there.
+KILL_ENV = "SFTADAPT_TEST_KILL_AT"
+
+
+@dataclass
+class RewriteConfig:
+    model: str = option("smollm2-135m", help="target model: HF id, local folder, smollm2-135m or tiny-random")
+    data: str = option("gsm8k_train", help="SFT set: file (JSONL/Parquet), dataset name or hf:owner/name")
+    out: str = option("runs/rewrite", help="output folder (resumable)")
+    method: str = option("mind_the_gap", help=f"one of {METHODS}")
+    limit: int | None = option(None, help="first N problems only")
+    k: int = option(4, help="stage 1: samples per problem with the plain solve prompt")
+    temperature: float = option(1.0, help="stage 1 sampling temperature")
+    top_p: float = option(1.0, help="stage 1 nucleus mass")
+    guided_tries: int = option(4, help="stage 2: tries per unsolved problem with the guided prompt (r)")
+    guided_temperature: float = option(0.7, help="stage 2 sampling temperature (ours)")
+    guided_top_p: float = option(1.0, help="stage 2 nucleus mass")
+    rewrite_temperature: float = option(0.7, help="prompted_rewrite: temperature of the one rewrite (ours)")
+    keep: str = option("most_likely", help=f"which verified response(s) to keep: {KEEP_POLICIES} "
+                       "(select_most_likely always keeps the single most likely one)")
+    keep_truncated: bool = option(False, help="keep a correct response cut by max_new_tokens (ours: no, training "
+                                              "would teach the end token where the model did not stop)")
+    max_keep: int = option(4, help="all_distinct: at most this many rows per problem")
+    near_copy_threshold: float = option(0.9, help="stage 2: refuse a try this similar to the expert text (Jaccard)")
+    near_copy_ngram: int = option(5, help="character n-gram size of the near-copy check")
+    reference_phrases: list[str] = option(["teacher", "reference solution"],
+                                          help="stage 2: refuse a try that mentions any of these (case-insensitive)")
+    max_new_tokens: int = option(512, help="generation budget per sample (the papers use 4096 on GPUs)")
+    seed: int = option(0, help="base seed; sample j of problem p in stage s is seeded by (seed, p, s, j)")
+    chat: bool = option(True, help="apply the model's chat template to every prompt")
+    dtype: str = option("auto", help="sampling: auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
+    score_dtype: str = option("float32", help="scoring (behaviour and target log-probs): float32 keeps them exact, as DR+IS needs; auto | bfloat16 trade that for speed")
+    batch_size: int = option(32, help="sequences per generate call (results are identical only at equal sizes)")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that samples and scores the target (engine.backend, engine.options)"})
+    shard_size: int = option(16, help="problems per resumable shard")
+    verifier_workers: int = option(2, help="verifier processes")
+    verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
+    data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
+    force: bool = option(False, help="set aside shards written with another config instead of refusing")
+
+    def validate(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"method '{self.method}' is unknown: choose one of {METHODS}")
+        if self.keep not in KEEP_POLICIES:
+            raise ValueError(f"keep '{self.keep}' is unknown: choose one of {KEEP_POLICIES}")
+        for name in ("k", "guided_tries", "max_keep", "max_new_tokens", "shard_size", "near_copy_ngram",
+                     "batch_size", "verifier_workers"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("top_p", "guided_top_p"):
+            if not 0 < getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in (0, 1], got {getattr(self, name)}")
+        normalize(self.dtype)
+        normalize(self.score_dtype, field="score_dtype")
+        if not 0 < self.near_copy_threshold <= 1:
+            raise ValueError(f"near_copy_threshold must be in (0, 1], got {self.near_copy_threshold}")
+
+    def samplings(self) -> dict[str, Sampling]:
+        return {"self": Sampling(n=self.k, temperature=self.temperature, top_p=self.top_p,
+                                 max_new_tokens=self.max_new_tokens, seed=self.seed),
+                "guided": Sampling(n=self.guided_tries, temperature=self.guided_temperature, top_p=self.guided_top_p,
+                                   max_new_tokens=self.max_new_tokens, seed=self.seed),
+                "rewrite": Sampling(n=1, temperature=self.rewrite_temperature, top_p=1.0,
+                                    max_new_tokens=self.max_new_tokens, seed=self.seed)}
+
+
+# Options left out of the run id: where the output goes, speed knobs, and how the problems were found (the
+# problems themselves are hashed). Batch size can change float rounding in batched forward passes, but it is a
+# speed knob users expect to change on resume; the docstring says byte identity needs the same size.
+_NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit")
+
+
+# ---------------------------------------------------------------- shared state of one run
+class _Run:
+    def __init__(self, cfg: RewriteConfig, engine, verifier, problems: Sequence[Problem]):
+        self.cfg, self.engine, self.verifier = cfg, engine, verifier
+        self.tok = engine.tokenizer
+        self.problems = {p.id: p for p in problems}
+        self.sampling = cfg.samplings()
+        self.hashes = {name: P.template_hash(self.tok, P.TEMPLATES[name], cfg.chat) for name in P.TEMPLATES}
+        self.expert = {p.id: P.ensure_boxed(p.solution or "", p.answer) for p in problems}
+
+    def prompt(self, kind: str, p: Problem) -> str:
+        if kind == "solve":
+            return P.solve_prompt(self.tok, p.problem, self.cfg.chat)
+        if kind == "guided":
+            return P.guided_prompt(self.tok, p.problem, self.expert[p.id], self.cfg.chat)
+        return P.mapper_prompt(self.tok, p.problem, self.expert[p.id], self.cfg.chat)
+
+    def score(self, kind: str, pairs: Sequence[tuple[Problem, str]]) -> list[list[float]]:
+        if not pairs:
+            return []
+        scores = self.engine.score([self.prompt(kind, p) for p, _ in pairs], [text for _, text in pairs])
+        return [list(s.logprobs) for s in scores]
+
+    def sample(self, stage: str, kind: str, problems: Sequence[Problem]) -> list[list[Attempt]]:
+        return sample_attempts(self.engine, self.verifier, problems, self.sampling[stage], stage,
+                               lambda p: self.prompt(kind, p), self.hashes[kind])
+
+
+def _attempt_dict(a: Attempt) -> dict[str, Any]:
+    # Per-token sampled log-probs of every attempt would dwarf the text (k x 4096 floats); their sum is kept.
+    row = to_dict(a)
+    row["meta"] = {**row["meta"], "logprob_sum": float(sum(a.token_logprobs or []))}
+    row["token_logprobs"] = None
+    return row
+
+
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / max(len(values), 1)
+
+
+# ---------------------------------------------------------------- stage workers (one chunk of problems each)
+def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[dict[str, Any]]:
+    """self | guided | rewrite: sample, verify, refuse (guided), score what the keep policy needs, pick."""
+    cfg = run.cfg
+    kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}[stage]
+    keep = "most_likely" if cfg.method == "select_most_likely" else cfg.keep
+    attempts = run.sample(stage, kind, problems)
+    pools: list[list[Candidate]] = []
+    for p, atts in zip(problems, attempts):
+        pool = []
+        for a in atts:
+            reason = None
+            if stage == "guided":
+                reason, similarity = guided_rejection(a.text, run.expert[p.id], cfg.near_copy_threshold,
+                                                      cfg.reference_phrases, cfg.near_copy_ngram)
+                a.meta["jaccard"] = round(similarity, 4)
+            if a.finish_reason == "length" and not cfg.keep_truncated:
+                reason = "truncated: cut by max_new_tokens before the response ended"
+            if a.verdict != "correct":
+                continue
+            if reason:
+                a.meta["rejected"] = reason
+            else:
+                pool.append(Candidate(a.index, a.text))
+        pools.append(candidates_to_score(pool, keep))
+    flat = [(p, c) for p, pool in zip(problems, pools) for c in pool]
+    solve_scores = iter(run.score("solve", [(p, c.text) for p, c in flat]))
+    rows, kept_all = [], []
+    for p, atts, pool in zip(problems, attempts, pools):
+        scored = {c.index: next(solve_scores) for c in pool}
+        ranked = [Candidate(c.index, c.text, _mean(scored[c.index])) for c in pool]
+        kept = choose(ranked, keep, cfg.max_keep) if cfg.method != "select_most_likely" else ranked
+        kept_all.extend((p, c) for c in kept)
+        rows.append({"problem_id": p.id, "attempts": [_attempt_dict(a) for a in atts],
+                     "solve_scores": {str(i): s for i, s in scored.items()},
+                     "kept": [c.index for c in kept], "behavior_scores": {}})
+    if stage != "self":  # the behaviour prompt differs from the solve prompt: score the kept ones under it
+        behavior = iter(run.score(kind, [(p, c.text) for p, c in kept_all]))
+        for row in rows:
+            row["behavior_scores"] = {str(i): next(behavior) for i in row["kept"]}
+    return rows
+
+
+def _stage_final(run: _Run, problems: Sequence[Problem], earlier: dict[str, dict[str, dict]],
+                 provenance: dict[str, Any]) -> list[dict[str, Any]]:
+    """Score the expert solutions under the solve prompt, verify them, and assemble the training rows."""
+    cfg = run.cfg
+    expert_scores = run.score("solve", [(p, run.expert[p.id]) for p in problems])
+    expert_verdicts = run.verifier.verify_many([p.answer for p in problems], [run.expert[p.id] for p in problems])
+    rows: list[dict[str, Any]] = []
+    for p, expert_lp, expert_v in zip(problems, expert_scores, expert_verdicts):
+        stage_rows = {stage: earlier[stage].get(p.id) for stage in earlier}
+        attempts = [a for stage in ("self", "guided", "rewrite") if stage_rows.get(stage)
+                    for a in stage_rows[stage]["attempts"]]
+        self_row = stage_rows.get("self")
+        pass_rate = (sum(a["verdict"] == "correct" for a in self_row["attempts"]) / cfg.k) if self_row else None
+        # (stage, attempt index, text, behavior log-probs, target log-probs) of each kept response; the first
+        # stage with a kept response wins (self before guided), stage None = the expert fallback
+        picks: list[tuple[str | None, int | None, str, list[float] | None, list[float]]] = []
+        for stage in ("self", "guided", "rewrite"):
+            row = stage_rows.get(stage)
+            if row is None or not row["kept"] or picks:
+                continue
+            texts = {a["index"]: a["text"] for a in row["attempts"]}
+            for i in row["kept"]:
+                target = row["solve_scores"][str(i)]
+                behavior = target if stage == "self" else row["behavior_scores"][str(i)]
+                picks.append((stage, i, texts[i], behavior, target))
+        if cfg.method == "select_most_likely":
+            # the expert wins ties: with no evidence that the target prefers its own text, keep the original
+            best = max(picks, key=lambda pick: _mean(pick[4]), default=None)
+            picks = [best] if best is not None and _mean(best[4]) > _mean(expert_lp) else []
+        if not picks:
+            picks = [(None, None, run.expert[p.id], None, expert_lp)]
+        for j, (stage, index, text, behavior, target) in enumerate(picks):
+            origin = stage or "expert"
+            prompt_kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}.get(origin)
+            rows.append(to_dict(Example(
+                id=p.id if j == 0 else f"{p.id}#{j}", problem=p.problem, response=text, answer=p.answer,
+                origin=origin, behavior_logprobs=behavior, target_logprobs=target,
+                target_logprob_mean=_mean(target), self_pass_rate=pass_rate, attempts=attempts,
+                provenance={**provenance, "prompt_hash": run.hashes[prompt_kind] if prompt_kind else None,
+                            "sampling": to_dict(run.sampling[stage]) if stage else None},
+                meta={"problem_id": p.id, "method": cfg.method, "kept_stage": stage, "kept_index": index,
+                      "expert_target_logprob_mean": _mean(expert_lp), "expert_verdict": expert_v.verdict,
+                      "source": p.source},
+            )))
+    return rows
+
+
+# ---------------------------------------------------------------- the sharded stage loop
+def _kill_hook(stage: str, index: int, point: str) -> None:
+    if os.environ.get(KILL_ENV) == f"{stage}:{index}:{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _rows_then_kill(rows: list, stage: str, index: int):
+    """Yield half the rows, then die inside store.write: an unfinished temp file is left (the mid-write kill)."""
+    half = max(1, len(rows) // 2)
+    yield from rows[:half]
+    _kill_hook(stage, index, "mid_write")
+    yield from rows[half:]
+
+
+def _write_or_kill(store, stage: str, index: int, rows: list) -> None:
+    """store.write, with the test hook's kill points around (and in the middle of) the shard write."""
+    _kill_hook(stage, index, "before_write")
+    store.write(index, _rows_then_kill(rows, stage, index) if os.environ.get(KILL_ENV) else rows)
+    _kill_hook(stage, index, "after_write")
+
+
+def _postfix(stage: str) -> Callable[[list[dict]], dict]:
+    def counts(rows: list[dict]) -> dict:
+        if stage == "final":
+            out: dict[str, int] = {}
+            for row in rows:
+                out[row["origin"]] = out.get(row["origin"], 0) + 1
+            return out
+        refused = sum(1 for r in rows for a in r["attempts"] if a["meta"].get("rejected"))
+        solved = {"solved": sum(bool(r["kept"]) for r in rows)}
+        return {**solved, "refused": refused} if stage == "guided" else solved
+    return counts
+
+
+# ---------------------------------------------------------------- the stage
+
+
+def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequence[Problem] | None = None,
+            progress: bool = True, print_summary: bool = True) -> dict[str, Any]:
+    """Run the stage; writes OUT/train.jsonl, OUT/summary.json (returned) and OUT/rejects.jsonl if any.
+
+    `engine`, `verifier` and `problems` may be passed in (tests, benchmarks); otherwise they are built from
+    `cfg` and the engine and verifier are closed at the end."""
+
+    cfg.validate()
+    wall_start = time.perf_counter()
+    out = Path(cfg.out)
+    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "rewrite", force=cfg.force)
+    rejects = 0
+    if problems is None:
+        from sftadapt.data.sources import load_dataset_spec, write_rejects
+
+        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=True, data_dir=cfg.data_dir)
+        write_rejects(loaded.rejects, out / "rejects.jsonl")
+        problems, rejects = loaded.problems, len(loaded.rejects)
+    problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
+    from sftadapt.data.sources import SourceError
+
+    if not problems:
+        raise SourceError(f"{cfg.data}: no usable problems (see {out / 'rejects.jsonl'})")
+    missing = [p.id for p in problems if not p.solution]
+    if missing:
+        raise SourceError(f"{len(missing)} problems have no expert solution (first: {missing[0]}); rewriting needs one")
+    own_engine, own_verifier = engine is None, verifier is None
+    if verifier is None:
+        from sftadapt.verify import Verifier
+
+        verifier = Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout)  # starts while the model loads
+    try:
+        if engine is None:
+            from sftadapt.engines import make_engine
+
+            engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
+        from sftadapt.data import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        problems, over = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
+                                             *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method))
+        rejects += len(over)
+        run = _Run(cfg, engine, verifier, problems)
+        model = model_info(cfg.model)
+        decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "model": model,
+                   "templates": run.hashes, "precision": _precision(engine, cfg),
+                   "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
+        run_id = config_hash(decided)
+        provenance = {"method": cfg.method, "run_id": run_id, "model": model, "precision": _precision(engine, cfg),
+                      "chat": cfg.chat,
+                      "keep": cfg.keep, "templates": run.hashes, "verifier": verifier_version()}
+        stages = STAGES[cfg.method]
+        stores = {s: ShardStore(out / "shards" / s, run_id, decided, force=cfg.force) for s in stages}
+        earlier: dict[str, dict[str, dict]] = {}
+        for stage in stages:
+            if stage == "final":
+                items = problems
+                work = lambda part: _stage_final(run, part, earlier, provenance)  # noqa: E731
+            else:
+                solved = {pid for pid, row in earlier.get("self", {}).items() if row["kept"]}
+                items = [p for p in problems if p.id not in solved] if stage == "guided" else problems
+                work = lambda part, s=stage: _stage_sampled(run, s, part)  # noqa: E731
+            store = stores[stage]
+            n_shards = run_sharded(store, items, cfg.shard_size, work, desc=f"rewrite {stage}", progress=progress,
+                                   unit="problem", engines=(engine,), postfix=_postfix(stage),
+                                   write=lambda i, rows, store=store, stage=stage: _write_or_kill(store, stage, i, rows))
+            if stage != "final":
+                earlier[stage] = {row["problem_id"]: row for row in stores[stage].rows()}
+        stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)
+        summary = rewrite_summary(cfg, stores, problems, earlier, run_id, model, rejects)
+        summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
+        summary["precision"] = _precision(engine, cfg)
+    finally:
+        if own_engine and engine is not None:
+            engine.close()
+        if own_verifier:
+            verifier.close()
+    write_json(out / "summary.json", summary)
+    if print_summary:
+        print(summary_table(summary))
+    return summary
+
+
+def _precision(engine, cfg: RewriteConfig) -> dict[str, str]:
+    """The dtypes that really ran (an injected engine may not say: then the config's words)."""
+    found = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.score_dtype}
+    return {"generate": found["generate"], "score": found["score"]}
+
+
+# ---------------------------------------------------------------- summary
+def rewrite_summary(cfg: RewriteConfig, stores: dict, problems: Sequence[Problem], earlier: dict[str, dict[str, dict]],
+              run_id: str, model: dict, rejected_rows: int = 0) -> dict[str, Any]:
+    """Rows and gap metric per origin, final vs expert set, stage counts, time and tokens (from shard stats)."""
+    from sftadapt.adapt.policy import explain_empty
+
+    rows = list(stores["final"].rows())
+    origins: dict[str, dict[str, Any]] = {}
+    for origin in ORIGINS[cfg.method]:
+        mine = [r for r in rows if r["origin"] == origin]
+        origins[origin] = {"rows": len(mine), "problems": len({r["meta"]["problem_id"] for r in mine}),
+                           "target_logprob_mean": _mean([r["target_logprob_mean"] for r in mine]) if mine else None}
+    expert_by_problem = {r["meta"]["problem_id"]: r["meta"]["expert_target_logprob_mean"] for r in rows}
+    counts = {"problems": len(problems)}
+    self_rows, guided_rows = earlier.get("self", {}), earlier.get("guided", {})
+    for stage, stage_rows in earlier.items():  # correct responses refused for being cut by max_new_tokens
+        counts[f"{stage}_truncated"] = sum(rejection_kind(a["meta"].get("rejected")) == "truncated"
+                                           for r in stage_rows.values() for a in r["attempts"])
+    if self_rows:
+        counts["self_solved"] = sum(any(a["verdict"] == "correct" for a in r["attempts"]) for r in self_rows.values())
+    if cfg.method == "mind_the_gap":
+        tries = [a for r in guided_rows.values() for a in r["attempts"]]
+        kinds = [rejection_kind(a["meta"].get("rejected")) for a in tries]
+        counts.update(guided_tried=len(guided_rows), guided_correct=sum(a["verdict"] == "correct" for a in tries),
+                      guided_near_copy=kinds.count("near_copy"),
+                      guided_mentions_reference=kinds.count("mentions_reference"),
+                      guided_accepted=sum(bool(r["kept"]) for r in guided_rows.values()))
+    if cfg.method == "prompted_rewrite":
+        counts["rewrite_correct"] = sum(r["attempts"][0]["verdict"] == "correct"
+                                        for r in earlier.get("rewrite", {}).values())
+    verdicts: dict[str, int] = {}
+    for stage_rows in earlier.values():
+        for r in stage_rows.values():
+            for a in r["attempts"]:
+                key = f"{a['stage']}:{a['verdict']}"
+                verdicts[key] = verdicts.get(key, 0) + 1
+    stage_stats = {s: shard_totals(store) for s, store in stores.items()}
+    final_mean = _mean([r["target_logprob_mean"] for r in rows])
+    expert_mean = _mean(list(expert_by_problem.values()))
+    return {
+        "method": cfg.method, "model": model, "data": cfg.data, "run_id": run_id, "keep": cfg.keep,
+        "config": {k: v for k, v in config_dict(cfg).items() if k not in ("out", "force")},
+        "problems": len(problems), "rows": len(rows), "rejected_input_rows": rejected_rows,
+        "origins": origins,
+        "gap": {"final_set": final_mean, "expert_set": expert_mean, "delta": final_mean - expert_mean,
+                "note": "mean over rows of the per-row mean token log-prob under the target with the plain "
+                        "solve prompt; higher = closer to the target"},
+        "self_pass_rate_mean": _mean([sum(a["verdict"] == "correct" for a in r["attempts"]) / cfg.k
+                                      for r in self_rows.values()]) if self_rows else None,
+        "expert_solutions_verified": len({r["meta"]["problem_id"] for r in rows
+                                          if r["meta"]["expert_verdict"] == "correct"}),
+        "counts": counts, "verdicts": verdicts,
+        "empty_origins": {o: explain_empty(o, cfg.method, counts, cfg.k, cfg.guided_tries)
+                          for o, v in origins.items() if v["rows"] == 0},
+        "stages": stage_stats,
+        "totals": {k: round(sum(s[k] for s in stage_stats.values()), 3)
+                   for k in ("seconds", "engine_seconds", "generated_tokens", "scored_tokens")},
+    }
+
+
+def summary_table(s: dict[str, Any]) -> str:
+    """The short table printed at the end of `sftadapt rewrite`."""
+    def fmt(x):
+        return "–" if x is None else f"{x:.3f}"
+
+    lines = [f"rewrite {s['method']} | model {s['model'].get('spec')} | {s['problems']} problems -> {s['rows']} rows"
+             f" | run {s['run_id']}", "", "| rows from | rows | problems | mean target log-prob |", "|---|---|---|---|"]
+    for origin, o in s["origins"].items():
+        lines.append(f"| {origin} | {o['rows']} | {o['problems']} | {fmt(o['target_logprob_mean'])} |")
+    lines.append(f"| **final set** | {s['rows']} | {s['problems']} | {fmt(s['gap']['final_set'])} |")
+    lines.append(f"| original expert set | {s['problems']} | {s['problems']} | {fmt(s['gap']['expert_set'])} |")
+    lines += [f"gap change (final - expert): {s['gap']['delta']:+.3f} nats/token", "",
+              "| stage | problems | seconds | engine s | generated tokens | scored tokens |",
+              "|---|---|---|---|---|---|"]
+    for stage, t in s["stages"].items():
+        lines.append(f"| {stage} | {t['problems']} | {t['seconds']:.1f} | {t['engine_seconds']:.1f} "
+                     f"| {t['generated_tokens']} | {t['scored_tokens']} |")
+    lines += [f"- {why}" for why in s["empty_origins"].values()]
+    return "\n".join(lines)

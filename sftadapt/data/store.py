@@ -1,0 +1,213 @@
+"""Resumable output by construction: append-only shards, a manifest with the config hash, atomic renames.
+
+A stage cuts its work into fixed, ordered chunks and writes chunk i as `shard-0000i.jsonl` (temp file, fsync,
+rename). A killed run leaves complete shards and at most one stray temp file; re-running the same command skips
+the complete shards and redoes the rest. Because every sample's seed derives from (problem id, stage, index),
+a resumed run writes exactly what an uninterrupted one would. A run whose config hash differs from the
+manifest's refuses to mix with the old shards unless `force=True`, which moves them aside, together with the
+final files made from them (the manifest's output, and train.jsonl / attempts.jsonl / summary.json /
+results.json of the owning output folder): a kill right after never leaves an old result beside new shards.
+
+    store = ShardStore(out / "shards", config_hash(cfg), config_dict(cfg), force=cfg.force)
+    for i, rows in run_sharded(store, items, shard_size=16, work=process_chunk, desc="rewrite"):
+        ...
+    store.finalize(out / "train.jsonl")
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from sftadapt import SCHEMA_VERSION
+from sftadapt.data.records import to_dict
+
+MANIFEST = "manifest.json"
+
+
+class StoreError(RuntimeError):
+    pass
+
+
+class ShardStore:
+    def __init__(self, root: str | os.PathLike, config_hash: str, config: dict[str, Any] | None = None,
+                 force: bool = False):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.config_hash = config_hash
+        manifest = self.read_manifest()
+        if manifest and manifest.get("config_hash") != config_hash:
+            if not force:
+                raise StoreError(
+                    f"{self.root}: holds shards of another config (hash {manifest.get('config_hash')}, this run "
+                    f"{config_hash}); use a new output folder, or --force to set the old shards aside")
+            aside = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            stale = _stale_results(self.root, manifest)
+            shutil.move(str(self.root), aside)
+            for path in stale:  # the old config's final files go with its shards: none is left beside new ones
+                shutil.move(str(path), aside / f"result-{path.name}")
+            self.root.mkdir(parents=True)
+            manifest = None
+        if manifest and manifest.get("schema_version") != SCHEMA_VERSION:
+            raise StoreError(f"{self.root}: written with schema version {manifest.get('schema_version')}, "
+                             f"this sftadapt writes {SCHEMA_VERSION}; use a new output folder")
+        if not manifest:
+            self._write_json(self.root / MANIFEST, {"schema_version": SCHEMA_VERSION, "config_hash": config_hash,
+                                                    "config": config or {}, "created": time.time()})
+
+    def read_manifest(self) -> dict[str, Any] | None:
+        path = self.root / MANIFEST
+        return json.loads(path.read_text()) if path.exists() else None
+
+    def shard_path(self, index: int) -> Path:
+        return self.root / f"shard-{index:05d}.jsonl"
+
+    def has(self, index: int) -> bool:
+        return self.shard_path(index).exists()
+
+    def write(self, index: int, records: Sequence[Any]) -> None:
+        path = self.shard_path(index)
+        tmp = path.with_name(path.name + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as fh:
+            for rec in records:
+                row = rec if isinstance(rec, dict) else to_dict(rec)
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)  # the shard exists whole or not at all
+
+    def read(self, index: int) -> list[dict[str, Any]]:
+        with open(self.shard_path(index), encoding="utf-8") as fh:
+            return [json.loads(line) for line in fh if line.strip()]
+
+    def shard_indices(self) -> list[int]:
+        return sorted(int(p.stem.split("-")[1]) for p in self.root.glob("shard-*.jsonl"))
+
+    def rows(self) -> Iterator[dict[str, Any]]:
+        for index in self.shard_indices():
+            yield from self.read(index)
+
+    def finalize(self, out_path: str | os.PathLike, expected_shards: int | None = None,
+                 extra: dict[str, Any] | None = None) -> int:
+        """Concatenate the shards in order into `out_path` (atomically); returns the row count."""
+        indices = self.shard_indices()
+        if expected_shards is not None and indices != list(range(expected_shards)):
+            missing = sorted(set(range(expected_shards)) - set(indices))
+            raise StoreError(f"{self.root}: cannot finalise, shards {missing[:10]} are missing")
+        out_path = Path(out_path)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = out_path.with_name(out_path.name + ".tmp")
+        count = 0
+        with open(tmp, "w", encoding="utf-8") as out:
+            for index in indices:
+                with open(self.shard_path(index), encoding="utf-8") as fh:
+                    for line in fh:
+                        if line.strip():
+                            out.write(line if line.endswith("\n") else line + "\n")
+                            count += 1
+        os.replace(tmp, out_path)
+        manifest = self.read_manifest() or {}
+        manifest.update({"complete": True, "rows": count, "output": str(out_path),
+                         "output_path": str(out_path.resolve()), **(extra or {})})
+        self._write_json(self.root / MANIFEST, manifest)
+        return count
+
+    @staticmethod
+    def _write_json(path: Path, data: dict[str, Any]) -> None:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(data, indent=2, default=str))
+        os.replace(tmp, path)
+
+
+# Final files a stage writes beside its shards; a `--force` that sets the shards aside takes them along.
+FINAL_OUTPUTS = ("train.jsonl", "attempts.jsonl", "summary.json", "results.json")
+
+
+def _stale_results(root: Path, manifest: dict[str, Any]) -> list[Path]:
+    """The final files made from the shards in `root`: the manifest's output, and the FINAL_OUTPUTS of the
+    output folder that holds `root` (the nearest folder above with sftadapt's ownership marker)."""
+    from sftadapt.runtime.outdir import MARKER
+
+    found = []
+    recorded = manifest.get("output_path")
+    if recorded and Path(recorded).is_file():
+        found.append(Path(recorded))
+    for folder in list(root.resolve().parents)[:3]:
+        if (folder / MARKER).exists():
+            found += [folder / name for name in FINAL_OUTPUTS if (folder / name).is_file()]
+            break
+    unique = {p.resolve(): p for p in found}
+    return list(unique.values())
+
+
+def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
+    return [items[i:i + size] for i in range(0, len(items), size)]
+
+
+ENGINE_COUNTERS = ("generate_seconds", "score_seconds", "generated_tokens", "scored_tokens")
+
+
+def engine_counters(*engines) -> dict[str, float]:
+    """The engines' cumulative counters, summed (an engine passed twice, e.g. an untrained mapper that is the
+    target itself, counts once)."""
+    totals = {k: 0.0 for k in ENGINE_COUNTERS}
+    for engine in {id(e): e for e in engines}.values():
+        for k in totals:
+            totals[k] += float((getattr(engine, "stats", None) or {}).get(k, 0.0))
+    return totals
+
+
+def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
+                work: Callable[[Sequence[Any]], list[Any]], desc: str = "", progress: bool = True,
+                unit: str = "item", engines: Sequence[Any] = (),
+                postfix: Callable[[list[Any]], dict] | None = None,
+                write: Callable[[int, list[Any]], None] | None = None) -> int:
+    """Run `work` on each chunk not yet stored and store its records; returns the number of shards.
+
+    The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
+    turns all rows so far into counts shown on it. With `engines`, each shard's wall seconds and the engines'
+    counters spent on it go to `stats-0000i.json` beside the shard, so `shard_totals` survive a resume.
+    `write(i, rows)` replaces `store.write` (tests use it to kill the process mid-write)."""
+    from tqdm.auto import tqdm
+
+    from sftadapt.data.records import write_json
+
+    parts = chunks(items, shard_size)
+    done_rows = [row for i in range(len(parts)) if store.has(i) for row in store.read(i)] if postfix else []
+    done = sum(len(part) for i, part in enumerate(parts) if store.has(i))
+    with tqdm(total=len(items), initial=done, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True) as bar:
+        if postfix:
+            bar.set_postfix(postfix(done_rows), refresh=False)
+        for i, part in enumerate(parts):
+            if store.has(i):
+                continue
+            start, before = time.perf_counter(), engine_counters(*engines)
+            rows = work(part)
+            if engines:
+                after = engine_counters(*engines)
+                stats = {k: after[k] - before[k] for k in after}
+                write_json(store.root / f"stats-{i:05d}.json",
+                           {**stats, "seconds": time.perf_counter() - start, "problems": len(part)})
+            (write or store.write)(i, rows)
+            bar.update(len(part))
+            if postfix:
+                done_rows.extend(rows)
+                bar.set_postfix(postfix(done_rows), refresh=False)
+    return len(parts)
+
+
+def shard_totals(store: ShardStore) -> dict[str, float]:
+    """Seconds, items and engine counters summed over the stats of the shards that exist."""
+    totals: dict[str, float] = {"seconds": 0.0, "problems": 0, **{k: 0.0 for k in ENGINE_COUNTERS}}
+    for path in sorted(store.root.glob("stats-*.json")):
+        if store.has(int(path.stem.split("-")[1])):
+            for key, value in json.loads(path.read_text()).items():
+                totals[key] = totals.get(key, 0) + value
+    totals["engine_seconds"] = totals["generate_seconds"] + totals["score_seconds"]
+    return {k: int(v) if k in ("problems", "generated_tokens", "scored_tokens") else round(v, 3)
+            for k, v in totals.items()}

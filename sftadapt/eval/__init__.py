@@ -1,0 +1,2 @@
+"""Evaluation: sampling the target (sample), the protocols (protocol: paper, quick), scoring and intervals
+(metrics), and the harness (evaluate)."""

@@ -1,0 +1,124 @@
+"""Sample a model on a dataset and verify every sample: `Attempt` records with verdicts, and the accuracy.
+
+This is the loop every stage that samples shares (`sample_attempts`): render the solve prompt, draw `n`
+samples per problem with seeds derived from (problem id, stage, index), verify each against the gold answer.
+
+    sftadapt sample --model smollm2-135m --data gsm8k --limit 20 --out runs/sample-gsm8k
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from sftadapt.config import config_dict, config_hash, option
+from sftadapt.data import prompts as P
+from sftadapt.data.records import Attempt, Problem
+from sftadapt.engines.base import Engine, EngineConfig, Sampling, derive_seed
+from sftadapt.runtime.precision import normalize
+
+
+@dataclass
+class SampleConfig:
+    model: str = option("smollm2-135m", help="model: HF id, local folder, smollm2-135m or tiny-random")
+    data: str = option("gsm8k", help="file (JSONL/Parquet), registered dataset name, or hf:owner/name")
+    out: str = option("runs/sample", help="output folder")
+    limit: int | None = option(None, help="first N problems only")
+    n: int = option(1, help="samples per problem")
+    temperature: float = option(1.0, help="sampling temperature (0 = greedy)")
+    top_p: float = option(1.0, help="nucleus sampling mass")
+    max_new_tokens: int = option(256, help="generation budget per sample")
+    seed: int = option(0, help="base seed; each sample's seed derives from (seed, problem id, index)")
+    chat: bool = option(True, help="apply the model's chat template")
+    dtype: str = option("auto", help="auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
+    batch_size: int = option(32, help="sequences per generate call")
+    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that samples (engine.backend, engine.options)"})
+    shard_size: int = option(16, help="problems per resumable shard")
+    data_dir: str | None = option(None, help="benchmark data folder (default: find shared/data)")
+    force: bool = option(False, help="set aside shards of a different config instead of refusing")
+
+    def validate(self) -> None:
+        if self.n < 1:
+            raise ValueError("n must be >= 1")
+        if not 0 < self.top_p <= 1:
+            raise ValueError("top_p must be in (0, 1]")
+        normalize(self.dtype)
+
+
+def sample_attempts(engine: Engine, verifier, problems: Sequence[Problem], sampling: Sampling, stage: str,
+                    prompt_for: Callable[[Problem], str], prompt_hash: str) -> list[list[Attempt]]:
+    """`sampling.n` verified attempts per problem; seeds from (base seed, problem id, stage, index)."""
+    prompts = [prompt_for(p) for p in problems]
+    seeds = [[derive_seed(sampling.seed, p.id, stage, j) for j in range(sampling.n)] for p in problems]
+    completions = engine.generate(prompts, sampling, seeds=seeds)
+    flat = [(p, c) for p, outs in zip(problems, completions) for c in outs]
+    verdicts = verifier.verify_many([p.answer for p, _ in flat], [c.text for _, c in flat])
+    attempts: list[list[Attempt]] = [[] for _ in problems]
+    k = 0
+    for i, (problem, outs) in enumerate(zip(problems, completions)):
+        for j, comp in enumerate(outs):
+            v = verdicts[k]
+            k += 1
+            attempts[i].append(Attempt(
+                problem_id=problem.id, stage=stage, index=j, prompt_hash=prompt_hash, text=comp.text,
+                token_logprobs=comp.logprobs, finish_reason=comp.finish_reason, seed=comp.seed,
+                verdict=v.verdict, extracted=v.extracted, rule=v.rule,
+                meta={"n_tokens": len(comp.token_ids)}))
+    return attempts
+
+
+def sample(cfg: SampleConfig, progress: bool = True) -> dict:
+    """Run `sftadapt sample`: writes `attempts.jsonl` and `summary.json` in `cfg.out`; returns the summary."""
+    import json
+
+    from sftadapt.data.sources import load_dataset_spec, write_rejects
+    from sftadapt.data.store import ShardStore, run_sharded
+    from sftadapt.engines import make_engine
+    from sftadapt.verify import Verifier
+
+    out = Path(cfg.out)
+    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
+    claim(out, "sample", force=cfg.force)
+    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
+    write_rejects(loaded.rejects, out / "rejects.jsonl")
+    problems = loaded.problems
+    if not problems:
+        raise ValueError(f"{cfg.data}: no usable problems")
+    start = time.perf_counter()
+    engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size)
+    from sftadapt.data import budget  # issue 13: over-long prompts become rejects before they reach the engine
+    problems, _ = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
+                                      budget.solve_checks(engine.tokenizer, cfg.chat))
+    tmpl_hash = P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)
+    params = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
+                      seed=cfg.seed)
+    ids_hash = config_hash({"ids": [p.id for p in problems]})
+    store = ShardStore(out / "shards", config_hash({**config_dict(cfg), "ids": ids_hash, "tmpl": tmpl_hash,
+                                                    "resolved_dtype": getattr(engine, "precision", None)},
+                                                   exclude=("out", "batch_size", "force")),
+                       config_dict(cfg), force=cfg.force)
+    with Verifier() as verifier:
+        def work(chunk):
+            rows = sample_attempts(engine, verifier, chunk, params, "sample",
+                                   lambda p: P.solve_prompt(engine.tokenizer, p.problem, cfg.chat), tmpl_hash)
+            return [a for per_problem in rows for a in per_problem]
+
+        shards = run_sharded(store, problems, cfg.shard_size, work, desc=f"sample {cfg.data}", progress=progress,
+                             unit="problem")
+    n_rows = store.finalize(out / "attempts.jsonl", expected_shards=shards)
+    rows = list(store.rows())
+    counts: dict[str, int] = {}
+    for row in rows:
+        counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
+    summary = {
+        "model": cfg.model, "data": cfg.data, "problems": len(problems), "samples": n_rows,
+        "accuracy": counts.get("correct", 0) / max(n_rows, 1), "verdicts": counts,
+        "rejected_rows": len(loaded.rejects), "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
+        "seconds": round(time.perf_counter() - start, 1), "prompt_template_hash": tmpl_hash,
+        "precision": getattr(engine, "precision", None),
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    engine.close()
+    return summary

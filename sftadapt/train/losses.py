@@ -1,0 +1,175 @@
+"""Training losses on response tokens: `nll` (SFT), `dft` (Dynamic Fine-Tuning) and `is` (importance-weighted SFT).
+
+Pure tensor functions, no I/O. Every loss has the form
+
+    L = -Σ_t sg(w_t) · log π_θ(y_t | x, y_<t) / N
+
+over the response tokens t (prompt and padding masked), where N = `num_tokens` is the response-token count of
+the WHOLE optimiser step (all gradient-accumulation micro-batches on all ranks). Summing the losses of the
+micro-batches of a step therefore gives the loss of one big batch, and the same gradient.
+
+- `nll`: w = 1.
+- `dft` (arXiv 2508.05629): w = p = π_θ(y_t|·), or max(p, p_min) with the floor `dft_floor` > 0 (default off),
+  for tokens such as EOS that start at a very low probability.
+- `is` (Mind the Gap's correction after rewriting): w = min(exp(log π_θ − log π_β), c) with π_β the
+  probability under the policy that produced the row (`behavior_logprobs`). Rows without behaviour log-probs
+  (expert fallback) take π_β = 1, so their weight is DFT's p. `is_level="sequence"` uses one ratio per row, the
+  geometric mean of its token ratios exp(mean_t(log π_θ − log π_β)), clipped at c and applied to every token of
+  the row. `is_self_normalize` rescales the weights so that they average 1 over the step's tokens:
+  w̃ = w · N / W with W = Σ_step w (`weight_total`; default: this call's Σw, exact when the call is the step).
+
+Beside the loss, `sft_loss` returns detached sums (`LossStats`) that add up over micro-batches and ranks;
+`loss_summary` turns them into what the trainer logs: the plain NLL (so a falling weighted loss with a rising NLL
+is visible), mean and max weight, fraction of tokens clipped, and the effective sample size (Σw)²/Σw².
+Weight statistics are of the weights before self-normalisation (ESS does not depend on that scale).
+
+    logp = token_logprobs(logits[:, :-1], labels[:, 1:])
+    loss, stats = sft_loss(logp, labels[:, 1:] != -100, "is", num_tokens=step_tokens,
+                           behavior_logprobs=blp[:, 1:], has_behavior=has_blp)
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn.functional as F
+
+LOSS_TYPES = ("nll", "dft", "is")
+IS_LEVELS = ("token", "sequence")
+
+
+def token_logprobs(logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = -100) -> torch.Tensor:
+    """log π(labels) from logits already aligned with them (B, T, V) × (B, T) -> (B, T); 0 where ignored.
+
+    Uses the fused cross-entropy kernel, so no second (B, T, V) tensor of log-softmax is materialised."""
+    if logits.dtype in (torch.float16, torch.bfloat16):  # log-probs of half-precision logits lose the weights
+        logits = logits.float()
+    flat = F.cross_entropy(
+        logits.reshape(-1, logits.size(-1)), labels.reshape(-1), ignore_index=ignore_index, reduction="none"
+    )
+    return -flat.view(labels.shape)
+
+
+def token_weights(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    behavior_logprobs: torch.Tensor | None = None,
+    has_behavior: torch.Tensor | None = None,
+    dft_floor: float = 0.0,
+    is_clip: float | None = 5.0,
+    is_level: str = "token",
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-token weights (detached, 0 off the mask) and a bool tensor of the tokens whose ratio was clipped."""
+    mask = mask.bool()
+    logp = logp.detach()
+    no_clip = torch.zeros_like(mask)
+    if loss_type == "nll":
+        return mask.to(logp.dtype), no_clip
+    if loss_type == "dft":
+        prob = torch.exp(torch.where(mask, logp, torch.zeros_like(logp)))
+        if dft_floor > 0:
+            prob = prob.clamp_min(dft_floor)
+        return prob * mask, no_clip
+    if loss_type == "is":
+        if behavior_logprobs is None:
+            behavior = torch.zeros_like(logp)
+        else:
+            behavior = behavior_logprobs.detach().to(logp.dtype)
+            if has_behavior is not None:
+                # Expert rows: behaviour probability 1, i.e. log π_β = 0.
+                behavior = torch.where(has_behavior.bool().view(-1, 1), behavior, torch.zeros_like(behavior))
+        log_ratio = torch.where(mask, logp - behavior, torch.zeros_like(logp))
+        if is_level == "sequence":
+            counts = mask.sum(dim=1, keepdim=True).clamp_min(1)
+            log_ratio = (log_ratio.sum(dim=1, keepdim=True) / counts).expand_as(logp)
+        elif is_level != "token":
+            raise ValueError(f"is_level '{is_level}' is not one of {IS_LEVELS}")
+        # Clip in log space: exp of a large log-ratio would overflow to inf before min() could bound it.
+        if is_clip is not None and is_clip > 0:
+            log_clip = math.log(is_clip)
+            clipped = (log_ratio > log_clip) & mask
+            log_ratio = log_ratio.clamp_max(log_clip)
+        else:
+            clipped = no_clip
+        return torch.exp(log_ratio) * mask, clipped
+    raise ValueError(f"loss_type '{loss_type}' is not one of {LOSS_TYPES}")
+
+
+@dataclass
+class LossStats:
+    """Sums over the tokens of one call (detached); add them up over micro-batches and ranks, then `loss_summary`.
+
+    `nll` is Σ(−log p)/N with the step's N, so it adds up to the step's mean NLL like the loss does."""
+
+    nll: torch.Tensor
+    tokens: torch.Tensor
+    weight_sum: torch.Tensor
+    weight_sq_sum: torch.Tensor
+    weight_max: torch.Tensor
+    clipped: torch.Tensor
+
+    def __add__(self, other: LossStats) -> LossStats:
+        summed = {f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
+        summed["weight_max"] = torch.maximum(self.weight_max, other.weight_max)
+        return LossStats(**summed)
+
+
+def sft_loss(
+    logp: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str = "nll",
+    num_tokens: int | torch.Tensor | None = None,
+    behavior_logprobs: torch.Tensor | None = None,
+    has_behavior: torch.Tensor | None = None,
+    dft_floor: float = 0.0,
+    is_clip: float | None = 5.0,
+    is_level: str = "token",
+    is_self_normalize: bool = False,
+    weight_total: float | torch.Tensor | None = None,
+) -> tuple[torch.Tensor, LossStats]:
+    """The loss of one micro-batch, normalised by the step's response-token count `num_tokens`.
+
+    logp (B, T): log-probs of the labels under the current policy (with grad); mask (B, T): response tokens;
+    behavior_logprobs (B, T) aligned with logp, has_behavior (B,) bool. `num_tokens` defaults to this call's
+    count (the call is the whole step). `weight_total` is the step's Σw for `is_self_normalize`."""
+    mask_f = mask.to(logp.dtype)
+    local_tokens = mask_f.sum()
+    if num_tokens is None:
+        num_tokens = local_tokens
+    weights, clipped = token_weights(
+        logp, mask, loss_type, behavior_logprobs, has_behavior, dft_floor, is_clip, is_level
+    )
+    loss_weights = weights
+    if is_self_normalize and loss_type == "is":
+        total = weights.sum() if weight_total is None else weight_total
+        loss_weights = weights * (num_tokens / torch.as_tensor(total, dtype=weights.dtype).clamp_min(1e-12))
+    masked_logp = logp * mask_f
+    loss = -(loss_weights * masked_logp).sum() / num_tokens
+    with torch.no_grad():
+        stats = LossStats(
+            nll=-masked_logp.detach().sum() / num_tokens,
+            tokens=local_tokens.detach(),
+            weight_sum=weights.sum(),
+            weight_sq_sum=(weights * weights).sum(),
+            weight_max=weights.max() if weights.numel() else weights.new_zeros(()),
+            clipped=clipped.sum().to(weights.dtype),
+        )
+    return loss, stats
+
+
+def loss_summary(stats: LossStats, steps: int = 1) -> dict[str, float]:
+    """What is logged: mean NLL per step, mean/max weight, clipped fraction, ESS (Σw)²/Σw² and ESS/tokens."""
+    tokens = float(stats.tokens)
+    weight_sum, weight_sq_sum = float(stats.weight_sum), float(stats.weight_sq_sum)
+    ess = weight_sum * weight_sum / weight_sq_sum if weight_sq_sum > 0 else 0.0
+    return {
+        "nll": float(stats.nll) / max(steps, 1),
+        "weight_mean": weight_sum / tokens if tokens else 0.0,
+        "weight_max": float(stats.weight_max),
+        "clip_frac": float(stats.clipped) / tokens if tokens else 0.0,
+        "ess": ess,
+        "ess_frac": ess / tokens if tokens else 0.0,
+    }

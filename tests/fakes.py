@@ -1,0 +1,31 @@
+"""Test doubles shared by the stage tests (imported as `from fakes import ...`: pytest puts tests/ on the path).
+
+They pin a stage's bookkeeping exactly, where a real model's output would make the expected rows unknowable;
+every stage also has tests on the tiny real model (tests/conftest.py `tiny_engine`)."""
+
+from __future__ import annotations
+
+import re
+
+from sftadapt.verify import Verdict
+
+END = 99  # the fake end-of-text token id
+
+
+class FakeTokenizer:
+    """No chat template (prompts are the bare text) and a fixed end token."""
+
+    chat_template = None
+    eos_token_id = END
+
+
+class BoxedVerifier:
+    """String equality on the last `\\boxed{...}` answer: the Verifier's interface without math_verify."""
+
+    def verify_many(self, golds, texts):
+        out = []
+        for gold, text in zip(golds, texts):
+            found = re.findall(r"\\boxed\{([^{}]*)\}", text)
+            out.append(Verdict("no_answer", None, "none", 0.0) if not found else
+                       Verdict("correct" if found[-1] == gold else "wrong", found[-1], "boxed", 0.0))
+        return out
