@@ -228,6 +228,11 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return build_config(cls, values, str(path) if path else "config")
 
 
+# options of a sharded stage that do not change what it writes (where it writes, batching, worker counts, which
+# input file: the input's rows are hashed instead), left out of its output hash
+NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit")
+
+
 def config_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 

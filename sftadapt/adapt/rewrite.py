@@ -60,7 +60,7 @@ from sftadapt.adapt.policy import (
     guided_rejection,
     rejection_kind,
 )
-from sftadapt.config import config_dict, config_hash, option
+from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
 from sftadapt.data import prompts as P
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
@@ -144,7 +144,6 @@ class RewriteConfig:
 # Options left out of the run id: where the output goes, speed knobs, and how the problems were found (the
 # problems themselves are hashed). Batch size can change float rounding in batched forward passes, but it is a
 # speed knob users expect to change on resume; the docstring says byte identity needs the same size.
-_NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit")
 
 
 # ---------------------------------------------------------------- shared state of one run
@@ -357,7 +356,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         rejects += len(over)
         run = _Run(cfg, engine, verifier, problems)
         model = model_info(cfg.model)
-        decided = {**{k: v for k, v in config_dict(cfg).items() if k not in _NOT_HASHED}, "model": model,
+        decided = {**{k: v for k, v in config_dict(cfg).items() if k not in NOT_HASHED}, "model": model,
                    "templates": run.hashes, "precision": _precision(engine, cfg),
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
         run_id = config_hash(decided)

@@ -25,7 +25,6 @@ tokens the reward scored with a separate model, and seconds. Counters are cumula
 from __future__ import annotations
 
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -214,10 +213,9 @@ def _resume_checkpoint(opts: GRPOOptions, out: Path) -> str | None:
 
 def write_compute(out: str | Path, section: dict[str, Any]) -> dict[str, Any]:
     """Write `compute.json` in `out` (atomically); returns what was written."""
-    path = Path(out) / COMPUTE_FILE
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(section, indent=2))
-    os.replace(tmp, path)
+    from sftadapt.data.records import write_json
+
+    write_json(Path(out) / COMPUTE_FILE, section)
     return section
 
 
