@@ -3,7 +3,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 
-.PHONY: setup quickstart test test-fast lint browser
+.PHONY: setup quickstart test test-fast lint browser server
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -27,6 +27,13 @@ test-fast: setup
 # ruff: lint and format check (configured in pyproject.toml); .ci/run runs it before the tests
 lint: setup
 	$(VENV)/bin/ruff check sftadapt tests benchmarks
+
+# The real OpenAI-compatible server the `openai` backend's tests start (llama-cpp-python[server], pinned, in its
+# own venv so its pins never touch ours; compiled once, wheel cached in .cache/llama-cpp-python). Without it
+# those tests are skipped with that reason (under CI=true they fail instead). See .ci/server.sh.
+SERVER_VENV ?= .venv-server
+server:
+	.ci/server.sh $(SERVER_VENV)
 
 # Debian's chromium for the HTML report's browser test (tests/test_report_browser.py), when missing and only as
 # root with apt-get; otherwise that test is skipped with its reason (under CI=true it fails instead).

@@ -353,7 +353,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         store = ShardStore(out / "shards", run_id, decided, force=cfg.force)
         n_shards = run_sharded(store, problems, cfg.shard_size, synth.work, desc=f"map {synth.method}",
                                progress=progress, unit="problem", engines=(synth.mapper, synth.target),
-                               postfix=_mapped_counts)
+                               postfix=_mapped_counts, rejects_file=out / "rejects.jsonl")
         store.finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = synthesis_summary(list(store.rows()), cfg, synth.method, run_id, mapper_info, target_info)
         summary["rejected_input_rows"] = rejects

@@ -377,7 +377,8 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
             store = stores[stage]
             n_shards = run_sharded(store, items, cfg.shard_size, work, desc=f"rewrite {stage}", progress=progress,
                                    unit="problem", engines=(engine,), postfix=_postfix(stage),
-                                   write=lambda i, rows, store=store, stage=stage: _write_or_kill(store, stage, i, rows))
+                                   write=lambda i, rows, store=store, stage=stage: _write_or_kill(store, stage, i, rows),
+                                   rejects_file=out / "rejects.jsonl")
             if stage != "final":
                 earlier[stage] = {row["problem_id"]: row for row in stores[stage].rows()}
         stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)

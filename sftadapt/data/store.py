@@ -166,13 +166,16 @@ def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
                 work: Callable[[Sequence[Any]], list[Any]], desc: str = "", progress: bool = True,
                 unit: str = "item", engines: Sequence[Any] = (),
                 postfix: Callable[[list[Any]], dict] | None = None,
-                write: Callable[[int, list[Any]], None] | None = None) -> int:
+                write: Callable[[int, list[Any]], None] | None = None,
+                rejects_file: str | os.PathLike | None = None) -> int:
     """Run `work` on each chunk not yet stored and store its records; returns the number of shards.
 
     The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
     turns all rows so far into counts shown on it. With `engines`, each shard's wall seconds and the engines'
     counters spent on it go to `stats-0000i.json` beside the shard, so `shard_totals` survive a resume.
-    `write(i, rows)` replaces `store.write` (tests use it to kill the process mid-write)."""
+    `write(i, rows)` replaces `store.write` (tests use it to kill the process mid-write). With `rejects_file`,
+    items a backend refuses (`RequestRejected`, e.g. a server's "context too long") become rejects there and
+    the shard keeps the others (engines/rejects.py); without it the refusal ends the run."""
     from tqdm.auto import tqdm
 
     from sftadapt.data.records import write_json
@@ -180,6 +183,10 @@ def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
     parts = chunks(items, shard_size)
     done_rows = [row for i in range(len(parts)) if store.has(i) for row in store.read(i)] if postfix else []
     done = sum(len(part) for i, part in enumerate(parts) if store.has(i))
+    if rejects_file is not None:
+        from sftadapt.engines import rejects as engine_rejects
+
+        engine_rejects.restore(store.root, [i for i in range(len(parts)) if store.has(i)], rejects_file)
     with tqdm(total=len(items), initial=done, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True) as bar:
         if postfix:
             bar.set_postfix(postfix(done_rows), refresh=False)
@@ -187,7 +194,12 @@ def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
             if store.has(i):
                 continue
             start, before = time.perf_counter(), engine_counters(*engines)
-            rows = work(part)
+            if rejects_file is not None:
+                rows, refused = engine_rejects.keep_going(part, work)
+                engine_rejects.record(store.root, i, [engine_rejects.reject_row(item, why) for item, why in refused],
+                                      rejects_file)
+            else:
+                rows = work(part)
             if engines:
                 after = engine_counters(*engines)
                 stats = {k: after[k] - before[k] for k in after}

@@ -7,14 +7,16 @@ from __future__ import annotations
 
 import importlib
 
-from sftadapt.engines.base import Completion, Engine, EngineConfig, Sampling, TokenScores, derive_seed
+from sftadapt.engines.base import Completion, Engine, EngineConfig, RequestRejected, Sampling, TokenScores, derive_seed
 
-__all__ = ["BACKENDS", "Completion", "Engine", "EngineConfig", "Sampling", "TokenScores", "derive_seed",
-           "make_engine"]
+__all__ = ["BACKENDS", "Completion", "Engine", "EngineConfig", "RequestRejected", "Sampling", "TokenScores",
+           "derive_seed", "make_engine"]
 
 # backend name -> "module:class"; the class has `from_config(model, options, **common) -> Engine`
 BACKENDS: dict[str, str] = {
     "hf": "sftadapt.engines.hf:HFEngine",
+    "openai": "sftadapt.engines.openai:OpenAIEngine",  # OpenAI-compatible completions servers
+    "vllm": "sftadapt.engines.vllm:VLLMEngine",  # vLLM in this process
 }
 
 

@@ -51,6 +51,20 @@ class TokenScores:
         return sum(self.logprobs) / max(len(self.logprobs), 1)
 
 
+class RequestRejected(ValueError):
+    """A backend refused some rows (an HTTP 4xx: context too long, unknown model, invalid request), not the run.
+
+    `reasons` maps the index of each refused prompt in the call to the server's reason. A stage that can drop
+    rows runs its chunk again item by item (`sftadapt.engines.rejects.keep_going`), writes the refused items to
+    its rejects file and goes on; anywhere else it is a ValueError, one line on the command line."""
+
+    def __init__(self, reasons: dict[int, str], backend: str = "engine"):
+        self.reasons = dict(reasons)
+        first = min(self.reasons)
+        more = f" (and {len(self.reasons) - 1} more)" if len(self.reasons) > 1 else ""
+        super().__init__(f"{backend} rejected request {first}{more}: {self.reasons[first]}")
+
+
 def derive_seed(*parts: object) -> int:
     """A 63-bit seed from e.g. (base_seed, problem_id, stage, index): same inputs, same sample, any batching."""
     digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()

@@ -216,6 +216,11 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
             parts[name] = [problems[i:i + per_shard] for i in range(0, len(problems), per_shard)]
             units += [(name, i) for i in range(len(parts[name]))]
         todo = [g for g, (name, i) in enumerate(units) if not stores[name].has(i)]
+        from sftadapt.engines import rejects as engine_rejects
+
+        for name in problem_lists:  # engine rejects of shards an earlier (killed) run finished stay listed
+            engine_rejects.restore(stores[name].root, [i for i in range(len(parts[name])) if stores[name].has(i)],
+                                   out_dir / "rejects.jsonl")
         total = sum(len(ps) for ps in problem_lists.values()) * protocol.n
         done = total - sum(len(parts[units[g][0]][units[g][1]]) for g in todo) * protocol.n
         counts = {"correct": 0, "no_answer": 0}
@@ -225,14 +230,17 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
                 # Several small shards share one generate call (full engine batches); each is stored on
                 # its own, so what a kill can lose is at most one call's work.
                 chunk = [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]
-                attempts = run_chunk(engine, verifier, tokenizer, protocol, [p for _, p in chunk],
-                                     [name for name, _ in chunk], prompt_hash)
-                start = 0
+                # a problem the backend refuses (a server's 4xx) becomes a reject; the others are kept
+                attempts, refused = engine_rejects.keep_going(chunk, lambda part: run_chunk(
+                    engine, verifier, tokenizer, protocol, [p for _, p in part], [name for name, _ in part],
+                    prompt_hash))
                 for g in group:
                     name, i = units[g]
-                    size = len(parts[name][i]) * protocol.n
-                    stores[name].write(i, attempts[start:start + size])
-                    start += size
+                    ids = {p.id for p in parts[name][i]}
+                    stores[name].write(i, [a for a in attempts if a.meta["benchmark"] == name and a.problem_id in ids])
+                    engine_rejects.record(stores[name].root, i, [
+                        engine_rejects.reject_row(p, why, benchmark=name)
+                        for (bench, p), why in refused if bench == name and p.id in ids], out_dir / "rejects.jsonl")
                 for a in attempts:
                     if a.verdict in counts:
                         counts[a.verdict] += 1

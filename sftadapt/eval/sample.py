@@ -106,7 +106,8 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
             return [a for per_problem in rows for a in per_problem]
 
         shards = run_sharded(store, problems, cfg.shard_size, work, desc=f"sample {cfg.data}", progress=progress,
-                             unit="problem")
+                             unit="problem",
+                             rejects_file=out / "rejects.jsonl")
     n_rows = store.finalize(out / "attempts.jsonl", expected_shards=shards)
     rows = list(store.rows())
     counts: dict[str, int] = {}

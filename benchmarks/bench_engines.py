@@ -1,0 +1,226 @@
+"""One sampling + scoring job through every backend, and the same server driven directly, side by side.
+
+The job: 64 prompts x 4 samples x up to 256 new tokens (T=1, top_p=1, per-sample seeds), then scoring 256
+responses (the job's own samples) under their prompts. Arms:
+
+- `hf`: `HFEngine` in this process (`--dtype`, batch `--batch-size`);
+- `openai`: our backend against `--servers` local llama_cpp.server processes (started here on the F32 GGUF of
+  the model, `sftadapt.engines.local_server`; or `--base-urls` of running servers, e.g. `vllm serve` on a GPU);
+- `direct`: the same server(s) driven with plain HTTP and the same request bodies, without sftadapt (a thread
+  pool of the same size, json in and out): `openai` / `direct` is the overhead ratio, goal >= 0.9;
+- `vllm`: `VLLMEngine` in this process, where `import vllm` works (`--tp` tensor-parallel size).
+
+Tokens/s counts generated tokens up to and including the end token (as `stats["generated_tokens"]`);
+scoring tokens/s counts response tokens. Start-up = engine construction (hf, vllm: model load; openai: server
+start + tokenizer). Prints a markdown table and writes JSON (`--out`) with the date, `lscpu` model name and flags.
+
+    python benchmarks/bench_engines.py --model smollm2-135m --arms hf,openai,direct --servers 1
+    python benchmarks/bench_engines.py --model Qwen/Qwen2.5-Math-7B --arms hf,vllm,openai,direct --tp 1 \
+        --base-urls http://127.0.0.1:8000/v1 --served-model Qwen/Qwen2.5-Math-7B --server vllm --dtype bfloat16
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import platform
+import subprocess
+import sys
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from sftadapt.data import prompts as P  # noqa: E402
+from sftadapt.engines import EngineConfig, Sampling, derive_seed, make_engine  # noqa: E402
+
+
+def lscpu() -> dict:
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    except OSError:
+        return {"model_name": platform.processor()}
+    info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
+    flags = info.get("Flags", "").split()
+    keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4"))]
+    return {"model_name": info.get("Model name", "").strip(), "cpus": info.get("CPU(s)", "").strip(),
+            "flags_that_matter": keep}
+
+
+def job_prompts(tok, n_prompts: int, data_dir: str | None) -> list[str]:
+    try:
+        from sftadapt.data.sources import load_benchmark
+
+        problems = [p.problem for p in load_benchmark("gsm8k", n_prompts, data_dir=data_dir)]
+    except Exception:  # no shared data: synthetic word problems of similar length
+        problems = [f"A shop sells {i + 3} boxes of {2 * i + 5} pencils and then {i + 1} more boxes. "
+                    f"How many pencils did it sell?" for i in range(n_prompts)]
+    return [P.solve_prompt(tok, p) for p in problems[:n_prompts]]
+
+
+def run_engine(engine, prompts, params, seeds, score_n):
+    start = time.perf_counter()
+    outs = engine.generate(prompts, params, seeds=seeds)
+    gen_s = time.perf_counter() - start
+    gen_tokens = sum(len(c.token_ids) + (c.finish_reason == "stop") for o in outs for c in o)
+    pairs = [(prompts[i], c.text) for i, o in enumerate(outs) for c in o][:score_n]
+    start = time.perf_counter()
+    scores = engine.score([p for p, _ in pairs], [r for _, r in pairs])
+    score_s = time.perf_counter() - start
+    return {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s,
+            "score_s": score_s, "scored_tokens": sum(len(s.logprobs) for s in scores),
+            "score_tok_s": sum(len(s.logprobs) for s in scores) / score_s}, pairs
+
+
+def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency, server):
+    """The same request bodies over plain HTTP (urllib + a thread pool): what a user script would do."""
+    eos = tok.decode([P.end_token_id(tok)])
+
+    def post(k_body):
+        k, body = k_body
+        url = base_urls[k % len(base_urls)] + "/completions"
+        req = urllib.request.Request(url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=3600) as resp:
+            return json.loads(resp.read())
+
+    extra = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0} if server == "llama-cpp-python" else \
+        {"return_tokens_as_token_ids": True}
+    bodies = []
+    for i, p in enumerate(prompts):
+        prompt = p if server == "llama-cpp-python" else P.prompt_token_ids(tok, p)
+        for j in range(params.n):
+            bodies.append({"model": model, "prompt": prompt, "max_tokens": params.max_new_tokens, "n": 1,
+                           "temperature": params.temperature, "top_p": params.top_p, "seed": seeds[i][j] % 2 ** 31,
+                           "logprobs": 1, **extra})
+    workers = concurrency * len(base_urls)
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        outs = list(pool.map(post, enumerate(bodies)))
+    gen_s = time.perf_counter() - start
+    # tokens as the server counts them (completion_tokens; +1 for the end token of a stopped sample)
+    gen_tokens = sum(o["usage"]["completion_tokens"] + (o["choices"][0]["finish_reason"] == "stop") for o in outs)
+    score_bodies = [{"model": model, "max_tokens": 1, "echo": True, "temperature": 0.0, "seed": 0, **extra,
+                     "logprobs": 1 if server == "llama-cpp-python" else 0,
+                     "prompt": (p + r + eos) if server == "llama-cpp-python"
+                     else P.prompt_token_ids(tok, p) + P.response_token_ids(tok, r)} for p, r in pairs]
+    start = time.perf_counter()
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(post, enumerate(score_bodies)))
+    score_s = time.perf_counter() - start
+    scored = sum(len(P.response_token_ids(tok, r)) for _, r in pairs)
+    return {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s,
+            "score_s": score_s, "scored_tokens": scored, "score_tok_s": scored / score_s}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smollm2-135m")
+    ap.add_argument("--arms", default="hf,openai,direct,vllm")
+    ap.add_argument("--prompts", type=int, default=64)
+    ap.add_argument("--samples", type=int, default=4)
+    ap.add_argument("--max-new-tokens", type=int, default=256)
+    ap.add_argument("--score", type=int, default=256, help="responses scored")
+    ap.add_argument("--dtype", default="float32")
+    ap.add_argument("--batch-size", type=int, default=64, help="hf batch")
+    ap.add_argument("--tp", type=int, default=1, help="vllm tensor_parallel_size")
+    ap.add_argument("--servers", type=int, default=1, help="local llama_cpp.server processes to start")
+    ap.add_argument("--threads-per-server", type=int, default=None)
+    ap.add_argument("--base-urls", default=None, help="running servers instead (comma-separated)")
+    ap.add_argument("--served-model", default=None)
+    ap.add_argument("--server", default="llama-cpp-python", help="vllm | llama-cpp-python (with --base-urls)")
+    ap.add_argument("--concurrency", type=int, default=4, help="requests in flight per server")
+    ap.add_argument("--data-dir", default=None)
+    ap.add_argument("--out", default=None, help="JSON results file")
+    args = ap.parse_args()
+    arms = args.arms.split(",")
+
+    from sftadapt.runtime.models import load_tokenizer
+
+    tok = load_tokenizer(args.model)
+    prompts = job_prompts(tok, args.prompts, args.data_dir)
+    params = Sampling(n=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
+    seeds = [[derive_seed(0, i, "bench", j) for j in range(args.samples)] for i in range(len(prompts))]
+    results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": lscpu(),
+                     "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+                     "job": {"prompts": len(prompts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
+                             "scored": args.score}, "arms": {}}
+    servers, pairs = [], None
+    try:
+        if {"openai", "direct"} & set(arms):
+            if args.base_urls:
+                base_urls, served = args.base_urls.split(","), args.served_model or args.model
+                server_kind = args.server
+            else:
+                from sftadapt.engines.local_server import LlamaCppServer
+
+                threads = args.threads_per_server or max(1, len(__import__("os").sched_getaffinity(0)) // args.servers)
+                start = time.perf_counter()
+                servers = [LlamaCppServer(args.model, n_ctx=4096, threads=threads).start() for _ in range(args.servers)]
+                results["server_startup_s"] = time.perf_counter() - start
+                base_urls, served, server_kind = [s.base_url for s in servers], servers[0].alias, "llama-cpp-python"
+        for arm in arms:
+            if arm == "direct":
+                continue
+            if arm == "vllm":
+                from sftadapt.engines.vllm import vllm_unavailable
+
+                why = vllm_unavailable()
+                if why:
+                    results["arms"]["vllm"] = {"skipped": why}
+                    print(f"vllm: skipped ({why})", flush=True)
+                    continue
+            start = time.perf_counter()
+            if arm == "hf":
+                engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
+            elif arm == "vllm":
+                engine = make_engine(args.model, EngineConfig("vllm", {"tensor_parallel_size": args.tp}), dtype=args.dtype)
+            else:
+                engine = make_engine(args.model, EngineConfig("openai", {
+                    "base_urls": base_urls, "model": served, "server": server_kind,
+                    "concurrency": args.concurrency}))
+            startup = time.perf_counter() - start + (results.get("server_startup_s", 0) if arm == "openai" else 0)
+            row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score)
+            engine.close()
+            row["startup_s"] = startup
+            results["arms"][arm] = row
+            pairs = pairs or arm_pairs
+            print(f"{arm}: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+        if "direct" in arms:
+            if pairs is None:
+                raise SystemExit("the direct arm scores the responses of another arm: list one before it")
+            row = run_direct(base_urls, served, tok, prompts, params, seeds, pairs, args.concurrency, server_kind)
+            row["startup_s"] = results.get("server_startup_s", 0.0)
+            results["arms"]["direct"] = row
+            print(f"direct: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+    finally:
+        for s in servers:
+            s.stop()
+    a = results["arms"]
+    ratios = {}
+    if "openai" in a and "direct" in a:
+        ratios["openai/direct generate"] = a["openai"]["gen_tok_s"] / a["direct"]["gen_tok_s"]
+        ratios["openai/direct score"] = a["openai"]["score_tok_s"] / a["direct"]["score_tok_s"]
+    for other in ("vllm", "openai"):
+        if other in a and "hf" in a and "gen_tok_s" in a[other]:
+            ratios[f"{other}/hf generate"] = a[other]["gen_tok_s"] / a["hf"]["gen_tok_s"]
+            ratios[f"{other}/hf score"] = a[other]["score_tok_s"] / a["hf"]["score_tok_s"]
+    results["ratios"] = ratios
+    print("\n| arm | start-up s | generate tok/s | generated tokens | score tok/s | scored tokens |")
+    print("|---|---|---|---|---|---|")
+    for arm, r in a.items():
+        if "skipped" in r:
+            print(f"| {arm} | skipped: {r['skipped']} | | | | |")
+        else:
+            print(f"| {arm} | {r['startup_s']:.1f} | {r['gen_tok_s']:.1f} | {r['generated_tokens']} | "
+                  f"{r['score_tok_s']:.1f} | {r['scored_tokens']} |")
+    for k, v in ratios.items():
+        print(f"{k}: {v:.3f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,449 @@
+"""The `openai` backend: sampling and scoring on OpenAI-compatible completions servers (vLLM, llama.cpp, ...).
+
+Every request goes to `POST {base_url}/completions`, one request per sample: sample j of prompt i carries its
+own seed (`seeds[i][j]`, derived from (base seed, problem id, stage, index) by the stage, as for hf), so a
+resumed shard asks for exactly what the killed run asked for. The prompts are the stage's pre-rendered text;
+what the server sees depends on `server`:
+
+- `vllm` (default; also what `vllm serve` and SGLang accept): the prompt goes as **token ids**
+  (`prompts.prompt_token_ids`, our tokenisation), so the server cannot tokenise it differently. Generated
+  token ids come back through `return_tokens_as_token_ids`; `logprobs: 1` returns each sampled token's
+  log-prob. vLLM computes these from the raw model output before temperature/top-p (its default
+  `--logprobs-mode raw_logprobs`), i.e. untempered, as `Completion.logprobs` documents; a server started with
+  another `--logprobs-mode` returns processed values, which this backend cannot detect. Scoring sends prompt
+  ids + `prompts.response_token_ids` with `echo: true, max_tokens: 1, logprobs: 0`: the echoed prompt
+  log-probs, sliced at the prompt's length, are the response's per-token log-probs, aligned by construction.
+- `llama-cpp-python` (its `llama_cpp.server`, started with `--logits_all true` so it can echo prompt
+  log-probs): its completions endpoint takes text only, so the rendered text goes as is (the server tokenises
+  it with special tokens, as our tokenizer does). Its log-probs are a log-softmax of the raw logits
+  (untempered). It returns no token ids: `Completion.token_ids` is the completion text re-tokenised by our
+  tokenizer (the tokens training will see), which can differ from the sampled ones where a sample was not
+  canonically tokenised, so `logprobs` may then be one or two entries longer or shorter than `token_ids`.
+  Scoring echoes prompt + response text (+ the end token's text) and takes the log-probs of the response's
+  tokens at the end of the echo; when the server's token count or spelling there does not match ours, the
+  row is refused with that reason instead of being mis-aligned. llama.cpp's defaults (top_k 40, min_p 0.05, repeat
+  penalty 1.1) are switched off so that temperature/top-p mean what they mean for hf and vLLM.
+
+Transport: `concurrency` requests in flight per server (threads; the servers batch them), requests spread
+round-robin over `base_urls`, a retry going to the next server. Timeouts, refused/reset connections, 429 and
+5xx are retried `max_retries` times with exponential backoff (`backoff` × 2^k s, at most 60 s); after that the
+run stops with one line (`ServerUnavailable`), and a re-run after the server is back resumes from the finished
+shards. Any other 4xx refuses that row only (`RequestRejected`, with the server's reason): the stage writes it
+to rejects.jsonl and goes on. The API key is read from the environment variable named by `api_key_env` and
+is never logged, written to provenance, or put in an error message. The model is checked against
+`GET /models` at start-up, so a wrong served-model name fails at once rather than as a reject per row.
+
+    engine:
+      backend: openai
+      options: {base_urls: ["http://node1:8000/v1", "http://node2:8000/v1"], model: Qwen/Qwen2.5-Math-7B,
+                api_key_env: VLLM_API_KEY, concurrency: 64}
+
+    sftadapt eval --model Qwen/Qwen2.5-Math-7B --engine openai --engine-option base_urls=http://node1:8000/v1 ...
+
+`stats` counts like hf (generated tokens include the end token of a stopped sample; `requests`, `retries`);
+`score(..., entropy=True)` is refused: a completions server returns top-k log-probs, not the distribution.
+"""
+
+from __future__ import annotations
+
+import collections
+import http.client
+import json
+import os
+import queue
+import socket
+import threading
+import time
+import urllib.parse
+from collections.abc import Sequence
+from typing import Any
+
+from sftadapt.data import prompts as P
+from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed
+
+SERVERS = ("vllm", "llama-cpp-python")
+_RETRY_STATUS = {408, 429, 500, 502, 503, 504}
+# Recent responses, kept (up to this many characters) for a chunk that is re-run problem by problem after a
+# reject: the re-run's requests are the same bodies (same seeds), so they are answered from here, once each.
+_REPLAY_CHARS = 64_000_000
+
+
+class ServerUnavailable(ValueError):
+    """The servers did not answer after all retries (a ValueError: the CLI shows it as one line)."""
+
+
+class _Fatal(Exception):
+    """Not a row's fault and not worth a retry (bad API key, a body the server cannot parse as JSON)."""
+
+
+class OpenAIEngine:
+    OPTIONS = ("base_urls", "model", "api_key_env", "concurrency", "timeout", "max_retries", "backoff", "server",
+               "served_dtype", "extra_body", "check_model")
+
+    def __init__(self, spec: str, tokenizer, base_urls: Sequence[str], model: str | None = None,
+                 api_key_env: str | None = None, concurrency: int = 8, timeout: float = 600.0,
+                 max_retries: int = 5, backoff: float = 1.0, server: str = "vllm", served_dtype: str = "server",
+                 extra_body: dict | None = None, check_model: bool = True):
+        if isinstance(base_urls, str):  # `--engine-option base_urls=http://a/v1,http://b/v1`
+            base_urls = [u for u in base_urls.split(",") if u.strip()]
+        if not base_urls:
+            raise ValueError("engine.options.base_urls: give at least one server, e.g. [http://127.0.0.1:8000/v1]")
+        if server not in SERVERS:
+            raise ValueError(f"engine.options.server '{server}' is not one of {', '.join(SERVERS)}")
+        for name, value, low in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < low:
+                raise ValueError(f"engine.options.{name} = {value!r}: must be a whole number >= {low}")
+        if not timeout or float(timeout) <= 0 or float(backoff) < 0:
+            raise ValueError("engine.options.timeout must be > 0 and backoff >= 0")
+        self.name, self.tokenizer = spec, tokenizer
+        self.base_urls = [u.rstrip("/") for u in base_urls]
+        self.model = model or spec
+        self.server, self.concurrency = server, concurrency
+        self.timeout, self.max_retries, self.backoff = float(timeout), max_retries, float(backoff)
+        self.extra_body = dict(extra_body or {})
+        self._key_env = api_key_env
+        self._key = os.environ.get(api_key_env) if api_key_env else None
+        if api_key_env and not self._key:
+            raise ValueError(f"engine.options.api_key_env: the environment variable {api_key_env} is not set")
+        # what the server runs is the server's choice: recorded as told (served_dtype), not guessed
+        self.precision = {"generate": served_dtype, "score": served_dtype,
+                          "detail": f"openai backend ({server}) on {len(self.base_urls)} server(s)"}
+        self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0,
+                      "requests": 0, "retries": 0}
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._replay: collections.OrderedDict[str, tuple[dict, int]] = collections.OrderedDict()
+        self._replay_chars = 0
+        self._eos = P.end_token_id(tokenizer)
+        if check_model:
+            self._check_model()
+
+    @classmethod
+    def from_config(cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None,
+                    batch_size: int = 32) -> OpenAIEngine:
+        # dtype/score_dtype/batch_size are the stage's hf knobs: the server decides precision and batching
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise ValueError(f"engine.options {unknown} are not openai options; openai takes {', '.join(cls.OPTIONS)}")
+        if "base_urls" not in options:
+            raise ValueError("engine.options.base_urls is required for the openai backend")
+        from sftadapt.runtime.models import load_tokenizer
+
+        return cls(spec, load_tokenizer(spec), **options)
+
+    # ------------------------------------------------------------ transport
+    def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
+        """A keep-alive connection per (thread, server)."""
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        if url not in conns:
+            parts = urllib.parse.urlsplit(url)
+            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+            conns[url] = (kind(parts.hostname, parts.port, timeout=self.timeout), parts.path)
+        return conns[url]
+
+    def _drop_connection(self, url: str) -> None:
+        conn = getattr(self._local, "conns", {}).pop(url, None)
+        if conn is not None:
+            conn[0].close()
+
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        return headers
+
+    def _call(self, url: str, method: str, path: str, body: dict | None) -> tuple[int, Any]:
+        data = json.dumps(body).encode() if body is not None else None
+        for fresh in (False, True):
+            reused = url in getattr(self._local, "conns", {})
+            conn, prefix = self._connection(url)
+            try:
+                conn.request(method, prefix + path, body=data, headers=self._headers())
+                resp = conn.getresponse()
+                raw = resp.read()
+                break
+            except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
+                self._drop_connection(url)
+                # a kept-alive connection the server closed while idle (uvicorn: after 5 s): resend once on a
+                # new one at once, it is not the server failing; a new connection failing is
+                if fresh or not reused:
+                    raise
+            except BaseException:
+                self._drop_connection(url)
+                raise
+        self._local.size = len(raw)
+        try:
+            return resp.status, json.loads(raw) if raw else None
+        except ValueError:
+            return resp.status, raw.decode("utf-8", "replace")
+
+    def _post(self, body: dict, home: int) -> dict:
+        """POST /completions with retries; a 4xx row error is RequestRejected(index -1) for the caller to place."""
+        key = json.dumps(body, sort_keys=True)
+        with self._lock:
+            if key in self._replay:
+                payload, size = self._replay.pop(key)
+                self._replay_chars -= size
+                return payload
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            url = self.base_urls[(home + attempt) % len(self.base_urls)]
+            if attempt:
+                with self._lock:
+                    self.stats["retries"] += 1
+                time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)))
+            try:
+                status, payload = self._call(url, "POST", "/completions", body)
+            except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as err:
+                last = f"{url}: {_why(err)}"
+                continue
+            with self._lock:
+                self.stats["requests"] += 1
+            if status == 200 and isinstance(payload, dict):
+                self._remember(key, payload, len(key) + self._local.size)
+                return payload
+            message = _message(payload)
+            if status in _RETRY_STATUS or status >= 500:
+                last = f"{url}: HTTP {status} {message}"
+                continue
+            if status in (401, 403):
+                raise _Fatal(f"{url}: HTTP {status}: the server refused the API key"
+                             + (f" from ${self._key_env}" if self._key_env else " (none given: set api_key_env)"))
+            raise RequestRejected({-1: f"HTTP {status} {message}"}, "openai server")
+        raise ServerUnavailable(
+            f"openai backend: no answer after {self.max_retries + 1} tries (last: {last}); start the server(s) "
+            "and re-run the same command: finished shards are kept")
+
+    def _run(self, bodies: list[dict]) -> list[dict]:
+        """All requests, `concurrency` per server in flight; RequestRejected names every refused index."""
+        results: list[Any] = [None] * len(bodies)
+        todo: queue.Queue = queue.Queue()
+        for i in range(len(bodies)):
+            todo.put(i)
+        failures: list[BaseException] = []
+        stop = threading.Event()
+
+        def worker() -> None:
+            while not stop.is_set():
+                try:
+                    i = todo.get_nowait()
+                except queue.Empty:
+                    return
+                try:
+                    results[i] = self._post(bodies[i], home=i)
+                except RequestRejected as err:
+                    results[i] = err
+                except BaseException as err:  # the servers are gone (or the key is wrong): stop everyone
+                    failures.append(err)
+                    stop.set()
+
+        threads = [threading.Thread(target=worker, daemon=True)
+                   for _ in range(min(len(bodies), self.concurrency * len(self.base_urls)))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        if failures:
+            err = failures[0]
+            if isinstance(err, (ServerUnavailable, _Fatal)):
+                raise ServerUnavailable(str(err)) from None
+            raise err
+        refused = {i: r.reasons[-1] for i, r in enumerate(results) if isinstance(r, RequestRejected)}
+        if refused:
+            raise RequestRejected(refused, "openai server")
+        return results
+
+    def _check_model(self) -> None:
+        """Every server answers GET /models and serves `model` (a wrong name fails here, not once per row)."""
+        for url in self.base_urls:
+            last = ""
+            for attempt in range(self.max_retries + 1):
+                if attempt:
+                    time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)))
+                try:
+                    status, payload = self._call(url, "GET", "/models", None)
+                except (OSError, http.client.HTTPException) as err:
+                    last = _why(err)
+                    continue
+                if status in (401, 403):
+                    raise ValueError(f"openai backend: {url} refused the API key (HTTP {status})")
+                if status != 200 or not isinstance(payload, dict):
+                    last = f"HTTP {status} {_message(payload)}"
+                    continue
+                served = [m.get("id") for m in payload.get("data", []) if isinstance(m, dict)]
+                if self.model not in served:
+                    raise ValueError(f"openai backend: {url} serves {served}, not '{self.model}' "
+                                     "(set engine.options.model to the served name)")
+                break
+            else:
+                raise ServerUnavailable(f"openai backend: {url}/models did not answer after {self.max_retries + 1} "
+                                        f"tries (last: {last}); is the server up?")
+
+    # ------------------------------------------------------------ generate
+    def _prompt(self, text: str, ids: list[int]) -> Any:
+        return ids if self.server == "vllm" else text
+
+    def _body(self, prompt: Any, **fields) -> dict:
+        body = {"model": self.model, "prompt": prompt, **fields}
+        if self.server == "vllm":
+            body["return_tokens_as_token_ids"] = True
+        else:  # llama.cpp's sampler defaults, off: temperature/top_p mean the same as for hf and vLLM
+            body.update({"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0})
+        body.update(self.extra_body)
+        return body
+
+    def generate(self, prompts: Sequence[str], params: Sampling,
+                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+        start = time.perf_counter()
+        requests, bodies = [], []
+        for i, text in enumerate(prompts):
+            ids = P.prompt_token_ids(self.tokenizer, text)
+            for j in range(params.n):
+                seed = seeds[i][j] if seeds is not None else derive_seed(params.seed, text, j)
+                # servers take 32- or 64-bit seeds; ours are 63-bit, and llama.cpp's is 32-bit
+                fields = {"max_tokens": params.max_new_tokens, "temperature": params.temperature,
+                          "top_p": params.top_p, "n": 1, "seed": seed % (2 ** 31), "logprobs": 1}
+                if params.stop:
+                    fields["stop"] = list(params.stop)
+                requests.append((i, j, seed))
+                bodies.append(self._body(self._prompt(text, ids), **fields))
+        try:
+            responses = self._run(bodies)
+        except RequestRejected as err:  # per prompt, as stages count rows
+            raise RequestRejected({requests[k][0]: why for k, why in sorted(err.reasons.items())},
+                                  "openai server") from None
+        finally:
+            self.stats["generate_seconds"] += time.perf_counter() - start
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        for (i, j, seed), resp in zip(requests, responses):
+            results[i][j] = self._completion(resp, seed)
+        return results  # type: ignore[return-value]
+
+    def _completion(self, resp: dict, seed: int) -> Completion:
+        choice = resp["choices"][0]
+        text = choice.get("text") or ""
+        reason = "length" if choice.get("finish_reason") == "length" else "stop"
+        lp = choice.get("logprobs") or {}
+        logprobs = [float(x) for x in (lp.get("token_logprobs") or []) if x is not None]
+        if self.server == "vllm":
+            ids = [_token_id(t) for t in lp.get("tokens") or []]
+            if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token; so do ours
+                ids, logprobs = ids[:-1], logprobs[:len(ids) - 1]
+        else:
+            ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        with self._lock:
+            self.stats["generated_tokens"] += len(ids) + (reason == "stop")
+        return Completion(text=text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
+
+    def _remember(self, key: str, payload: dict, size: int) -> None:
+        with self._lock:
+            self._replay[key] = (payload, size)
+            self._replay_chars += size
+            while self._replay_chars > _REPLAY_CHARS and self._replay:
+                _, (_, old) = self._replay.popitem(last=False)
+                self._replay_chars -= old
+
+    # ------------------------------------------------------------ score
+    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
+        if len(prompts) != len(responses):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        if entropy:
+            raise ValueError("the openai backend cannot score entropies (a server returns top-k log-probs, not "
+                             "the distribution): use engine.backend hf or vllm for this role")
+        start = time.perf_counter()
+        cache: dict[str, list[int]] = {}
+        pairs, bodies = [], []
+        for p, r in zip(prompts, responses):
+            if p not in cache:
+                cache[p] = P.prompt_token_ids(self.tokenizer, p)
+            pids, rids = cache[p], P.response_token_ids(self.tokenizer, r)
+            if self.server != "vllm" and pids[:1] != [self.tokenizer.bos_token_id]:
+                # llama-cpp-python pairs echoed token t with the logits after token t unless the prompt
+                # starts with BOS (which it drops): one token off for any other prompt
+                raise ValueError("openai backend (llama-cpp-python): scoring needs prompts that start with the "
+                                 "BOS token (chat prompts do); use a vllm server for plain prompts")
+            pairs.append((p, r, pids, rids))
+            fields = {"max_tokens": 1, "echo": True, "logprobs": 0 if self.server == "vllm" else 1,
+                      "temperature": 0.0, "seed": 0}
+            prompt = pids + rids if self.server == "vllm" else p + r + self.tokenizer.decode([self._eos])
+            bodies.append(self._body(prompt, **fields))
+        try:
+            responses_ = self._run(bodies)
+            results, refused = [], {}
+            for k, ((p, _r, pids, rids), resp) in enumerate(zip(pairs, responses_)):
+                try:
+                    results.append(TokenScores(token_ids=list(rids), logprobs=self._response_logprobs(resp, p, pids, rids)))
+                except _Misaligned as err:
+                    refused[k] = str(err)
+            if refused:
+                raise RequestRejected(refused, "openai server")
+        finally:
+            self.stats["score_seconds"] += time.perf_counter() - start
+        self.stats["scored_tokens"] += sum(len(rids) for *_, rids in pairs)
+        return results
+
+    def _response_logprobs(self, resp: dict, prompt: str, pids: list[int], rids: list[int]) -> list[float]:
+        lp = resp["choices"][0].get("logprobs") or {}
+        values = lp.get("token_logprobs") or []
+        if self.server == "vllm":
+            # echoed prompt = our ids: entry t is log p(token t | tokens < t); the last entry is the sampled one
+            got = values[len(pids):len(pids) + len(rids)]
+            if len(got) != len(rids) or any(v is None for v in got):
+                raise _Misaligned(f"the server echoed {len(values)} log-probs for {len(pids) + len(rids)} tokens")
+            return [float(v) for v in got]
+        # text prompt: llama-cpp-python echoes every prompt token but BOS-id ones (the leading one and any
+        # later, e.g. each chat turn's <|im_start|> in SmolLM2), then the generated token unless it was EOS; the
+        # response is the run of tokens just before that. Alignment is checked by count and spelling.
+        tokens = lp.get("tokens") or []
+        bos = self.tokenizer.bos_token_id
+        echoed = [t for t in (pids + rids)[1:] if t != bos]
+        end = len(echoed)
+        if len(values) not in (end, end + 1) or bos in rids:
+            raise _Misaligned(f"the server tokenised prompt + response into {len(values)} tokens, ours has {end} "
+                              "(text prompts: use a server that takes token ids, e.g. vllm, for exact alignment)")
+        theirs = "".join(tokens[end - len(rids):end - 1])
+        mine = self.tokenizer.decode(rids[:-1])
+        if theirs != mine and mine.isascii():  # non-ASCII pieces come back with split bytes dropped
+            raise _Misaligned("the server's response tokens spell another text than ours")
+        got = values[end - len(rids):end]
+        if any(v is None for v in got):
+            raise _Misaligned("the server returned no log-prob for a response token")
+        return [float(v) for v in got]
+
+    def close(self) -> None:
+        for url in list(getattr(self._local, "conns", {})):
+            self._drop_connection(url)
+        self._replay.clear()
+
+
+class _Misaligned(Exception):
+    pass
+
+
+def _token_id(token: str) -> int:
+    # vLLM with return_tokens_as_token_ids spells each token "token_id:<id>"
+    try:
+        return int(str(token).rsplit(":", 1)[-1])
+    except ValueError:
+        raise ValueError(f"openai backend: the server returned token {token!r}, not 'token_id:<n>' "
+                         "(is it vLLM? set engine.options.server)") from None
+
+
+def _message(payload: Any) -> str:
+    if isinstance(payload, dict):
+        err = payload.get("error", payload.get("detail", payload))
+        if isinstance(err, dict):
+            err = err.get("message", err)
+        payload = err
+    text = payload if isinstance(payload, str) else json.dumps(payload)
+    return " ".join(text.split())[:300]
+
+
+def _why(err: BaseException) -> str:
+    if isinstance(err, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(err, (socket.timeout, TimeoutError)):
+        return "timed out"
+    return f"{type(err).__name__}: {err}"[:200]

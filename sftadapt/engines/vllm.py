@@ -1,0 +1,163 @@
+"""The `vllm` backend: sampling and scoring with an in-process `vllm.LLM` (tensor/data parallel on one node).
+
+Prompts go in as `TokensPrompt(prompt_token_ids=...)` of our tokenisation (`prompts.prompt_token_ids`), so vLLM
+never tokenises them itself. One request per sample, each with `SamplingParams(seed=seeds[i][j], n=1)`: the
+per-sample seeds the stage derives from (problem id, stage, index), as for hf. vLLM reproduces a seeded sample
+when the batch it runs in is the same; its own docs say batch composition, chunked prefill and prefix caching
+can change low-order bits of the logits, so a resumed shard regenerates the same text in practice but without a
+bit-for-bit guarantee (greedy included), unlike hf in fp32.
+
+Log-probs: the engine is built with `logprobs_mode="raw_logprobs"` (vLLM's default, set explicitly so a changed
+default cannot turn them into processed ones): the log-softmax of the model's raw logits before temperature,
+top-p or penalties, i.e. untempered, as `Completion.logprobs` documents. `logprobs=0` asks for just the sampled
+token's. Scoring asks for `prompt_logprobs=0` on prompt ids + `prompts.response_token_ids` with `max_tokens=1`:
+entry t of the prompt log-probs is log p(token t | tokens < t), so the response's slice is aligned token for
+token with what training weights. `score(entropy=True)` is refused (vLLM returns top-k log-probs, not the
+distribution).
+
+Options (`engine.options`): tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len,
+enforce_eager, plus any other `vllm.LLM`/EngineArgs keyword under `llm_kwargs`. The stage's `dtype` becomes vLLM's
+dtype ("auto" = vLLM's choice from the checkpoint). `close()` shuts the engine core and its workers down and
+frees the GPU memory, which every stage does before a training stage starts.
+
+    engine: {backend: vllm, options: {tensor_parallel_size: 4, gpu_memory_utilization: 0.85, max_model_len: 8192}}
+    sftadapt eval --model Qwen/Qwen2.5-Math-7B --engine vllm --engine-option tensor_parallel_size=4 ...
+"""
+
+from __future__ import annotations
+
+import gc
+import time
+from collections.abc import Sequence
+
+from sftadapt.data import prompts as P
+from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
+
+
+def vllm_unavailable() -> str | None:
+    """Why `import vllm` cannot work here (None when it does), for the tests' skip reason."""
+    try:
+        import vllm  # noqa: F401
+    except Exception as err:  # ImportError, or a build whose kernels this CPU lacks
+        return f"vllm cannot be imported here ({type(err).__name__}: {str(err).splitlines()[0][:160]})"
+    return None
+
+
+class VLLMEngine:
+    OPTIONS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
+               "enforce_eager", "seed", "llm_kwargs")
+
+    def __init__(self, llm, tokenizer, name: str, precision: dict):
+        self.llm, self.tokenizer, self.name, self.precision = llm, tokenizer, name, precision
+        self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0,
+                      "startup_seconds": 0.0}
+        self._eos = P.end_token_id(tokenizer)
+
+    @classmethod
+    def from_config(cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None,
+                    batch_size: int = 32) -> VLLMEngine:
+        unknown = sorted(set(options) - set(cls.OPTIONS))
+        if unknown:
+            raise ValueError(f"engine.options {unknown} are not vllm options; vllm takes {', '.join(cls.OPTIONS)}")
+        if score_dtype not in (None, dtype):  # one LLM holds one copy of the weights
+            raise ValueError(f"the vllm backend runs one precision: score_dtype {score_dtype} != dtype {dtype}")
+        why = vllm_unavailable()
+        if why:
+            raise ValueError(f"engine.backend vllm: {why}; install vllm, or use backend hf or openai")
+        from vllm import LLM
+
+        from sftadapt.runtime.models import load_tokenizer, resolve_model
+
+        folder = resolve_model(spec)
+        kwargs = dict(options.get("llm_kwargs") or {})
+        for key in ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
+                    "enforce_eager", "seed"):
+            if key in options:
+                kwargs[key] = options[key]
+        # batch_size is hf's knob; vLLM schedules its own batches (max_num_seqs in llm_kwargs if needed)
+        start = time.perf_counter()
+        llm = LLM(model=folder, tokenizer=folder, dtype=dtype if dtype != "auto" else "auto",
+                  logprobs_mode="raw_logprobs", **kwargs)
+        served = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        engine = cls(llm, load_tokenizer(spec), spec,
+                     {"generate": served, "score": served, "detail": f"vllm in-process, {kwargs or 'defaults'}"})
+        engine.stats["startup_seconds"] = time.perf_counter() - start
+        return engine
+
+    def generate(self, prompts: Sequence[str], params: Sampling,
+                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        start = time.perf_counter()
+        inputs, sampling, where = [], [], []
+        for i, text in enumerate(prompts):
+            ids = P.prompt_token_ids(self.tokenizer, text)
+            for j in range(params.n):
+                seed = seeds[i][j] if seeds is not None else derive_seed(params.seed, text, j)
+                inputs.append(TokensPrompt(prompt_token_ids=ids))
+                sampling.append(SamplingParams(
+                    n=1, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
+                    stop=list(params.stop) or None, seed=seed % (2 ** 63), logprobs=0))
+                where.append((i, j, seed))
+        outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
+        results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
+        for (i, j, seed), out in zip(where, outputs):
+            o = out.outputs[0]
+            ids = list(o.token_ids)
+            logprobs = [step[tok].logprob for step, tok in zip(o.logprobs or [], ids)]
+            reason = "length" if o.finish_reason == "length" else "stop"
+            if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token
+                ids, logprobs = ids[:-1], logprobs[:len(ids) - 1]
+            self.stats["generated_tokens"] += len(ids) + (reason == "stop")
+            results[i][j] = Completion(text=o.text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
+        self.stats["generate_seconds"] += time.perf_counter() - start
+        return results  # type: ignore[return-value]
+
+    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
+        from vllm import SamplingParams
+        from vllm.inputs import TokensPrompt
+
+        if len(prompts) != len(responses):
+            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+        if entropy:
+            raise ValueError("the vllm backend cannot score entropies (it returns top-k log-probs): use hf")
+        start = time.perf_counter()
+        cache: dict[str, list[int]] = {}
+        pairs = []
+        for p, r in zip(prompts, responses):
+            if p not in cache:
+                cache[p] = P.prompt_token_ids(self.tokenizer, p)
+            pairs.append((cache[p], P.response_token_ids(self.tokenizer, r)))
+        params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
+        outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p + r) for p, r in pairs], params, use_tqdm=False)
+        results = []
+        for (pids, rids), out in zip(pairs, outputs):
+            steps = out.prompt_logprobs[len(pids):len(pids) + len(rids)]
+            results.append(TokenScores(token_ids=list(rids),
+                                       logprobs=[step[tok].logprob for step, tok in zip(steps, rids)]))
+        self.stats["score_seconds"] += time.perf_counter() - start
+        self.stats["scored_tokens"] += sum(len(r) for _, r in pairs)
+        return results
+
+    def close(self) -> None:
+        """Shut vLLM's engine core (and its worker processes) down and return the GPU memory."""
+        llm, self.llm = self.llm, None
+        if llm is None:
+            return
+        core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if core is not None and hasattr(core, "shutdown"):
+            core.shutdown()
+        del llm
+        try:
+            from vllm.distributed.parallel_state import destroy_distributed_environment, destroy_model_parallel
+
+            destroy_model_parallel()
+            destroy_distributed_environment()
+        except Exception:  # nothing was initialised (single process) or an older layout: nothing to free
+            pass
+        gc.collect()
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
