@@ -169,7 +169,7 @@ def _rule(name: str) -> tuple[str, float] | None:
     if "timeout" in name:
         return ">", 0.0  # 0 s or NaN: nothing could ever be verified
     if name in ("limit", "max_new_tokens", "max_completion_length", "max_length", "n", "k", "num_generations",
-                "batch_size", "shard_size") or name.endswith("_workers"):
+                "batch_size", "shard_size", "max_prompt_tokens") or name.endswith("_workers"):
         return ">=", 1.0
     return None
 

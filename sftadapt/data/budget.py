@@ -95,6 +95,14 @@ def prompt_budget(context: int | None, max_new_tokens: int, max_prompt_tokens: i
     return min(limits) if limits else None
 
 
+def max_prompt_tokens_option():
+    """The `max_prompt_tokens` option of every stage config that samples or scores."""
+    from sftadapt.config import option
+
+    return option(None, help="prompt budget in tokens: longer prompts become rejects (default: the model's context "
+                  f"less max_new_tokens; ${ENV_BUDGET} when this is unset)")
+
+
 def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
