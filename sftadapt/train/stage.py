@@ -515,7 +515,16 @@ def _main(argv: list[str]) -> None:
     from sftadapt.runtime import offline  # issue 13: offline on this entry point too, unless --online
 
     offline.apply(ns.online)
-    train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
+    from sftadapt.runtime.models import ModelError
+
+    try:
+        train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
+    except (ValueError, ModelError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        # what the user can fix is one line, as under `sftadapt train` (SFTADAPT_DEBUG=1: the traceback)
+        if os.environ.get("SFTADAPT_DEBUG") == "1":
+            raise
+        print(f"error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
