@@ -236,9 +236,13 @@ def _build(cls, values: dict, overrides: list[str] | None = None, config: Path |
     from sftadapt.config import ConfigError, load_config
 
     try:
-        return load_config(cls, config, overrides, base=values)
+        cfg = load_config(cls, config, overrides, base=values)
     except ConfigError as err:
         fail(str(err))
+    from sftadapt.runtime import offline
+
+    offline.honour(getattr(cfg, "online", False))  # `online: true` in --config / --set = --online
+    return cfg
 
 
 def _guard(fn):
@@ -299,11 +303,13 @@ def train_cmd(
     loss: Optional[str] = typer.Option(None, help="nll | dft | is"),
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
+    force: bool = typer.Option(False, "--force", help="set aside checkpoints written with other options instead "
+                               "of refusing them"),
 ) -> None:
     """Fine-tune a model on (adapted) examples with nll, dft or is; resumes from the last checkpoint in OUT."""
     from sftadapt.train.stage import TrainConfig, train
 
-    given = dict(model=model, data=list(data) or None, out=str(out) if out else None, loss=loss)
+    given = dict(model=model, data=list(data) or None, out=str(out) if out else None, loss=loss, force=force or None)
     cfg = _build(TrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train(cfg))  # DataError is a ValueError: one line
     typer.echo("\n".join(["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]))
@@ -337,6 +343,10 @@ def eval_cmd(
     verify_timeout: float = typer.Option(5.0, help="seconds per verified answer before a timeout verdict"),
     data_dir: Optional[Path] = typer.Option(None, help="benchmark data folder (default: shared/data found nearby)"),
     force: bool = typer.Option(False, help="set aside shards written with another model/protocol/problem list"),
+    max_prompt_tokens: Optional[int] = typer.Option(None, help="prompt budget in tokens (default: the model's "
+                                                    "context less max_new_tokens)"),
+    report_to: str = typer.Option("none", help="none | tensorboard | wandb | trackio | mlflow"),
+    tracking_dir: Optional[Path] = typer.Option(None, help="tracker output folder (default: OUT/tracking)"),
 ) -> None:
     """Evaluate a model on benchmarks under a protocol: avg@n, pass@k, maj@n with 95% intervals."""
     from sftadapt.eval.evaluate import evaluate
@@ -347,11 +357,17 @@ def eval_cmd(
         fail(f"--limit = {limit}: must be >= 1")
     if not verify_timeout > 0 or verify_timeout == float("inf"):
         fail(f"--verify-timeout = {verify_timeout}: must be a finite number of seconds > 0")
+    if max_prompt_tokens is not None and max_prompt_tokens < 1:
+        fail(f"--max-prompt-tokens = {max_prompt_tokens}: must be >= 1")
+    from sftadapt.runtime.tracking import check_report_to
+
+    _guard(lambda: check_report_to(report_to, "--report-to"))
     proto = _guard(lambda: load_protocol(protocol, set_))
     engine_cfg = _guard(lambda: _engine_config(engine, engine_option))
     _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
-                            engine_config=engine_cfg,
-                            verify_timeout=verify_timeout, force=force, progress=progress_on()))
+                            engine_config=engine_cfg, max_prompt_tokens=max_prompt_tokens, report_to=report_to,
+                            tracking_dir=tracking_dir, verify_timeout=verify_timeout, force=force,
+                            progress=progress_on()))
     typer.echo(f"results -> {out / 'results.json'}")
 
 
@@ -401,6 +417,8 @@ def map_train(
     limit: Optional[int] = typer.Option(None, help="first N problems"),
     config: Optional[Path] = typer.Option(None, help="YAML file of MapperTrainConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: grpo.beta=0.001, reward.r_min=-5)"),
+    force: bool = typer.Option(False, "--force", help="set aside checkpoints written with other options instead "
+                               "of refusing them"),
 ) -> None:
     """Mapper RL: GRPO with the alignment reward behind the anti-cheating gate; saves the mapper in OUT."""
     from sftadapt.adapt.mapper import MapperTrainConfig, train_mapper
@@ -408,7 +426,7 @@ def map_train(
     grpo = {k: v for k, v in dict(max_steps=steps, lora=lora, num_generations=num_generations,
                                   max_completion_length=max_completion_length, lr=lr).items() if v is not None}
     given = dict(target=target, mapper=mapper, data=data, out=str(out) if out else None, limit=limit,
-                 grpo=grpo or None, reward={"variant": variant} if variant else None)
+                 grpo=grpo or None, reward={"variant": variant} if variant else None, force=force or None)
     cfg = _build(MapperTrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train_mapper(cfg, progress=progress_on()))
     last = summary.get("last_log") or {}

@@ -169,7 +169,7 @@ def _rule(name: str) -> tuple[str, float] | None:
     if "timeout" in name:
         return ">", 0.0  # 0 s or NaN: nothing could ever be verified
     if name in ("limit", "max_new_tokens", "max_completion_length", "max_length", "n", "k", "num_generations",
-                "batch_size", "shard_size") or name.endswith("_workers"):
+                "batch_size", "shard_size", "max_prompt_tokens") or name.endswith("_workers"):
         return ">=", 1.0
     return None
 
@@ -228,9 +228,12 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
     return build_config(cls, values, str(path) if path else "config")
 
 
-# options of a sharded stage that do not change what it writes (where it writes, batching, worker counts, which
-# input file: the input's rows are hashed instead), left out of its output hash
-NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit")
+# options of a sharded stage (rewrite, map synthesize) left out of its run id: where the output goes, speed knobs,
+# tracking, and how the problems were found (the problems themselves are hashed). Batch size can change float
+# rounding in batched forward passes, but it is a speed knob users expect to change on resume; byte identity of a
+# resumed run needs the same size (adapt/rewrite.py's docstring).
+NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit", "report_to",
+              "tracking_dir", "online", "max_prompt_tokens")  # (the problems kept are hashed themselves)
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

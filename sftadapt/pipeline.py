@@ -77,6 +77,8 @@ class EvalConfig:
     dtype: str = option("auto", help="sampling dtype: auto (bf16 only where native) | float32 | bfloat16")
     batch_size: int = option(32, help="sequences per generate call")
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that evaluates"})
+    max_prompt_tokens: int | None = option(None, help="prompt budget in tokens (default: the model's context less "
+                                                      "max_new_tokens)")
 
 
 @dataclass
@@ -100,6 +102,10 @@ class RunConfig:
     keep_superseded: int = option(1, help="outputs of a stage whose options changed are set aside as "
                                           "<stage>.old-<time>; keep the newest N of them per stage (0 = none); "
                                           "`sftadapt clean RUN` frees the rest")
+    report_to: str = option("none", help="experiment tracker of every stage: none | tensorboard | wandb | trackio | "
+                            "mlflow (one run per stage; offline unless online)")
+    tracking_dir: str | None = option(None, help="tracker output folder of every stage (default: <out>/tracking)")
+    online: bool = option(False, help="allow the network (hub downloads, online trackers): the YAML twin of --online")
 
     def validate(self) -> None:
         unknown = [a for a in self.arms if a not in arm_table.ARMS]
@@ -111,6 +117,9 @@ class RunConfig:
             raise ValueError("seeds must list at least one seed")
         if self.keep_superseded < 0:
             raise ValueError(f"keep_superseded = {self.keep_superseded}: must be >= 0")
+        from sftadapt.runtime.tracking import check_report_to
+
+        check_report_to(self.report_to)  # a missing package: one line before any stage runs
 
 
 # ---------------------------------------------------------------- stage configs, validated up front
@@ -122,8 +131,11 @@ def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str])
     from sftadapt.rl.direct_rl import DirectRLConfig
     from sftadapt.train.stage import TrainConfig
 
+    shared = tracking_options(cfg)
+
     def make(cls, where: str, values: dict, fixed: dict) -> Any:
-        return build_config(cls, _merge(values, fixed), where)
+        # the run's tracker and network switch, unless the stage's own section sets them
+        return build_config(cls, _merge({**shared, **values}, fixed), where)
 
     train_base = {"seed": seed, **cfg.train}
     out: dict[str, Any] = {
@@ -153,6 +165,17 @@ def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str])
                              {"model": cfg.model, "data": [paths["warmup_data"]], "loss": "nll",
                               "out": paths["warmup"]})
     return out
+
+
+def tracking_options(cfg: RunConfig) -> dict[str, Any]:
+    """What the run hands every stage: the tracker, one tracking folder (RUN/tracking), the network switch."""
+    return {"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir or str(Path(cfg.out) / "tracking"),
+            "online": cfg.online}
+
+
+# options of a stage that do not decide its output: left out of the stage hash, so that turning a tracker on
+# (or the network) does not redo a finished study
+UNHASHED = ("report_to", "tracking_dir", "online", "force")
 
 
 def _merge(values: dict, fixed: dict) -> dict:
@@ -185,7 +208,7 @@ class Stages:
     def run(self, name: str, options: Any, inputs: list[str], fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         folder = self.root / name
         self.folders[name] = str(folder)
-        spec = {"options": _jsonable(options), "inputs": {i: self.hashes[i] for i in inputs}}
+        spec = {"options": _decided(options), "inputs": {i: self.hashes[i] for i in inputs}}
         digest = config_hash(spec)
         meta_path = folder / "stage.json"
         meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
@@ -318,6 +341,15 @@ def _drop_checkpoints(folder: str | Path) -> None:
         shutil.rmtree(ckpt, ignore_errors=True)
 
 
+def _decided(options: Any) -> Any:
+    """A stage's options as hashed: without the bookkeeping options (UNHASHED) and an unset max_prompt_tokens."""
+    data = _jsonable(options)
+    if isinstance(data, dict):
+        data = {k: v for k, v in data.items()
+                if k not in UNHASHED and not (k == "max_prompt_tokens" and v is None)}
+    return data
+
+
 def _jsonable(value: Any) -> Any:
     if dataclasses.is_dataclass(value):
         return _jsonable(dataclasses.asdict(value))
@@ -428,10 +460,15 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
         upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm])
         stages.run(f"eval_{arm}", {"protocol": protocol.record(), "benchmarks": cfg.eval.benchmarks,
                                    "limit": cfg.eval.limit, "dtype": eval_dtype, "model": model,
-                                   "engine": dataclasses.asdict(cfg.eval.engine)}, upstream,
+                                   "engine": dataclasses.asdict(cfg.eval.engine),
+                                   "max_prompt_tokens": cfg.eval.max_prompt_tokens}, upstream,
                    lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
                                                    dtype=eval_dtype, batch_size=cfg.eval.batch_size,
-                                                   engine_config=cfg.eval.engine, progress=progress, print_summary=False))
+                                                   engine_config=cfg.eval.engine, progress=progress, print_summary=False,
+                                                   max_prompt_tokens=cfg.eval.max_prompt_tokens,
+                                                   report_to=cfg.report_to,
+                                                   tracking_dir=tracking_options(cfg)["tracking_dir"],
+                                                   online=cfg.online or None))
     return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders,
             "plan": stages.plan}
 
@@ -457,7 +494,9 @@ def run(cfg: RunConfig, progress: bool = True, dry_run: bool = False) -> dict[st
     `dry_run`: every config is built and validated and each stage says whether it is cached, would run or would
     re-run (and which options changed); nothing is written. Returns {"plan": {seed: [stage rows]}}."""
     from sftadapt.report.study import write_study_report
+    from sftadapt.runtime import offline
 
+    offline.honour(cfg.online)  # `online: true` in the run config = --online
     root = Path(cfg.out)
     if dry_run:
         clock = _Clock(planned_stages(cfg) * len(cfg.seeds))

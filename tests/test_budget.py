@@ -73,7 +73,7 @@ def test_the_sample_stage_rejects_an_over_long_problem_and_goes_on(tmp_path):
                                       "--max-new-tokens", "4", "--dtype", "float32"])
     assert result.exit_code == 0, result.output
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
-    assert [(r["file"], r["line"], r["field"]) for r in rejects] == [(str(data), 2, "problem")]
+    assert [(r["file"], r["line"], r["field"]) for r in rejects] == [(str(data), 2, "question")]  # the file's name
     assert json.loads((out / "summary.json").read_text())["problems"] == 1
     result = CliRunner().invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out",
                                       str(tmp_path / "o2"), "--max-new-tokens", "10000000000"])

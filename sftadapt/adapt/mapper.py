@@ -45,11 +45,13 @@ from typing import Any
 
 from sftadapt.adapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
 from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
+from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
 from sftadapt.rl.grpo import GRPOOptions, write_compute
+from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
 from sftadapt.runtime.precision import normalize
 from sftadapt.verify import verifier_version
@@ -74,8 +76,15 @@ class MapperTrainConfig:
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
     grpo: GRPOOptions = field(default_factory=GRPOOptions, metadata={"help": "GRPO trainer options"})
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "reward and gate options"})
+    max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
+    force: bool = option(False, help="set aside checkpoints written with other options instead of refusing them, "
+                         "and write into a folder another command made")
+    report_to: str = tracking.report_to_option()
+    tracking_dir: str | None = tracking.tracking_dir_option()
+    online: bool = tracking.online_option()
 
     def validate(self) -> None:
+        tracking.check_report_to(self.report_to)
         self.grpo.validate()
         self.reward.validate()
         normalize(self.dtype)
@@ -111,8 +120,13 @@ class SynthConfig:
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
     force: bool = option(False, help="set aside shards written with another config instead of refusing")
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "reward and gate options"})
+    max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
+    report_to: str = tracking.report_to_option()
+    tracking_dir: str | None = tracking.tracking_dir_option()
+    online: bool = tracking.online_option()
 
     def validate(self) -> None:
+        tracking.check_report_to(self.report_to)
         self.reward.validate()
         for name in ("k", "max_new_tokens", "batch_size", "shard_size", "verifier_workers"):
             if getattr(self, name) < 1:
@@ -129,9 +143,6 @@ def _precisions(engine, mapper_engine, cfg: SynthConfig) -> dict[str, Any]:
     target = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.dtype}
     mapper = getattr(mapper_engine, "precision", None) or {"generate": cfg.mapper_dtype or cfg.dtype}
     return {"target": target["score"], "mapper": mapper["generate"]}
-
-
-# Options that do not change a byte of the synthesised rows.
 
 
 # ---------------------------------------------------------------- shared pieces
@@ -173,9 +184,12 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
     from sftadapt.runtime.models import load_tokenizer
 
     cfg.validate()
+    from sftadapt.runtime import offline
+
+    offline.honour(cfg.online)
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
-    claim(out, "map train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
+    claim(out, "map train", force=cfg.force, protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
     mapper_spec = cfg.mapper or cfg.target
     own_engine, own_verifier = engine is None, verifier is None
@@ -189,10 +203,11 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 
             engine = make_engine(cfg.target, cfg.engine, dtype=cfg.dtype)
         mapper_tok = load_tokenizer(mapper_spec)
-        from sftadapt.data import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
                                              *budget.rewrite_checks(mapper_tok, cfg.chat, "prompted_rewrite"),
-                                             tokenizer=mapper_tok, model_spec=mapper_spec)
+                                             tokenizer=mapper_tok, model_spec=mapper_spec,
+                                             max_prompt_tokens=cfg.max_prompt_tokens)
         rejects += len(over)
         rows = []
         for p in problems:
@@ -202,6 +217,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
         reward = make_reward(engine, verifier, cfg.reward, cfg.chat)
         summary = run_grpo(
             mapper_spec, rows, reward, cfg.grpo, out, stage="mapper_rl", log_keys=RL_LOG_KEYS, progress=progress,
+            force=cfg.force, tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
             extra_compute={"target": cfg.target, "problems": len(problems),
                            "target_score_seconds_this_run": round(engine.stats.get("score_seconds", 0.0), 3)},
             config={"target": model_info(cfg.target), "mapper": model_info(mapper_spec), "data": cfg.data,
@@ -305,6 +321,9 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     built from `cfg` and closed at the end. The untrained mapper is the target engine itself."""
 
     cfg.validate()
+    from sftadapt.runtime import offline
+
+    offline.honour(cfg.online)
     wall_start = time.perf_counter()
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
@@ -317,7 +336,9 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     if missing:
         raise ValueError(f"{len(missing)} problems have no expert solution (first: {missing[0]}); mapping needs one")
     untrained = cfg.mapper == UNTRAINED
-    owned = []
+    tracker = tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir, config=config_dict(cfg),
+                                    online=cfg.online or None)
+    owned = [tracker]
     if verifier is None:
         from sftadapt.verify import Verifier
 
@@ -334,9 +355,10 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         elif mapper_engine is None:
             mapper_engine = make_engine(cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
             owned.append(mapper_engine)
-        from sftadapt.data import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(mapper_engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
-                                             *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"))
+                                             *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"),
+                                             max_prompt_tokens=cfg.max_prompt_tokens)
         rejects += len(over)
         target_info = model_info(cfg.target)
         mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else model_info(cfg.mapper)
@@ -360,6 +382,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         summary["precision"] = _precisions(engine, mapper_engine, cfg)
         summary["compute"] = shard_totals(store)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
+        tracker.summary(tracking.synthesis_metrics(summary))
     finally:
         for thing in owned:
             thing.close()

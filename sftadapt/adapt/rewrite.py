@@ -61,11 +61,13 @@ from sftadapt.adapt.policy import (
     rejection_kind,
 )
 from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
+from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling
 from sftadapt.eval.sample import sample_attempts
+from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
 from sftadapt.runtime.precision import normalize
 from sftadapt.verify import verifier_version
@@ -114,8 +116,13 @@ class RewriteConfig:
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
     force: bool = option(False, help="set aside shards written with another config instead of refusing")
+    max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
+    report_to: str = tracking.report_to_option()
+    tracking_dir: str | None = tracking.tracking_dir_option()
+    online: bool = tracking.online_option()
 
     def validate(self) -> None:
+        tracking.check_report_to(self.report_to)
         if self.method not in METHODS:
             raise ValueError(f"method '{self.method}' is unknown: choose one of {METHODS}")
         if self.keep not in KEEP_POLICIES:
@@ -139,11 +146,6 @@ class RewriteConfig:
                                    max_new_tokens=self.max_new_tokens, seed=self.seed),
                 "rewrite": Sampling(n=1, temperature=self.rewrite_temperature, top_p=1.0,
                                     max_new_tokens=self.max_new_tokens, seed=self.seed)}
-
-
-# Options left out of the run id: where the output goes, speed knobs, and how the problems were found (the
-# problems themselves are hashed). Batch size can change float rounding in batched forward passes, but it is a
-# speed knob users expect to change on resume; the docstring says byte identity needs the same size.
 
 
 # ---------------------------------------------------------------- shared state of one run
@@ -321,6 +323,9 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     `cfg` and the engine and verifier are closed at the end."""
 
     cfg.validate()
+    from sftadapt.runtime import offline
+
+    offline.honour(cfg.online)
     wall_start = time.perf_counter()
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
@@ -341,6 +346,8 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     if missing:
         raise SourceError(f"{len(missing)} problems have no expert solution (first: {missing[0]}); rewriting needs one")
     own_engine, own_verifier = engine is None, verifier is None
+    tracker = tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir, config=config_dict(cfg),
+                                    online=cfg.online or None)
     if verifier is None:
         from sftadapt.verify import Verifier
 
@@ -350,9 +357,10 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
             from sftadapt.engines import make_engine
 
             engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
-        from sftadapt.data import budget  # issue 13: over-long prompts/solutions become rejects, the run goes on
+        # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
-                                             *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method))
+                                             *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method),
+                                             max_prompt_tokens=cfg.max_prompt_tokens)
         rejects += len(over)
         run = _Run(cfg, engine, verifier, problems)
         model = model_info(cfg.model)
@@ -381,11 +389,16 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
                                    rejects_file=out / "rejects.jsonl")
             if stage != "final":
                 earlier[stage] = {row["problem_id"]: row for row in stores[stage].rows()}
+                solved_now = sum(bool(row["kept"]) for row in earlier[stage].values())
+                tracker.log({f"{stage}/problems": len(earlier[stage]), f"{stage}/solved": solved_now,
+                             f"{stage}/solved_share": solved_now / max(len(earlier[stage]), 1)})
         stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = rewrite_summary(cfg, stores, problems, earlier, run_id, model, rejects)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
         summary["precision"] = _precision(engine, cfg)
+        tracker.summary(tracking.rewrite_metrics(summary))
     finally:
+        tracker.close()
         if own_engine and engine is not None:
             engine.close()
         if own_verifier:

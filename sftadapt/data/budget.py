@@ -12,7 +12,11 @@ after it has its tokenizer, calls `screen(...)`:
   `$SFTADAPT_MAX_PROMPT_TOKENS`); a prompt + response pair that is scored (an expert solution under the solve
   prompt) may take `context` tokens;
 - a problem over its budget becomes a reject naming file, line (when the loader recorded them), the field
-  that was too long, the token count and the limit; the run goes on with the rest.
+  that was too long as the source names it (`question` for a GSM8K row, whatever `--problem-field` said), the
+  token count and the limit; the run goes on with the rest.
+- the budget is each stage's `max_prompt_tokens` option (sample, rewrite, map train, map synthesize, direct RL,
+  eval's `--max-prompt-tokens`; default: the model's context less max_new_tokens); `$SFTADAPT_MAX_PROMPT_TOKENS`
+  is the fallback when the option is unset.
 
     from sftadapt.data import budget
     problems, over = budget.screen(tok, problems, context=budget.context_length(tok, engine),
@@ -95,6 +99,14 @@ def prompt_budget(context: int | None, max_new_tokens: int, max_prompt_tokens: i
     return min(limits) if limits else None
 
 
+def max_prompt_tokens_option():
+    """The `max_prompt_tokens` option of every stage config that samples or scores."""
+    from sftadapt.config import option
+
+    return option(None, help="prompt budget in tokens: longer prompts become rejects (default: the model's context "
+                  f"less max_new_tokens; ${ENV_BUDGET} when this is unset)")
+
+
 def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
@@ -139,6 +151,7 @@ def screen(tokenizer, problems: Sequence[Problem], *, context: int | None, max_n
             continue
         field, n, why = reason
         file, line = getattr(p, "where", None) or (source, 0)
+        field = (getattr(p, "fields", None) or {}).get(field, field)  # the source's name (`question`)
         rejects.append({"file": file, "line": line, "field": field, "reason": why, "tokens": n,
                         "raw": {"id": p.id, "problem": p.problem[:2000], "answer": p.answer[:200]}})
     return kept, rejects

@@ -274,6 +274,10 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
                                   f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
             seen[problem.id] = line
             problem.where = (where, line)  # not a field: never written out; budget.screen names it in a reject
+            # the source's own names of the fields (a field map renames `question` to `problem`): a reject
+            # names the field the user can find in the file (not an attribute of the record either)
+            problem.fields = {"problem": fmap.problem, "solution": fmap.solution or "solution",
+                              "answer": fmap.answer or fmap.solution or "answer"}
         except RecordError as err:
             result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
                                    "raw": _raw(row)})

@@ -154,19 +154,24 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
              out_dir: str | os.PathLike, limit: int | None = None, *, engine_config: EngineConfig | None = None,
              dtype: str = "auto", batch_size: int = 32, data_dir: str | os.PathLike | None = None,
              shard_problems: int | None = None, engine=None, verifier=None, verify_timeout: float = 5.0,
-             n_boot: int = 1000, force: bool = False, progress: bool = True, print_summary: bool = True
-             ) -> dict[str, Any]:
+             n_boot: int = 1000, force: bool = False, progress: bool = True, print_summary: bool = True,
+             max_prompt_tokens: int | None = None, report_to: str = "none",
+             tracking_dir: str | os.PathLike | None = None, online: bool | None = None) -> dict[str, Any]:
     """Evaluate `model_spec` on each benchmark under `protocol`; write attempts and `OUT/results.json`.
 
     `benchmarks` are names for `sources.load_benchmark`, or a {name: problems} mapping. `limit` keeps the first
     N problems of each. `engine_config` chooses the backend (default hf); `engine`/`verifier` may be passed in (tests, shared engines); otherwise they are built
-    here and closed at the end. Returns the results dict that is written to results.json."""
+    here and closed at the end. `max_prompt_tokens` caps every prompt (default: the model's context less the
+    protocol's max_new_tokens); `report_to` logs each benchmark's metrics to a tracker (runtime/tracking.py).
+    Returns the results dict that is written to results.json."""
     from tqdm.auto import tqdm
 
     from sftadapt.config import config_hash
     from sftadapt.data.prompts import TEMPLATES, template_hash
     from sftadapt.data.store import ShardStore
+    from sftadapt.runtime import tracking
 
+    tracking.check_report_to(report_to)  # a missing tracker package: one line, before any work
     out_dir = Path(out_dir)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
     claim(out_dir, "eval", force=force)
@@ -193,13 +198,17 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     from sftadapt.data import budget  # issue 13: over-long problems become rejects (OUT/rejects.jsonl), not a crash
     problem_lists = {name: budget.screen_stage(engine, ps, protocol.max_new_tokens, out_dir / "rejects.jsonl",
                                                budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
-                                               tokenizer=tokenizer)[0] for name, ps in problem_lists.items()}
+                                               tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens)[0]
+                     for name, ps in problem_lists.items()}
     per_shard = shard_problems or max(1, SHARD_SAMPLES // protocol.n)
     results: dict[str, Any] = {
         "protocol": protocol.record(), "model": model, "prompt_hash": prompt_hash, "limit": limit,
         "precision": engine_precision,
         "benchmarks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
+    tracker = tracking.open_tracker(report_to, out=out_dir, tracking_dir=tracking_dir, online=online,
+                                    config={"model": model, "protocol": protocol.record(), "limit": limit,
+                                            "benchmarks": list(problem_lists)})
     try:
         # One store per benchmark; the shards of all benchmarks are laid end to end and grouped into engine
         # calls by absolute position, so benchmarks share calls (decoding a 135M model is memory-bound: a call
@@ -251,7 +260,9 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
             stores[name].finalize(attempts_path, expected_shards=len(parts[name]))
             attempts = read_records(attempts_path, Attempt)
             results["benchmarks"][name] = benchmark_result(attempts, n_boot=n_boot, seed=protocol.seed)
+        tracker.summary(tracking.eval_metrics(results))
     finally:
+        tracker.close()
         if own_engine:
             engine.close()
         if own_verifier and hasattr(verifier, "close"):

@@ -14,9 +14,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from sftadapt.config import config_dict, config_hash, option
+from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.records import Attempt, Problem
 from sftadapt.engines.base import Engine, EngineConfig, Sampling, derive_seed
+from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import normalize
 
 
@@ -38,6 +40,8 @@ class SampleConfig:
     shard_size: int = option(16, help="problems per resumable shard")
     data_dir: str | None = option(None, help="benchmark data folder (default: find shared/data)")
     force: bool = option(False, help="set aside shards of a different config instead of refusing")
+    max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
+    online: bool = tracking.online_option()
 
     def validate(self) -> None:
         if self.n < 1:
@@ -76,8 +80,10 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     from sftadapt.data.sources import load_dataset_spec, write_rejects
     from sftadapt.data.store import ShardStore, run_sharded
     from sftadapt.engines import make_engine
+    from sftadapt.runtime import offline
     from sftadapt.verify import Verifier
 
+    offline.honour(cfg.online)
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
     claim(out, "sample", force=cfg.force)
@@ -88,16 +94,17 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
         raise ValueError(f"{cfg.data}: no usable problems")
     start = time.perf_counter()
     engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size)
-    from sftadapt.data import budget  # issue 13: over-long prompts become rejects before they reach the engine
+    # issue 13: over-long prompts become rejects before they reach the engine
     problems, _ = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
-                                      budget.solve_checks(engine.tokenizer, cfg.chat))
+                                      budget.solve_checks(engine.tokenizer, cfg.chat),
+                                      max_prompt_tokens=cfg.max_prompt_tokens)
     tmpl_hash = P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)
     params = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                       seed=cfg.seed)
     ids_hash = config_hash({"ids": [p.id for p in problems]})
     store = ShardStore(out / "shards", config_hash({**config_dict(cfg), "ids": ids_hash, "tmpl": tmpl_hash,
                                                     "resolved_dtype": getattr(engine, "precision", None)},
-                                                   exclude=("out", "batch_size", "force")),
+                                                   exclude=("out", "batch_size", "force", "online", "max_prompt_tokens")),
                        config_dict(cfg), force=cfg.force)
     with Verifier() as verifier:
         def work(chunk):

@@ -22,8 +22,10 @@ from typing import Any
 
 from sftadapt.adapt.reward import GATE_ANSWER_FORMATS, RewardCounters, answer_verdict
 from sftadapt.config import option
+from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.rl.grpo import GRPOOptions
+from sftadapt.runtime import tracking
 
 RL_LOG_KEYS = ("accuracy", "unverified_rate")
 
@@ -66,8 +68,15 @@ class DirectRLConfig:
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
     grpo: GRPOOptions = field(default_factory=GRPOOptions, metadata={"help": "GRPO trainer options"})
+    max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
+    force: bool = option(False, help="set aside checkpoints written with other options instead of refusing them, "
+                         "and write into a folder another command made")
+    report_to: str = tracking.report_to_option()
+    tracking_dir: str | None = tracking.tracking_dir_option()
+    online: bool = tracking.online_option()
 
     def validate(self) -> None:
+        tracking.check_report_to(self.report_to)
         self.grpo.validate()
         if self.answer_format not in GATE_ANSWER_FORMATS:
             raise ValueError(f"answer_format = '{self.answer_format}': choose one of {', '.join(GATE_ANSWER_FORMATS)}")
@@ -80,17 +89,21 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
     from sftadapt.runtime.models import load_tokenizer
 
     cfg.validate()
+    from sftadapt.runtime import offline
+
+    offline.honour(cfg.online)
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
-    claim(out, "direct_rl", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
+    claim(out, "direct_rl", force=cfg.force, protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     if not loaded.problems:
         raise ValueError(f"{cfg.data}: no usable problems")
     tok = load_tokenizer(cfg.model)
-    from sftadapt.data import budget  # issue 13: an over-long prompt is a reject, not a rollout torch cannot hold
+    # issue 13: an over-long prompt is a reject, not a rollout torch cannot hold
     loaded.problems, _ = budget.screen_stage(None, loaded.problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
-                                             budget.solve_checks(tok, cfg.chat), tokenizer=tok, model_spec=cfg.model)
+                                             budget.solve_checks(tok, cfg.chat), tokenizer=tok, model_spec=cfg.model,
+                                             max_prompt_tokens=cfg.max_prompt_tokens)
     rows = [{"prompt": P.solve_prompt(tok, p.problem, cfg.chat), "answer": p.answer, "problem_id": p.id}
             for p in loaded.problems]
     own_verifier = verifier is None
@@ -101,7 +114,8 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
     try:
         reward = CorrectnessReward(verify=verifier.verify_many, answer_format=cfg.answer_format)
         summary = run_grpo(cfg.model, rows, reward, cfg.grpo, out, stage="direct_rl", log_keys=RL_LOG_KEYS,
-                           progress=progress, extra_compute={"problems": len(rows)},
+                           progress=progress, extra_compute={"problems": len(rows)}, force=cfg.force,
+                           tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
                            config={"data": cfg.data, "chat": cfg.chat,
                                    "solve_template_hash": P.template_hash(tok, P.SOLVE, cfg.chat)})
     finally:

@@ -71,7 +71,6 @@ class GRPOOptions:
     save_steps: int = option(50, help="checkpoint every this many steps")
     save_total_limit: int = option(2, help="checkpoints kept")
     resume: str = option("auto", help="auto (last checkpoint in out, if any) | no | a checkpoint folder")
-    report_to: str = option("none", help="none | tensorboard | wandb")
     log_completions: bool = option(False, help="TRL: print and save sample completions each log step")
     use_vllm: bool = option(False, help="generate rollouts with vLLM (GPU only; see vllm_mode)")
     vllm_mode: str = option("colocate", help="vLLM: colocate (same GPUs) | server (`trl vllm-serve` elsewhere)")
@@ -113,8 +112,9 @@ class GRPOOptions:
         return self.lr if self.lr is not None else (1e-5 if self.lora else 1e-6)
 
 
-def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
-    """TRL `GRPOConfig` from our options (CPU-safe defaults; `trl_args` win)."""
+def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, tracker: dict[str, Any] | None = None):
+    """TRL `GRPOConfig` from our options (CPU-safe defaults; `trl_args` win). `tracker`: the stage's
+    report_to / tracking_dir / online (runtime/tracking.py)."""
     import torch
     from trl import GRPOConfig
 
@@ -128,7 +128,7 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
         scale_rewards=opts.scale_rewards, lr_scheduler_type=opts.scheduler, warmup_steps=opts.warmup_ratio,
         max_grad_norm=opts.max_grad_norm, seed=opts.seed, data_seed=opts.seed, logging_steps=opts.logging_steps,
         save_steps=opts.save_steps, save_total_limit=opts.save_total_limit, save_strategy="steps",
-        report_to=[] if opts.report_to == "none" else [opts.report_to], log_completions=opts.log_completions,
+        log_completions=opts.log_completions,
         use_cpu=not torch.cuda.is_available(), bf16=autocast_bf16(*opts.precision()),
         activation_checkpointing=opts.gradient_checkpointing,
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
@@ -137,6 +137,11 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True):
         vllm_server_port=opts.vllm_server_port, vllm_gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=opts.vllm_tensor_parallel_size,
     )
+    from sftadapt.runtime import tracking
+
+    tracker = tracker or {}
+    kwargs.update(tracking.trainer_args(tracker.get("report_to", "none"), out=out,
+                                        tracking_dir=tracker.get("tracking_dir"), online=tracker.get("online")))
     kwargs.update(opts.trl_args)
     return GRPOConfig(**kwargs)
 
@@ -200,15 +205,16 @@ def _restore_log(path: Path, last_step: int, counters) -> float:
 
 RL_CONFIG = "rl_config.json"
 # options that do not change what is trained: a checkpoint written under other values of these still resumes
-_BOOKKEEPING = ("resume", "save_steps", "save_total_limit", "report_to", "logging_steps", "log_completions")
+_BOOKKEEPING = ("resume", "save_steps", "save_total_limit", "logging_steps", "log_completions")
 
 
-def _resume_checkpoint(opts: GRPOOptions, out: Path) -> str | None:
+def _resume_checkpoint(opts: GRPOOptions, out: Path, force: bool = False) -> str | None:
     """The checkpoint to continue from; `auto` refuses checkpoints written with other GRPO options. A larger
     `max_steps` extends a run when the schedule does not depend on it (constant, no warm-up)."""
     extendable = opts.scheduler == "constant" and opts.warmup_ratio == 0
     return resume_checkpoint(opts.resume, out, config_dict(opts), read_saved_options(out / RL_CONFIG, "grpo"),
-                             _BOOKKEEPING + (("max_steps",) if extendable else ()))
+                             _BOOKKEEPING + (("max_steps",) if extendable else ()), force=force,
+                             run_files=(RL_CONFIG, LOG_FILE, COMPUTE_FILE))
 
 
 def write_compute(out: str | Path, section: dict[str, Any]) -> dict[str, Any]:
@@ -222,10 +228,24 @@ def write_compute(out: str | Path, section: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- the run
 def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptions, out: str | Path, stage: str,
              log_keys: tuple[str, ...] = (), progress: bool = True, extra_compute: dict[str, Any] | None = None,
-             config: dict[str, Any] | None = None) -> dict[str, Any]:
+             config: dict[str, Any] | None = None, force: bool = False,
+             tracker: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train `policy` (model spec) with GRPO on `rows` (each with a rendered text `prompt` and the columns
     `reward_fn` reads); `reward_fn.counters` is the reward's `RewardCounters`. Saves the policy in `out`, writes
-    `rl_log.jsonl`, `compute.json` and `rl_config.json`; returns the summary."""
+    `rl_log.jsonl`, `compute.json` and `rl_config.json`; returns the summary. `force`: set aside checkpoints of
+    other options instead of refusing them; `tracker`: {report_to, tracking_dir, online} of the stage, handed to
+    TRL (every logged step: loss, reward, the reward's own metrics such as the gate pass rate)."""
+    from sftadapt.runtime import tracking
+
+    tracker = tracker or {}
+    with tracking.trainer_env(tracker.get("report_to", "none"), out=out, tracking_dir=tracker.get("tracking_dir"),
+                              online=tracker.get("online")):
+        return _run_grpo(policy, rows, reward_fn, opts, out, stage, log_keys, progress, extra_compute, config,
+                         force, tracker)
+
+
+def _run_grpo(policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, progress, extra_compute, config,
+              force, tracker) -> dict[str, Any]:
     import datasets
     from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
@@ -235,10 +255,10 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
     wall_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    args = grpo_config(opts, out, progress)
+    args = grpo_config(opts, out, progress, tracker)
     tokenizer = load_tokenizer(policy)
     model = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype(opts.precision()[1]))
-    resume_from = _resume_checkpoint(opts, out)
+    resume_from = _resume_checkpoint(opts, out, force)
     log_path = out / LOG_FILE
     counters = reward_fn.counters
     base_seconds = 0.0

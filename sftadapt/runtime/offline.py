@@ -36,3 +36,10 @@ def apply(online: bool) -> None:
 def is_offline() -> bool:
     """What `apply` last decided (True when nothing has been applied and the variables say offline)."""
     return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def honour(online: bool) -> None:
+    """A config's `online: true` (the YAML twin of `--online`): opens the network exactly as `--online` does.
+    `online: false` leaves the entry point's decision alone (`--online` on the command line still counts)."""
+    if online:
+        apply(True)

@@ -29,12 +29,12 @@ from pathlib import Path
 MARKER = ".sftadapt-owner.json"
 
 # What `sftadapt train` writes into its folder: the Trainer's checkpoints and logs, the HF model files, ours.
-TRAIN_OUTPUTS = ("checkpoint-*", "README.md", "config.json", "generation_config.json", "*.safetensors",
+TRAIN_OUTPUTS = ("checkpoint-*", "checkpoints.old-*", "tracking", "README.md", "config.json", "generation_config.json", "*.safetensors",
                  "*.bin", "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template*",
                  "added_tokens.json", "adapter", "adapter_*", "train_config.json", "train_log.jsonl", "runs",
                  "sftadapt_adapter.json")
 # What the sharded stages (sample, rewrite, map synthesize, eval, ...) write.
-STAGE_OUTPUTS = ("shards", "shards.old-*", "train.jsonl", "attempts.jsonl", "summary.json", "rejects.jsonl",
+STAGE_OUTPUTS = ("shards", "shards.old-*", "tracking", "train.jsonl", "attempts.jsonl", "summary.json", "rejects.jsonl",
                  "results.json", "*.tmp")
 
 

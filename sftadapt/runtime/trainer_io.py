@@ -6,6 +6,10 @@ Resuming (`resume_checkpoint`): `auto` continues from the newest `checkpoint-*` 
 if the options saved there at the start of that run equal today's (bookkeeping options such as `save_steps`
 excepted); a checkpoint of other options is refused, since continuing it would mix two runs silently.
 
+With `force` (the `force` option of train, map train and direct RL, as `--force` is for the sharded stages), a
+checkpoint of other options is not refused but set aside: every `checkpoint-*` and the run's own log and saved
+options move into `checkpoints.old-<time>/` in the same folder (nothing is deleted), and training starts over.
+
 Merging (`save_merged`): the adapter is merged into **fp32** base weights whatever the training precision
 (merged into bf16 most of a small update is rounded away; docs/precision.md) and the folder gets an
 adapter record, which makes `dtype: auto` load it in fp32 (runtime/models.inference_dtype).
@@ -45,9 +49,11 @@ def bar_only_progress(trainer) -> None:
 
 
 def resume_checkpoint(resume: Any, out: str | Path, options: dict[str, Any], saved: dict[str, Any] | None,
-                      bookkeeping: tuple[str, ...] = ()) -> str | None:
+                      bookkeeping: tuple[str, ...] = (), force: bool = False,
+                      run_files: tuple[str, ...] = ()) -> str | None:
     """The checkpoint to continue from. `resume`: auto/True (newest in `out`, if its run's `saved` options
-    equal `options` but for `bookkeeping`) | no/False (start over) | a checkpoint folder (continue it anyway)."""
+    equal `options` but for `bookkeeping`) | no/False (start over) | a checkpoint folder (continue it anyway).
+    Checkpoints of other options are refused, or with `force` set aside with `run_files` (start over)."""
     out = Path(out)
     if resume in (False, "no"):
         if out.is_dir() and any(out.glob("checkpoint-*")):
@@ -63,11 +69,34 @@ def resume_checkpoint(resume: Any, out: str | Path, options: dict[str, Any], sav
     last = get_last_checkpoint(str(out)) if out.is_dir() else None
     if last and saved is not None:
         changed = [k for k in options if k not in bookkeeping and saved.get(k) != options[k]]
+        if changed and force:
+            aside = set_aside(out, run_files)
+            warnings.warn(f"{out}: checkpoints of a run with other options ({', '.join(changed)} changed) were set "
+                          f"aside in {aside.name} (force); training starts over", stacklevel=3)
+            return None
         if changed:
             raise ConfigError(
                 f"{out} holds checkpoints of a run with other options ({', '.join(changed)} changed): use "
-                f"another out folder, resume=no to start over, or resume=<checkpoint folder> to continue anyway")
+                f"another out folder, resume=no to start over, resume=<checkpoint folder> to continue anyway, or "
+                f"force=true to set them aside")
     return last
+
+
+def set_aside(out: Path, run_files: tuple[str, ...] = ()) -> Path:
+    """Move every `checkpoint-*` of `out` and the named run files into a new `out/checkpoints.old-<time>/`."""
+    import shutil
+    import time
+
+    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
+    aside = out / f"checkpoints.old-{stamp}"
+    while aside.exists():
+        n += 1
+        aside = out / f"checkpoints.old-{stamp}-{n}"
+    aside.mkdir()
+    for path in [*sorted(out.glob("checkpoint-*")), *(out / name for name in run_files)]:
+        if path.exists():
+            shutil.move(str(path), aside / path.name)
+    return aside
 
 
 def read_saved_options(path: Path, key: str) -> dict[str, Any] | None:

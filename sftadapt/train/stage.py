@@ -45,6 +45,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from sftadapt.config import check_passthrough, config_dict, config_hash, load_config, option
 from sftadapt.data.records import Example
+from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
 from sftadapt.runtime.trainer_io import bar_only_progress, read_saved_options, resume_checkpoint, save_merged
 from sftadapt.train.data import IGNORE_INDEX, Collator, RowDataset, TokenizedRows, load_examples, tokenize_examples
@@ -59,7 +60,6 @@ from sftadapt.train.losses import (
 )
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
-REPORT_TO = ("none", "tensorboard", "wandb")
 LOG_FILE = "train_log.jsonl"
 
 
@@ -99,14 +99,19 @@ class TrainConfig:
     save_total_limit: int = option(2, help="checkpoints kept (oldest deleted)")
     resume: bool | str = option("auto", help="auto/true: from the last checkpoint in out, if any; false: start over; "
                                 "or a checkpoint folder")
-    report_to: str = option("none", help="none | tensorboard | wandb (the package must be installed)")
+    report_to: str = tracking.report_to_option()
+    tracking_dir: str | None = tracking.tracking_dir_option()
+    online: bool = tracking.online_option()
+    force: bool = option(False, help="set aside checkpoints written with other options (in checkpoints.old-<time>/) "
+                         "instead of refusing them, and write into a folder another command made")
     trainer_args: dict = option({}, help="any other transformers TrainingArguments field, passed through as is "
                                          "(e.g. {optim: adafactor}); our options above set their own fields")
     logging_steps: int = option(1, help="log every this many optimiser steps")
 
     def validate(self) -> None:
         check_passthrough(self.trainer_args, TrainingArguments, "trainer_args", _OURS)
-        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "report_to": REPORT_TO}
+        tracking.check_report_to(self.report_to)
+        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} = '{getattr(self, name)}': choose one of {', '.join(allowed)}")
@@ -269,14 +274,16 @@ def _trim_log(path: Path, last_step: int) -> None:
 
 # ---------------------------------------------------------------- the stage
 # Options that change neither the trained weights nor the data order: a resumed run may change them freely.
-_BOOKKEEPING = ("out", "resume", "save_steps", "save_total_limit", "report_to", "logging_steps")
+_BOOKKEEPING = ("out", "resume", "save_steps", "save_total_limit", "report_to", "logging_steps", "tracking_dir",
+                "online", "force")
 CONFIG_FILE = "train_config.json"
 
 
 def _resume_checkpoint(cfg: TrainConfig) -> str | None:
     """The checkpoint to continue from; `auto` refuses checkpoints written with different training options."""
     saved = read_saved_options(Path(cfg.out) / CONFIG_FILE, "config")
-    return resume_checkpoint(cfg.resume, cfg.out, config_dict(cfg), saved, _BOOKKEEPING)
+    return resume_checkpoint(cfg.resume, cfg.out, config_dict(cfg), saved, _BOOKKEEPING, force=cfg.force,
+                             run_files=(CONFIG_FILE, LOG_FILE))
 
 
 def _write_config(cfg: TrainConfig) -> None:
@@ -290,6 +297,7 @@ _OURS = {"output_dir": "out", "per_device_train_batch_size": "batch_size", "grad
          "lr_scheduler_type": "scheduler", "warmup_steps": "warmup_ratio", "weight_decay": "weight_decay",
          "max_grad_norm": "max_grad_norm", "seed": "seed", "data_seed": "seed", "logging_steps": "logging_steps",
          "save_steps": "save_steps", "save_total_limit": "save_total_limit", "report_to": "report_to",
+         "run_name": "report_to", "project": "report_to", "trackio_static_space_id": "online",
          "activation_checkpointing": "gradient_checkpointing", "bf16": "dtype"}
 
 
@@ -299,7 +307,8 @@ def _training_args(cfg: TrainConfig) -> TrainingArguments:
         learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type=cfg.scheduler,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
-        save_total_limit=cfg.save_total_limit, report_to=[] if cfg.report_to == "none" else [cfg.report_to],
+        save_total_limit=cfg.save_total_limit,
+        **tracking.trainer_args(cfg.report_to, out=cfg.out, tracking_dir=cfg.tracking_dir, online=cfg.online or None),
         use_cpu=not torch.cuda.is_available(), activation_checkpointing=cfg.gradient_checkpointing,
         # fp32 master weights under bf16 autocast; with pure bf16 weights autocast is moot
         bf16=autocast_bf16(*cfg.precision()),
@@ -359,7 +368,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import TRAIN_OUTPUTS, claim  # issue 13: never delete a user's checkpoint-* folder
-    claim(out, "train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS)
+    claim(out, "train", force=cfg.force, protect=TRAIN_OUTPUTS)
     resume_from = _resume_checkpoint(cfg)  # first: a refused resume should not wait for data and model
     set_seed(cfg.seed)
 
@@ -394,10 +403,15 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
 
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
     """Fine-tune `cfg.model` on `cfg.data` with `cfg.loss`; returns a summary (steps, losses, paths, counts)."""
+    from sftadapt.runtime import offline
+
+    offline.honour(cfg.online)
     started = time.time()
     out = Path(cfg.out)
-    trainer, data, resume_from = build_trainer(cfg, callbacks)
-    result = trainer.train(resume_from_checkpoint=resume_from)
+    # the tracker callback (report_to) reads where to write, and that it stays offline, while built and trained
+    with tracking.trainer_env(cfg.report_to, out=cfg.out, tracking_dir=cfg.tracking_dir, online=cfg.online or None):
+        trainer, data, resume_from = build_trainer(cfg, callbacks)
+        result = trainer.train(resume_from_checkpoint=resume_from)
     tokenizer, tokenized, examples = trainer.processing_class, data.tokenized, data.examples
 
     # ---- final save: a plain HF model folder (LoRA merged) + tokenizer + model card -------------------------
@@ -476,6 +490,9 @@ def train_command(model: str | None = None, data: list[str] | None = None, out: 
     """Options as `sftadapt train` takes them: --model/--data/--out/--loss, then the YAML, then `--set k=v`."""
     given = {"model": model, "data": list(data) if data else None, "out": out, "loss": loss}
     cfg = load_config(TrainConfig, config, overrides, base={k: v for k, v in given.items() if v is not None})
+    from sftadapt.runtime import offline
+
+    offline.honour(cfg.online)  # `online: true` in the YAML = --online, before anything is loaded
     summary = train(cfg)
     if int(os.environ.get("RANK", "0")) == 0:
         print("\n".join(["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]))
@@ -498,7 +515,16 @@ def _main(argv: list[str]) -> None:
     from sftadapt.runtime import offline  # issue 13: offline on this entry point too, unless --online
 
     offline.apply(ns.online)
-    train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
+    from sftadapt.runtime.models import ModelError
+
+    try:
+        train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
+    except (ValueError, ModelError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
+        # what the user can fix is one line, as under `sftadapt train` (SFTADAPT_DEBUG=1: the traceback)
+        if os.environ.get("SFTADAPT_DEBUG") == "1":
+            raise
+        print(f"error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":
