@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import json
 import os
-import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,12 +37,12 @@ from sftadapt.data.formats import (
     READER_MAP,
     READERS,
     FieldMap,
-    hf_folder_rows,
-    is_hf_folder,
-    iter_json_file,
     FieldOptions,
     get_path,
     guess_reader,
+    hf_folder_rows,
+    is_hf_folder,
+    iter_json_file,
     last_number,
     rule_name,
     top_key,
