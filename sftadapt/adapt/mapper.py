@@ -46,6 +46,7 @@ from typing import Any
 from sftadapt.adapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
 from sftadapt.config import config_dict, config_hash, option
 from sftadapt.data import prompts as P
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
@@ -64,6 +65,7 @@ class MapperTrainConfig:
     target: str = option("smollm2-135m", help="the frozen target model whose likelihood is the reward")
     mapper: str | None = option(None, help="the policy to train (model spec); default: a copy of the target")
     data: str = option("gsm8k_train", help="SFT set with expert solutions: file, dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/map-train", help="output folder: the trained mapper, rl_log.jsonl, compute.json")
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
@@ -87,6 +89,7 @@ class SynthConfig:
                                          "(the prompted-rewrite baseline)")
     target: str = option("smollm2-135m", help="the target model: scores rewrites, and is the untrained mapper")
     data: str = option("gsm8k_train", help="SFT set with expert solutions: file, dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/map", help="output folder (resumable): train.jsonl, summary.json, compute.json")
     limit: int | None = option(None, help="first N problems only")
     k: int = option(4, help="rewrites per example")
@@ -132,14 +135,15 @@ def _precisions(engine, mapper_engine, cfg: SynthConfig) -> dict[str, Any]:
 
 
 # Options that do not change a byte of the synthesised rows.
-_NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit")
+_NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit", "fields")
 
 
 # ---------------------------------------------------------------- shared pieces
-def _load_problems(data: str, limit: int | None, data_dir: str | None, out: Path) -> tuple[list[Problem], int]:
+def _load_problems(data: str, limit: int | None, data_dir: str | None, out: Path,
+                   fields: FieldOptions | None = None) -> tuple[list[Problem], int]:
     from sftadapt.data.sources import load_dataset_spec, write_rejects
 
-    loaded = load_dataset_spec(data, limit=limit, require_solution=True, data_dir=data_dir)
+    loaded = load_dataset_spec(data, limit=limit, require_solution=True, data_dir=data_dir, fields=fields)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     if not loaded.problems:
         raise ValueError(f"{data}: no usable problems with an expert solution")
@@ -177,7 +181,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
     claim(out, "map train", force=getattr(cfg, "force", False), protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
-    problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
+    problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)
     mapper_spec = cfg.mapper or cfg.target
     own_engine, own_verifier = engine is None, verifier is None
     if verifier is None:
@@ -312,7 +316,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     claim(out, "map synthesize", force=cfg.force)
     rejects = 0
     if problems is None:
-        problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
+        problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)
     problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
     missing = [p.id for p in problems if not p.solution]
     if missing:

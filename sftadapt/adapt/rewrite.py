@@ -62,6 +62,7 @@ from sftadapt.adapt.policy import (
 )
 from sftadapt.config import config_dict, config_hash, option
 from sftadapt.data import prompts as P
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling
@@ -83,6 +84,7 @@ KILL_ENV = "SFTADAPT_TEST_KILL_AT"
 class RewriteConfig:
     model: str = option("smollm2-135m", help="target model: HF id, local folder, smollm2-135m or tiny-random")
     data: str = option("gsm8k_train", help="SFT set: file (JSONL/Parquet), dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/rewrite", help="output folder (resumable)")
     method: str = option("mind_the_gap", help=f"one of {METHODS}")
     limit: int | None = option(None, help="first N problems only")
@@ -144,7 +146,7 @@ class RewriteConfig:
 # Options left out of the run id: where the output goes, speed knobs, and how the problems were found (the
 # problems themselves are hashed). Batch size can change float rounding in batched forward passes, but it is a
 # speed knob users expect to change on resume; the docstring says byte identity needs the same size.
-_NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit")
+_NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit", "fields")
 
 
 # ---------------------------------------------------------------- shared state of one run
@@ -330,7 +332,8 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     if problems is None:
         from sftadapt.data.sources import load_dataset_spec, write_rejects
 
-        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=True, data_dir=cfg.data_dir)
+        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=True, data_dir=cfg.data_dir,
+                                   fields=cfg.fields)
         write_rejects(loaded.rejects, out / "rejects.jsonl")
         problems, rejects = loaded.problems, len(loaded.rejects)
     problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)

@@ -401,3 +401,10 @@ def hf_folder_rows(path: Path, split: str | None = None) -> tuple[Iterator[tuple
             yield i, row
 
     return rows(), chosen
+
+
+def fields_option() -> Any:
+    """The `fields:` section of a stage config that reads data (one declaration, every stage)."""
+    return dataclasses.field(default_factory=FieldOptions, metadata={
+        "help": "how rows of a data file are read: fields.format, fields.problem/answer/solution/id (dotted "
+                "paths), fields.answer_rule"})
