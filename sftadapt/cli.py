@@ -188,6 +188,32 @@ def data_convert(
     _check_or_convert(file, out, fields, training, None, max_row_bytes, strict, force)
 
 
+@data_app.command("export")
+def data_export(
+    source: Path = typer.Argument(..., help="an adapted set: a rewrite / map synthesize folder or its train.jsonl"),
+    fmt: str = typer.Option(..., "--format", help="trl | llamafactory | verl | hf"),
+    out: Path = typer.Option(..., help="output folder (new, or one `data export` made)"),
+    model: Optional[str] = typer.Option(None, help="the target model whose chat template renders the prompt "
+                                        "(default: the one the set records)"),
+    name: Optional[str] = typer.Option(None, help="dataset name (LLaMA-Factory's dataset_info.json key)"),
+    data_source: str = typer.Option("lighteval/MATH", help="verl: data_source (picks verl's default scorer)"),
+    push_to_hub: Optional[str] = typer.Option(None, help="upload the folder to this hub dataset repo (needs "
+                                              "--online and a token)"),
+    force: bool = typer.Option(False, "--force", help="write into a folder sftadapt did not make"),
+) -> None:
+    """Export an adapted set for TRL, LLaMA-Factory, verl or `datasets`, with the exact training prompt and a
+    dataset card (README.md)."""
+    from sftadapt.data.export import export
+    from sftadapt.data.export import push_to_hub as push
+
+    result = _guard(lambda: export(source, fmt, out, model=model, force=force, name=name, data_source=data_source))
+    typer.echo(f"{result['rows']} rows -> {', '.join(result['files'])} (card: {result['card']})")
+    typer.echo(f"prompt: the SOLVE prompt through {result['model']}'s chat template; rows whose joint "
+               f"tokenisation differs from training's: {result['token_mismatch_rows']}")
+    if push_to_hub:
+        typer.echo(f"pushed -> {_guard(lambda: push(out, push_to_hub))}")
+
+
 def _check_or_convert(file, out, fields, training, rejects, max_row_bytes, strict, force=False) -> None:
     from sftadapt.data.formats import FieldOptions
     from sftadapt.data.records import write_records

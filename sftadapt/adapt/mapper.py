@@ -378,6 +378,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
                         "notes": "sums over the shards of the final output (resumed runs included); tokens_scored "
                                  "= target log-prob passes over passing rewrites and the expert solutions"})
     write_json(out / "summary.json", summary)
+    _write_card(out, summary, cfg.data)
     if print_summary:
         print(summary_table(summary))
     return summary
@@ -439,3 +440,12 @@ def summary_table(s: dict[str, Any]) -> str:
         f"compute: {s['compute']['generated_tokens']} tokens generated, {s['compute']['scored_tokens']} scored, "
         f"{s['compute']['seconds']:.1f} s",
     ])
+
+
+def _write_card(out: Path, summary: dict, data: str) -> None:
+    """The dataset card (README.md) beside train.jsonl: source and license, target, method, origins, gap."""
+    from sftadapt.data.card import write_card
+    from sftadapt.data.records import Example, read_records
+
+    write_card(out, read_records(out / "train.jsonl", Example), summary, data_files="train.jsonl", data=data,
+               title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}")

@@ -394,6 +394,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         if own_verifier:
             verifier.close()
     write_json(out / "summary.json", summary)
+    _write_card(out, summary, cfg.data)
     if print_summary:
         print(summary_table(summary))
     return summary
@@ -484,3 +485,12 @@ def summary_table(s: dict[str, Any]) -> str:
                      f"| {t['generated_tokens']} | {t['scored_tokens']} |")
     lines += [f"- {why}" for why in s["empty_origins"].values()]
     return "\n".join(lines)
+
+
+def _write_card(out: Path, summary: dict, data: str) -> None:
+    """The dataset card (README.md) beside train.jsonl: source and license, target, method, origins, gap."""
+    from sftadapt.data.card import write_card
+    from sftadapt.data.records import Example, read_records
+
+    write_card(out, read_records(out / "train.jsonl", Example), summary, data_files="train.jsonl", data=data,
+               title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}")
