@@ -69,8 +69,11 @@ def source_license(data: str | None) -> dict[str, str]:
 def command_line() -> str:
     """The command that is running, as a user would type it (`sftadapt ...`), or the library call."""
     argv = list(sys.argv)
-    if argv and Path(argv[0]).name in ("sftadapt", "cli.py", "__main__.py"):
+    first = Path(argv[0]) if argv else Path()
+    if first.name == "sftadapt" or first.parts[-2:] == ("sftadapt", "cli.py"):
         return shlex.join(["sftadapt", *argv[1:]])
+    if first.parts[-3:] == ("sftadapt", "train", "__main__.py"):
+        return shlex.join(["python", "-m", "sftadapt.train", *argv[1:]])
     return "(library call: " + shlex.join([Path(argv[0]).name, *argv[1:]]) + ")" if argv else "(library call)"
 
 
