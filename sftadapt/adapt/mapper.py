@@ -312,8 +312,8 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     cfg.validate()
     wall_start = time.perf_counter()
     out = Path(cfg.out)
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
-    claim(out, "map synthesize", force=cfg.force)
+    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "map synthesize", force=cfg.force, protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
     rejects = 0
     if problems is None:
         problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)

@@ -326,8 +326,8 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     cfg.validate()
     wall_start = time.perf_counter()
     out = Path(cfg.out)
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
-    claim(out, "rewrite", force=cfg.force)
+    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "rewrite", force=cfg.force, protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
     rejects = 0
     if problems is None:
         from sftadapt.data.sources import load_dataset_spec, write_rejects
