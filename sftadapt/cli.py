@@ -16,8 +16,21 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
+from typer.core import TyperGroup
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, rich_markup_mode=None,
+
+class _Command(TyperGroup):
+    """The top command: `--online` is a global option, yet users write it after the subcommand too
+    (`sftadapt sample --online ...`), so it is moved to the front wherever it stands (not after `--`)."""
+
+    def parse_args(self, ctx, args):
+        cut = args.index("--") if "--" in args else len(args)
+        if "--online" in args[:cut]:
+            args = ["--online"] + [a for i, a in enumerate(args) if not (a == "--online" and i < cut)]
+        return super().parse_args(ctx, args)
+
+
+app = typer.Typer(cls=_Command, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
                   help="Adapt an SFT dataset to the model trained on it (Mind the Gap rewriting, DART mapping), "
                        "then train (nll | dft | is) and evaluate.")
 data_app = typer.Typer(no_args_is_help=True, help="Validate and convert datasets.")
@@ -62,6 +75,37 @@ def main(online: bool = typer.Option(False, "--online", help="allow hub download
         hf_logging.set_verbosity_error()
     except ImportError:
         pass
+
+
+# the field-map options (sftadapt.data.formats.FieldOptions) as flags: one declaration for every command that reads
+# data; `--set fields.KEY=VALUE` reaches the same options
+FIELD_FLAGS = {"format": "--format", "problem": "--problem-field", "answer": "--answer-field",
+               "solution": "--solution-field", "id": "--id-field", "answer_rule": "--answer-rule"}
+
+
+def field_options(fn):
+    """Add the field-map options to a command: FIELD_FLAGS, with FieldOptions' help. The command receives them as
+    `fields`: a dict of the ones given on the command line (what its config's `fields:` section takes)."""
+    import dataclasses
+    import functools
+    import inspect
+
+    from sftadapt.data.formats import FieldOptions
+
+    helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(FieldOptions)}
+    sig = inspect.signature(fn, eval_str=True)  # typer reads the real types, not the strings of `annotations`
+    extra = [inspect.Parameter(f"field_{name}", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
+                               default=typer.Option(None, flag, help=helps[name]))
+             for name, flag in FIELD_FLAGS.items()]
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        given = {name: kwargs.pop(f"field_{name}", None) for name in FIELD_FLAGS}
+        return fn(*args, fields={k: v for k, v in given.items() if v is not None}, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=[p for p in sig.parameters.values() if p.name != "fields"] + extra)
+    wrapper.__annotations__ = {p.name: p.annotation for p in wrapper.__signature__.parameters.values()}
+    return wrapper
 
 
 def progress_on() -> bool:
@@ -115,60 +159,75 @@ def _options_command(command: str):
 
 # ---------------------------------------------------------------- data
 @data_app.command("check")
+@field_options
 def data_check(
-    file: Path = typer.Argument(..., help="JSONL or Parquet file"),
-    fmt: str = typer.Option("auto", "--format", help="auto | gsm8k | math | aime | minerva | olympiadbench | records"),
-    problem_field: Optional[str] = typer.Option(None, help="field holding the problem text"),
-    answer_field: Optional[str] = typer.Option(None, help="field holding the gold answer"),
-    solution_field: Optional[str] = typer.Option(None, help="field holding the expert solution"),
-    id_field: Optional[str] = typer.Option(None, help="field holding a stable id"),
+    file: Path = typer.Argument(..., help="JSONL, JSON, Parquet file or save_to_disk folder (DIR[@split])"),
     training: bool = typer.Option(False, "--training", help="rows must have an expert solution"),
     rejects: Optional[Path] = typer.Option(None, help="write the rejected rows to this file (default: none; "
                                            "the data's folder is never written to)"),
     max_row_bytes: int = typer.Option(1 << 20, help="reject rows larger than this"),
     strict: bool = typer.Option(False, "--strict", help="exit non-zero if any row is rejected"),
+    fields: dict = None,
 ) -> None:
-    """Validate a dataset: counts, rejects (file:line field reason), answer coverage."""
-    _check_or_convert(file, None, fmt, problem_field, answer_field, solution_field, id_field, training, rejects,
-                      max_row_bytes, strict)
+    """Validate a dataset: format, answer rule, counts, rejects (file:line field reason), answer coverage."""
+    _check_or_convert(file, None, fields, training, rejects, max_row_bytes, strict)
 
 
 @data_app.command("convert")
+@field_options
 def data_convert(
-    file: Path = typer.Argument(..., help="JSONL or Parquet file"),
+    file: Path = typer.Argument(..., help="JSONL, JSON, Parquet file or save_to_disk folder (DIR[@split])"),
     out: Path = typer.Argument(..., help="output file of Problem records (.jsonl or .parquet)"),
-    fmt: str = typer.Option("auto", "--format", help="auto | gsm8k | math | aime | minerva | olympiadbench | records"),
-    problem_field: Optional[str] = typer.Option(None), answer_field: Optional[str] = typer.Option(None),
-    solution_field: Optional[str] = typer.Option(None), id_field: Optional[str] = typer.Option(None),
     training: bool = typer.Option(False, "--training", help="rows must have an expert solution"),
     max_row_bytes: int = typer.Option(1 << 20, help="reject rows larger than this"),
     strict: bool = typer.Option(False, "--strict", help="exit non-zero if any row is rejected"),
     force: bool = typer.Option(False, "--force", help="overwrite OUT even if sftadapt did not write it"),
+    fields: dict = None,
 ) -> None:
     """Convert a dataset into `Problem` records; rejects go to OUT.rejects.jsonl."""
-    _check_or_convert(file, out, fmt, problem_field, answer_field, solution_field, id_field, training, None,
-                      max_row_bytes, strict, force)
+    _check_or_convert(file, out, fields, training, None, max_row_bytes, strict, force)
 
 
-def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_field, id_field, training, rejects,
-                      max_row_bytes, strict, force=False) -> None:
+@data_app.command("export")
+def data_export(
+    source: Path = typer.Argument(..., help="an adapted set: a rewrite / map synthesize folder or its train.jsonl"),
+    fmt: str = typer.Option(..., "--format", help="trl | llamafactory | verl | hf"),
+    out: Path = typer.Option(..., help="output folder (new, or one `data export` made)"),
+    model: Optional[str] = typer.Option(None, help="the target model whose chat template renders the prompt "
+                                        "(default: the one the set records)"),
+    name: Optional[str] = typer.Option(None, help="dataset name (LLaMA-Factory's dataset_info.json key)"),
+    data_source: str = typer.Option("lighteval/MATH", help="verl: data_source (picks verl's default scorer)"),
+    push_to_hub: Optional[str] = typer.Option(None, help="upload the folder to this hub dataset repo (needs "
+                                              "--online and a token)"),
+    force: bool = typer.Option(False, "--force", help="write into a folder sftadapt did not make"),
+) -> None:
+    """Export an adapted set for TRL, LLaMA-Factory, verl or `datasets`, with the exact training prompt and a
+    dataset card (README.md)."""
+    from sftadapt.data.export import export
+    from sftadapt.data.export import push_to_hub as push
+
+    result = _guard(lambda: export(source, fmt, out, model=model, force=force, name=name, data_source=data_source))
+    typer.echo(f"{result['rows']} rows -> {', '.join(result['files'])} (card: {result['card']})")
+    typer.echo(f"prompt: the SOLVE prompt through {result['model']}'s chat template; rows whose joint "
+               f"tokenisation differs from training's: {result['token_mismatch_rows']}")
+    if push_to_hub:
+        typer.echo(f"pushed -> {_guard(lambda: push(out, push_to_hub))}")
+
+
+def _check_or_convert(file, out, fields, training, rejects, max_row_bytes, strict, force=False) -> None:
+    from sftadapt.data.formats import FieldOptions
     from sftadapt.data.records import write_records
-    from sftadapt.data.sources import FieldMap, SourceError, load_problems, write_rejects
-
-    fmap = None
-    if problem_field:
-        fmap = FieldMap(problem=problem_field, answer=answer_field, solution=solution_field, id=id_field,
-                        answer_rule="field" if answer_field else "boxed")
-    elif answer_field or solution_field or id_field:
-        fail("--answer-field/--solution-field/--id-field need --problem-field too")
+    from sftadapt.data.sources import SourceError, load_problems, write_rejects
     from sftadapt.runtime.outdir import OutDirError, check_output_file
+
+    field_opts = _build(FieldOptions, fields or {})
 
     if max_row_bytes < 1:
         fail(f"--max-row-bytes must be at least 1, got {max_row_bytes}")
     try:
         if out:
             check_output_file(out, inputs=(file,), force=force)
-        result = load_problems(file, fmt=fmt, fmap=fmap, require_solution=training, max_row_bytes=max_row_bytes)
+        result = load_problems(file, fields=field_opts, require_solution=training, max_row_bytes=max_row_bytes)
         # rejects go where --rejects says, else beside the output; `data check` alone writes none (the data's
         # folder may be read-only, or someone else's)
         rejects_path = rejects or (out.with_name(out.stem + ".rejects.jsonl") if out else None)
@@ -179,8 +238,8 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
         fail(str(err))
     s = result.summary()
     with_solution = sum(1 for p in result.problems if p.solution)
-    typer.echo(f"{file}: format {s['format']}, {s['rows']} rows, {s['ok']} ok, {s['rejected']} rejected, "
-               f"{with_solution} with an expert solution")
+    typer.echo(f"{file}: format {s['format']}, answer rule {result.answer_rule}, {s['rows']} rows, {s['ok']} ok, "
+               f"{s['rejected']} rejected, {with_solution} with an expert solution")
     for rej in result.rejects[:20]:
         where = f"field {rej['field']}" if rej["field"] else "whole row"
         typer.echo(f"  reject {rej['file']}:{rej['line']} {where}: {rej['reason']}")
@@ -203,6 +262,7 @@ def _check_or_convert(file, out, fmt, problem_field, answer_field, solution_fiel
 
 # ---------------------------------------------------------------- sample
 @app.command(cls=_options_command("sample"))
+@field_options
 def sample(
     model: Optional[str] = typer.Option(None, help="HF id, local folder, smollm2-135m or tiny-random"),
     data: Optional[str] = typer.Option(None, help="file, dataset name (gsm8k, math500, synthetic_id, ...) or hf:id"),
@@ -216,12 +276,13 @@ def sample(
     config: Optional[Path] = typer.Option(None, help="YAML file of SampleConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, help="discard shards written with another config"),
+    fields: dict = None,
 ) -> None:
     """Sample a model on a dataset; write verified Attempts and print the accuracy."""
     from sftadapt.eval.sample import SampleConfig
     from sftadapt.eval.sample import sample as run_sample
 
-    given = dict(model=model, data=data, out=str(out) if out else None, limit=limit, n=n, temperature=temperature,
+    given = dict(fields=fields or None, model=model, data=data, out=str(out) if out else None, limit=limit, n=n, temperature=temperature,
                  top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, batch_size=batch_size,
                  data_dir=str(data_dir) if data_dir else None, force=force or None)
     cfg = _build(SampleConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
@@ -268,6 +329,7 @@ def _guard(fn):
 
 # ---------------------------------------------------------------- rewrite
 @app.command(cls=_options_command("rewrite"))
+@field_options
 def rewrite(
     model: Optional[str] = typer.Option(None, help="target model: HF id, local folder, smollm2-135m or tiny-random"),
     data: Optional[str] = typer.Option(None, help="SFT set: file, dataset name (gsm8k_train, ...) or hf:id"),
@@ -282,12 +344,13 @@ def rewrite(
     config: Optional[Path] = typer.Option(None, help="YAML file of RewriteConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
+    fields: dict = None,
 ) -> None:
     """Mind the Gap rewriting (self -> guided -> expert fallback) or a cheap baseline; writes OUT/train.jsonl."""
     from sftadapt.adapt.rewrite import RewriteConfig
     from sftadapt.adapt.rewrite import rewrite as run_rewrite
 
-    given = dict(model=model, data=data, out=str(out) if out else None, method=method, k=k,
+    given = dict(fields=fields or None, model=model, data=data, out=str(out) if out else None, method=method, k=k,
                  guided_tries=guided_tries, keep=keep, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
                  dtype=dtype, force=force or None)
     cfg = _build(RewriteConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
@@ -295,6 +358,7 @@ def rewrite(
     typer.echo(f"{summary['rows']} rows -> {Path(cfg.out) / 'train.jsonl'} (summary: {Path(cfg.out) / 'summary.json'})")
 # ---------------------------------------------------------------- train (train.py)
 @app.command("train", cls=_options_command("train"))
+@field_options
 def train_cmd(
     model: Optional[str] = typer.Option(None, help="base model: HF id, local folder, smollm2-135m or tiny-random"),
     data: List[str] = typer.Option([], "--data", help="training file (repeatable): Example JSONL/Parquet from "
@@ -305,11 +369,12 @@ def train_cmd(
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, "--force", help="set aside checkpoints written with other options instead "
                                "of refusing them"),
+    fields: dict = None,
 ) -> None:
     """Fine-tune a model on (adapted) examples with nll, dft or is; resumes from the last checkpoint in OUT."""
     from sftadapt.train.stage import TrainConfig, train
 
-    given = dict(model=model, data=list(data) or None, out=str(out) if out else None, loss=loss, force=force or None)
+    given = dict(fields=fields or None, model=model, data=list(data) or None, out=str(out) if out else None, loss=loss, force=force or None)
     cfg = _build(TrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train(cfg))  # DataError is a ValueError: one line
     typer.echo("\n".join(["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]))
@@ -403,6 +468,7 @@ app.add_typer(map_app, name="map")
 
 
 @map_app.command("train", cls=_options_command("map train"))
+@field_options
 def map_train(
     target: Optional[str] = typer.Option(None, help="frozen target model whose likelihood is the reward"),
     mapper: Optional[str] = typer.Option(None, help="policy to train (default: a copy of the target)"),
@@ -419,14 +485,16 @@ def map_train(
     set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: grpo.beta=0.001, reward.r_min=-5)"),
     force: bool = typer.Option(False, "--force", help="set aside checkpoints written with other options instead "
                                "of refusing them"),
+    fields: dict = None,
 ) -> None:
     """Mapper RL: GRPO with the alignment reward behind the anti-cheating gate; saves the mapper in OUT."""
     from sftadapt.adapt.mapper import MapperTrainConfig, train_mapper
 
     grpo = {k: v for k, v in dict(max_steps=steps, lora=lora, num_generations=num_generations,
                                   max_completion_length=max_completion_length, lr=lr).items() if v is not None}
-    given = dict(target=target, mapper=mapper, data=data, out=str(out) if out else None, limit=limit,
-                 grpo=grpo or None, reward={"variant": variant} if variant else None, force=force or None)
+    given = dict(fields=fields or None, target=target, mapper=mapper, data=data, out=str(out) if out else None, limit=limit,
+                 grpo=grpo or None, reward={"variant": variant} if variant else None,
+                 force=force or None)
     cfg = _build(MapperTrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train_mapper(cfg, progress=progress_on()))
     last = summary.get("last_log") or {}
@@ -436,6 +504,7 @@ def map_train(
 
 
 @map_app.command("synthesize", cls=_options_command("map synthesize"))
+@field_options
 def map_synthesize(
     mapper: Optional[str] = typer.Option(None, help="trained mapper folder, or 'untrained' (the target itself: the "
                                          "prompted-rewrite baseline)"),
@@ -450,11 +519,12 @@ def map_synthesize(
     config: Optional[Path] = typer.Option(None, help="YAML file of SynthConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: reward.max_length_ratio=3)"),
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
+    fields: dict = None,
 ) -> None:
     """K rewrites per example, keep the best gate-passing one by r_align, else the expert; writes OUT/train.jsonl."""
     from sftadapt.adapt.mapper import SynthConfig, synthesize
 
-    given = dict(mapper=mapper, target=target, data=data, out=str(out) if out else None, k=k, temperature=temperature,
+    given = dict(fields=fields or None, mapper=mapper, target=target, data=data, out=str(out) if out else None, k=k, temperature=temperature,
                  limit=limit, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, force=force or None)
     cfg = _build(SynthConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: synthesize(cfg, progress=progress_on()))

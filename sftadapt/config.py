@@ -233,7 +233,7 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 # rounding in batched forward passes, but it is a speed knob users expect to change on resume; byte identity of a
 # resumed run needs the same size (adapt/rewrite.py's docstring).
 NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit", "report_to",
-              "tracking_dir", "online", "max_prompt_tokens")  # (the problems kept are hashed themselves)
+              "tracking_dir", "online", "max_prompt_tokens", "fields")  # (the problems kept are hashed themselves)
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

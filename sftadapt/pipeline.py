@@ -37,6 +37,7 @@ from typing import Any
 
 from sftadapt import arms as arm_table
 from sftadapt.config import ConfigError, build_config, config_hash, load_config, option
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import write_json
 from sftadapt.engines.base import EngineConfig
 
@@ -47,6 +48,7 @@ CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 class TaskConfig:
     kind: str = option("synthetic", help="synthetic (the embedded task) | dataset")
     data: str | None = option(None, help="dataset kind: SFT set with expert solutions (file, name or hf:id)")
+    fields: FieldOptions = fields_option()
     train_problems: int = option(64, help="problems in the SFT set")
     expert_style: str = option("expert", help="synthetic: expert (terse teacher style, the gap) | native (no gap)")
     steps: list[int] = option([1, 3], help="synthetic: min and max reasoning steps of training problems")
@@ -394,7 +396,8 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
                                         style=cfg.task.expert_style, split="train")
             write_records(folder / "warmup.jsonl", synthetic.warmup_set(cfg.warmup.problems, seed=seed))
         else:
-            loaded = load_dataset_spec(cfg.task.data, limit=cfg.task.train_problems, require_solution=True)
+            loaded = load_dataset_spec(cfg.task.data, limit=cfg.task.train_problems, require_solution=True,
+                                       fields=cfg.task.fields)
             expert = loaded.problems
         write_records(folder / "expert.jsonl", expert)
         return {"expert_rows": len(expert), "expert": str(folder / "expert.jsonl")}

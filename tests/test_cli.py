@@ -43,8 +43,11 @@ def test_data_convert_with_a_field_map(tmp_path):
     assert result.exit_code == 0, result.output
     (p,) = read_records(out, Problem)
     assert (p.problem, p.answer, p.solution) == ("What is 2+2?", "4", "2+2=4")
+    result = runner.invoke(app, ["data", "convert", str(src), str(out), "--solution-field", "sol"])
+    assert result.exit_code == 2 and "needs the problem field too" in result.output
+    # --answer-field alone names the answer of a detected format; these fields are no format
     result = runner.invoke(app, ["data", "convert", str(src), str(out), "--answer-field", "a"])
-    assert result.exit_code == 2 and "need --problem-field" in result.output
+    assert result.exit_code == 2 and "cannot tell the format" in result.output
 
 
 def test_sample_writes_attempts_and_prints_accuracy(tmp_path, monkeypatch):
@@ -61,7 +64,7 @@ def test_sample_writes_attempts_and_prints_accuracy(tmp_path, monkeypatch):
 
 def test_unknown_model_is_one_clear_line(tmp_path):
     result = runner.invoke(app, ["sample", "--model", "./no/such/folder", "--out", str(tmp_path / "x")])
-    assert result.exit_code == 2 and "no such model folder" in result.output
+    assert result.exit_code == 2 and "no such folder: ./no/such/folder" in result.output
 
 
 def test_env_and_version_report_what_was_resolved():

@@ -281,6 +281,12 @@ def test_map_synthesize_command(tmp_path, data_file):
     assert "fallback 100.0%" in result.output
     summary = json.loads((out / "summary.json").read_text())
     assert summary["rows"] == 3 and summary["k"] == 2
+    from sftadapt.data.card import read_card
+
+    card = read_card(out)  # the dataset card beside the synthesised set
+    assert card["configs"][0]["data_files"][0]["path"] == "train.jsonl"
+    assert card["sftadapt"]["origin_rows"] == {"expert": 3} and card["sftadapt"]["target_model"]["spec"] == "tiny-random"
+    assert card["sftadapt"]["command"].startswith(("sftadapt", "(library call"))
     assert json.loads((out / "shards" / "manifest.json").read_text())["config"]["reward"]["min_tokens"] == 4
     bad = CliRunner().invoke(app, ["map", "synthesize", "--out", str(tmp_path / "x"), "--set", "reward.variant=max"])
     assert bad.exit_code == 2 and "variant" in bad.output

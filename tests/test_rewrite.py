@@ -196,6 +196,13 @@ def test_mind_the_gap_stages_policy_and_summary(tmp_path):
         n_tokens(t) for p in PROBLEMS for t in SCRIPT[("solve", p.id)])
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["gap"] == summary["gap"]
+    # the dataset card beside the set: origin shares and the gap before/after, from the same numbers
+    from sftadapt.data.card import read_card
+
+    card = read_card(tmp_path / "run")["sftadapt"]
+    assert card["origin_shares"] == {"expert": 0.5, "guided": 0.25, "self": 0.25} and card["method"] == "mind_the_gap"
+    assert card["gap"]["after_adapted_set"] == pytest.approx(summary["gap"]["final_set"])
+    assert card["gap"]["before_expert_set"] == pytest.approx(summary["gap"]["expert_set"])
 
 
 def test_first_and_all_distinct(tmp_path):

@@ -47,6 +47,7 @@ from sftadapt.adapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
 from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
@@ -66,6 +67,7 @@ class MapperTrainConfig:
     target: str = option("smollm2-135m", help="the frozen target model whose likelihood is the reward")
     mapper: str | None = option(None, help="the policy to train (model spec); default: a copy of the target")
     data: str = option("gsm8k_train", help="SFT set with expert solutions: file, dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/map-train", help="output folder: the trained mapper, rl_log.jsonl, compute.json")
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
@@ -96,6 +98,7 @@ class SynthConfig:
                                          "(the prompted-rewrite baseline)")
     target: str = option("smollm2-135m", help="the target model: scores rewrites, and is the untrained mapper")
     data: str = option("gsm8k_train", help="SFT set with expert solutions: file, dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/map", help="output folder (resumable): train.jsonl, summary.json, compute.json")
     limit: int | None = option(None, help="first N problems only")
     k: int = option(4, help="rewrites per example")
@@ -146,10 +149,11 @@ def _precisions(engine, mapper_engine, cfg: SynthConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- shared pieces
-def _load_problems(data: str, limit: int | None, data_dir: str | None, out: Path) -> tuple[list[Problem], int]:
+def _load_problems(data: str, limit: int | None, data_dir: str | None, out: Path,
+                   fields: FieldOptions | None = None) -> tuple[list[Problem], int]:
     from sftadapt.data.sources import load_dataset_spec, write_rejects
 
-    loaded = load_dataset_spec(data, limit=limit, require_solution=True, data_dir=data_dir)
+    loaded = load_dataset_spec(data, limit=limit, require_solution=True, data_dir=data_dir, fields=fields)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     if not loaded.problems:
         raise ValueError(f"{data}: no usable problems with an expert solution")
@@ -190,7 +194,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
     claim(out, "map train", force=cfg.force, protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
-    problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
+    problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)
     mapper_spec = cfg.mapper or cfg.target
     own_engine, own_verifier = engine is None, verifier is None
     if verifier is None:
@@ -326,11 +330,11 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     offline.honour(cfg.online)
     wall_start = time.perf_counter()
     out = Path(cfg.out)
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
-    claim(out, "map synthesize", force=cfg.force)
+    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "map synthesize", force=cfg.force, protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
     rejects = 0
     if problems is None:
-        problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out)
+        problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)
     problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
     missing = [p.id for p in problems if not p.solution]
     if missing:
@@ -396,6 +400,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
                         "notes": "sums over the shards of the final output (resumed runs included); tokens_scored "
                                  "= target log-prob passes over passing rewrites and the expert solutions"})
     write_json(out / "summary.json", summary)
+    _write_card(out, summary, cfg.data)
     if print_summary:
         print(summary_table(summary))
     return summary
@@ -457,3 +462,12 @@ def summary_table(s: dict[str, Any]) -> str:
         f"compute: {s['compute']['generated_tokens']} tokens generated, {s['compute']['scored_tokens']} scored, "
         f"{s['compute']['seconds']:.1f} s",
     ])
+
+
+def _write_card(out: Path, summary: dict, data: str) -> None:
+    """The dataset card (README.md) beside train.jsonl: source and license, target, method, origins, gap."""
+    from sftadapt.data.card import write_card
+    from sftadapt.data.records import Example, read_records
+
+    write_card(out, read_records(out / "train.jsonl", Example), summary, data_files="train.jsonl", data=data,
+               title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}")

@@ -63,6 +63,7 @@ from sftadapt.adapt.policy import (
 from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling
@@ -85,6 +86,7 @@ KILL_ENV = "SFTADAPT_TEST_KILL_AT"
 class RewriteConfig:
     model: str = option("smollm2-135m", help="target model: HF id, local folder, smollm2-135m or tiny-random")
     data: str = option("gsm8k_train", help="SFT set: file (JSONL/Parquet), dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/rewrite", help="output folder (resumable)")
     method: str = option("mind_the_gap", help=f"one of {METHODS}")
     limit: int | None = option(None, help="first N problems only")
@@ -328,13 +330,14 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     offline.honour(cfg.online)
     wall_start = time.perf_counter()
     out = Path(cfg.out)
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
-    claim(out, "rewrite", force=cfg.force)
+    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS, claim  # issue 13: refuse a folder not ours
+    claim(out, "rewrite", force=cfg.force, protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
     rejects = 0
     if problems is None:
         from sftadapt.data.sources import load_dataset_spec, write_rejects
 
-        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=True, data_dir=cfg.data_dir)
+        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=True, data_dir=cfg.data_dir,
+                                   fields=cfg.fields)
         write_rejects(loaded.rejects, out / "rejects.jsonl")
         problems, rejects = loaded.problems, len(loaded.rejects)
     problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
@@ -404,6 +407,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         if own_verifier:
             verifier.close()
     write_json(out / "summary.json", summary)
+    _write_card(out, summary, cfg.data)
     if print_summary:
         print(summary_table(summary))
     return summary
@@ -494,3 +498,12 @@ def summary_table(s: dict[str, Any]) -> str:
                      f"| {t['generated_tokens']} | {t['scored_tokens']} |")
     lines += [f"- {why}" for why in s["empty_origins"].values()]
     return "\n".join(lines)
+
+
+def _write_card(out: Path, summary: dict, data: str) -> None:
+    """The dataset card (README.md) beside train.jsonl: source and license, target, method, origins, gap."""
+    from sftadapt.data.card import write_card
+    from sftadapt.data.records import Example, read_records
+
+    write_card(out, read_records(out / "train.jsonl", Example), summary, data_files="train.jsonl", data=data,
+               title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}")

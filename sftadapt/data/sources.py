@@ -31,6 +31,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sftadapt.data.formats import (
+    MISSING,
+    READER_FORMATS,
+    READER_MAP,
+    READERS,
+    FieldMap,
+    FieldOptions,
+    get_path,
+    guess_reader,
+    hf_folder_rows,
+    is_hf_folder,
+    iter_json_file,
+    last_number,
+    rule_name,
+    top_key,
+    with_rule,
+)
 from sftadapt.data.records import (
     Problem,
     RecordError,
@@ -45,15 +62,6 @@ MAX_ROW_BYTES = 1 << 20  # 1 MiB: a math problem row is a few KiB; anything bigg
 DETECT_ROWS = 50  # `auto` format: decided by the first this many rows that look like a known format
 
 
-@dataclass
-class FieldMap:
-    problem: str
-    answer: str | None = None  # None: derive the answer from the solution (see `answer_rule`)
-    solution: str | None = None
-    id: str | None = None
-    answer_rule: str = "field"  # field | gsm8k (text after ####) | boxed (last \boxed{} of solution) | list
-
-
 PRESETS: dict[str, FieldMap] = {
     "gsm8k": FieldMap(problem="question", answer="answer", solution="answer", answer_rule="gsm8k"),
     "math": FieldMap(problem="problem", answer="answer", solution="solution", id="unique_id"),
@@ -62,6 +70,8 @@ PRESETS: dict[str, FieldMap] = {
     "olympiadbench": FieldMap(problem="question", answer="final_answer", solution="solution", id="id",
                               answer_rule="list"),
     "records": FieldMap(problem="problem", answer="answer", solution="solution", id="id"),
+    # the readers of data/formats.py: each turns its rows into this flat map's fields first
+    **{name: READER_MAP for name in READER_FORMATS},
 }
 
 # name -> (file under the data dir, format)
@@ -79,6 +89,14 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "aime_train": ("aime_1983_2023_train/train.jsonl", "math"),
 }
 SYNTHETIC = ("synthetic_id", "synthetic_ood")
+# a reader's flat field -> the field of the user's row it came from (what a reject names)
+FLAT_NAMES: dict[str, dict[str, str]] = {
+    "messages": {"problem": "messages (user turn)", "solution": "messages (assistant turn)"},
+    "prompt_completion": {"problem": "prompt", "solution": "completion"},
+    "alpaca": {"problem": "instruction", "solution": "output"},
+    "sharegpt": {"problem": "conversations (human turn)", "solution": "conversations (gpt turn)"},
+    "verl": {"problem": "prompt", "solution": "extra_info.answer", "answer": "reward_model.ground_truth"},
+}
 
 
 class SourceError(ValueError):
@@ -92,6 +110,7 @@ class LoadResult:
     warnings: list[str] = field(default_factory=list)
     total_rows: int = 0
     fmt: str = ""
+    answer_rule: str = ""
 
     def summary(self) -> dict[str, Any]:
         return {"rows": self.total_rows, "ok": len(self.problems), "rejected": len(self.rejects),
@@ -117,20 +136,28 @@ def last_boxed(text: str) -> str | None:
 
 def _answer(row: dict[str, Any], fmap: FieldMap) -> tuple[str | None, str]:
     """(answer, field it came from); None when the row has none. Raises RecordError for an answer that is
-    there but is no string or finite number (an object, a list, a boolean, null, inf, NaN)."""
-    if fmap.answer_rule == "gsm8k":
-        text = row.get(fmap.answer)
-        if not isinstance(text, str) or "####" not in text:
-            return None, fmap.answer or "answer"
-        return text.split("####")[-1].strip().replace(",", ""), fmap.answer or "answer"
-    if fmap.answer_rule == "boxed" or fmap.answer is None:
-        text = row.get(fmap.solution or "solution")
-        return (last_boxed(text) if isinstance(text, str) else None), fmap.solution or "solution"
-    if fmap.answer not in row:
-        return None, fmap.answer
-    value = row[fmap.answer]
+    there but is no string or finite number (an object, a list, a boolean, null, inf, NaN).
+
+    `boxed` reads the solution (else the answer field); `gsm8k` and `last_number` read the answer field (else
+    the solution): GSM8K keeps its worked solution in `answer`, a chat row its reply in the solution."""
+    rule = fmap.answer_rule
+    if rule == "answer_or_boxed":  # the chat-like readers: a gold answer column if there is one
+        rule = "field" if get_path(row, fmap.answer, None) is not None else "boxed"
+    if rule in ("gsm8k", "boxed", "last_number"):
+        order = [fmap.solution, fmap.answer] if rule == "boxed" else [fmap.answer, fmap.solution]
+        order = [n for n in order if n] or ["solution"]
+        name = next((n for n in order if get_path(row, n) is not None), order[0])
+        text = get_path(row, name)
+        if not isinstance(text, str):
+            return None, name
+        if rule == "gsm8k":
+            return (text.split("####")[-1].strip().replace(",", "") if "####" in text else None), name
+        return (last_boxed(text) if rule == "boxed" else last_number(text)), name
+    value = get_path(row, fmap.answer, MISSING)
+    if value is MISSING:
+        return None, fmap.answer or "answer"
     try:
-        if fmap.answer_rule == "list":
+        if rule == "list":
             if not isinstance(value, list):
                 value = [value]
             text = ", ".join(scalar_text(v).strip() for v in value)
@@ -146,6 +173,9 @@ def guess_format(row: dict[str, Any]) -> str | None:
     keys = set(row)
     if {"id", "problem", "answer"} <= keys and ("source" in keys or "meta" in keys):
         return "records"  # our own Problem records (sftadapt data convert, synthetic --out)
+    reader = guess_reader(row)  # chat, prompt/completion, alpaca, sharegpt, verl (data/formats.py)
+    if reader:
+        return reader
     if {"question", "final_answer"} <= keys:
         return "olympiadbench"
     if {"question", "answer"} <= keys and isinstance(row.get("answer"), str) and "####" in row["answer"]:
@@ -171,7 +201,7 @@ def detect_format(row: dict[str, Any]) -> str:
 
 def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, line: int,
                    require_solution: bool = False) -> Problem:
-    problem = row.get(fmap.problem)
+    problem = get_path(row, fmap.problem)
     if problem is None:
         raise RecordError(path, line, fmap.problem, "missing required field")
     if not isinstance(problem, str) or not problem.strip():
@@ -182,7 +212,7 @@ def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, 
         raise RecordError(path, line, err.field, err.reason) from None
     if answer is None or not answer.strip():
         raise RecordError(path, line, answer_field, "no gold answer (missing or empty)")
-    solution = row.get(fmap.solution) if fmap.solution else None
+    solution = get_path(row, fmap.solution) if fmap.solution else None
     if isinstance(solution, list):
         if not all(isinstance(part, str) for part in solution):
             raise RecordError(path, line, fmap.solution, "a list solution must hold strings only")
@@ -192,15 +222,16 @@ def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, 
     if require_solution and not (solution or "").strip():
         raise RecordError(path, line, fmap.solution or "solution", "training rows need an expert solution")
     pid = stable_id(problem)
-    if fmap.id and fmap.id in row:
+    raw = get_path(row, fmap.id, MISSING) if fmap.id else MISSING
+    if raw is not MISSING:
         try:
-            raw_id = scalar_text(row[fmap.id]).strip()
+            raw_id = scalar_text(raw).strip()
         except ValueError as err:
             raise RecordError(path, line, fmap.id, f"id is {err}") from None
         pid = raw_id or pid  # an empty id is no id: the text's hash stands in
     if row.get("meta") is not None and not isinstance(row["meta"], dict):
         raise RecordError(path, line, "meta", f"meta must be an object, got {type(row['meta']).__name__}")
-    used = {fmap.problem, fmap.solution, fmap.id, fmap.answer} - {None}
+    used = {top_key(name) for name in (fmap.problem, fmap.solution, fmap.id, fmap.answer)} - {None}
     if fmap is PRESETS["records"] and isinstance(row.get("source"), str):
         source, used = row["source"], used | {"source"}  # our own records keep their source: a faithful copy
     meta = {k: v for k, v in row.items() if k not in used and k != "meta"}
@@ -211,20 +242,57 @@ def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, 
 # ---------------------------------------------------------------- files
 def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | None = None,
                   limit: int | None = None, require_solution: bool = False, strict: bool = False,
-                  max_row_bytes: int = MAX_ROW_BYTES, source: str | None = None) -> LoadResult:
-    """Read a JSONL/Parquet file of problems; bad rows become rejects (see the module docstring)."""
-    path = Path(path)
+                  max_row_bytes: int = MAX_ROW_BYTES, source: str | None = None,
+                  fields: FieldOptions | None = None, answer_rule: str = "auto") -> LoadResult:
+    """Read a JSONL/JSON/Parquet file or a `save_to_disk` folder (`DIR` or `DIR@split`) of problems; bad rows
+    become rejects (see the module docstring). `fields` (the user's field-map options) replaces fmt/fmap."""
+    if fields is not None:
+        fmt, fmap, answer_rule = _field_options(fields, fmt, fmap)
+    rule = answer_rule
+    path, split = _split_spec(Path(path))
     try:
+        if is_hf_folder(path):
+            try:
+                rows, chosen = hf_folder_rows(path, split)
+            except ValueError as err:
+                raise SourceError(str(err)) from None
+            where = f"{path}@{chosen}" if chosen else str(path)
+            return _collect(rows, where, source or path.name, fmt, fmap, limit, require_solution, strict, rule)
         check_readable(path)
-        rows = _parquet_rows(path) if path.suffix == ".parquet" else iter_json_lines(path, max_row_bytes)
-        return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict)
+        if path.suffix == ".parquet":
+            rows = _parquet_rows(path)
+        elif path.suffix == ".json":
+            rows = iter_json_file(path, max_row_bytes)  # a JSON array (alpaca, sharegpt) or JSON lines
+        else:
+            rows = iter_json_lines(path, max_row_bytes)
+        return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict, rule)
     except (FileNotFoundError, UnreadableFile, OSError) as err:  # whole-file failures: one line, no traceback
         raise SourceError(str(err) if not isinstance(err, OSError) or isinstance(err, FileNotFoundError)
                           else f"{path}: cannot read ({err.strerror or err})") from None
 
 
+def _field_options(fields: FieldOptions, fmt: str, fmap: FieldMap | None) -> tuple[str, FieldMap | None, str]:
+    if fields.is_default():
+        return fmt, fmap, "auto"
+    try:
+        fmt, fmap, rule = fields.resolve()
+    except ValueError as err:
+        raise SourceError(str(err)) from None
+    return ("auto" if fmt == "custom" else fmt), fmap, rule
+
+
+def _split_spec(path: Path) -> tuple[Path, str | None]:
+    """`DIR@split` names a split of a `save_to_disk` DatasetDict (only when no file has that very name)."""
+    text = str(path)
+    if "@" in text and not path.exists():
+        base, _, split = text.rpartition("@")
+        if is_hf_folder(Path(base)):
+            return Path(base), split
+    return path, None
+
+
 def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, limit: int | None,
-             require_solution: bool, strict: bool) -> LoadResult:
+             require_solution: bool, strict: bool, answer_rule: str = "auto") -> LoadResult:
     """(line, row or RecordError) pairs -> problems and rejects: the one row loop of every source.
 
     With `fmt="auto"` the format is the most common one among the first DETECT_ROWS rows that look like a
@@ -258,6 +326,9 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
                 raise SourceError(f"unknown format '{fmt}': choose one of {', '.join(PRESETS)}")
             fmap = PRESETS[fmt]
         result.fmt = fmt
+    fmap = with_rule(fmap, answer_rule) if fmap is not None else None  # --answer-rule: the user's rule over the format's own
+    result.answer_rule = rule_name(fmap)
+    reader = READERS.get(result.fmt)
     for line, row in rows:
         result.total_rows += 1
         try:
@@ -268,7 +339,14 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
             guess = guess_format(row)
             if guess:
                 looks[guess] = looks.get(guess, 0) + 1
-            problem = row_to_problem(row, fmap, source, where, line, require_solution)
+            flat = reader(row, (where, line)) if reader else row
+            try:
+                problem = row_to_problem(flat, fmap, source, where, line, require_solution)
+            except RecordError as err:
+                if reader:  # name the user's field, not the flat row's
+                    err = RecordError(err.path, err.line, FLAT_NAMES[result.fmt].get(err.field, err.field),
+                                      err.reason)
+                raise err from None
             if problem.id in seen:
                 raise RecordError(where, line, fmap.id or "id",
                                   f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
@@ -413,20 +491,25 @@ def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathL
 
 def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fmap: FieldMap | None = None,
                       require_solution: bool = False, strict: bool = False,
-                      data_dir: str | os.PathLike | None = None) -> LoadResult:
-    """A file path, a registered benchmark/training-set name, or `hf:owner/name[:config][@split]`."""
+                      data_dir: str | os.PathLike | None = None, fields: FieldOptions | None = None) -> LoadResult:
+    """A file path (JSONL, JSON, Parquet), a `save_to_disk` folder (`DIR[@split]`), a registered
+    benchmark/training-set name, or `hf:owner/name[:config][@split]` (needs --online). `fields` (the user's
+    field-map options, `fields:` of a stage config) applies to files, folders and hub sets."""
+    fmt, fmap, rule = _field_options(fields, fmt, fmap) if fields is not None else (fmt, fmap, "auto")
     if spec.startswith("hf:"):
-        result = _load_hf(spec[3:], limit, fmt, fmap, require_solution, strict)
+        result = _load_hf(spec[3:], limit, fmt, fmap, require_solution, strict, rule)
         if not result.problems:
             raise no_rows_error(spec, result)
         return result
-    if Path(spec).exists():
+    if Path(spec).exists() or _split_spec(Path(spec))[1] is not None:
         result = load_problems(spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution,
-                               strict=strict)
+                               strict=strict, answer_rule=rule)
         if not result.problems:  # every stage needs rows: an empty or all-rejected input stops here, clearly
             raise no_rows_error(spec, result)
         return result
     if spec in BENCHMARKS or spec in SYNTHETIC:
+        if fields is not None and not fields.is_default():
+            raise SourceError(f"{spec}: a registered dataset has its own format; field-map options apply to files")
         problems = load_benchmark(spec, limit=limit, data_dir=data_dir)
         if require_solution:
             missing = [p.id for p in problems if not p.solution]
@@ -437,9 +520,14 @@ def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fm
                       "or hf:owner/name id")
 
 
-def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict) -> LoadResult:
+def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict, rule="auto") -> LoadResult:
+    from sftadapt.runtime import offline
+
     name, _, split = spec.partition("@")
     name, _, config = name.partition(":")
+    if offline.is_offline():
+        raise SourceError(f"hf:{spec}: a hub dataset needs the network, and sftadapt is offline: pass --online to "
+                          "download it, or pass a local file or save_to_disk folder instead")
     try:
         import datasets
 
@@ -447,6 +535,6 @@ def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict) -> LoadResul
     except Exception as err:  # the hub raises many types; the user needs one message
         raise SourceError(
             f"could not load the Hugging Face dataset '{name}' ({type(err).__name__}: {str(err)[:200]}). "
-            "The hub is not reachable from this machine (or HF_DATASETS_OFFLINE=1): download the data "
-            "elsewhere and pass the JSONL/Parquet file instead") from None
-    return _collect(enumerate(ds, start=1), f"hf:{spec}", name, fmt, fmap, limit, require_solution, strict)
+            "Is the hub reachable from this machine (--online given)? Otherwise download the data "
+            "elsewhere and pass the JSONL/Parquet file or save_to_disk folder instead") from None
+    return _collect(enumerate(ds, start=1), f"hf:{spec}", name, fmt, fmap, limit, require_solution, strict, rule)

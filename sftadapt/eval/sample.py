@@ -16,6 +16,7 @@ from pathlib import Path
 from sftadapt.config import config_dict, config_hash, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Problem
 from sftadapt.engines.base import Engine, EngineConfig, Sampling, derive_seed
 from sftadapt.runtime import tracking
@@ -26,6 +27,7 @@ from sftadapt.runtime.precision import normalize
 class SampleConfig:
     model: str = option("smollm2-135m", help="model: HF id, local folder, smollm2-135m or tiny-random")
     data: str = option("gsm8k", help="file (JSONL/Parquet), registered dataset name, or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/sample", help="output folder")
     limit: int | None = option(None, help="first N problems only")
     n: int = option(1, help="samples per problem")
@@ -87,7 +89,7 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
     claim(out, "sample", force=cfg.force)
-    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
+    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir, fields=cfg.fields)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     problems = loaded.problems
     if not problems:

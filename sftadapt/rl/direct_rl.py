@@ -24,6 +24,7 @@ from sftadapt.adapt.reward import GATE_ANSWER_FORMATS, RewardCounters, answer_ve
 from sftadapt.config import option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.rl.grpo import GRPOOptions
 from sftadapt.runtime import tracking
 
@@ -60,6 +61,7 @@ class CorrectnessReward:
 class DirectRLConfig:
     model: str = option("smollm2-135m", help="the target model to train directly")
     data: str = option("gsm8k_train", help="problems with gold answers: file, dataset name or hf:owner/name")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/direct-rl", help="output folder: the trained model, rl_log.jsonl, compute.json")
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply the model's chat template to the solve prompt")
@@ -95,7 +97,7 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
     claim(out, "direct_rl", force=cfg.force, protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
-    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir)
+    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir, fields=cfg.fields)
     write_rejects(loaded.rejects, out / "rejects.jsonl")
     if not loaded.problems:
         raise ValueError(f"{cfg.data}: no usable problems")

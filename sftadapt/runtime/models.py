@@ -6,7 +6,9 @@ Specs:
   cannot be saved or trained as loaded, so it is converted once into `<cache>/models/smollm2-135m` and reused.
 - `tiny-random`: a 2-layer random Llama with the real SmolLM2 tokenizer, for tests (seconds, not minutes).
 - a local folder with an HF checkpoint (e.g. the output of `sftadapt train`).
-- anything else is treated as a Hugging Face hub id (needs network: refused when HF_HUB_OFFLINE=1).
+- a Hugging Face hub id: its snapshot in the local HF cache (`HF_HUB_CACHE`) when it is there, offline too;
+  else a download, which needs `--online` (offline the error says so). A path-like spec that does not exist
+  (`./x`, `a/b/c`, or `runs/typo` beside a local `runs/` folder) is `no such folder: PATH`.
 
 The cache is `$SFTADAPT_CACHE`, else `~/.cache/sftadapt`. `trust_remote_code` stays off unless asked.
 """
@@ -107,14 +109,40 @@ def resolve_model(spec: str) -> str:
         if not (path / "config.json").exists():
             raise ModelError(f"{path}: not a model folder (no config.json)")
         return str(path)
-    if spec.startswith((".", "/", "~")) or spec.count("/") > 1:
-        raise ModelError(f"{spec}: no such model folder")
+    if spec.startswith((".", "/", "~")) or spec.count("/") > 1 or spec.endswith("/"):
+        raise ModelError(f"no such folder: {spec}")
+    cached = hub_cache_snapshot(spec)
+    if cached is not None:
+        return cached  # a hub id already in the local HF cache: works offline, and online needs no download
+    head = spec.split("/")[0]
+    if "/" in spec and Path(head).expanduser().is_dir():
+        # `runs/typo` with a local `runs/` folder is a mistyped path, not a hub id
+        raise ModelError(f"no such folder: {spec} (and no hub model of that name in the local HF cache)")
     if os.environ.get("HF_HUB_OFFLINE") == "1":
         raise ModelError(
-            f"'{spec}' is neither a local folder nor a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}), and the hub "
-            "is offline (HF_HUB_OFFLINE=1): download it on a machine with network access and pass its folder"
+            f"'{spec}': no such folder, not a built-in model ({DEFAULT_MODEL}, {TINY_MODEL}), and not in the local "
+            "HF cache; sftadapt is offline: pass --online to download it from the hub, or pass a local model folder"
         )
     return spec
+
+
+def hub_cache_snapshot(repo_id: str) -> str | None:
+    """The folder of `repo_id`'s cached snapshot (its `main` ref) in the local HF hub cache (HF_HUB_CACHE), if
+    it is there with a config.json; no network is used."""
+    if repo_id.count("/") > 1 or not repo_id.strip("/"):
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import LocalEntryNotFoundError
+    except ImportError:
+        return None
+    try:
+        folder = snapshot_download(repo_id, local_files_only=True)
+    except (LocalEntryNotFoundError, ValueError, OSError):
+        return None
+    except Exception:  # noqa: BLE001 - an id the hub library refuses (HFValidationError) is simply not cached
+        return None
+    return folder if (Path(folder) / "config.json").exists() else None
 
 
 def load_tokenizer(spec: str, trust_remote_code: bool = False):

@@ -36,6 +36,8 @@ TRAIN_OUTPUTS = ("checkpoint-*", "checkpoints.old-*", "tracking", "README.md", "
 # What the sharded stages (sample, rewrite, map synthesize, eval, ...) write.
 STAGE_OUTPUTS = ("shards", "shards.old-*", "tracking", "train.jsonl", "attempts.jsonl", "summary.json", "rejects.jsonl",
                  "results.json", "*.tmp")
+# What the stages that write an adapted set (rewrite, map synthesize) add: its dataset card.
+ADAPTED_SET_OUTPUTS = (*STAGE_OUTPUTS, "README.md")
 
 
 # What `sftadapt run` writes into a stage's folder before the stage starts (so the stage may adopt it).

@@ -51,11 +51,11 @@ def _is_example_file(path: Path) -> bool:
     return False
 
 
-def _read_expert(spec: str) -> tuple[list[Example], Path | None, int]:
+def _read_expert(spec: str, fields=None) -> tuple[list[Example], Path | None, int]:
     """A raw expert set (file, registered name such as `gsm8k_train`, or `hf:` id) as expert Examples."""
     from sftadapt.data import sources
 
-    result = sources.load_dataset_spec(spec, require_solution=True)
+    result = sources.load_dataset_spec(spec, require_solution=True, fields=fields)
     if result.rejects:  # e.g. math_train's two rows with an empty \boxed{}: said out loud, never silent
         first = result.rejects[0]
         warnings.warn(f"{spec}: skipped {len(result.rejects)} unusable row(s); first: {first['file']}:"
@@ -73,22 +73,23 @@ def expert_example(problem: Problem) -> Example:
     )
 
 
-def load_examples(paths: list[str]) -> tuple[list[Example], list[dict[str, Any]]]:
-    """All training rows of `paths` in order, and per file: path, sha256, kind, rows, origin counts."""
+def load_examples(paths: list[str], fields=None) -> tuple[list[Example], list[dict[str, Any]]]:
+    """All training rows of `paths` in order, and per file: path, sha256, kind, rows, origin counts. `fields`
+    (FieldOptions) says how a raw expert set's rows are read; Example files are ours and need none."""
     if not paths:
         raise DataError("no training data: pass at least one --data file")
     examples: list[Example] = []
     provenance = []
     for spec in paths:
         path = Path(spec)
-        if path.exists() and _is_example_file(path):
+        if path.is_file() and _is_example_file(path):
             rows, kind, rejected = read_records(path, Example), "examples", 0
         else:
-            rows, path, rejected = _read_expert(spec)
+            rows, path, rejected = _read_expert(spec, fields)
             kind = "expert problems"
         examples.extend(rows)
         provenance.append({
-            "path": str(path.resolve()) if path else spec, "sha256": file_sha256(path) if path else None,
+            "path": str(path.resolve()) if path else spec, "sha256": file_sha256(path) if path and path.is_file() else None,
             "kind": kind, "rows": len(rows), "rejected": rejected,
             "origins": dict(sorted(Counter(r.origin for r in rows).items())),
         })

@@ -44,6 +44,7 @@ import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from sftadapt.config import check_passthrough, config_dict, config_hash, load_config, option
+from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Example
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
@@ -67,6 +68,7 @@ LOG_FILE = "train_log.jsonl"
 class TrainConfig:
     model: str = option("smollm2-135m", help="base model: HF id, local folder, smollm2-135m or tiny-random")
     data: list[str] = option([], help="training files: Example JSONL/Parquet (rewrite/map output) or raw expert sets")
+    fields: FieldOptions = fields_option()
     out: str = option("runs/train", help="output folder: checkpoints, train_log.jsonl, the final model + README.md")
     loss: str = option("nll", help="nll (SFT) | dft (probability-weighted) | is (importance-weighted vs behaviour)")
     dft_floor: float = option(0.0, help="dft: weight max(p, dft_floor); 0 = off")
@@ -374,7 +376,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
 
     # ---- data: files -> Examples -> token rows (behaviour log-probs aligned) -----------------------------
     tokenizer = load_tokenizer(cfg.model)
-    examples, provenance = load_examples(cfg.data)
+    examples, provenance = load_examples(cfg.data, cfg.fields)
     if cfg.loss == "is":
         _check_behavior_precision(examples)
     tokenized = tokenize_examples(tokenizer, examples, cfg.max_length, chat=cfg.chat)
