@@ -2,6 +2,7 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
+SERVER_VENV ?= .venv-server
 
 .PHONY: setup quickstart test test-fast lint browser server
 setup: $(VENV)/.installed browser
@@ -18,8 +19,14 @@ quickstart: setup
 	$(VENV)/bin/sftadapt quickstart
 
 # the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones
+# The openai backend's tests need the real server (`make server`, a one-time compile of ~8 min on 2 cores): it is
+# built in the background while every other test runs, and its tests run once it is ready.
+SERVER_TESTS := tests/test_engine_openai.py
 test: setup
-	$(PY) -m pytest -q -m "slow or not slow" --durations=15
+	@mkdir -p .cache; ( .ci/server.sh $(SERVER_VENV) > .cache/server-build.log 2>&1; echo $$? > .cache/server-build.rc ) & \
+	$(PY) -m pytest -q -m "slow or not slow" --durations=15 --ignore=$(SERVER_TESTS); rc=$$?; \
+	wait; echo "make server: exit $$(cat .cache/server-build.rc) ($$(tail -n 1 .cache/server-build.log))"; \
+	$(PY) -m pytest -q -m "slow or not slow" --durations=5 $(SERVER_TESTS) || rc=1; exit $$rc
 
 test-fast: setup
 	$(PY) -m pytest -q
@@ -31,7 +38,6 @@ lint: setup
 # The real OpenAI-compatible server the `openai` backend's tests start (llama-cpp-python[server], pinned, in its
 # own venv so its pins never touch ours; compiled once, wheel cached in .cache/llama-cpp-python). Without it
 # those tests are skipped with that reason (under CI=true they fail instead). See .ci/server.sh.
-SERVER_VENV ?= .venv-server
 server:
 	.ci/server.sh $(SERVER_VENV)
 
