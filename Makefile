@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SERVER_VENV ?= .venv-server
 
-.PHONY: setup quickstart test test-fast lint browser server
+.PHONY: setup quickstart test test-fast test-server lint browser server
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -19,14 +19,14 @@ quickstart: setup
 	$(VENV)/bin/sftadapt quickstart
 
 # the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones
-# The openai backend's tests need the real server (`make server`, a one-time compile of ~8 min on 2 cores): it is
-# built in the background while every other test runs, and its tests run once it is ready.
-SERVER_TESTS := tests/test_engine_openai.py
 test: setup
-	@mkdir -p .cache; ( .ci/server.sh $(SERVER_VENV) > .cache/server-build.log 2>&1; echo $$? > .cache/server-build.rc ) & \
-	$(PY) -m pytest -q -m "slow or not slow" --durations=15 --ignore=$(SERVER_TESTS); rc=$$?; \
-	wait; echo "make server: exit $$(cat .cache/server-build.rc) ($$(tail -n 1 .cache/server-build.log))"; \
-	$(PY) -m pytest -q -m "slow or not slow" --durations=5 $(SERVER_TESTS) || rc=1; exit $$rc
+	$(PY) -m pytest -q -m "slow or not slow" --durations=15
+
+# The openai backend against a real llama_cpp.server: builds it (`make server`, a one-time compile of ~8 min on 2
+# cores, cached in .cache/) and runs tests/test_engine_openai.py, where a missing server is then a failure. Not part
+# of `make test` yet: compile + these tests do not fit CI's 25 minutes beside the rest on a 2-core CPU.
+test-server: setup server
+	SFTADAPT_SERVER_TESTS=1 $(PY) -m pytest -q -m "slow or not slow" --durations=5 tests/test_engine_openai.py
 
 test-fast: setup
 	$(PY) -m pytest -q

@@ -2,8 +2,8 @@
 
 The module starts the server itself (`LlamaCppServer`: 127.0.0.1, a free port) on an F32 GGUF written from our
 converted SmolLM2-135M folder, so hf and the server run the same fp32 weights. It needs `make server` (the
-server's own venv, .venv-server); without it the tests are skipped with that reason, and under CI=true a
-missing server fails instead. Checks: (a) greedy completions of 32 prompts agree with hf on >= 95% of prompts;
+server's own venv, .venv-server; `make test-server` builds it and runs this module with SFTADAPT_SERVER_TESTS=1,
+under which a missing server fails); otherwise the tests are skipped with that reason. Checks: (a) greedy completions of 32 prompts agree with hf on >= 95% of prompts;
 (b) `score` agrees with hf within 0.01 nats/token; (c) `rewrite` and `eval` end to end through openai pass the
 schema checks of their hf tests; (d) a server killed mid-run gives one error line, and the re-run after a
 restart completes with no row lost or duplicated; (e) three HTTP 500s from a proxy in front of the server are
@@ -38,9 +38,9 @@ def _server(**kw):
     try:
         return LlamaCppServer(MODEL, **kw)
     except ServerMissing as err:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"CI=true but the test server is missing: {err}")
-        pytest.skip(f"llama-cpp-python[server] not installed: {err}")
+        if os.environ.get("SFTADAPT_SERVER_TESTS") == "1":
+            pytest.fail(f"SFTADAPT_SERVER_TESTS=1 but the test server is missing: {err}")
+        pytest.skip(f"llama-cpp-python[server] not installed (`make test-server` builds it and runs these): {err}")
 
 
 @pytest.fixture(scope="module")
