@@ -71,7 +71,9 @@ def test_one_training_step_then_the_model_loads(tmp_path, loss, data_dir):
     from sftadapt.train.stage import TrainConfig, train
 
     cfg = TrainConfig(model="smollm2-135m", data=[str(data_dir / "gsm8k_train/train.jsonl")], out=str(tmp_path / loss),
-                      loss=loss, max_steps=1, batch_size=2, grad_accum=1, max_length=256, save_steps=1000)
+                      loss=loss, max_steps=1, batch_size=2, grad_accum=1, max_length=256, save_steps=1000,
+                      # no warm-up: with the default 10% linear warm-up the only step runs at lr 0
+                      warmup_ratio=0.0, scheduler="constant")
     summary = train(cfg)
     assert summary["steps"] == 1 and summary["rows"] > 0
     model = load_model(str(tmp_path / loss), dtype="float32")
