@@ -85,6 +85,20 @@ def response_token_ids(tokenizer, response: str) -> list[int]:
     return tokenizer(response, add_special_tokens=False)["input_ids"] + [end_token_id(tokenizer)]
 
 
+def score_pairs(tokenizer, prompts, responses) -> list[tuple[list[int], list[int]]]:
+    """(prompt ids, response ids) of each pair an engine scores, tokenised as training does (a prompt shared by
+    many responses is tokenised once). Every backend's `score` starts here, so their per-token lists agree."""
+    if len(prompts) != len(responses):
+        raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
+    cache: dict[str, list[int]] = {}
+    pairs = []
+    for prompt, response in zip(prompts, responses):
+        if prompt not in cache:
+            cache[prompt] = prompt_token_ids(tokenizer, prompt)
+        pairs.append((cache[prompt], response_token_ids(tokenizer, response)))
+    return pairs
+
+
 # ---------------------------------------------------------------- answer format
 _CALC = re.compile(r"<<[^<>]*>>")
 _GSM_FINAL = re.compile(r"\n?####\s*(.+?)\s*$", re.S)

@@ -172,15 +172,8 @@ class HFEngine:
     # ------------------------------------------------------------ score
     @torch.no_grad()
     def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
-        if len(prompts) != len(responses):
-            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
         start = time.perf_counter()
-        cache: dict[str, list[int]] = {}
-        pairs = []
-        for p, r in zip(prompts, responses):
-            if p not in cache:
-                cache[p] = P.prompt_token_ids(self.tokenizer, p)
-            pairs.append((cache[p], P.response_token_ids(self.tokenizer, r)))
+        pairs = P.score_pairs(self.tokenizer, prompts, responses)
         order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][0]) + len(pairs[k][1])))
         results: list[TokenScores | None] = [None] * len(pairs)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0

@@ -347,18 +347,12 @@ class OpenAIEngine:
 
     # ------------------------------------------------------------ score
     def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
-        if len(prompts) != len(responses):
-            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
         if entropy:
             raise ValueError("the openai backend cannot score entropies (a server returns top-k log-probs, not "
                              "the distribution): use engine.backend hf or vllm for this role")
         start = time.perf_counter()
-        cache: dict[str, list[int]] = {}
         pairs, bodies = [], []
-        for p, r in zip(prompts, responses):
-            if p not in cache:
-                cache[p] = P.prompt_token_ids(self.tokenizer, p)
-            pids, rids = cache[p], P.response_token_ids(self.tokenizer, r)
+        for p, r, (pids, rids) in zip(prompts, responses, P.score_pairs(self.tokenizer, prompts, responses)):
             if self.server != "vllm" and pids[:1] != [self.tokenizer.bos_token_id]:
                 # llama-cpp-python pairs echoed token t with the logits after token t unless the prompt
                 # starts with BOS (which it drops): one token off for any other prompt

@@ -118,17 +118,10 @@ class VLLMEngine:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
-        if len(prompts) != len(responses):
-            raise ValueError(f"score: {len(prompts)} prompts but {len(responses)} responses")
         if entropy:
             raise ValueError("the vllm backend cannot score entropies (it returns top-k log-probs): use hf")
         start = time.perf_counter()
-        cache: dict[str, list[int]] = {}
-        pairs = []
-        for p, r in zip(prompts, responses):
-            if p not in cache:
-                cache[p] = P.prompt_token_ids(self.tokenizer, p)
-            pairs.append((cache[p], P.response_token_ids(self.tokenizer, r)))
+        pairs = P.score_pairs(self.tokenizer, prompts, responses)
         params = SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0)
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p + r) for p, r in pairs], params, use_tqdm=False)
         results = []
