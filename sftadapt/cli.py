@@ -392,10 +392,13 @@ def _engine_config(backend: str, items: List[str]):
 
 # ---------------------------------------------------------------- eval (evaluate.py)
 @app.command("eval", cls=_options_command("eval"))
+@field_options
 def eval_cmd(
     model: str = typer.Option("smollm2-135m", help="HF id, local folder, smollm2-135m or tiny-random"),
     benchmarks: str = typer.Option("gsm8k,math500", help="comma-separated: gsm8k, math500, aime24, amc23, "
-                                   "minerva_math, olympiadbench, math_test, synthetic_id, synthetic_ood"),
+                                   "minerva_math, olympiadbench, math_test, synthetic_id, synthetic_ood, or your "
+                                   "own as a file / save_to_disk folder / hf:id (read with the field-map options, "
+                                   "reported under the file's stem)"),
     protocol: str = typer.Option("quick", help="paper | quick | a YAML file of protocol fields"),
     set_: List[str] = typer.Option([], "--set", help="override a protocol field: --set n=4 (repeatable)"),
     limit: Optional[int] = typer.Option(None, help="first N problems of each benchmark"),
@@ -412,6 +415,7 @@ def eval_cmd(
                                                     "context less max_new_tokens)"),
     report_to: str = typer.Option("none", help="none | tensorboard | wandb | trackio | mlflow"),
     tracking_dir: Optional[Path] = typer.Option(None, help="tracker output folder (default: OUT/tracking)"),
+    fields: dict = None,
 ) -> None:
     """Evaluate a model on benchmarks under a protocol: avg@n, pass@k, maj@n with 95% intervals."""
     from sftadapt.eval.evaluate import evaluate
@@ -432,7 +436,7 @@ def eval_cmd(
     _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
                             engine_config=engine_cfg, max_prompt_tokens=max_prompt_tokens, report_to=report_to,
                             tracking_dir=tracking_dir, verify_timeout=verify_timeout, force=force,
-                            progress=progress_on()))
+                            fields=fields or None, progress=progress_on()))
     typer.echo(f"results -> {out / 'results.json'}")
 
 

@@ -224,3 +224,57 @@ def test_shard_groups_are_aligned_to_absolute_positions():
     # Resuming after shard 0 sends shard 1 alone, not with shard 2: the calls match the uninterrupted run's.
     assert _batches([1, 2, 3, 4], shard_samples=16, batch_size=32) == [[1], [2, 3], [4]]
     assert _batches([0, 1], shard_samples=16, batch_size=8) == [[0], [1]]
+
+
+class GoldEngine:
+    """Answers every prompt with the gold answer it was told about (the test maps prompts to answers)."""
+
+    name = "scripted"
+
+    def __init__(self, answers):
+        self.answers, self.tokenizer = answers, None
+
+    def generate(self, prompts, params, seeds=None):
+        out = []
+        for prompt, row in zip(prompts, seeds):
+            answer = next(a for q, a in self.answers.items() if q in prompt)
+            out.append([Completion(text=f"so \\boxed{{{answer}}}", token_ids=[1, 2], logprobs=[-0.1, -0.1],
+                                   finish_reason="stop", seed=s) for s in row])
+        return out
+
+    def close(self):
+        pass
+
+
+def test_a_benchmark_file_with_a_field_map_is_evaluated_and_its_bad_rows_rejected(tmp_path):
+    """`sftadapt eval --benchmarks my_test.json --problem-field q --answer-field a`: a user's own benchmark (an
+    alpaca-like JSON array with other field names) is read by the same reader as every other command; the row
+    without an answer goes to OUT/rejects.jsonl naming the file, line and field, and is not evaluated."""
+    rows = [{"q": "What is 2 + 2?", "a": "4"}, {"q": "What is 3 + 4?", "a": "7"}, {"q": "What is 1 + 1?"}]
+    data = tmp_path / "my_test.json"
+    data.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # one row per line: line 4
+    engine = GoldEngine({"2 + 2": "4", "3 + 4": "7", "1 + 1": "2"})
+    engine.tokenizer = FakeTokenizer()
+    res = evaluate("scripted-model", [str(data)], load_protocol("quick", ["max_new_tokens=16"]), tmp_path / "run",
+                   engine=engine, verifier=BoxedVerifier(), progress=False, print_summary=False, n_boot=50,
+                   fields={"problem": "q", "answer": "a"})
+    mine = res["benchmarks"]["my_test"]
+    assert mine["n_problems"] == 2 and mine["avg@1"]["value"] == 1.0
+    rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()]
+    assert len(rejects) == 1 and rejects[0]["field"] == "a" and rejects[0]["line"] == 4
+    assert str(data) in rejects[0]["file"]
+    # Field-map options on registered benchmarks only are refused, not silently ignored.
+    from sftadapt.data.sources import SourceError
+
+    with pytest.raises(SourceError, match="field-map options"):
+        evaluate("scripted-model", ["synthetic_id"], load_protocol("quick"), tmp_path / "run2", engine=engine,
+                 verifier=BoxedVerifier(), progress=False, print_summary=False, fields={"problem": "q"})
+
+
+def test_benchmark_labels():
+    from sftadapt.eval.evaluate import benchmark_label
+
+    assert benchmark_label("gsm8k") == "gsm8k"
+    assert benchmark_label("data/my test.jsonl") == "my_test"
+    assert benchmark_label("runs/saved@test") == "saved"
+    assert benchmark_label("hf:owner/name:main@test") == "name"

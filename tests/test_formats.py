@@ -200,3 +200,6 @@ def test_field_options_reach_stage_commands_and_the_run_task(tmp_path):
     for command in ("sample", "rewrite", "train", "map train", "map synthesize"):
         help_text = runner.invoke(app, [*command.split(), "--help"]).output
         assert "--problem-field" in help_text and "--answer-rule" in help_text and "fields.answer_rule" in help_text
+    # eval reads benchmark files with the same options (it has no stage config: flags only)
+    help_text = runner.invoke(app, ["eval", "--help"]).output
+    assert "--problem-field" in help_text and "--answer-rule" in help_text

@@ -477,7 +477,8 @@ def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathL
 
         return synthetic.benchmark(name, n=limit or 200, seed=seed)
     if name not in BENCHMARKS:
-        raise SourceError(f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}")
+        raise SourceError(f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}, or "
+                          "give a file, a save_to_disk folder or an hf: id")
     rel, fmt = BENCHMARKS[name]
     path = find_data_dir(data_dir) / rel
     result = load_problems(path, fmt=fmt, limit=limit, source=name)

@@ -28,6 +28,7 @@ benchmarks/harness_sanity.py).
 from __future__ import annotations
 
 import os
+import re
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -123,6 +124,58 @@ def benchmark_result(attempts: Sequence[Attempt], n_boot: int = 1000, seed: int 
 
 
 # ---------------------------------------------------------------- the stage
+def is_registered(benchmark: str) -> bool:
+    from sftadapt.data.sources import BENCHMARKS, SYNTHETIC
+
+    return benchmark in BENCHMARKS or benchmark in SYNTHETIC
+
+
+def benchmark_label(spec: str) -> str:
+    """The name a benchmark given as data is reported under (and its folder in OUT): the file or folder's stem,
+    or the hub id's last part; a registered name is its own label."""
+    if is_registered(spec):
+        return spec
+    base = spec[3:].partition("@")[0].partition(":")[0] if spec.startswith("hf:") else spec.partition("@")[0]
+    label = re.sub(r"[^A-Za-z0-9_.-]+", "_", Path(base.rstrip("/")).name.removesuffix(".gz"))
+    for ext in (".jsonl", ".json", ".parquet"):
+        label = label.removesuffix(ext)
+    return label or "benchmark"
+
+
+def _data_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields, rejects_file: Path
+                     ) -> dict[str, list[Problem]]:
+    """The benchmarks given as data (a JSONL/JSON/Parquet file, a save_to_disk folder or an hf: id) rather than a
+    registered name, read with the user's field-map options; their unusable rows go to OUT/rejects.jsonl with file,
+    line and field (the same reader and rules as every other command that reads data)."""
+    from sftadapt.data.formats import FieldOptions
+    from sftadapt.data.sources import load_dataset_spec, write_rejects
+
+    if isinstance(fields, dict):
+        from sftadapt.config import build_config
+
+        fields = build_config(FieldOptions, fields, "fields")
+    if fields is not None and not fields.is_default() and not any(not is_registered(s) for s in specs):
+        raise SourceError(f"field-map options given, but every benchmark ({', '.join(specs)}) is a registered one "
+                          "with its own format: they apply to benchmark files")
+    out: dict[str, list[Problem]] = {}
+    rejects: list[dict[str, Any]] = []
+    for spec in specs:
+        if is_registered(spec):
+            continue
+        if not spec.startswith("hf:") and not Path(spec.partition("@")[0]).exists():
+            load_benchmark(spec)  # raises "unknown benchmark 'X': known are ..."
+        label = benchmark_label(spec)
+        if label in out or any(is_registered(s) and s == label for s in specs):
+            raise SourceError(f"benchmark {spec}: its name '{label}' is taken by another benchmark of this run; "
+                              "rename the file")
+        loaded = load_dataset_spec(spec, limit=limit, data_dir=data_dir, fields=fields)
+        out[label] = loaded.problems
+        rejects += loaded.rejects
+    if out:
+        write_rejects(rejects, rejects_file)
+    return out
+
+
 def _problem_list(benchmark: str, problems: Sequence[Problem] | None, limit: int | None,
                   data_dir: str | os.PathLike | None = None) -> list[Problem]:
     if problems is None:
@@ -156,10 +209,13 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
              shard_problems: int | None = None, engine=None, verifier=None, verify_timeout: float = 5.0,
              n_boot: int = 1000, force: bool = False, progress: bool = True, print_summary: bool = True,
              max_prompt_tokens: int | None = None, report_to: str = "none",
-             tracking_dir: str | os.PathLike | None = None, online: bool | None = None) -> dict[str, Any]:
+             tracking_dir: str | os.PathLike | None = None, online: bool | None = None,
+             fields: Any = None) -> dict[str, Any]:
     """Evaluate `model_spec` on each benchmark under `protocol`; write attempts and `OUT/results.json`.
 
-    `benchmarks` are names for `sources.load_benchmark`, or a {name: problems} mapping. `limit` keeps the first
+    `benchmarks` are names for `sources.load_benchmark`, data specs (a file, a save_to_disk folder, an hf: id;
+    read with the field-map options `fields`, a FieldOptions or its dict, and reported under `benchmark_label`),
+    or a {name: problems} mapping. `limit` keeps the first
     N problems of each. `engine_config` chooses the backend (default hf); `engine`/`verifier` may be passed in (tests, shared engines); otherwise they are built
     here and closed at the end. `max_prompt_tokens` caps every prompt (default: the model's context less the
     protocol's max_new_tokens); `report_to` logs each benchmark's metrics to a tracker (runtime/tracking.py).
@@ -175,9 +231,13 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     out_dir = Path(out_dir)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
     claim(out_dir, "eval", force=force)
-    given = benchmarks if isinstance(benchmarks, dict) else {}
+    if isinstance(benchmarks, dict):
+        given = benchmarks
+    else:  # files, folders and hub sets read here; registered names below
+        given = {**{b: None for b in benchmarks if is_registered(b)},
+                 **_data_benchmarks(list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl")}
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
-    problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in benchmarks}
+    problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in given}
     model = model_info(model_spec)
     own_engine, own_verifier = engine is None, verifier is None
     if engine is None:
