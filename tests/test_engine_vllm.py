@@ -30,7 +30,7 @@ def engines():
 
     why = vllm_unavailable()
     if why:
-        pytest.skip(f"{why}; {_cpu_note()} (the openai tests cover a real server here)")
+        pytest.skip(f"{why}; {_cpu_note()} (a real OpenAI-compatible server is tested by `make test-server`: tests/test_engine_openai.py with SFTADAPT_SERVER_TESTS=1)")
 
     options = {"enforce_eager": True, "max_model_len": 2048, "seed": 0}
     vllm = make_engine("smollm2-135m", EngineConfig("vllm", options), dtype="float32")
