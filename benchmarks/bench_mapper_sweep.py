@@ -198,7 +198,7 @@ def main() -> None:
     lines += ["", "| steps | gate pass rate | r_align of passing | reward | groups with zero reward std |",
               "|---|---|---|---|---|"]
     for i, (lo, hi, _) in enumerate(per_interval["gate_pass_rate"]):
-        def g(key):
+        def g(key, i=i):
             v = per_interval[key][i][2]
             return "–" if v is None else f"{v:.3f}"
         lines.append(f"| {lo}-{hi} | {g('gate_pass_rate')} | {g('r_align_pass_mean')} | {g('reward_mean')} | "
