@@ -68,7 +68,7 @@ def train(args, budgets: list[int], out: Path) -> dict:
     if args.stop_pass_rate is not None:
         values["stop_pass_rate"] = args.stop_pass_rate
     cfg = build_config(MapperTrainConfig, values, "sweep")
-    done = out / "mapper_train" / "summary.json"
+    done = out / "train_summary.json"  # beside the stage's folder, not in it: that folder holds only its own files
     if done.exists():
         return json.loads(done.read_text())
     summary = train_mapper(cfg)
@@ -157,7 +157,7 @@ def plot(log: list[dict], out: Path, window: int) -> Path:
     return path
 
 
-def halves(log: list[dict], key: str, budgets: list[int]) -> list[tuple[int, int, float | None]]:
+def per_budget_interval(log: list[dict], key: str, budgets: list[int]) -> list[tuple[int, int, float | None]]:
     """Mean of `key` over each budget interval (steps (previous budget, budget])."""
     out, lo = [], 0
     for b in budgets:
@@ -182,7 +182,7 @@ def main() -> None:
         results[f"{b} steps"] = synth(args, out, str(b), budget_mapper(args, out, b, budgets[-1]))
     rows = [row(name, s) for name, s in results.items()]
     fig = plot(log, out, args.window)
-    per_interval = {key: halves(log, key, budgets) for key in
+    per_interval = {key: per_budget_interval(log, key, budgets) for key in
                     ("gate_pass_rate", "r_align_pass_mean", "reward_mean", "frac_reward_zero_std", "reward_std")}
     record = {"args": vars(args), "steps_run": summary.get("steps"), "stop": summary.get("stop"),
               "sets": rows, "per_interval": per_interval, "wall_s": round(time.perf_counter() - t0, 1),

@@ -278,3 +278,12 @@ def test_benchmark_labels():
     assert benchmark_label("data/my test.jsonl") == "my_test"
     assert benchmark_label("runs/saved@test") == "saved"
     assert benchmark_label("hf:owner/name:main@test") == "name"
+
+
+def test_benchmarks_keep_the_order_given(tmp_path):
+    from sftadapt.eval.evaluate import _named_benchmarks
+
+    data = tmp_path / "mine.jsonl"
+    data.write_text(json.dumps({"problem": "What is 2 + 2?", "answer": "4"}) + "\n")
+    named = _named_benchmarks([str(data), "synthetic_id"], None, None, None, tmp_path / "rejects.jsonl")
+    assert list(named) == ["mine", "synthetic_id"] and named["synthetic_id"] is None and len(named["mine"]) == 1

@@ -469,6 +469,16 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
                       "laid out like shared/data (gsm8k/test.jsonl, math500/test.jsonl, ...)")
 
 
+def is_registered(name: str) -> bool:
+    """A benchmark or training set known by name (its own format), as opposed to a file, folder or hf: id."""
+    return name in BENCHMARKS or name in SYNTHETIC
+
+
+def unknown_benchmark(name: str) -> SourceError:
+    return SourceError(f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}, or "
+                       "give a file, a save_to_disk folder or an hf: id")
+
+
 def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathLike | None = None,
                    seed: int = 1234) -> list[Problem]:
     """Problems of a registered benchmark (or of the embedded synthetic task), first `limit` of them."""
@@ -477,8 +487,7 @@ def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathL
 
         return synthetic.benchmark(name, n=limit or 200, seed=seed)
     if name not in BENCHMARKS:
-        raise SourceError(f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}, or "
-                          "give a file, a save_to_disk folder or an hf: id")
+        raise unknown_benchmark(name)
     rel, fmt = BENCHMARKS[name]
     path = find_data_dir(data_dir) / rel
     result = load_problems(path, fmt=fmt, limit=limit, source=name)
@@ -508,7 +517,7 @@ def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fm
         if not result.problems:  # every stage needs rows: an empty or all-rejected input stops here, clearly
             raise no_rows_error(spec, result)
         return result
-    if spec in BENCHMARKS or spec in SYNTHETIC:
+    if is_registered(spec):
         if fields is not None and not fields.is_default():
             raise SourceError(f"{spec}: a registered dataset has its own format; field-map options apply to files")
         problems = load_benchmark(spec, limit=limit, data_dir=data_dir)

@@ -35,7 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from sftadapt.data.records import Attempt, Problem, read_records, write_json
-from sftadapt.data.sources import SourceError, load_benchmark
+from sftadapt.data.sources import SourceError, is_registered, load_benchmark
 from sftadapt.engines.base import EngineConfig, derive_seed
 from sftadapt.eval.metrics import ProblemSamples, maj_correct, summarize_samples
 from sftadapt.eval.protocol import Protocol
@@ -124,12 +124,6 @@ def benchmark_result(attempts: Sequence[Attempt], n_boot: int = 1000, seed: int 
 
 
 # ---------------------------------------------------------------- the stage
-def is_registered(benchmark: str) -> bool:
-    from sftadapt.data.sources import BENCHMARKS, SYNTHETIC
-
-    return benchmark in BENCHMARKS or benchmark in SYNTHETIC
-
-
 def benchmark_label(spec: str) -> str:
     """The name a benchmark given as data is reported under (and its folder in OUT): the file or folder's stem,
     or the hub id's last part; a registered name is its own label."""
@@ -142,36 +136,38 @@ def benchmark_label(spec: str) -> str:
     return label or "benchmark"
 
 
-def _data_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields, rejects_file: Path
-                     ) -> dict[str, list[Problem]]:
-    """The benchmarks given as data (a JSONL/JSON/Parquet file, a save_to_disk folder or an hf: id) rather than a
-    registered name, read with the user's field-map options; their unusable rows go to OUT/rejects.jsonl with file,
-    line and field (the same reader and rules as every other command that reads data)."""
+def _named_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields, rejects_file: Path
+                      ) -> dict[str, list[Problem] | None]:
+    """{label: problems} in the order given: registered names map to None (`_problem_list` loads them); the
+    benchmarks given as data (a JSONL/JSON/Parquet file, a save_to_disk folder or an hf: id) are read here with
+    the user's field-map options, and their unusable rows go to OUT/rejects.jsonl with file, line and field (the
+    same reader and rules as every other command that reads data)."""
     from sftadapt.data.formats import FieldOptions
-    from sftadapt.data.sources import load_dataset_spec, write_rejects
+    from sftadapt.data.sources import load_dataset_spec, unknown_benchmark, write_rejects
 
     if isinstance(fields, dict):
         from sftadapt.config import build_config
 
         fields = build_config(FieldOptions, fields, "fields")
-    if fields is not None and not fields.is_default() and not any(not is_registered(s) for s in specs):
+    if fields is not None and not fields.is_default() and all(is_registered(s) for s in specs):
         raise SourceError(f"field-map options given, but every benchmark ({', '.join(specs)}) is a registered one "
                           "with its own format: they apply to benchmark files")
-    out: dict[str, list[Problem]] = {}
+    out: dict[str, list[Problem] | None] = {}
     rejects: list[dict[str, Any]] = []
     for spec in specs:
         if is_registered(spec):
+            out[spec] = None
             continue
         if not spec.startswith("hf:") and not Path(spec.partition("@")[0]).exists():
-            load_benchmark(spec)  # raises "unknown benchmark 'X': known are ..."
+            raise unknown_benchmark(spec)
         label = benchmark_label(spec)
-        if label in out or any(is_registered(s) and s == label for s in specs):
+        if label in out or (is_registered(label) and label in specs):
             raise SourceError(f"benchmark {spec}: its name '{label}' is taken by another benchmark of this run; "
                               "rename the file")
         loaded = load_dataset_spec(spec, limit=limit, data_dir=data_dir, fields=fields)
         out[label] = loaded.problems
         rejects += loaded.rejects
-    if out:
+    if any(v is not None for v in out.values()):
         write_rejects(rejects, rejects_file)
     return out
 
@@ -231,11 +227,8 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     out_dir = Path(out_dir)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
     claim(out_dir, "eval", force=force)
-    if isinstance(benchmarks, dict):
-        given = benchmarks
-    else:  # files, folders and hub sets read here; registered names below
-        given = {**{b: None for b in benchmarks if is_registered(b)},
-                 **_data_benchmarks(list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl")}
+    given = benchmarks if isinstance(benchmarks, dict) else \
+        _named_benchmarks(list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl")
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
     problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in given}
     model = model_info(model_spec)
