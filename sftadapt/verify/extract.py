@@ -304,10 +304,11 @@ def verify_item(gold: str, text: str, seconds: int | None, phase=None) -> Verdic
         try:
             gold_parsed = _parse(str(gold).strip(), seconds) if str(gold).strip() else []
         except timeout_error:
+            # The phase stays 1 until the worker starts its next item: a pool whose wall-clock deadline falls
+            # between this return and the result's send must still read the verdict as the gold's fault.
             return verdict("error", f"the gold answer {str(gold)[:200]!r} did not parse within the time limit")
-        finally:
-            if phase is not None:
-                phase[0] = 0.0
+        if phase is not None:
+            phase[0] = 0.0
         if not gold_parsed:
             return verdict("error", f"the gold answer {str(gold)[:200]!r} does not parse")
         if extracted is None:

@@ -58,6 +58,9 @@ def _worker_main(conn, progress, signal_seconds: int | None) -> None:
             progress[0] = time.monotonic()  # the start time first: a reader never pairs a new count with an old time
             started += 1
             progress[1] = started
+            # A gold that timed out leaves phase 1 behind it (see verify_item); cleared only once the count says
+            # a new item began, so a kill in between still reads as the previous gold's fault.
+            progress[2] = 0.0
             try:
                 result = verify_item(gold, text, signal_seconds, phase)
             except Exception as err:  # a bug or a library crash on one item must not end the worker
