@@ -37,7 +37,8 @@ lint: setup
 
 # The real OpenAI-compatible server the `openai` backend's tests start (llama-cpp-python[server], pinned, in its
 # own venv so its pins never touch ours; compiled once, wheel cached in .cache/llama-cpp-python). Without it
-# those tests are skipped with that reason (under CI=true they fail instead). See .ci/server.sh.
+# those tests are skipped with that reason (with SFTADAPT_SERVER_TESTS=1, as `make test-server` sets, they fail
+# instead). See .ci/server.sh.
 server:
 	.ci/server.sh $(SERVER_VENV)
 

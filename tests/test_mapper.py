@@ -15,6 +15,7 @@ import torch
 
 from sftadapt.adapt.mapper import RL_LOG_KEYS, MapperTrainConfig, SynthConfig, synthesize, train_mapper
 from sftadapt.adapt.reward import RewardConfig
+from sftadapt.config import config_dict
 from sftadapt.data import prompts as P
 from sftadapt.data.records import Example, Problem, read_records, write_records
 from sftadapt.data.store import StoreError
@@ -62,8 +63,9 @@ class AlwaysCorrect:
         pass
 
 
+# every rule off (a random tiny model never writes an end token in 16 tokens: the truncation check too)
 OPEN_GATE = RewardConfig(min_tokens=1, min_length_ratio=0.0, max_length_ratio=100.0, max_repeat_frac=1.0,
-                         copy_check=False, reference_phrases=[])
+                         copy_check=False, reference_phrases=[], truncation_check=False)
 
 
 @pytest.fixture
@@ -113,6 +115,36 @@ def test_mapper_rl_smoke_logs_trains_and_resumes(tiny_engine, data_file, tmp_pat
     assert log[-1]["cum_rollouts"] == 6
     compute = json.loads((out / "compute.json").read_text())
     assert compute["optimizer_steps"] == 3 and compute["resumed_from"].endswith("checkpoint-2")
+    assert compute["stopped_early"] is None  # the stop rule is off by default
+
+
+def test_the_truncation_gate_under_trl_agrees_with_trls_clipped_ratio(tiny_engine, data_file, tmp_path):
+    out = tmp_path / "mapper"
+    grpo = GRPOOptions(max_steps=2, num_generations=4, max_completion_length=6, lr=1e-3, save_steps=10)
+    gate = RewardConfig(**{**config_dict(OPEN_GATE), "truncation_check": True})
+    train_mapper(MapperTrainConfig(target="tiny-random", data=data_file, out=str(out), grpo=grpo, reward=gate),
+                 engine=tiny_engine, verifier=AlwaysCorrect(), progress=False)
+    log = read_rl_log(out)
+    assert len(log) == 2
+    for row in log:  # TRL's own count of rollouts that ended without an end token, and ours
+        assert row["fail_truncated"] == pytest.approx(row["completions/clipped_ratio"])
+        assert row["gate_pass_rate"] == pytest.approx(1 - row["fail_truncated"])
+    assert sum(row["fail_truncated"] for row in log) > 0  # 6 tokens of a random model: some rollouts are cut
+
+
+def test_the_stop_rule_ends_mapper_rl_before_max_steps_and_says_why(tiny_engine, data_file, tmp_path):
+    out = tmp_path / "mapper"
+    # pass rate 1.0 under the open gate > 0.5; any r_align change < 1e9 is a plateau: it fires once 2 windows of 1
+    grpo = GRPOOptions(max_steps=6, num_generations=2, max_completion_length=8, lr=1e-3, save_steps=10,
+                       stop_pass_rate=0.5, stop_window=1, stop_plateau=1e9)
+    summary = train_mapper(MapperTrainConfig(target="tiny-random", data=data_file, out=str(out), grpo=grpo,
+                                             reward=OPEN_GATE), engine=tiny_engine, verifier=AlwaysCorrect(),
+                           progress=False)
+    compute = json.loads((out / "compute.json").read_text())
+    assert summary["steps"] == compute["optimizer_steps"] == 2 and [r["step"] for r in read_rl_log(out)] == [1, 2]
+    assert compute["stopped_early"]["step"] == 2 and compute["stopped_early"]["max_steps"] == 6
+    assert "gate pass rate 1.000 > 0.5" in compute["stopped_early"]["reason"]
+    assert (out / "config.json").exists()  # the policy is saved as at any other end
 
 
 def test_mapper_rl_lora_with_the_real_gate_and_verifier(tiny_engine, data_file, tmp_path):
@@ -265,6 +297,8 @@ def test_rewrites_stop_at_the_length_cap(tiny_engine, tmp_path):
     assert 16 < cap < cfg.max_new_tokens
     assert max(a["meta"]["n_generated"] for a in row.attempts) <= cap
     assert any(a["finish_reason"] == "length" and a["meta"]["n_generated"] == cap for a in row.attempts)
+    # a rewrite cut at the cap is gated as truncated (and only those)
+    assert all(("truncated" in a["meta"]["gate_reasons"]) == (a["finish_reason"] == "length") for a in row.attempts)
 
 
 def test_map_synthesize_command(tmp_path, data_file):

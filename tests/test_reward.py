@@ -210,3 +210,26 @@ def test_answer_outside_boxed_counts_as_missing_unless_any_format():
     plain = REWRITE.replace(r"So the answer is \boxed{21}.", "So Ravi has 21 ribbons in the end.")
     assert gate(plain) == ["no_answer"]  # the verifier finds 21 by its last-number rule, not in \boxed{}
     assert gate(plain, cfg=RewardConfig(answer_format="any")) == []
+
+
+# ---------------------------------------------------------------- truncated rollouts
+def test_a_rewrite_cut_by_the_token_limit_is_gated_as_truncated_even_with_a_correct_answer():
+    scores = make_reward().evaluate([PROBLEM] * 2, [GOLD] * 2, [EXPERT] * 2, [REWRITE, REWRITE],
+                                    truncated=[True, False])
+    assert scores[0].reasons == ["truncated"] and scores[0].reward == -10.0 and scores[0].r_align is None
+    assert scores[1].passed
+
+
+def test_trl_call_gates_rollouts_whose_last_id_is_not_an_end_token():
+    logged: dict[str, float] = {}
+    reward = make_reward()
+    reward.stop_ids = frozenset({0})  # 0 = the end token of this fake vocabulary
+    completions = [REWRITE] * 3
+    rewards = reward(completions, problem=[PROBLEM] * 3, answer=[GOLD] * 3, solution=[EXPERT] * 3,
+                     prompts=["p"] * 3, completion_ids=[[5, 6, 0], [5, 6, 7], [5, 0, 7]],
+                     log_metric=logged.__setitem__)
+    assert rewards[0] > -10.0 and rewards[1] == rewards[2] == -10.0
+    assert logged["fail_truncated"] == pytest.approx(2 / 3)
+    # without stop ids (a caller that cannot tell) nothing is called truncated
+    assert make_reward()(completions, problem=[PROBLEM] * 3, answer=[GOLD] * 3, solution=[EXPERT] * 3,
+                         completion_ids=[[5, 6, 7]] * 3)[0] > -10.0

@@ -270,7 +270,8 @@ class _Synth:
         verdicts = self.verifier.verify_many([problems[i].answer for i, _ in flat], [c.text for _, c in flat])
         scores = self.reward.evaluate([problems[i].problem for i, _ in flat], [problems[i].answer for i, _ in flat],
                                       [experts[i] for i, _ in flat], [c.text for _, c in flat],
-                                      groups=[i for i, _ in flat], verdicts=verdicts)
+                                      groups=[i for i, _ in flat], verdicts=verdicts,
+                                      truncated=[c.finish_reason == "length" for _, c in flat])
         expert_scores = self.target.score([self.reward.qa_prompt(p.problem) for p in problems], experts)
         expert_verdicts = self.verifier.verify_many([p.answer for p in problems], experts)
         rows = []

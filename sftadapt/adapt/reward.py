@@ -19,7 +19,11 @@ For a rewrite ŷ of the expert solution y of problem x:
   `repetition` — repeated token 4-grams are more than `max_repeat_frac` of all 4-grams (a loop);
   `near_copy` — character 5-gram Jaccard similarity to y ≥ `copy_jaccard` (the expert text handed back);
   `mentions_reference` — it names the reference ("reference solution", "the given solution", ...), text that
-  would leak the mapping context into the training data.
+  would leak the mapping context into the training data;
+  `truncated` — generation stopped at the token limit instead of an end token: the text is cut, whatever the answer
+  it may already hold (the rewrite stage refuses such responses too, `keep_truncated=False`). In synthesis the
+  engine says so (`finish_reason == "length"`); under TRL a rollout is cut when its last id is neither an end token
+  nor pad, TRL's own test for `completions/clipped_ratio` (`stop_ids`, set by `run_grpo` from the trainer).
 - `div(ŷ)` = 1 − mean character 5-gram Jaccard similarity to the other rollouts of its group (same prompt);
   off by default (weight 0), as in "Patch the Distribution Mismatch" (arXiv 2602.11220).
 
@@ -52,7 +56,7 @@ from sftadapt.adapt.policy import char_ngrams, ngram_jaccard, reference_mention
 from sftadapt.config import option
 
 GATE_REASONS = ("no_answer", "wrong_answer", "unverified", "min_tokens", "length_low", "length_high",
-                "repetition", "near_copy", "mentions_reference")
+                "repetition", "near_copy", "mentions_reference", "truncated")
 VARIANTS = ("mean", "centered")
 GATE_ANSWER_FORMATS = ("boxed_strict", "any")
 # the two phrases of our reconstruction (docs/methods.md), then (ours) the MAPPER prompt's own words for the text it rewrites.
@@ -75,6 +79,7 @@ class RewardConfig:
     copy_check: bool = option(True, help="gate: reject near-copies of the expert solution")
     copy_ngram: int = option(5, help="gate: character n-gram size of the near-copy similarity")
     copy_jaccard: float = option(0.9, help="gate: near-copy when the n-gram Jaccard similarity reaches this")
+    truncation_check: bool = option(True, help="gate: reject rewrites cut by the token limit (no end token)")
     reference_phrases: list[str] = option(REFERENCE_PHRASES, help="gate: case-insensitive phrases that name the "
                                                                   "reference (the mapping context) and fail")
     diversity_weight: float = option(0.0, help="weight of 1 - mean similarity to the group's other rollouts "
@@ -117,10 +122,10 @@ def answer_verdict(verdict: str, rule: str | None, answer_format: str) -> str:
 
 
 def gate_reasons(text: str, tokens: Sequence[int], reference: str, reference_tokens: int, verdict: str,
-                 cfg: RewardConfig, rule: str | None = None) -> list[str]:
+                 cfg: RewardConfig, rule: str | None = None, truncated: bool = False) -> list[str]:
     """Every gate rule `text` fails (empty = it passes). `tokens`: its token ids under the target tokenizer
     (no end token); `reference_tokens`: the expert solution's token count; `verdict`/`rule`: the verifier's
-    verdict and the extraction rule that found the answer."""
+    verdict and the extraction rule that found the answer; `truncated`: generation hit its token limit."""
     reasons = []
     verdict = answer_verdict(verdict, rule, cfg.answer_format)
     if verdict != "correct":
@@ -138,6 +143,8 @@ def gate_reasons(text: str, tokens: Sequence[int], reference: str, reference_tok
         reasons.append("near_copy")
     if reference_mention(text, cfg.reference_phrases):
         reasons.append("mentions_reference")
+    if truncated and cfg.truncation_check:
+        reasons.append("truncated")
     return reasons
 
 
@@ -192,13 +199,16 @@ class RolloutScore:
 def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], references: Sequence[str],
                    reference_tokens: Sequence[int], verdicts: Sequence[str], target_scores: Sequence[Any],
                    cfg: RewardConfig, groups: Sequence[Any] | None = None,
-                   rules: Sequence[str | None] | None = None) -> list[RolloutScore]:
+                   rules: Sequence[str | None] | None = None,
+                   truncated: Sequence[bool] | None = None) -> list[RolloutScore]:
     """Rewards of a batch of rollouts. `target_scores[i]` is the target's `TokenScores` of text i (needed, and
     only read, for rollouts that pass the gate; None elsewhere); `groups[i]` names the group for diversity;
-    `rules[i]` is the extraction rule behind verdict i (None: unknown)."""
+    `rules[i]` is the extraction rule behind verdict i (None: unknown); `truncated[i]`: text i was cut by the
+    token limit (None: none was)."""
     rules = rules if rules is not None else [None] * len(texts)
-    reasons = [gate_reasons(t, tok, ref, n_ref, v, cfg, rule)
-               for t, tok, ref, n_ref, v, rule in zip(texts, tokens, references, reference_tokens, verdicts, rules)]
+    cut = truncated if truncated is not None else [False] * len(texts)
+    reasons = [gate_reasons(*row, cfg, rule, c) for row, rule, c in
+               zip(zip(texts, tokens, references, reference_tokens, verdicts), rules, cut)]
     div = diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram) \
         if cfg.diversity_weight > 0 else [None] * len(texts)
     out = []
@@ -259,7 +269,8 @@ class AlignmentReward:
     - `verify(golds, texts) -> list[Verdict]`: objects with `.verdict` (correct | wrong | no_answer | timeout |
       error) and `.rule` (the extraction rule), e.g. `Verifier.verify_many`;
     - `tokenize(text) -> list[int]`: the target tokenizer's ids of a response without the end token;
-    - `qa_prompt(problem) -> str`: the rendered plain solve prompt the target scores under.
+    - `qa_prompt(problem) -> str`: the rendered plain solve prompt the target scores under;
+    - `stop_ids`: the policy's end and pad token ids, for the `truncated` gate under TRL (None: not checked).
     The dataset columns it reads: `problem`, `answer` (gold) and `solution` (the expert y, as the mapper saw it).
     """
 
@@ -269,13 +280,16 @@ class AlignmentReward:
     qa_prompt: Callable[[str], str]
     cfg: RewardConfig = field(default_factory=RewardConfig)
     counters: RewardCounters = field(default_factory=RewardCounters)
+    stop_ids: frozenset[int] | None = None
     __name__ = "dart_reward"  # not a field: the name TRL logs the reward under (rewards/dart_reward/mean)
 
     def evaluate(self, problems: Sequence[str], golds: Sequence[str], references: Sequence[str],
                  texts: Sequence[str], groups: Sequence[Any] | None = None,
-                 verdicts: Sequence[Any] | None = None) -> list[RolloutScore]:
+                 verdicts: Sequence[Any] | None = None,
+                 truncated: Sequence[bool] | None = None) -> list[RolloutScore]:
         """Gate every text, score the passing ones under the target, return their `RolloutScore`s.
-        `verdicts` (Verdict objects) may be given when the caller has verified the texts already."""
+        `verdicts` (Verdict objects) may be given when the caller has verified the texts already; `truncated[i]`
+        says text i hit the generation limit."""
         if verdicts is None:
             verdicts = self.verify(list(golds), list(texts))
             self.counters.verified += len(texts)
@@ -284,9 +298,10 @@ class AlignmentReward:
         tokens = [self.tokenize(t) for t in texts]
         ref_counts = {r: len(self.tokenize(r)) for r in set(references)}  # a group shares one reference
         ref_tokens = [ref_counts[r] for r in references]
+        cut = list(truncated) if truncated is not None else [False] * len(texts)
         # Gate first, then score only the survivors under the target (the target pass is the costly part).
         keep = [i for i in range(len(texts)) if not gate_reasons(texts[i], tokens[i], references[i], ref_tokens[i],
-                                                                  verdicts[i], self.cfg, rules[i])]
+                                                                  verdicts[i], self.cfg, rules[i], cut[i])]
         target_scores: list[Any] = [None] * len(texts)
         if keep:
             scored = self.score([self.qa_prompt(problems[i]) for i in keep], [texts[i] for i in keep],
@@ -296,7 +311,8 @@ class AlignmentReward:
                 self.counters.scored_tokens += len(ts.logprobs)
         self.counters.calls += 1
         self.counters.rollouts += len(texts)
-        return score_rollouts(texts, tokens, references, ref_tokens, verdicts, target_scores, self.cfg, groups, rules)
+        return score_rollouts(texts, tokens, references, ref_tokens, verdicts, target_scores, self.cfg, groups, rules,
+                              cut)
 
     def __call__(self, completions: list, problem: list[str], answer: list[str], solution: list[str],
                  prompts: list | None = None, completion_ids: list[list[int]] | None = None,
@@ -304,7 +320,10 @@ class AlignmentReward:
                  log_extra: Callable[[str, list], None] | None = None, **_: Any) -> list[float]:
         texts = [_completion_text(c) for c in completions]
         groups = [str(p) for p in prompts] if prompts is not None else None
-        scores = self.evaluate(problem, answer, solution, texts, groups)
+        truncated = None
+        if completion_ids is not None and self.stop_ids is not None:
+            truncated = [bool(ids) and ids[-1] not in self.stop_ids for ids in completion_ids]
+        scores = self.evaluate(problem, answer, solution, texts, groups, truncated=truncated)
         if completion_ids is not None:
             self.counters.rollout_tokens += sum(len(ids) for ids in completion_ids)
         if log_metric is not None:

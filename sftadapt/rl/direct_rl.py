@@ -80,6 +80,9 @@ class DirectRLConfig:
     def validate(self) -> None:
         tracking.check_report_to(self.report_to)
         self.grpo.validate()
+        if self.grpo.stop_pass_rate is not None:  # direct RL logs no gate pass rate: the rule could never fire
+            raise ValueError("grpo.stop_pass_rate: the stop rule reads the DART gate's pass rate; direct RL has no "
+                             "gate (leave it null and set max_steps)")
         if self.answer_format not in GATE_ANSWER_FORMATS:
             raise ValueError(f"answer_format = '{self.answer_format}': choose one of {', '.join(GATE_ANSWER_FORMATS)}")
 

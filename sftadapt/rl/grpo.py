@@ -7,6 +7,8 @@ Both are TRL's `GRPOTrainer` with our reward function; this module only builds w
   `trl_args` passes any other `GRPOConfig` field through unchanged (e.g. `vllm_mode: server` on GPUs).
 - `run_grpo(...)`: dataset -> trainer -> train (resuming from the last checkpoint with `resume=auto`) -> save the
   policy as a plain model folder (LoRA merged; the adapter itself in `adapter/`) -> `compute.json`.
+- the stop rule (mapper RL, off unless `stop_pass_rate` is set): end before `max_steps` once the gate pass rate
+  is high and r_align has plateaued (`should_stop`); compute.json's `stopped_early` says at which step and why.
 - per-step log `rl_log.jsonl`: every trainer log entry (loss, kl, TRL's reward and completion-length metrics,
   the reward function's own metrics logged through TRL's `log_metric`), plus the cumulative compute counters.
   The reward's metrics are computed per generation batch (one per step by default) and averaged by TRL over the
@@ -78,6 +80,12 @@ class GRPOOptions:
     vllm_server_port: int = option(8000, help="vLLM server port (server mode)")
     vllm_gpu_memory_utilization: float = option(0.3, help="vLLM GPU memory share (colocate mode)")
     vllm_tensor_parallel_size: int = option(1, help="vLLM tensor parallel size (colocate mode)")
+    stop_pass_rate: float | None = option(None, help="stop rule: end before max_steps once the gate pass rate, "
+                                          "averaged over stop_window logged steps, exceeds this (SPEC: 0.9) and "
+                                          "r_align has plateaued; None = run max_steps (mapper RL only)")
+    stop_window: int = option(8, help="stop rule: logged steps per window")
+    stop_plateau: float = option(0.01, help="stop rule: r_align has plateaued when its window mean moved less than "
+                                            "this (nats/token) from the window before")
     trl_args: dict = option({}, help="any other GRPOConfig field, passed through as is (wins over the above)")
 
     def validate(self) -> None:
@@ -86,7 +94,7 @@ class GRPOOptions:
 
             check_passthrough(self.trl_args, GRPOConfig, "trl_args")
         for name in ("max_steps", "num_generations", "prompts_per_step", "max_completion_length", "logging_steps",
-                     "save_steps", "lora_r"):
+                     "save_steps", "lora_r", "stop_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
         if self.num_generations < 2:
@@ -97,6 +105,10 @@ class GRPOOptions:
             raise ValueError(f"scale_rewards = '{self.scale_rewards}': choose one of {', '.join(SCALE_REWARDS)}")
         if self.beta < 0:
             raise ValueError(f"beta = {self.beta}: must be >= 0")
+        if self.stop_pass_rate is not None and not 0 <= self.stop_pass_rate < 1:
+            raise ValueError(f"stop_pass_rate = {self.stop_pass_rate}: a fraction in [0, 1), or null for off")
+        if not self.stop_plateau >= 0:
+            raise ValueError(f"stop_plateau = {self.stop_plateau}: must be >= 0")
         self.precision()
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ValueError("temperature must be > 0 and top_p in (0, 1]")
@@ -203,6 +215,47 @@ def _restore_log(path: Path, last_step: int, counters) -> float:
     return float(rows[-1].get("cum_seconds", 0.0))
 
 
+# ---------------------------------------------------------------- the stop rule
+PASS_KEY, ALIGN_KEY = "gate_pass_rate", "r_align_pass_mean"
+
+
+def should_stop(history: list[dict[str, Any]], pass_rate: float, window: int, plateau: float) -> str | None:
+    """SPEC's stop rule for mapper RL on the logged rows so far (oldest first): the reason to stop, or None.
+
+    Stop when the mean gate pass rate over the last `window` rows exceeds `pass_rate` AND the mean r_align of
+    passing rollouts over those rows moved less than `plateau` from the `window` rows before. Means over a window,
+    not single steps, because one step is one prompt group: a single lucky group would stop the run. Rows
+    without the metric (a step where nothing passed has no r_align) are skipped, so fewer than 2 × `window` rows
+    holding each metric never stop."""
+    rates = [r[PASS_KEY] for r in history if r.get(PASS_KEY) is not None]
+    aligns = [r[ALIGN_KEY] for r in history if r.get(ALIGN_KEY) is not None]
+    if len(rates) < window or len(aligns) < 2 * window:
+        return None
+    rate = sum(rates[-window:]) / window
+    last, before = sum(aligns[-window:]) / window, sum(aligns[-2 * window:-window]) / window
+    if rate > pass_rate and abs(last - before) < plateau:
+        return (f"gate pass rate {rate:.3f} > {pass_rate} over the last {window} logged steps and r_align moved "
+                f"{last - before:+.4f} < {plateau} from the {window} before")
+    return None
+
+
+class StopRuleCallback(TrainerCallback):
+    """Ends training (`control.should_training_stop`) when `should_stop` says so; `stopped` keeps the step and
+    reason for compute.json. `history` starts from the kept rl_log rows of a resumed run."""
+
+    def __init__(self, opts: GRPOOptions, history: list[dict[str, Any]]):
+        self.opts, self.history, self.stopped = opts, list(history), None
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not logs or "loss" not in logs or self.stopped:
+            return
+        self.history.append(logs)
+        reason = should_stop(self.history, self.opts.stop_pass_rate, self.opts.stop_window, self.opts.stop_plateau)
+        if reason:
+            self.stopped = {"step": state.global_step, "max_steps": self.opts.max_steps, "reason": reason}
+            control.should_training_stop = True
+
+
 RL_CONFIG = "rl_config.json"
 # options that do not change what is trained: a checkpoint written under other values of these still resumes
 _BOOKKEEPING = ("resume", "save_steps", "save_total_limit", "logging_steps", "log_completions")
@@ -273,9 +326,15 @@ def _run_grpo(policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, 
                                              "precision": {"compute": compute_dtype, "weights": weights_dtype},
                                              **(config or {})}, indent=2, default=str))
     logger = RLLogCallback(log_path, counters, log_keys, base_seconds)
+    callbacks: list[TrainerCallback] = [logger]
+    stop_rule = StopRuleCallback(opts, read_rl_log(out)) if opts.stop_pass_rate is not None else None
+    if stop_rule is not None:
+        callbacks.append(stop_rule)
     trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
                           train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=_peft_config(opts), callbacks=[logger])
+                          peft_config=_peft_config(opts), callbacks=callbacks)
+    if hasattr(reward_fn, "stop_ids"):  # DART's truncation gate: TRL's own end-of-rollout test (reward.py)
+        reward_fn.stop_ids = frozenset([*trainer.eos_token_ids, tokenizer.pad_token_id]) - {None}
     bar_only_progress(trainer)  # the per-step dicts transformers would print are in rl_log.jsonl
     trainer.train(resume_from_checkpoint=resume_from)
 
@@ -292,7 +351,7 @@ def _run_grpo(policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, 
         "rollouts": counters.rollouts, "tokens_generated": counters.rollout_tokens,
         "tokens_scored": counters.scored_tokens, "policy_tokens_processed": int(state.num_input_tokens_seen),
         "train_seconds": round(logger.seconds, 3), "wall_seconds_this_run": round(time.perf_counter() - wall_start, 3),
-        "resumed_from": resume_from,
+        "resumed_from": resume_from, "stopped_early": stop_rule.stopped if stop_rule else None,
         "notes": "tokens_generated = rollout tokens sampled by the policy; tokens_scored = response tokens the reward "
                  "teacher-forced through a separate model (the frozen target); policy_tokens_processed = prompt + "
                  "completion tokens through the policy (TRL num_input_tokens_seen); train_seconds sums resumed "
