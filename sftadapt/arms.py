@@ -1,12 +1,18 @@
 """The study's arms, in one table: the pipeline, the study report, the HTML report, the CLI and the tests read it.
 
 An arm is a model that gets evaluated. A *trained* arm names the training set it fine-tunes the target on
-(`source`) and the loss (`loss`, one of train.losses' nll | dft | is):
+(`source`), the loss (`loss`, one of train.losses' nll | dft | is) and what happens to the set's expert-fallback
+rows (`fallback`: keep | drop | dft, the train option of that name; adapted sets only):
 
 - `expert`   the SFT set as given (the expert's solutions);
 - `rewrite`  Mind the Gap's adapted set (stage `rewrite`: self / guided / expert rows);
+- `sdft`     prompted rewrite as SDFT does it (stage `sdft`, the rewrite stage's `prompted_rewrite` method): the
+             target rewrites each expert solution once, kept when its answer verifies, else the expert row;
 - `mapper`   DART's mapped set (stages `mapper_train` then `mapper`: synthesis with the RL-trained mapper);
-- `prompted` the prompted-rewrite baseline (stage `prompted`: synthesis with the untrained mapper).
+- `prompted` prompted rewrite through DART's synthesis with the untrained mapper (stage `prompted`): best of k
+             rewrites through DART's gate, the highest r_align kept, else the expert row (not SDFT's rule);
+- `patch`    the same pipeline as `mapper` with the Patch reward (arXiv 2602.11220; reward kind patch: stages
+             `mapper_train_patch` then `mapper_patch`).
 
 `base` (the target itself) and `direct_rl` (GRPO on the target, no SFT set) are the untrained-data arms.
 A new arm that trains on an existing source with an existing loss is one row here; a new source is one
@@ -22,8 +28,9 @@ from dataclasses import dataclass
 class Arm:
     name: str
     label: str  # as printed in the study tables and plots
-    source: str | None = None  # training set of a trained arm: expert | rewrite | mapper | prompted
+    source: str | None = None  # training set of a trained arm: one of SOURCE_STAGES
     loss: str | None = None  # nll | dft | is
+    fallback: str = "keep"  # the set's expert-fallback rows: keep | drop | dft
 
 
 TABLE: tuple[Arm, ...] = (
@@ -34,31 +41,55 @@ TABLE: tuple[Arm, ...] = (
     Arm("dr_dft", "DR+DFT", "rewrite", "dft"),
     Arm("dr_is", "DR+IS", "rewrite", "is"),
     Arm("dart_sft", "DART+SFT", "mapper", "nll"),
-    Arm("pr_sft", "PR+SFT", "prompted", "nll"),
+    Arm("sdft_sft", "SDFT+SFT (one rewrite)", "sdft", "nll"),
+    Arm("pr_sft", "PR best-of-k+SFT", "prompted", "nll"),
+    Arm("patch_sft", "Patch+SFT", "patch", "nll"),
+    Arm("dart_sft_nofb", "DART+SFT, no fallback rows", "mapper", "nll", "drop"),
+    Arm("dart_sft_fbdft", "DART+SFT, fallback rows DFT", "mapper", "nll", "dft"),
+    Arm("pr_sft_nofb", "PR best-of-k+SFT, no fallback rows", "prompted", "nll", "drop"),
     Arm("direct_rl", "GRPO (direct RL)"),
 )
 # training set -> the pipeline stages that build it (in order); their compute is charged to the arms using it
-SOURCE_STAGES: dict[str, tuple[str, ...]] = {"expert": (), "rewrite": ("rewrite",),
-                                             "mapper": ("mapper_train", "mapper"), "prompted": ("prompted",)}
+SOURCE_STAGES: dict[str, tuple[str, ...]] = {"expert": (), "rewrite": ("rewrite",), "sdft": ("sdft",),
+                                             "mapper": ("mapper_train", "mapper"), "prompted": ("prompted",),
+                                             "patch": ("mapper_train_patch", "mapper_patch")}
+FALLBACKS = ("keep", "drop", "dft")
+# the arms a study runs unless its config lists them (the ablations are opt-in: they add training and eval runs)
+DEFAULT_ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft", "direct_rl")
 
 ARMS: tuple[str, ...] = ()
 ARM_LABELS: dict[str, str] = {}
 # arm -> (training data source, loss), for the arms that fine-tune the target on a set
 TRAINED_ARMS: dict[str, tuple[str, str]] = {}
+# arm -> what its training does with the set's expert-fallback rows (trained arms only)
+FALLBACK: dict[str, str] = {}
+
+
+def train_data(source: str) -> str:
+    """Where (relative to a seed's folder) the training set of `source` is: the expert set, or the last stage's
+    train.jsonl."""
+    stages = SOURCE_STAGES[source]
+    return f"{stages[-1]}/train.jsonl" if stages else "data/expert.jsonl"
 
 
 def set_table(table: tuple[Arm, ...]) -> tuple[Arm, ...]:
     """Make `table` the study's arms (what a plugin or a test adding an arm calls); returns the previous one.
     Readers look names up here at call time (`arms.TRAINED_ARMS`), so the change reaches all of them."""
-    global TABLE, ARMS, ARM_LABELS, TRAINED_ARMS
+    global TABLE, ARMS, ARM_LABELS, TRAINED_ARMS, FALLBACK
     previous = TABLE
     unknown = [a.name for a in table if a.source is not None and a.source not in SOURCE_STAGES]
     if unknown:
         raise ValueError(f"arm(s) {unknown}: source must be one of {', '.join(SOURCE_STAGES)}")
+    bad = [a.name for a in table if a.fallback not in FALLBACKS or (a.fallback != "keep" and a.source in (None,
+                                                                                                        "expert"))]
+    if bad:
+        raise ValueError(f"arm(s) {bad}: fallback is one of {', '.join(FALLBACKS)}, and only an adapted set has "
+                         "fallback rows to drop or reweight")
     TABLE = tuple(table)
     ARMS = tuple(a.name for a in TABLE)
     ARM_LABELS = {"raw": "raw model", **{a.name: a.label for a in TABLE}}
     TRAINED_ARMS = {a.name: (a.source, a.loss) for a in TABLE if a.source}
+    FALLBACK = {a.name: a.fallback for a in TABLE if a.source}
     return previous
 
 

@@ -1,12 +1,16 @@
 """`sftadapt run CONFIG.yaml`: the whole study as one cached stage graph, and `sftadapt quickstart`.
 
     data ─► (warm-up) ─► eval base
-      ├─► rewrite (Mind the Gap) ───────► train DR+SFT, DR+DFT, DR+IS ─► eval
-      ├─► mapper RL ─► synthesize ──────► train DART+SFT ──────────────► eval
-      ├─► synthesize (untrained mapper) ► train PR+SFT ────────────────► eval
-      ├─► expert set ───────────────────► train SFT, DFT ──────────────► eval
-      └─► direct GRPO on the target ───────────────────────────────────► eval
-                                                                   ─► report (+ compute per arm)
+      ├─► rewrite (Mind the Gap) ────────────► train DR+SFT, DR+DFT, DR+IS ─► eval
+      ├─► sdft (one prompted rewrite) ───────► train SDFT+SFT ──────────────► eval
+      ├─► mapper RL ─► synthesize ───────────► train DART+SFT (+ fallback ablations) ─► eval
+      ├─► synthesize (untrained mapper) ─────► train PR best-of-k+SFT (+ ablation) ──► eval
+      ├─► mapper RL (Patch reward) ─► synth. ► train Patch+SFT ─────────────► eval
+      ├─► expert set ────────────────────────► train SFT, DFT ──────────────► eval
+      └─► direct GRPO on the target ────────────────────────────────────────► eval
+                                                                        ─► report (+ compute per arm)
+
+Which adapt stages run follows from the arms (arms.py: each arm's source and that source's stages).
 
 Every stage lives in `RUN/<stage>/` with a `stage.json` holding the hash of its options *and of its inputs'
 hashes*. Re-running the same config skips finished stages; changing an option redoes that stage and what
@@ -89,14 +93,16 @@ class RunConfig:
     out: str = option("runs/study", help="run folder (one sub-folder per stage)")
     model: str = option("smollm2-135m", help="the model to adapt data for (before any warm-up)")
     seeds: list[int] = option([0], help="one full study per seed (data, sampling, training); reported side by side")
-    arms: list[str] = option(list(arm_table.ARMS), help="arms to run: " + ", ".join(arm_table.ARMS))
+    arms: list[str] = option(list(arm_table.DEFAULT_ARMS), help="arms to run: " + ", ".join(arm_table.ARMS))
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the SFT set"})
     warmup: WarmupConfig = field(default_factory=WarmupConfig, metadata={"help": "warm-up SFT"})
     eval: EvalConfig = field(default_factory=EvalConfig, metadata={"help": "evaluation"})
     train: dict = option({}, help="TrainConfig options shared by every trained arm")
     rewrite: dict = option({}, help="RewriteConfig options (Mind the Gap)")
     mapper_train: dict = option({}, help="MapperTrainConfig options (DART RL; grpo:, reward: sections)")
-    synth: dict = option({}, help="SynthConfig options (DART and prompted-rewrite synthesis)")
+    synth: dict = option({}, help="SynthConfig options (DART, prompted-rewrite and Patch synthesis)")
+    patch: dict = option({}, help="the Patch arm's mapper RL: MapperTrainConfig options over mapper_train's (its "
+                                  "reward kind is always patch; e.g. reward: {dist_weight: 0.35, div_weight: 0.5})")
     direct_rl: dict = option({}, help="DirectRLConfig options (grpo: section)")
     report: dict = option({}, help="report options: metric (avg | maj | pass@K)")
     keep_checkpoints: bool = option(False, help="keep trainer checkpoints of finished stages (they only serve "
@@ -140,11 +146,25 @@ def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str])
         return build_config(cls, _merge({**shared, **values}, fixed), where)
 
     train_base = {"seed": seed, **cfg.train}
+    patch_train = _merge(cfg.mapper_train, cfg.patch)
+    patch_reward = {k: v for k, v in patch_train.get("reward", {}).items() if k in ("dist_weight", "div_weight")}
     out: dict[str, Any] = {
         "protocol": load_protocol(cfg.eval.protocol, [f"{k}={json.dumps(v)}" for k, v in
                                                        cfg.eval.protocol_overrides.items()]),
         "rewrite": make(RewriteConfig, "rewrite", cfg.rewrite,
                         {"model": target, "data": paths["expert"], "out": paths["rewrite"], "seed": seed}),
+        # SDFT: the rewrite stage's one-rewrite method, with the rewrite section's sampling options
+        "sdft": make(RewriteConfig, "rewrite", cfg.rewrite,
+                     {"model": target, "data": paths["expert"], "out": paths["sdft"], "seed": seed,
+                      "method": "prompted_rewrite"}),
+        "mapper_train_patch": make(MapperTrainConfig, "patch", patch_train,
+                                   {"target": target, "data": paths["expert"], "out": paths["mapper_train_patch"],
+                                    "grpo": {"seed": seed, **patch_train.get("grpo", {})},
+                                    "reward": {**patch_train.get("reward", {}), "kind": "patch"}}),
+        "mapper_patch": make(SynthConfig, "synth", cfg.synth,
+                             {"mapper": paths["mapper_train_patch"], "target": target, "data": paths["expert"],
+                              "out": paths["mapper_patch"], "seed": seed,
+                              "reward": {**cfg.synth.get("reward", {}), **patch_reward, "kind": "patch"}}),
         "mapper_train": make(MapperTrainConfig, "mapper_train", cfg.mapper_train,
                              {"target": target, "data": paths["expert"], "out": paths["mapper_train"],
                               "grpo": {"seed": seed, **cfg.mapper_train.get("grpo", {})}}),
@@ -161,7 +181,7 @@ def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str])
     for arm, (source, loss) in arm_table.TRAINED_ARMS.items():
         out[f"train_{arm}"] = make(TrainConfig, "train", train_base,
                                    {"model": target, "data": [paths[f"{source}_data"]], "loss": loss,
-                                    "out": paths[f"train_{arm}"]})
+                                    "fallback": arm_table.FALLBACK[arm], "out": paths[f"train_{arm}"]})
     if cfg.task.kind == "synthetic" and cfg.warmup.enabled:
         out["warmup"] = make(TrainConfig, "warmup.train", {"seed": seed, **cfg.warmup.train},
                              {"model": cfg.model, "data": [paths["warmup_data"]], "loss": "nll",
@@ -332,7 +352,7 @@ def planned_stages(cfg: RunConfig) -> int:
     arms = list(cfg.arms)
     needs = {arm_table.TRAINED_ARMS[a][0] for a in arms if a in arm_table.TRAINED_ARMS}
     warm = cfg.task.kind == "synthetic" and cfg.warmup.enabled
-    n = 1 + warm + ("rewrite" in needs) + 2 * ("mapper" in needs) + ("prompted" in needs)
+    n = 1 + warm + sum(len(arm_table.SOURCE_STAGES[s]) for s in needs)
     n += sum(a in arm_table.TRAINED_ARMS for a in arms) + ("direct_rl" in arms)
     n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a in ("base", "direct_rl")]) + (warm and cfg.eval.raw_model)
     return n
@@ -380,13 +400,7 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
     stages = Stages(root, progress, cfg.keep_checkpoints, keep_superseded=cfg.keep_superseded, clock=clock,
                     dry_run=dry_run)
     arms = list(cfg.arms)
-    paths = {name: str(root / name) for name in
-             ("rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup",
-              *[f"train_{a}" for a in arm_table.TRAINED_ARMS])}
-    paths.update(expert=str(root / "data" / "expert.jsonl"), warmup_data=str(root / "data" / "warmup.jsonl"),
-                 mapper_model=str(root / "mapper_train"), expert_data=str(root / "data" / "expert.jsonl"),
-                 rewrite_data=str(root / "rewrite" / "train.jsonl"), mapper_data=str(root / "mapper" / "train.jsonl"),
-                 prompted_data=str(root / "prompted" / "train.jsonl"))
+    paths = seed_paths(root)
 
     # ---- data ----------------------------------------------------------------------------------------------
     def make_data(folder: Path) -> dict[str, Any]:
@@ -418,30 +432,21 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
 
     # ---- adapt ----------------------------------------------------------------------------------------------
     needs = {arm_table.TRAINED_ARMS[a][0] for a in arms if a in arm_table.TRAINED_ARMS}
-    if "rewrite" in needs:
-        from sftadapt.adapt.rewrite import rewrite
-
-        stages.run("rewrite", configs["rewrite"], target_inputs, lambda f: rewrite(configs["rewrite"],
-                                                                                   progress=progress))
-    if needs & {"mapper", "prompted"}:
-        from sftadapt.adapt.mapper import synthesize, train_mapper
-    if "mapper" in needs:
-
-        stages.run("mapper_train", configs["mapper_train"], target_inputs,
-                   lambda f: train_mapper(configs["mapper_train"], progress=progress))
-        stages.run("mapper", configs["mapper"], ["mapper_train"],
-                   lambda f: synthesize(configs["mapper"], progress=progress))
-    if "prompted" in needs:
-        stages.run("prompted", configs["prompted"], target_inputs,
-                   lambda f: synthesize(configs["prompted"], progress=progress))
+    for source, chain in arm_table.SOURCE_STAGES.items():
+        if source not in needs:
+            continue
+        inputs = target_inputs
+        for stage in chain:  # each stage of a source builds on the one before (RL -> synthesis)
+            stages.run(stage, configs[stage], inputs,
+                       lambda f, stage=stage: adapt_stage(stage)(configs[stage], progress=progress))
+            inputs = [stage]
 
     # ---- train ----------------------------------------------------------------------------------------------
     models = {"base": target}
     for arm in arms:
         if arm in arm_table.TRAINED_ARMS:
             source = arm_table.TRAINED_ARMS[arm][0]
-            upstream = {"expert": target_inputs, "rewrite": ["rewrite"], "mapper": ["mapper"],
-                        "prompted": ["prompted"]}[source]
+            upstream = list(arm_table.SOURCE_STAGES[source][-1:]) or target_inputs
             stages.run(f"train_{arm}", configs[f"train_{arm}"], upstream,
                        lambda f, arm=arm: train(configs[f"train_{arm}"]))
             models[arm] = paths[f"train_{arm}"]
@@ -474,6 +479,28 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
                                                    online=cfg.online or None))
     return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders,
             "plan": stages.plan}
+
+
+def seed_paths(root: Path) -> dict[str, str]:
+    """Every stage folder of one seed, the data files, and each source's training set (`<source>_data`)."""
+    stage_names = {s for chain in arm_table.SOURCE_STAGES.values() for s in chain}
+    paths = {name: str(root / name) for name in sorted(stage_names) + ["direct_rl", "warmup"]}
+    paths.update({f"train_{a}": str(root / f"train_{a}") for a in arm_table.TRAINED_ARMS})
+    paths.update({f"{source}_data": str(root / arm_table.train_data(source)) for source in arm_table.SOURCE_STAGES})
+    paths.update(expert=str(root / "data" / "expert.jsonl"), warmup_data=str(root / "data" / "warmup.jsonl"),
+                 mapper_model=str(root / "mapper_train"))
+    return paths
+
+
+def adapt_stage(stage: str) -> Callable[..., dict[str, Any]]:
+    """The function that builds an adapt stage's output from its config (`fn(cfg, progress=...)`)."""
+    if stage in ("rewrite", "sdft"):
+        from sftadapt.adapt.rewrite import rewrite
+
+        return rewrite
+    from sftadapt.adapt.mapper import synthesize, train_mapper
+
+    return train_mapper if stage.startswith("mapper_train") else synthesize
 
 
 def study_eval_dtype(requested: str, models) -> str:

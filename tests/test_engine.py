@@ -76,6 +76,21 @@ def test_score_matches_unpadded_forward_for_mixed_lengths(tiny_engine):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
 
 
+def test_hidden_states_are_the_last_layer_mean_pooled_over_the_response_whatever_the_padding(tiny_engine):
+    tok = tiny_engine.tokenizer
+    prompts = [P.solve_prompt(tok, q) for q in PROBLEMS]
+    responses = ["5", "He has 3 + 4 = 7 apples. The answer is \\boxed{7}.", "56 \\boxed{56}"]
+    scores = tiny_engine.score(prompts, responses, hidden=True)  # one left-padded batch of mixed lengths
+    for prompt, response, s in zip(prompts, responses, scores):
+        ids = P.response_token_ids(tok, response)
+        full = P.prompt_token_ids(tok, prompt) + ids
+        with torch.no_grad():
+            last = tiny_engine.model(torch.tensor([full]), output_hidden_states=True).hidden_states[-1][0].float()
+        assert len(s.hidden) == tiny_engine.model.config.hidden_size
+        assert s.hidden == pytest.approx(last[-len(ids):].mean(0).tolist(), abs=1e-4)
+    assert tiny_engine.score(prompts[:1], responses[:1])[0].hidden is None  # only when asked
+
+
 def test_stop_strings_cut_the_text(tiny_engine):
     prompt = P.solve_prompt(tiny_engine.tokenizer, PROBLEMS[0])
     free = tiny_engine.generate([prompt], Sampling(n=1, temperature=1.0, max_new_tokens=12), seeds=[[5]])[0][0]

@@ -175,3 +175,20 @@ def test_unknown_options_are_refused():
         sft_loss(logp, mask, "kl")
     with pytest.raises(ValueError, match="is_level"):
         sft_loss(logp, mask, "is", is_level="row")
+
+
+def test_dft_rows_take_dfts_weight_while_the_other_rows_keep_their_loss():
+    logits = torch.zeros(2, 3, 2, requires_grad=True)  # p = 1/2 everywhere
+    labels = torch.tensor([[0, 1, 1], [1, 0, 0]])
+    logp, mask = token_logprobs(logits, labels), labels != -100
+    rows = torch.tensor([True, False])  # row 0: an expert fallback row trained with dft
+    weights, _ = token_weights(logp, mask, "nll", dft_rows=rows)
+    assert weights.tolist() == [[0.5] * 3, [1.0] * 3]
+    mixed, _ = sft_loss(logp, mask, "nll", dft_rows=rows)
+    assert mixed.item() == pytest.approx((3 * 0.5 + 3 * 1.0) * math.log(2) / 6, abs=1e-6)
+    # under is, a flagged row is DFT's and never counts as clipped; a dft loss ignores the flags
+    blp = torch.full((2, 3), -5.0)  # ratio (1/2)/e^-5 ~ 74 > clip 5
+    w_is, clipped = token_weights(logp, mask, "is", blp, torch.tensor([True, True]), is_clip=5.0, dft_rows=rows)
+    assert w_is[0].tolist() == [0.5] * 3 and w_is[1].tolist() == pytest.approx([5.0] * 3)
+    assert clipped.tolist() == [[False] * 3, [True] * 3]
+    assert token_weights(logp, mask, "dft", dft_rows=rows)[0].tolist() == [[0.5] * 3] * 2

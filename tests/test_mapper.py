@@ -105,6 +105,7 @@ def test_mapper_rl_smoke_logs_trains_and_resumes(tiny_engine, data_file, tmp_pat
     assert compute["optimizer_steps"] == 2 and compute["rollouts"] == 4  # 2 steps x 1 prompt x 2 rollouts
     assert 0 < compute["tokens_generated"] <= 4 * 16
     assert compute["tokens_scored"] == log[-1]["cum_scored_tokens"] > 0
+    assert compute["target_score_seconds_this_run"] > 0  # read after RL, when the target has scored
     assert summary["steps"] == 2
 
     # resume: one more step continues from checkpoint-2 with the counters where they were

@@ -4,9 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
+from test_mapper import AlwaysCorrect
 
 from sftadapt import arms as arm_table
-from sftadapt.arms import ARMS, Arm
+from sftadapt.arms import DEFAULT_ARMS, Arm
 from sftadapt.config import ConfigError
 from sftadapt.pipeline import (
     CONFIG_DIR,
@@ -14,6 +15,7 @@ from sftadapt.pipeline import (
     load_run_config,
     planned_stages,
     run,
+    seed_paths,
     spec_changes,
     stage_configs,
 )
@@ -45,7 +47,7 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     cfg = load_run_config(_yaml(tmp_path, TINY))
     study = run(cfg, progress=False)
     arms = [a["arm"] for a in study["arms"]]
-    assert arms == ["raw", *ARMS]
+    assert arms == ["raw", *DEFAULT_ARMS]
     for a in study["arms"]:
         assert set(a["benchmarks"]) == {"synthetic_id", "synthetic_ood", "mean"}
         assert 0.0 <= a["benchmarks"]["mean"]["mean"] <= 1.0
@@ -63,7 +65,8 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     html = Path(study["html_path"]).read_text(encoding="utf-8")  # the HTML report beside study.md
     assert study["html_path"] == str(root / "report" / "study.html") and html.count('class="arm-row"') == len(arms)
 
-    assert len(study["stages_run"][0]) == 1 + 1 + 4 + 7 + 1 + 10  # data, warm-up, adapt, train, RL, evals
+    # data, warm-up, adapt (rewrite, sdft, mapper RL + synthesis, prompted), train (8 arms), direct RL, evals
+    assert len(study["stages_run"][0]) == 1 + 1 + 5 + 8 + 1 + 11
     assert planned_stages(cfg) == len(study["stages_run"][0])  # the [k/N] counter's N
     assert set(study["outputs"][0]) == set(study["stages_run"][0])  # the closing summary names every output
 
@@ -82,12 +85,56 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     assert status["eval_sft"].startswith("would re-run")
     assert sorted(str(p) for p in root.rglob("*")) == before
     ran = set(run(load_run_config(_yaml(tmp_path, changed)), progress=False)["stages_run"][0])
-    trained = {f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
-    assert ran == trained | {f"eval_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")}
+    names = ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft")
+    assert ran == {f"train_{a}" for a in names} | {f"eval_{a}" for a in names}
     assert list(root.glob("train_sft.old-*"))  # the old output is set aside, not deleted
     assert not list(root.glob("*/checkpoint-*"))  # finished stages keep their model, not their checkpoints
     stage = json.loads((root / "rewrite" / "stage.json").read_text())
     assert stage["status"] == "done"
+
+
+class _EveryAnswerCorrect(AlwaysCorrect):
+    """The verifier of every stage, passing every answer: the tiny random model never writes one, and these arms'
+    plumbing needs mapped rows (the gate's own behaviour is tested in test_reward and test_mapper)."""
+
+    def __init__(self, *args, **kwargs):
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_the_patch_arm_and_the_fallback_ablations_run_end_to_end(tmp_path, monkeypatch):
+    arms = ["base", "patch_sft", "dart_sft_nofb", "dart_sft_fbdft", "pr_sft_nofb"]
+    # a gate the tiny random model can pass (it never writes an answer, so the mapped sets would be all fallback:
+    # the drop arms would have nothing to train on); the real gate's behaviour is test_reward's
+    reward = {"answer_format": "any", "min_tokens": 1, "min_length_ratio": 0.0, "max_length_ratio": 100.0,
+              "max_repeat_frac": 1.0, "copy_check": False, "truncation_check": False}
+    values = {**TINY, "arms": arms, "mapper_train": {**TINY["mapper_train"], "reward": reward},
+              "synth": {**TINY["synth"], "reward": reward}, "eval": {**TINY["eval"], "raw_model": False}}
+    cfg = load_run_config(_yaml(tmp_path, values))
+    configs = stage_configs(cfg, 0, "tiny-random", seed_paths(tmp_path))
+    assert configs["mapper_train_patch"].reward.kind == "patch" and configs["mapper_patch"].reward.kind == "patch"
+    assert configs["mapper_train"].reward.kind == "alignment"
+    assert configs["train_dart_sft_nofb"].fallback == "drop" and configs["train_dart_sft_fbdft"].fallback == "dft"
+    assert configs["train_patch_sft"].data == [str(tmp_path / "mapper_patch" / "train.jsonl")]
+    monkeypatch.setattr("sftadapt.verify.Verifier", _EveryAnswerCorrect)
+    study = run(cfg, progress=False)
+    root = tmp_path / "run"
+    assert {"mapper_train_patch", "mapper_patch", "mapper_train", "mapper", "prompted"} <= set(study["stages_run"][0])
+    rl_log = [json.loads(line) for line in (root / "mapper_train_patch" / "rl_log.jsonl").read_text().splitlines()]
+    assert rl_log and rl_log[0]["gate_pass_rate"] == 1.0 and rl_log[0]["r_dist_pass_mean"] is not None
+    attempts = [a for line in (root / "mapper_patch" / "train.jsonl").read_text().splitlines()
+                for a in json.loads(line)["attempts"]]
+    assert all(a["meta"]["reward"] >= 1.0 and a["meta"]["r_dist"] is not None for a in attempts)  # gate x (1 + ...)
+    by_arm = {a["arm"]: a for a in study["arms"]}
+    assert by_arm["patch_sft"]["label"] == "Patch+SFT" and by_arm["patch_sft"]["compute"]["tokens_trained"] > 0
+    train = {a: json.loads((root / f"train_{a}" / "stage.json").read_text())["result"] for a in arms[2:]}
+    assert train["dart_sft_nofb"]["fallback"] == "drop" and "expert" not in train["dart_sft_nofb"]["origins"]
+    assert train["dart_sft_fbdft"]["fallback"] == "dft"
 
 
 def test_dry_run_of_a_new_folder_lists_every_stage_and_creates_nothing(tmp_path):
@@ -102,18 +149,13 @@ def test_config_errors_are_clear(tmp_path):
         load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base", "sftt"]}))
     with pytest.raises(ConfigError, match="train: unknown option 'lrr'"):
         cfg = load_run_config(_yaml(tmp_path, {**TINY, "train": {"lrr": 1}}))
-        stage_configs(cfg, 0, "tiny-random", {k: "x" for k in _PATH_KEYS})
-
-
-_PATH_KEYS = ["rewrite", "mapper_train", "mapper", "prompted", "direct_rl", "warmup", "expert", "warmup_data",
-              "mapper_model", "expert_data", "rewrite_data", "mapper_data", "prompted_data",
-              *[f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")]]
+        stage_configs(cfg, 0, "tiny-random", {k: "x" for k in seed_paths(tmp_path)})
 
 
 @pytest.mark.parametrize("path", sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("paper/*.yaml")]), ids=lambda p: p.name)
 def test_every_shipped_study_config_loads_and_validates(path):
     cfg = load_run_config(path)
-    configs = stage_configs(cfg, cfg.seeds[0], cfg.model, {k: f"/tmp/x/{k}" for k in _PATH_KEYS})
+    configs = stage_configs(cfg, cfg.seeds[0], cfg.model, seed_paths(Path("/tmp/x")))
     assert configs["protocol"].n >= 1
 
 
@@ -170,11 +212,7 @@ def test_an_arm_is_one_row_of_the_table(tmp_path):
         cfg = load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base", "dr_dft_b"]}))
         # warm-up, rewrite, train the new arm; evaluate raw, base and the new arm; one more for the report
         assert planned_stages(cfg) == planned_stages(load_run_config(_yaml(tmp_path, {**TINY, "arms": ["base"]}))) + 3
-        paths = {k: str(tmp_path / k) for k in ("expert", "rewrite", "mapper_train", "mapper", "mapper_model",
-                                                 "prompted", "direct_rl", "warmup")}
-        paths.update({f"{s}_data": str(tmp_path / s / "train.jsonl") for s in ("expert", "rewrite", "mapper",
-                                                                             "prompted", "warmup")})
-        paths.update({f"train_{a}": str(tmp_path / f"train_{a}") for a in arm_table.TRAINED_ARMS})
+        paths = seed_paths(tmp_path)
         configs = stage_configs(cfg, 0, "tiny-random", paths)
         assert configs["train_dr_dft_b"].loss == "dft"
         assert configs["train_dr_dft_b"].data == [paths["rewrite_data"]]

@@ -229,13 +229,10 @@ def _self_row_weights(tmp_path, sample_dtype: str, score_dtype: str, train_base:
 def test_self_rows_have_is_weight_one_at_step_zero_under_every_shipped_config(path, tmp_path):
     """Self rows' behaviour log-probs are the target's own scores (rewrite stage, its scoring precision); the
     trainer's π_θ at step 0 is the same model in the dr_is arm's precision: the ratio must be 1 to 1e-3."""
-    from sftadapt.pipeline import load_run_config, stage_configs
+    from sftadapt.pipeline import load_run_config, seed_paths, stage_configs
 
     cfg = load_run_config(path)
-    names = ("expert", "rewrite", "mapper_train", "mapper_model", "mapper", "prompted", "direct_rl", "warmup",
-             "warmup_data", "expert_data", "rewrite_data", "mapper_data", "prompted_data",
-             *[f"train_{a}" for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "pr_sft")])
-    configs = stage_configs(cfg, 0, "tiny-random", {k: str(tmp_path / k) for k in names})
+    configs = stage_configs(cfg, 0, "tiny-random", seed_paths(tmp_path))
     rw, tr = configs["rewrite"], configs["train_dr_is"]
     w = _self_row_weights(tmp_path, rw.dtype, rw.score_dtype, dict(tr.__dict__))
     assert (w - 1).abs().max().item() <= 1e-3, (w.min().item(), w.max().item())

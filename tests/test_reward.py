@@ -233,3 +233,78 @@ def test_trl_call_gates_rollouts_whose_last_id_is_not_an_end_token():
     # without stop ids (a caller that cannot tell) nothing is called truncated
     assert make_reward()(completions, problem=[PROBLEM] * 3, answer=[GOLD] * 3, solution=[EXPERT] * 3,
                          completion_ids=[[5, 6, 7]] * 3)[0] > -10.0
+
+
+# ---------------------------------------------------------------- the Patch reward (arXiv 2602.11220): closed forms
+def test_patch_r_dist_is_the_sigmoid_of_the_negated_group_z_score():
+    from sftadapt.adapt.reward import patch_dist
+
+    z = 1 / math.sqrt(2 / 3)  # NLL 1, 2, 3: mean 2, population sd sqrt(2/3)
+    assert patch_dist([1.0, 2.0, 3.0]) == pytest.approx([1 / (1 + math.exp(-z)), 0.5, 1 / (1 + math.exp(z))],
+                                                        abs=1e-6)
+    assert patch_dist([2.5]) == [0.5]  # a group of one passing rollout: z = 0
+    assert patch_dist([1.0, 1.0]) == [0.5, 0.5]  # no spread: no preference
+
+
+def test_patch_r_div_is_the_leave_one_out_contribution_to_mean_pairwise_cosine_distance():
+    from sftadapt.adapt.reward import patch_div
+
+    # unit vectors at 0°, 90°, 180°: distances (1 - cos)/2 = 0.5, 1, 0.5, so D = 2/3; without the middle one the
+    # set is the two opposite vectors (D = 1, a negative contribution clipped to 0), without either end D = 0.5
+    assert patch_div([[1, 0], [0, 1], [-1, 0]]) == pytest.approx([1 / 6, 0.0, 1 / 6])
+    assert patch_div([[1, 0], [3, 0]]) == pytest.approx([0.0, 0.0])  # same direction: scale does not matter
+    assert patch_div([[1, 0]]) == [0.0]
+
+
+def _patch_scores(texts, nll, hidden, groups, passed_texts=None, cfg=None):
+    cfg = cfg or RewardConfig(kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0)
+    target = [TokenScores(token_ids=[0, 1], logprobs=[-x, -x], hidden=h) for x, h in zip(nll, hidden)]
+    verdicts = ["correct" if t != "bad" else "wrong" for t in texts]
+    return score_rollouts([REWRITE if t != "bad" else "bad" for t in texts], [words(REWRITE)] * len(texts),
+                          [EXPERT] * len(texts), [len(words(EXPERT))] * len(texts), verdicts, target, cfg,
+                          groups=groups)
+
+
+def test_patch_reward_on_a_hand_made_group():
+    # group a: three passing rollouts and one wrong answer; group b: one passing rollout on its own
+    texts = ["ok", "ok", "ok", "bad", "ok"]
+    nll = [1.0, 2.0, 3.0, 0.1, 0.7]
+    hidden = [[1, 0], [0, 1], [-1, 0], [5, 5], [0, 1]]
+    scores = _patch_scores(texts, nll, hidden, ["a", "a", "a", "a", "b"])
+    z = 1 / math.sqrt(2 / 3)
+    r_dist = [1 / (1 + math.exp(-z)), 0.5, 1 / (1 + math.exp(z))]
+    r_div = [1 / 6, 0.0, 1 / 6]
+    for i in range(3):
+        assert scores[i].reward == pytest.approx(1 + 0.35 * r_dist[i] + 0.5 * r_div[i], abs=1e-6)
+        assert scores[i].r_dist == pytest.approx(r_dist[i], abs=1e-6) and scores[i].r_div == pytest.approx(r_div[i])
+    # the gated rollout: r_task = 0, so 0 whatever its NLL and embedding, and it is not part of the group terms
+    assert scores[3].reward == 0.0 and scores[3].r_dist is None and scores[3].reasons == ["wrong_answer"]
+    # alone in its group: z = 0 (r_dist = 1/2) and no diversity
+    assert scores[4].reward == pytest.approx(1 + 0.35 * 0.5) and scores[4].r_div == 0.0
+    assert scores[0].record()["r_dist"] == pytest.approx(r_dist[0], abs=1e-6)
+    stats = summarize_scores(scores)
+    assert stats["r_dist_pass_mean"] == pytest.approx((sum(r_dist) + 0.5) / 4, abs=1e-6)
+
+
+def test_patch_weights_and_missing_hidden_states():
+    cfg = RewardConfig(kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0,
+                       dist_weight=1.0, div_weight=0.0)
+    scores = _patch_scores(["ok", "ok"], [1.0, 3.0], [None, None], [0, 0], cfg=cfg)  # no diversity: no states
+    assert scores[0].reward == pytest.approx(1 + 1 / (1 + math.exp(-1.0)), abs=1e-6)
+    with pytest.raises(ValueError, match="hidden states"):
+        _patch_scores(["ok", "ok"], [1.0, 3.0], [None, None], [0, 0])
+    with pytest.raises(ValueError, match="kind"):
+        RewardConfig(kind="other").validate()
+
+
+def test_the_patch_reward_asks_the_target_for_hidden_states_only_when_it_needs_them():
+    asked = []
+
+    def score(prompts, responses, entropy=False, hidden=False):
+        asked.append(hidden)
+        return [TokenScores(token_ids=[0], logprobs=[-1.0], hidden=[1.0, float(k)]) for k in range(len(responses))]
+
+    patch = make_reward(RewardConfig(kind="patch"), score=score)
+    patch.evaluate([PROBLEM] * 2, [GOLD] * 2, [EXPERT] * 2, [REWRITE, REWRITE], groups=[0, 0])
+    make_reward(score=score).evaluate([PROBLEM], [GOLD], [EXPERT], [REWRITE])
+    assert asked == [True, False]

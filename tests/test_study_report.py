@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from sftadapt.eval.metrics import bootstrap_macro_delta
+from sftadapt.eval.metrics import bootstrap_macro_delta, describe_delta, hierarchical_bootstrap
 from sftadapt.report.study import pooled_cells, seed_averaged
 
 IDS = [f"p{i}" for i in range(40)]
@@ -55,3 +55,54 @@ def test_only_problems_every_seed_scored_are_pooled_and_none_shared_is_an_error(
     assert seed_averaged([a, b])[1].tolist() == [0.5, 0.5]
     with pytest.raises(ValueError, match="share no scored problem"):
         seed_averaged([a, (["q"], np.array([1.0]))])
+
+
+# ---------------------------------------------------------------- the hierarchical bootstrap (seeds, then problems)
+def test_seeds_that_disagree_widen_the_interval_the_problem_bootstrap_alone_would_give():
+    # every problem scores the same within a seed, so only the seed level can move a replicate: the mean of 3
+    # seeds drawn from {1, 0, 0.5}; all three drawn from one seed has chance 1/27 > 2.5%, so the interval is [0, 1]
+    matrix = np.array([[1.0] * 30, [0.0] * 30, [0.5] * 30])
+    est = hierarchical_bootstrap([matrix], n_boot=2000, seed=1)
+    assert est["value"] == pytest.approx(0.5) and est["lo"] == 0.0 and est["hi"] == 1.0
+    flat = bootstrap_macro_delta([matrix.mean(axis=0)], n_boot=2000, seed=1)  # problems only: no width at all
+    assert flat["lo"] == flat["hi"] == 0.5
+
+
+def test_identical_seeds_leave_the_problem_bootstrap():
+    row = (np.random.default_rng(0).random(200) < 0.4).astype(float)
+    est = hierarchical_bootstrap([np.stack([row] * 3)], n_boot=4000, seed=2)
+    ref = bootstrap_macro_delta([row], n_boot=4000, seed=5)
+    assert est["value"] == pytest.approx(row.mean())
+    assert est["lo"] == pytest.approx(ref["lo"], abs=0.015) and est["hi"] == pytest.approx(ref["hi"], abs=0.015)
+
+
+def test_the_delta_is_paired_within_seeds():
+    # seed 0 is a hard run (all 0) and seed 1 an easy one (all 1) for both arms: seed against seed, no difference
+    base = np.array([[0.0] * 20, [1.0] * 20])
+    paired = hierarchical_bootstrap([base.copy()], [base], n_boot=500)
+    assert paired == {"value": 0.0, "lo": 0.0, "hi": 0.0}
+    # an arm 0.1 better in every seed and problem: exactly +0.1, whatever the seeds draw
+    better = hierarchical_bootstrap([base + 0.1], [base], n_boot=500)
+    assert better["value"] == pytest.approx(0.1) and better["lo"] == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="shape"):
+        hierarchical_bootstrap([base], [base[:1]])
+    with pytest.raises(ValueError, match="same seeds"):
+        pooled_cells({"a": [_seed(0.5)] * 2}, {"a": [_seed(0.5)] * 3})
+
+
+def test_pooled_cells_use_the_hierarchical_interval():
+    seeds = [_seed(0.2), _seed(0.5), _seed(0.8)]
+    cells = pooled_cells({"a": seeds}, n_boot=800, seed=4)
+    ref = hierarchical_bootstrap([np.stack([s[1] for s in seeds])], n_boot=800, seed=4)
+    assert cells["a"]["ci"] == [ref["lo"], ref["hi"]]
+    # the seeds' spread (0.2 / 0.5 / 0.8) is in the interval: wider than averaging over seeds first would give
+    flat = bootstrap_macro_delta([np.mean([s[1] for s in seeds], axis=0)], n_boot=800, seed=4)
+    assert cells["a"]["ci"][1] - cells["a"]["ci"][0] > 1.5 * (flat["hi"] - flat["lo"])
+
+
+def test_a_delta_whose_interval_holds_zero_reads_as_no_detectable_difference():
+    text = describe_delta(-0.012, -0.043, 0.022)
+    assert text.startswith("no detectable difference: -1.2 points")
+    assert "loss of 4.3 to a gain of 2.2" in text
+    assert describe_delta(0.05, 0.01, 0.09).startswith("higher by 5.0 points")
+    assert describe_delta(-0.05, -0.09, -0.01).startswith("lower by 5.0 points")

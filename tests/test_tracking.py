@@ -188,20 +188,17 @@ def test_eval_logs_accuracy_per_benchmark(tmp_path):
 
 # ---------------------------------------------------------------- the run: one report_to for every stage
 def test_run_hands_one_tracker_and_folder_to_every_stage(tmp_path):
-    from sftadapt.pipeline import load_run_config, run_seed, stage_configs
+    from sftadapt import arms
+    from sftadapt.pipeline import load_run_config, run_seed, seed_paths, stage_configs
 
     cfg = load_run_config(None, [f"out={tmp_path / 'study'}", "report_to=tensorboard" if importlib.util.find_spec(
         "tensorboard") else "report_to=none", "online=false"])
     root = tmp_path / "study"
-    paths = {name: str(root / name) for name in ("rewrite", "mapper_train", "mapper", "prompted", "direct_rl",
-                                                  "warmup")}
-    paths.update({f"train_{a}": str(root / f"train_{a}") for a in ("sft", "dft", "dr_sft", "dr_dft", "dr_is",
-                                                                    "dart_sft", "pr_sft")})
-    paths.update(expert="e.jsonl", warmup_data="w.jsonl", mapper_model=paths["mapper_train"], expert_data="e.jsonl",
-                 rewrite_data="r.jsonl", mapper_data="m.jsonl", prompted_data="p.jsonl")
-    configs = stage_configs(cfg, 0, "tiny-random", paths)
+    configs = stage_configs(cfg, 0, "tiny-random", seed_paths(root))
     stages = [c for name, c in configs.items() if name != "protocol"]
-    assert len(stages) == 13
+    # every adapt stage, direct RL, one training per trained arm, the warm-up
+    adapt = {s for chain in arms.SOURCE_STAGES.values() for s in chain}
+    assert len(stages) == len(adapt) + 1 + len(arms.TRAINED_ARMS) + 1
     for c in stages:
         assert c.report_to == cfg.report_to and c.tracking_dir == str(root / "tracking") and c.online is False
     # turning a tracker on or off redoes nothing: the stage hash leaves the bookkeeping options out

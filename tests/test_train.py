@@ -52,7 +52,7 @@ def _config(tmp_path, data, name, **kw):
 def test_collator_keeps_our_columns_and_masks_by_length_not_by_pad_id(tok):
     rows = tokenize_examples(tok, _examples(tok, 3), max_length=512).rows
     batch = Collator(pad_token_id=tok.pad_token_id)(rows)
-    assert set(batch) == {"input_ids", "attention_mask", "labels", "behavior_logprobs", "has_behavior"}
+    assert set(batch) == {"input_ids", "attention_mask", "labels", "behavior_logprobs", "has_behavior", "dft_row"}
     assert tok.pad_token_id == tok.eos_token_id  # SmolLM2: why the pad id must never decide the mask
     for i, row in enumerate(rows):
         n = len(row["input_ids"])
@@ -280,3 +280,23 @@ def test_shipped_accelerate_configs_load(path):
         assert config.deepspeed_config["zero_stage"] == int(path.stem[-1])
     if path.stem == "fsdp":  # a full state dict makes the final save a plain HF model
         assert config.fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+
+
+# ---------------------------------------------------------------- expert-fallback rows: keep / drop / dft
+def test_fallback_rows_are_kept_dropped_or_flagged_for_dft(tmp_path, tok):
+    from sftadapt.train.stage import build_trainer
+
+    data = tmp_path / "mixed.jsonl"
+    write_records(data, _examples(tok, 6))  # rows 1, 3, 5 are self rows, 0, 2, 4 expert fallbacks
+    for fallback, n_rows, flagged in (("keep", 6, 0), ("drop", 3, 0), ("dft", 6, 3)):
+        trainer, data_, _ = build_trainer(_config(tmp_path, data, fallback, fallback=fallback))
+        rows = trainer.train_dataset.rows
+        assert len(rows) == n_rows and sum(r["dft_row"] for r in rows) == flagged
+        assert all(r["dft_row"] == (e.origin == "expert") for r, e in zip(rows, data_.examples)) or fallback != "dft"
+        assert {e.origin for e in data_.examples} == ({"self"} if fallback == "drop" else {"self", "expert"})
+    expert_only = tmp_path / "expert.jsonl"
+    write_records(expert_only, _examples(tok, 3, behaviour_every=1))  # i % 1 is never 1: all expert rows
+    with pytest.raises(ValueError, match="fallback = drop leaves no row"):
+        build_trainer(_config(tmp_path, expert_only, "none", fallback="drop"))
+    summary = train(_config(tmp_path, data, "dft_run", fallback="dft", max_steps=2))
+    assert summary["fallback"] == "dft" and summary["origins"] == {"expert": 3, "self": 3}

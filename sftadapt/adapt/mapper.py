@@ -58,7 +58,8 @@ from sftadapt.runtime.precision import normalize
 from sftadapt.verify import verifier_version
 
 UNTRAINED = "untrained"
-RL_LOG_KEYS = ("gate_pass_rate", "r_align_pass_mean", "length_ratio_mean", "reward_mean",
+RL_LOG_KEYS = ("gate_pass_rate", "r_align_pass_mean", "length_ratio_mean", "reward_mean", "r_dist_pass_mean",
+               "r_div_pass_mean",
                *[f"fail_{r}" for r in GATE_REASONS])
 
 
@@ -171,7 +172,7 @@ def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True) -> Align
         return qa_prompts[problem]
 
     return AlignmentReward(
-        score=lambda prompts, responses, entropy: engine.score(prompts, responses, entropy=entropy),
+        score=lambda prompts, responses, entropy, **kw: engine.score(prompts, responses, entropy=entropy, **kw),
         verify=verifier.verify_many,
         tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
         qa_prompt=qa_prompt, cfg=cfg)
@@ -219,15 +220,20 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
             rows.append({"prompt": P.mapper_prompt(mapper_tok, p.problem, expert, cfg.chat), "problem": p.problem,
                          "answer": p.answer, "solution": expert, "problem_id": p.id})
         reward = make_reward(engine, verifier, cfg.reward, cfg.chat)
+        score_seconds = engine.stats.get("score_seconds", 0.0)  # the target may be shared with earlier work
         summary = run_grpo(
             mapper_spec, rows, reward, cfg.grpo, out, stage="mapper_rl", log_keys=RL_LOG_KEYS, progress=progress,
             force=cfg.force, tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
-            extra_compute={"target": cfg.target, "problems": len(problems),
-                           "target_score_seconds_this_run": round(engine.stats.get("score_seconds", 0.0), 3)},
+            extra_compute={"target": cfg.target, "problems": len(problems)},
             config={"target": model_info(cfg.target), "mapper": model_info(mapper_spec), "data": cfg.data,
                     "reward": config_dict(cfg.reward), "chat": cfg.chat,
                     "target_precision": getattr(engine, "precision", {"score": cfg.dtype}),
                     "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat)})
+        # seconds the frozen target spent scoring rollouts: known only once RL has run (this process's part; a
+        # resumed run's earlier segments are not in it, as for wall_seconds_this_run)
+        summary["compute"]["target_score_seconds_this_run"] = round(engine.stats.get("score_seconds", 0.0)
+                                                                    - score_seconds, 3)
+        write_compute(out, summary["compute"])
     finally:
         if own_engine and engine is not None:
             engine.close()

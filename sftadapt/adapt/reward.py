@@ -25,7 +25,24 @@ For a rewrite ŷ of the expert solution y of problem x:
   engine says so (`finish_reason == "length"`); under TRL a rollout is cut when its last id is neither an end token
   nor pad, TRL's own test for `completions/clipped_ratio` (`stop_ids`, set by `run_grpo` from the trainer).
 - `div(ŷ)` = 1 − mean character 5-gram Jaccard similarity to the other rollouts of its group (same prompt);
-  off by default (weight 0), as in "Patch the Distribution Mismatch" (arXiv 2602.11220).
+  off by default (weight 0).
+
+`kind: patch` is the reward of "Patch the Distribution Mismatch" (arXiv 2602.11220) instead, on the same gate:
+
+    reward(ŷ) = r_task · (1 + dist_weight · r_dist(ŷ) + div_weight · r_div(ŷ))     (0 when the gate rejects ŷ)
+
+- `r_task` = 1 if ŷ passes the gate, else 0 (the paper's answer check and reasoning judge; ours: the gate above);
+- `r_dist` = sigmoid(−z), z = (ℓ − μ)/σ with ℓ = −r_align(ŷ) the length-normalised NLL under the frozen target
+  and μ, σ the mean and population sd of ℓ over the group's gate-passing rollouts (a group of one passing
+  rollout gets z = 0, r_dist = ½): closer to the target than its siblings → more than ½;
+- `r_div` = ŷ's leave-one-out contribution to the group's diversity D(S) = mean over pairs of S (the passing
+  rollouts) of (1 − cos(e_i, e_j))/2, e the scoring model's last hidden state mean-pooled over the response:
+  r_div = max(0, D(S) − D(S∖ŷ)); 0 with fewer than two passing rollouts;
+- dist_weight 0.35 and div_weight 0.5 are the paper's. Ours: e is pooled from the same forward pass that scores
+  ŷ (after the solve prompt, response tokens only), where the paper embeds ŷ alone in a separate pass.
+The group terms need the whole group at once: under TRL a group is the rollouts that share a prompt string in
+one reward call (each prompt's `num_generations` rollouts arrive together: grpo.py keeps a group in one
+generation batch), in synthesis the k rewrites of one problem.
 
 Everything here is pure: `gate_reasons`, `alignment`, `diversity` and `score_rollouts` take texts, token ids,
 verdicts and target scores and return numbers. `AlignmentReward` is the TRL/open-r1 shaped callable
@@ -58,6 +75,7 @@ from sftadapt.config import option
 GATE_REASONS = ("no_answer", "wrong_answer", "unverified", "min_tokens", "length_low", "length_high",
                 "repetition", "near_copy", "mentions_reference", "truncated")
 VARIANTS = ("mean", "centered")
+KINDS = ("alignment", "patch")
 GATE_ANSWER_FORMATS = ("boxed_strict", "any")
 # the two phrases of our reconstruction (docs/methods.md), then (ours) the MAPPER prompt's own words for the text it rewrites.
 REFERENCE_PHRASES = ["reference solution", "the given solution", "the solution below", "the original solution",
@@ -66,6 +84,10 @@ REFERENCE_PHRASES = ["reference solution", "the given solution", "the solution b
 
 @dataclass
 class RewardConfig:
+    kind: str = option("alignment", help="alignment (DART: r_align behind the gate, r_min when gated) | patch "
+                                         "(arXiv 2602.11220: gate x (1 + dist_weight r_dist + div_weight r_div))")
+    dist_weight: float = option(0.35, help="patch: weight of r_dist (the group z-scored target NLL)")
+    div_weight: float = option(0.5, help="patch: weight of r_div (leave-one-out hidden-state diversity)")
     variant: str = option("mean", help="r_align: mean (mean token log-prob under the target) | centered "
                                        "(mean of log-prob + entropy of the target's next-token distribution)")
     r_min: float = option(-10.0, help="reward of a rollout the anti-cheating gate rejects")
@@ -86,6 +108,10 @@ class RewardConfig:
                                                "(added to passing rollouts only; 0 = off)")
 
     def validate(self) -> None:
+        if self.kind not in KINDS:
+            raise ValueError(f"kind = '{self.kind}': choose one of {', '.join(KINDS)}")
+        if not (self.dist_weight >= 0 and self.div_weight >= 0):
+            raise ValueError(f"dist_weight = {self.dist_weight}, div_weight = {self.div_weight}: must be >= 0")
         if self.variant not in VARIANTS:
             raise ValueError(f"variant = '{self.variant}': choose one of {', '.join(VARIANTS)}")
         if self.answer_format not in GATE_ANSWER_FORMATS:
@@ -175,6 +201,60 @@ def diversity(texts: Sequence[str], groups: Sequence[Any], n: int = 5) -> list[f
     return out
 
 
+def patch_dist(nll: Sequence[float], eps: float = 1e-6) -> list[float]:
+    """Patch's r_dist for one group's gate-passing rollouts: sigmoid(−z) of each NLL z-scored within the group
+    (population sd; a single rollout gets ½). Lower NLL than the group → above ½."""
+    if not nll:
+        return []
+    mu = sum(nll) / len(nll)
+    sigma = math.sqrt(sum((x - mu) ** 2 for x in nll) / len(nll)) if len(nll) > 1 else 1.0
+    return [1.0 / (1.0 + math.exp((x - mu) / (sigma + eps))) for x in nll]
+
+
+def _pair_distance(embeddings: Sequence[Sequence[float]]):
+    import numpy as np
+
+    e = np.asarray(embeddings, dtype=float)
+    e = e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
+    return (1.0 - e @ e.T) / 2.0
+
+
+def set_diversity(distance, members: Sequence[int]) -> float:
+    """Mean pairwise distance over `members` (0 for fewer than two)."""
+    pairs = [(a, b) for k, a in enumerate(members) for b in members[k + 1:]]
+    return sum(float(distance[a][b]) for a, b in pairs) / len(pairs) if pairs else 0.0
+
+
+def patch_div(embeddings: Sequence[Sequence[float]]) -> list[float]:
+    """Patch's r_div for one group's gate-passing rollouts: max(0, D(S) − D(S without i)), D the mean pairwise
+    cosine distance (1 − cos)/2 of the embeddings."""
+    m = len(embeddings)
+    if m < 2:
+        return [0.0] * m
+    dist = _pair_distance(embeddings)
+    full = set_diversity(dist, list(range(m)))
+    return [max(0.0, full - set_diversity(dist, [j for j in range(m) if j != i])) for i in range(m)]
+
+
+def patch_rewards(passed: Sequence[bool], nll: Sequence[float | None], embeddings: Sequence[Any],
+                  groups: Sequence[Any], cfg: RewardConfig) -> list[tuple[float, float | None, float | None]]:
+    """(reward, r_dist, r_div) per rollout under `kind: patch`; the group terms over each group's passing
+    rollouts only. A gated rollout gets (0, None, None)."""
+    out: list[tuple[float, float | None, float | None]] = [(0.0, None, None)] * len(passed)
+    for key in dict.fromkeys(groups):
+        members = [i for i, g in enumerate(groups) if g == key and passed[i]]
+        if not members:
+            continue
+        dist = patch_dist([nll[i] for i in members])
+        if cfg.div_weight > 0 and any(embeddings[i] is None for i in members):
+            raise ValueError("the patch reward's diversity needs the scoring model's hidden states "
+                             "(score with hidden=True, engine backend hf)")
+        div = patch_div([embeddings[i] for i in members]) if cfg.div_weight > 0 else [0.0] * len(members)
+        for i, d, v in zip(members, dist, div):
+            out[i] = (1.0 + cfg.dist_weight * d + cfg.div_weight * v, d, v)
+    return out
+
+
 @dataclass
 class RolloutScore:
     """Everything the reward decided about one rollout."""
@@ -188,12 +268,17 @@ class RolloutScore:
     r_align: float | None = None  # only computed for rollouts that pass the gate
     diversity: float | None = None
     target_logprobs: list[float] | None = None  # per token of the response (end token included)
+    r_dist: float | None = None  # kind patch, passing rollouts only
+    r_div: float | None = None
 
     def record(self) -> dict[str, Any]:
         """The JSON-able summary kept with an attempt (no per-token lists)."""
         ratio = self.length_ratio if math.isfinite(self.length_ratio) else None
-        return {"passed": self.passed, "gate_reasons": self.reasons, "reward": self.reward, "r_align": self.r_align,
-                "n_tokens": self.n_tokens, "length_ratio": ratio, "diversity": self.diversity}
+        out = {"passed": self.passed, "gate_reasons": self.reasons, "reward": self.reward, "r_align": self.r_align,
+               "n_tokens": self.n_tokens, "length_ratio": ratio, "diversity": self.diversity}
+        if self.r_dist is not None:
+            out.update(r_dist=self.r_dist, r_div=self.r_div)
+        return out
 
 
 def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], references: Sequence[str],
@@ -224,6 +309,14 @@ def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], refere
             score.target_logprobs = list(ts.logprobs)
             score.reward = score.r_align + cfg.diversity_weight * (div[i] or 0.0)
         out.append(score)
+    if cfg.kind == "patch":
+        # ℓ = −mean log-prob (the centered variant's entropy term is not part of Patch's NLL)
+        nll = [-alignment(s.target_logprobs) if s.passed else None for s in out]
+        hidden = [getattr(target_scores[i], "hidden", None) if out[i].passed else None for i in range(len(out))]
+        for s, (reward, r_dist, r_div) in zip(out, patch_rewards([s.passed for s in out], nll, hidden,
+                                                                 groups if groups is not None else [0] * len(out),
+                                                                 cfg)):
+            s.reward, s.r_dist, s.r_div = reward, r_dist, r_div
     return out
 
 
@@ -233,8 +326,12 @@ def summarize_scores(scores: Sequence[RolloutScore]) -> dict[str, float | None]:
     n = len(scores)
     passing = [s.r_align for s in scores if s.passed and s.r_align is not None]
     ratios = [s.length_ratio for s in scores if math.isfinite(s.length_ratio)]
+    dists = [s.r_dist for s in scores if s.r_dist is not None]
+    divs = [s.r_div for s in scores if s.r_div is not None]
     stats: dict[str, float | None] = {
         "gate_pass_rate": sum(s.passed for s in scores) / n if n else None,
+        "r_dist_pass_mean": sum(dists) / len(dists) if dists else None,  # kind patch
+        "r_div_pass_mean": sum(divs) / len(divs) if divs else None,
         "r_align_pass_mean": sum(passing) / len(passing) if passing else None,
         "length_ratio_mean": sum(ratios) / len(ratios) if ratios else None,
         "reward_mean": sum(s.reward for s in scores) / n if n else None,
@@ -265,7 +362,8 @@ class AlignmentReward:
     """DART's reward as a TRL `GRPOTrainer` reward function.
 
     Injected (so the reward itself stays free of models and processes):
-    - `score(prompts, responses, entropy) -> list[TokenScores]`: the frozen target's `Engine.score`;
+    - `score(prompts, responses, entropy, hidden=...) -> list[TokenScores]`: the frozen target's `Engine.score`
+      (`hidden` is asked for only by `kind: patch`, for its diversity term);
     - `verify(golds, texts) -> list[Verdict]`: objects with `.verdict` (correct | wrong | no_answer | timeout |
       error) and `.rule` (the extraction rule), e.g. `Verifier.verify_many`;
     - `tokenize(text) -> list[int]`: the target tokenizer's ids of a response without the end token;
@@ -304,8 +402,9 @@ class AlignmentReward:
                                                                   verdicts[i], self.cfg, rules[i], cut[i])]
         target_scores: list[Any] = [None] * len(texts)
         if keep:
+            hidden = {"hidden": True} if self.cfg.kind == "patch" and self.cfg.div_weight > 0 else {}
             scored = self.score([self.qa_prompt(problems[i]) for i in keep], [texts[i] for i in keep],
-                                self.cfg.variant == "centered")
+                                self.cfg.variant == "centered", **hidden)
             for i, ts in zip(keep, scored):
                 target_scores[i] = ts
                 self.counters.scored_tokens += len(ts.logprobs)

@@ -475,7 +475,7 @@ def rewrite_summary(cfg: RewriteConfig, stores: dict, problems: Sequence[Problem
                           for o, v in origins.items() if v["rows"] == 0},
         "stages": stage_stats,
         "totals": {k: round(sum(s[k] for s in stage_stats.values()), 3)
-                   for k in ("seconds", "engine_seconds", "generated_tokens", "scored_tokens")},
+                   for k in ("seconds", "engine_seconds", "score_seconds", "generated_tokens", "scored_tokens")},
     }
 
 

@@ -45,6 +45,9 @@ class TokenScores:
     token_ids: list[int]
     logprobs: list[float]
     entropies: list[float] | None = None
+    # the scoring model's last hidden state mean-pooled over the response tokens (score with hidden=True): the
+    # embedding the Patch reward's diversity term compares (adapt/reward.py)
+    hidden: list[float] | None = None
 
     @property
     def mean_logprob(self) -> float:
@@ -101,9 +104,10 @@ class Engine(Protocol):
         ...
 
     def score(
-        self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False
+        self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False, hidden: bool = False
     ) -> list[TokenScores]:
-        """Per-token log-probs (and optionally entropies) of each response after its prompt."""
+        """Per-token log-probs (and optionally entropies, and the mean-pooled last hidden state over the
+        response: `hidden`, hf only) of each response after its prompt."""
         ...
 
     def close(self) -> None:

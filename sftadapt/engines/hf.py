@@ -171,7 +171,8 @@ class HFEngine:
 
     # ------------------------------------------------------------ score
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False,
+              hidden: bool = False) -> list[TokenScores]:
         start = time.perf_counter()
         pairs = P.score_pairs(self.tokenizer, prompts, responses)
         order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][0]) + len(pairs[k][1])))
@@ -189,17 +190,19 @@ class HFEngine:
                 rows.append(k)
                 longest = new_longest
                 b += 1
-            for k, scores in zip(rows, self._score_batch([pairs[k] for k in rows], longest, pad, entropy)):
+            for k, scores in zip(rows, self._score_batch([pairs[k] for k in rows], longest, pad, entropy, hidden)):
                 results[k] = scores
         self.stats["score_seconds"] += time.perf_counter() - start
         self.stats["scored_tokens"] += sum(len(r) for _, r in pairs)
         return results  # type: ignore[return-value]
 
-    def _score_batch(self, pairs, longest: int, pad: int, entropy: bool) -> list[TokenScores]:
+    def _score_batch(self, pairs, longest: int, pad: int, entropy: bool, hidden: bool = False) -> list[TokenScores]:
         input_ids, attention = _left_pad([p + r for p, r in pairs], pad, self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
         out = self.score_model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                         logits_to_keep=longest + 1, use_cache=False)
+                               logits_to_keep=longest + 1, use_cache=False, output_hidden_states=hidden)
+        # the last layer's states at the response tokens (left padding: a row's response is its last n positions)
+        last = out.hidden_states[-1].float() if hidden else None
         # logits at position t predict token t+1: drop the last position's, align with the last `longest` tokens
         logits = out.logits[:, :-1].float()
         logp_all = torch.log_softmax(logits, dim=-1)
@@ -213,6 +216,7 @@ class HFEngine:
                 token_ids=list(response_ids),
                 logprobs=token_logp[row, longest - n:].tolist(),
                 entropies=ent[row, longest - n:].tolist() if ent is not None else None,
+                hidden=last[row, last.shape[1] - n:].mean(0).tolist() if last is not None and n else None,
             ))
         return scores
 

@@ -346,7 +346,11 @@ class OpenAIEngine:
                 self._replay_chars -= old
 
     # ------------------------------------------------------------ score
-    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False,
+              hidden: bool = False) -> list[TokenScores]:
+        if hidden:
+            raise ValueError("the openai backend cannot return hidden states (the Patch reward's diversity needs "
+                             "them): score with engine.backend hf for this role")
         if entropy:
             raise ValueError("the openai backend cannot score entropies (a server returns top-k log-probs, not "
                              "the distribution): use engine.backend hf or vllm for this role")

@@ -114,10 +114,14 @@ class VLLMEngine:
         self.stats["generate_seconds"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False) -> list[TokenScores]:
+    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False,
+              hidden: bool = False) -> list[TokenScores]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
+        if hidden:
+            raise ValueError("the vllm backend returns no hidden states (the Patch reward's diversity needs them): "
+                             "score with engine.backend hf for this role")
         if entropy:
             raise ValueError("the vllm backend cannot score entropies (it returns top-k log-probs): use hf")
         start = time.perf_counter()

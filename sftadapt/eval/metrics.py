@@ -2,6 +2,8 @@
 
 Input is one `ProblemSamples` per problem (the verdicts and extracted answers of its n samples); every metric
 is a mean over problems of a per-problem score, and its 95% interval is a percentile bootstrap over problems.
+Across several seeds of a study, `hierarchical_bootstrap` resamples seeds, then problems (report/study.py), and
+`describe_delta` words a delta so that an interval holding 0 reads "no detectable difference", never "no change".
 
 - **avg@n**: per problem `c/n` (c = samples judged `correct`), averaged over problems. With n=1 and greedy
   decoding it is plain accuracy. It is the papers' headline number (avg@16 at T=1).
@@ -179,6 +181,60 @@ def bootstrap_delta(scores: Sequence[float], baseline: Sequence[float], paired: 
     """`mean(scores) - mean(baseline)` with a bootstrap interval; paired = same problems in the same order
     (resample problems once, average the differences), else each side is resampled on its own."""
     return bootstrap_macro_delta([scores], [baseline], [paired], n_boot=n_boot, seed=seed, confidence=confidence)
+
+
+def hierarchical_bootstrap(groups: Sequence[np.ndarray], baseline_groups: Sequence[np.ndarray] | None = None,
+                           n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
+                           confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
+    """Mean over groups (benchmarks) of a seeds × problems score matrix's mean, minus the same for
+    `baseline_groups` if given, with a two-level percentile-bootstrap interval: seeds, then problems.
+
+    `groups[g][s, p]` is seed s's score on problem p of benchmark g; every seed scores the same problems in the
+    same column order (a crossed design: one test set, several training runs). A replicate draws S seeds with
+    replacement (one draw for all benchmarks: a seed is one whole run of the study) and, per benchmark, P problems
+    with replacement, and averages the drawn block. The interval therefore holds both what a re-run with another
+    seed moves and what another test set would: with 3 seeds the seed level is coarse, and the interval is wide
+    exactly when the seeds disagree.
+
+    `baseline_groups[g]` (same shape): the delta is paired within seeds and problems — seed s of the arm against
+    seed s of the baseline (they share that seed's warm-up, data draw and test problems), problem p against p —
+    so one draw of seeds and problems applies to both sides. With one seed the seed level is skipped and this is
+    exactly `bootstrap_macro_delta` (paired) on the single row. Returns {"value", "lo", "hi"}."""
+    arrays = [np.atleast_2d(np.asarray(g, dtype=float)) for g in groups]
+    if baseline_groups is not None:
+        bases = [np.atleast_2d(np.asarray(g, dtype=float)) for g in baseline_groups]
+        if len(bases) != len(arrays) or any(a.shape != b.shape for a, b in zip(arrays, bases)):
+            raise ValueError("hierarchical bootstrap: each baseline group needs the arm's seeds × problems shape, got "
+                             f"{[a.shape for a in arrays]} and {[b.shape for b in bases]}")
+        arrays = [a - b for a, b in zip(arrays, bases)]
+    if not arrays or any(a.size == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
+        raise ValueError("hierarchical bootstrap: every group needs problems, and all groups the same seeds")
+    n_seeds = arrays[0].shape[0]
+    if n_seeds == 1:
+        return bootstrap_macro_delta([a[0] for a in arrays], n_boot=n_boot, seed=seed, confidence=confidence)
+    rng = np.random.default_rng(seed)
+    seed_draws = rng.integers(0, n_seeds, size=(n_boot, n_seeds))
+    value, replicates = 0.0, np.zeros(n_boot)
+    for a in arrays:
+        value += a.mean()
+        per_problem = a[seed_draws].mean(axis=1)  # (n_boot, P): each problem's mean over the drawn seeds
+        problem_draws = rng.integers(0, a.shape[1], size=(n_boot, a.shape[1]))
+        replicates += np.take_along_axis(per_problem, problem_draws, axis=1).mean(axis=1)
+    alpha = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(replicates / len(arrays), [alpha, 1.0 - alpha])
+    return {"value": float(value / len(arrays)), "lo": float(lo), "hi": float(hi)}
+
+
+def describe_delta(value: float, lo: float, hi: float, scale: float = 100.0, unit: str = " points") -> str:
+    """Words for a delta and its interval that never read "no detectable difference" as "no difference":
+    an interval that holds 0 says the data cannot tell the sign, and how large an effect it still allows."""
+    if lo > 0:
+        return f"higher by {scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
+    if hi < 0:
+        return f"lower by {-scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
+    return (f"no detectable difference: {scale * value:+.1f}{unit}, and the 95% interval "
+            f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {-scale * lo:.1f} to a gain of "
+            f"{scale * hi:.1f}")
 
 
 # ---------------------------------------------------------------- summary

@@ -3,7 +3,10 @@ gap column of the study report (study.py) and the HTML report (html.py), read fr
 
 Compute charged to an arm = the stages that built its training set (arms.SOURCE_STAGES: the rewrite, or the
 mapper's RL and synthesis, ...) + its own training; `direct_rl` = its GRPO run. Tokens are counted as each
-stage's compute.json records them (generated, scored by a frozen model, trained).
+stage's compute.json records them (generated, scored by a frozen model, trained). Like for like between DART and
+direct RL: both are charged the prompt + completion tokens their GRPO policy processed (`tokens_trained`), the
+rollout tokens it generated and the seconds of the stage; `score_seconds` is the frozen target's scoring time
+(DART's reward, the synthesis and rewrite gap scores), part of `seconds`, shown so the reward's cost is visible.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ def gap_source(arm: str) -> tuple[str, str] | None:
     if arm not in arms.TRAINED_ARMS:
         return None
     source = arms.TRAINED_ARMS[arm][0]
-    return ("rewrite", "expert_set") if source == "expert" else (source, "final_set")
+    return ("rewrite", "expert_set") if source == "expert" else (arms.SOURCE_STAGES[source][-1], "final_set")
 
 
 def arm_gap(arm: str, results: dict[str, dict[str, Any]]) -> float | None:
@@ -35,7 +38,8 @@ def arm_gap(arm: str, results: dict[str, dict[str, Any]]) -> float | None:
     if gap_source(arm) is None:
         return None
     stage, key = gap_source(arm)
-    for name in ([stage] + ["rewrite", "mapper", "prompted"] if key == "expert_set" else [stage]):
+    last_stages = [chain[-1] for chain in arms.SOURCE_STAGES.values() if chain]
+    for name in ([stage] + last_stages if key == "expert_set" else [stage]):
         gap = (results.get(name) or {}).get("gap") or {}
         if gap.get(key) is not None:
             return float(gap[key])
@@ -49,15 +53,19 @@ def _compute_file(folder: Path) -> dict[str, Any]:
 
 def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Tokens generated / scored / trained, optimiser steps and seconds that producing `arm` took."""
-    total = {"tokens_generated": 0, "tokens_scored": 0, "tokens_trained": 0, "optimizer_steps": 0, "seconds": 0.0}
+    total = {"tokens_generated": 0, "tokens_scored": 0, "tokens_trained": 0, "optimizer_steps": 0, "seconds": 0.0,
+             "score_seconds": 0.0}
     for stage in adapt_stages(arm):
         res = results.get(stage) or {}
         comp = _compute_file(root / stage)
         totals = res.get("totals") or {}
         total["tokens_generated"] += int(comp.get("tokens_generated", totals.get("generated_tokens", 0)) or 0)
         total["tokens_scored"] += int(comp.get("tokens_scored", totals.get("scored_tokens", 0)) or 0)
+        total["tokens_trained"] += int(comp.get("policy_tokens_processed", 0) or 0)  # mapper RL's policy
         total["optimizer_steps"] += int(comp.get("optimizer_steps", 0) or 0)
         total["seconds"] += float(res.get("stage_seconds", 0.0))
+        total["score_seconds"] += float(comp.get("score_seconds", comp.get("target_score_seconds_this_run",
+                                                                          totals.get("score_seconds", 0.0))) or 0.0)
     if arm == "direct_rl":
         res, comp = results.get("direct_rl") or {}, _compute_file(root / "direct_rl")
         total.update(tokens_generated=int(comp.get("tokens_generated", 0)),
@@ -71,4 +79,5 @@ def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dic
         total["optimizer_steps"] += int(train["steps"])
         total["seconds"] += float(train.get("stage_seconds", 0.0))
     total["seconds"] = round(total["seconds"], 1)
+    total["score_seconds"] = round(total["score_seconds"], 1)
     return total

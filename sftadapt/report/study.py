@@ -1,12 +1,13 @@
 """The end of `sftadapt run`: one table per study with accuracy, the gap of each training set, and compute.
 
 Per seed, the eval folders of every arm go through `report.report` (same protocol enforced, paired deltas
-against the base arm, plots). Across seeds (`pooled_cells`), every seed scores the same test problems, so each
-problem's score is averaged over the seeds first; an arm's accuracy is the mean of those, its 95% interval a
-bootstrap over problems, and its delta against base a paired bootstrap of the per-problem differences. The
-standard deviation of the per-seed accuracies is shown beside it: the interval measures how much the test set
-could move the number, the sd how much a re-run (new data, sampling, training seed) does. With one seed the
-cells equal the per-seed report's.
+against the base arm, plots). Across seeds (`pooled_cells`), every seed scores the same test problems: an arm's
+accuracy is the mean over seeds and problems, and its 95% interval a hierarchical bootstrap (eval/metrics.py
+`hierarchical_bootstrap`): seeds are resampled, then problems, so the interval holds both what a re-run with
+another seed (new data draw, sampling, training seed) moves and what another test set would. The delta against
+base is paired within seeds and problems: seed s of the arm against seed s of base (they share that seed's
+warm-up and data), problem against problem. The sd of the per-seed accuracies is shown beside it. With one seed
+there is no seed level and the cells equal the per-seed report's.
 
 Besides study.json and study.md, `study.html` (report_html.py): the same table with every plot, the training and
 RL curves and a browser over every eval sample and adapted training row, in one self-contained page.
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from sftadapt import arms as arm_table
+from sftadapt.eval.metrics import describe_delta
 from sftadapt.report.compute import arm_compute, arm_gap
 
 
@@ -37,13 +39,30 @@ def _arm_scores(eval_dir: Path, metric: str) -> dict[str, tuple[list[str], np.nd
     return {b: problem_scores(bench, metric) for b, bench in load_run(eval_dir)["results"]["benchmarks"].items()}
 
 
-def seed_averaged(per_seed: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
-    """Each problem's score averaged over seeds, on the problems every seed scored (in the first seed's order)."""
-    maps = [dict(zip(ids, scores)) for ids, scores in per_seed]
-    ids = [pid for pid in per_seed[0][0] if all(pid in m for m in maps)]
+def seed_matrix(per_seed: Sequence[tuple[list[str], np.ndarray]],
+                ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+    """Seeds × problems scores on the problems every seed scored (in the first seed's order, or `ids`')."""
+    maps = [dict(zip(pids, scores)) for pids, scores in per_seed]
+    ids = [pid for pid in (ids if ids is not None else per_seed[0][0]) if all(pid in m for m in maps)]
     if not ids:
         raise ValueError("the seeds share no scored problem: were they evaluated on different test sets?")
-    return ids, np.array([statistics.fmean(float(m[pid]) for m in maps) for pid in ids])
+    return ids, np.array([[float(m[pid]) for pid in ids] for m in maps])
+
+
+def seed_averaged(per_seed: Sequence[tuple[list[str], np.ndarray]]) -> tuple[list[str], np.ndarray]:
+    """Each problem's score averaged over seeds, on the problems every seed scored (in the first seed's order)."""
+    ids, matrix = seed_matrix(per_seed)
+    return ids, matrix.mean(axis=0)
+
+
+def paired_matrices(arm: Sequence[tuple[list[str], np.ndarray]], base: Sequence[tuple[list[str], np.ndarray]]
+                    ) -> tuple[np.ndarray, np.ndarray]:
+    """The arm's and base's seeds × problems matrices on the problems both scored in every seed, same column
+    order; row s of each is seed s (the study lists both arms' seeds in one order)."""
+    if len(arm) != len(base):
+        raise ValueError(f"the arm has {len(arm)} seeds and base {len(base)}: a paired delta needs the same seeds")
+    ids, base_matrix = seed_matrix(base, seed_matrix(arm)[0])
+    return seed_matrix(arm, ids)[1], base_matrix
 
 
 def pooled_cells(arm: dict[str, list[tuple[list[str], np.ndarray]]],
@@ -51,25 +70,24 @@ def pooled_cells(arm: dict[str, list[tuple[list[str], np.ndarray]]],
                  n_boot: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
     """One cell per benchmark and a `mean` cell (unweighted over benchmarks) for an arm scored by several seeds:
     {benchmark: [(problem ids, per-problem scores) per seed]} -> mean over seeds with a bootstrap interval over
-    problems, sd and values per seed, and (given the base arm's scores) the paired delta with its interval."""
-    from sftadapt.eval.metrics import DEFAULT_BOOTSTRAP, bootstrap_macro_delta
-    from sftadapt.report.markdown import aligned
+    problems, sd and values per seed, and (given the base arm's scores) the paired delta with its interval, both
+    from the hierarchical bootstrap (seeds, then problems)."""
+    from sftadapt.eval.metrics import DEFAULT_BOOTSTRAP, hierarchical_bootstrap
 
     n_boot = n_boot or DEFAULT_BOOTSTRAP
-    groups = {b: seed_averaged(runs) for b, runs in arm.items()}
-    base_groups = {b: seed_averaged(runs) for b, runs in base.items()} if base else {}
+    matrices = {b: seed_matrix(runs)[1] for b, runs in arm.items()}
+    pairs = {b: paired_matrices(arm[b], base[b]) for b in arm} if base else {}
     per_seed = {b: [float(np.mean(sc)) for _, sc in runs] for b, runs in arm.items()}
     per_seed["mean"] = [statistics.fmean(vals) for vals in zip(*per_seed.values())]
     cells: dict[str, dict[str, Any]] = {}
     for name, bench in [(b, [b]) for b in arm] + [("mean", list(arm))]:
-        est = bootstrap_macro_delta([groups[b][1] for b in bench], n_boot=n_boot, seed=seed)
+        est = hierarchical_bootstrap([matrices[b] for b in bench], n_boot=n_boot, seed=seed)
         cell = {"mean": est["value"], "ci": [est["lo"], est["hi"]], "per_seed": per_seed[name],
                 "sd": statistics.stdev(per_seed[name]) if len(per_seed[name]) > 1 else None,
                 "delta": None, "delta_ci": None}
-        if base_groups:
-            pairs = [aligned(groups[b], base_groups[b]) for b in bench]
-            d = bootstrap_macro_delta([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs],
-                                      n_boot=n_boot, seed=seed)
+        if pairs:
+            d = hierarchical_bootstrap([pairs[b][0] for b in bench], [pairs[b][1] for b in bench], n_boot=n_boot,
+                                       seed=seed)
             cell.update(delta=d["value"], delta_ci=[d["lo"], d["hi"]])
         cells[name] = cell
     return cells
@@ -163,8 +181,9 @@ def to_markdown(study: dict[str, Any]) -> str:
     p = study["protocol"]
     n_seeds = len(study["seeds"])
     spread = ("95% bootstrap interval over problems" if n_seeds == 1 else
-              f"mean over {n_seeds} seeds (seeds {', '.join(map(str, study['seeds']))}) [95% bootstrap interval over "
-              "problems, each problem's score averaged over the seeds] and the sd of the per-seed accuracies")
+              f"mean over {n_seeds} seeds (seeds {', '.join(map(str, study['seeds']))}) [95% hierarchical bootstrap "
+              "interval: seeds resampled, then problems] and the sd of the per-seed accuracies; Δ paired within "
+              "seeds and problems. A Δ interval that holds 0 means no detectable difference, not no difference")
     lines = [f"# {study['name']}: {study['metric']} (%) per arm", "",
              f"Protocol `{p['name']}` ({p['hash']}): n={p['n']}, T={p['temperature']}, top_p={p['top_p']}, "
              f"{p['max_new_tokens']} new tokens, chat={p['chat']}, seed={p['seed']}. Cells: {spread}. "
@@ -176,13 +195,19 @@ def to_markdown(study: dict[str, Any]) -> str:
         gap = "–" if a["gap"] is None else f"{a['gap']:.3f}"
         lines.append(f"| {a['label']} | {gap} | " + " | ".join(_cell(b.get(x)) for x in study["benchmarks"])
                      + f" | {_cell(b.get('mean'))} | {_delta(b.get('mean'))} |")
+    readings = [f"- {a['label']}: {describe_delta(c['delta'], *c['delta_ci'])}" for a in study["arms"]
+                if (c := a["benchmarks"].get("mean")) and c.get("delta") is not None and c.get("delta_ci")]
+    if readings:
+        lines += ["", "Mean over benchmarks against base, in words:", "", *readings]
     lines += ["", "## Compute per arm (beyond the shared warm-up)", "",
-              "| arm | tokens generated | tokens scored | tokens trained | optimizer steps | wall s |",
-              "|---|---|---|---|---|---|"]
+              "| arm | tokens generated | tokens scored | tokens trained | optimizer steps | wall s | scoring s |",
+              "|---|---|---|---|---|---|---|"]
     for a in study["arms"]:
         c = a["compute"]
         lines.append(f"| {a['label']} | {c['tokens_generated']:.0f} | {c['tokens_scored']:.0f} | "
-                     f"{c['tokens_trained']:.0f} | {c['optimizer_steps']:.0f} | {c['seconds']:.0f} |")
-    lines += ["", "tokens trained: response tokens through the SFT loss (GRPO: prompt + completion tokens through "
-              "the policy). Arms sharing an adaptation are each charged its full cost."]
+                     f"{c['tokens_trained']:.0f} | {c['optimizer_steps']:.0f} | {c['seconds']:.0f} | "
+                     f"{c.get('score_seconds', 0):.0f} |")
+    lines += ["", "tokens trained: response tokens through the SFT loss, plus, for GRPO (direct RL, and DART's "
+              "mapper RL), the prompt + completion tokens through the policy. scoring s: seconds the frozen target "
+              "spent scoring (part of wall s). Arms sharing an adaptation are each charged its full cost."]
     return "\n".join(lines) + "\n"

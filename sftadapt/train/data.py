@@ -12,7 +12,8 @@
   behaviour log-probs); a prompt that leaves no room for a response token drops the row (counted).
 - `Collator` pads on the right and keeps our columns: `labels` (-100 on prompt and padding; built from lengths,
   NEVER from the pad id, because SmolLM2's pad is its EOS and the EOS is trained on), `behavior_logprobs`
-  (aligned with `labels`, 0 off the response) and `has_behavior` (per row).
+  (aligned with `labels`, 0 off the response), `has_behavior` and `dft_row` (per row: train it with DFT's weight,
+  the `fallback: dft` option).
 """
 
 from __future__ import annotations
@@ -104,8 +105,10 @@ class TokenizedRows:
     dropped: list[str] = field(default_factory=list)  # ids of rows whose prompt alone fills max_length
 
 
-def tokenize_example(tokenizer, example: Example, max_length: int, chat: bool = True) -> tuple[dict | None, bool]:
-    """One row as token lists (input_ids, labels, behavior_logprobs, has_behavior) and whether it was truncated.
+def tokenize_example(tokenizer, example: Example, max_length: int, chat: bool = True,
+                     dft_origins: frozenset[str] = frozenset()) -> tuple[dict | None, bool]:
+    """One row as token lists (input_ids, labels, behavior_logprobs, has_behavior, dft_row: its origin is in
+    `dft_origins`) and whether it was truncated.
 
     Returns (None, False) when the prompt leaves no room for a single response token."""
     prompt_ids = prompts.prompt_token_ids(tokenizer, prompts.solve_prompt(tokenizer, example.problem, chat=chat))
@@ -129,13 +132,15 @@ def tokenize_example(tokenizer, example: Example, max_length: int, chat: bool = 
         "labels": [IGNORE_INDEX] * len(prompt_ids) + response_ids,
         "behavior_logprobs": [0.0] * len(prompt_ids) + behavior,
         "has_behavior": has_behavior,
+        "dft_row": example.origin in dft_origins,
     }, truncated
 
 
-def tokenize_examples(tokenizer, examples: list[Example], max_length: int, chat: bool = True) -> TokenizedRows:
+def tokenize_examples(tokenizer, examples: list[Example], max_length: int, chat: bool = True,
+                      dft_origins: frozenset[str] = frozenset()) -> TokenizedRows:
     out = TokenizedRows(rows=[])
     for example in examples:
-        row, truncated = tokenize_example(tokenizer, example, max_length, chat)
+        row, truncated = tokenize_example(tokenizer, example, max_length, chat, dft_origins)
         if row is None:
             out.dropped.append(example.id)
             continue
@@ -175,6 +180,7 @@ class Collator:
             "labels": torch.full((len(rows), width), IGNORE_INDEX, dtype=torch.long),
             "behavior_logprobs": torch.zeros((len(rows), width), dtype=torch.float32),
             "has_behavior": torch.tensor([bool(r["has_behavior"]) for r in rows], dtype=torch.bool),
+            "dft_row": torch.tensor([bool(r.get("dft_row", False)) for r in rows], dtype=torch.bool),
         }
         for i, row in enumerate(rows):
             n = len(row["input_ids"])

@@ -11,6 +11,8 @@ micro-batches of a step therefore gives the loss of one big batch, and the same 
 - `nll`: w = 1.
 - `dft` (arXiv 2508.05629): w = p = π_θ(y_t|·), or max(p, p_min) with the floor `dft_floor` > 0 (default off),
   for tokens such as EOS that start at a very low probability.
+- per-row DFT (`dft_rows`, the `fallback: dft` option of train): the rows flagged take DFT's weight whatever the
+  loss of the others, e.g. the expert-fallback rows of an adapted set trained with dft while the rest use nll.
 - `is` (Mind the Gap's correction after rewriting): w = min(exp(log π_θ − log π_β), c) with π_β the
   probability under the policy that produced the row (`behavior_logprobs`). Rows without behaviour log-probs
   (expert fallback) take π_β = 1, so their weight is DFT's p. `is_level="sequence"` uses one ratio per row, the
@@ -61,8 +63,21 @@ def token_weights(
     dft_floor: float = 0.0,
     is_clip: float | None = 5.0,
     is_level: str = "token",
+    dft_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-token weights (detached, 0 off the mask) and a bool tensor of the tokens whose ratio was clipped."""
+    """Per-token weights (detached, 0 off the mask) and a bool tensor of the tokens whose ratio was clipped.
+    `dft_rows` (B,) bool: rows whose weights are DFT's whatever `loss_type` says."""
+    weights, clipped = _loss_weights(logp, mask, loss_type, behavior_logprobs, has_behavior, dft_floor, is_clip,
+                                     is_level)
+    if dft_rows is not None and loss_type != "dft" and bool(dft_rows.any()):
+        rows = dft_rows.bool().view(-1, 1)
+        dft, _ = _loss_weights(logp, mask, "dft", dft_floor=dft_floor)
+        weights, clipped = torch.where(rows, dft, weights), clipped & ~rows
+    return weights, clipped
+
+
+def _loss_weights(logp, mask, loss_type, behavior_logprobs=None, has_behavior=None, dft_floor=0.0, is_clip=5.0,
+                  is_level="token") -> tuple[torch.Tensor, torch.Tensor]:
     mask = mask.bool()
     logp = logp.detach()
     no_clip = torch.zeros_like(mask)
@@ -129,6 +144,7 @@ def sft_loss(
     is_level: str = "token",
     is_self_normalize: bool = False,
     weight_total: float | torch.Tensor | None = None,
+    dft_rows: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, LossStats]:
     """The loss of one micro-batch, normalised by the step's response-token count `num_tokens`.
 
@@ -140,7 +156,7 @@ def sft_loss(
     if num_tokens is None:
         num_tokens = local_tokens
     weights, clipped = token_weights(
-        logp, mask, loss_type, behavior_logprobs, has_behavior, dft_floor, is_clip, is_level
+        logp, mask, loss_type, behavior_logprobs, has_behavior, dft_floor, is_clip, is_level, dft_rows
     )
     loss_weights = weights
     if is_self_normalize and loss_type == "is":

@@ -61,6 +61,8 @@ from sftadapt.train.losses import (
 )
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
+# what to do with an adapted set's expert-fallback rows (origin "expert": no self, guided or mapped response)
+FALLBACKS = ("keep", "drop", "dft")
 LOG_FILE = "train_log.jsonl"
 
 
@@ -75,6 +77,8 @@ class TrainConfig:
     is_clip: float = option(5.0, help="is: clip the ratio at this value (0 = no clipping)")
     is_level: str = option("token", help="is: token (one ratio per token) | sequence (geometric mean per row)")
     is_self_normalize: bool = option(False, help="is: rescale weights to mean 1 over the optimiser step")
+    fallback: str = option("keep", help="expert-fallback rows (origin expert) of an adapted set: keep (train them "
+                           "with `loss`) | drop (leave them out) | dft (DFT's weight for them, `loss` for the rest)")
     lr: float = option(5e-5, help="peak learning rate (Mind the Gap: 5e-5 full fine-tuning; LoRA often 1e-4)")
     epochs: float = option(1.0, help="passes over the data (ignored when max_steps > 0)")
     max_steps: int = option(-1, help="optimiser steps; -1 = from epochs")
@@ -113,7 +117,7 @@ class TrainConfig:
     def validate(self) -> None:
         check_passthrough(self.trainer_args, TrainingArguments, "trainer_args", _OURS)
         tracking.check_report_to(self.report_to)
-        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS}
+        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "fallback": FALLBACKS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} = '{getattr(self, name)}': choose one of {', '.join(allowed)}")
@@ -166,6 +170,10 @@ class SFTLossTrainer(Trainer):
         return {"loss_type": c.loss, "dft_floor": c.dft_floor, "is_clip": c.is_clip or None, "is_level": c.is_level}
 
     @staticmethod
+    def _dft_rows(batch) -> torch.Tensor | None:
+        return batch.get("dft_row")
+
+    @staticmethod
     def _shifted(inputs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """Targets and behaviour log-probs moved one left, so position t holds the token logits[t] predicts."""
         targets = torch.nn.functional.pad(inputs["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
@@ -203,8 +211,8 @@ class SFTLossTrainer(Trainer):
         with self.compute_loss_context_manager():
             for batch in batches:
                 logp, mask, behavior = self._token_logprobs(self.model_wrapped, batch)
-                weights, _ = token_weights(logp, mask, behavior_logprobs=behavior,
-                                           has_behavior=batch["has_behavior"], **self._loss_kwargs())
+                weights, _ = token_weights(logp, mask, behavior_logprobs=behavior, has_behavior=batch["has_behavior"],
+                                           dft_rows=self._dft_rows(batch), **self._loss_kwargs())
                 total += weights.sum()
         if self.args.world_size > 1:
             total = self.accelerator.gather(total).sum().view(1)
@@ -215,7 +223,7 @@ class SFTLossTrainer(Trainer):
         loss, stats = sft_loss(
             logp, mask, num_tokens=num_items_in_batch, behavior_logprobs=behavior,
             has_behavior=inputs["has_behavior"], is_self_normalize=self.loss_config.is_self_normalize,
-            weight_total=self._step_weight_total, **self._loss_kwargs(),
+            weight_total=self._step_weight_total, dft_rows=self._dft_rows(inputs), **self._loss_kwargs(),
         )
         if model.training:
             self._stats = stats if self._stats is None else self._stats + stats
@@ -360,6 +368,17 @@ class TrainingData:
     response_tokens: int
 
 
+def fallback_rows(examples: list[Example], fallback: str, data: list[str]) -> list[Example]:
+    """The rows to train under `fallback`: all of them, or (drop) all but the expert-fallback rows."""
+    if fallback != "drop":
+        return examples
+    kept = [e for e in examples if e.origin != "expert"]
+    if not kept:
+        raise ValueError(f"fallback = drop leaves no row: all {len(examples)} rows of {', '.join(data)} are expert "
+                         "rows (an expert set, or an adaptation that adapted nothing); use keep or dft")
+    return kept
+
+
 def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None
                   ) -> tuple[SFTLossTrainer, TrainingData, str | None]:
     """Data, model and trainer for `cfg`, and the checkpoint to resume from (None: a fresh start)."""
@@ -377,9 +396,11 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
     # ---- data: files -> Examples -> token rows (behaviour log-probs aligned) -----------------------------
     tokenizer = load_tokenizer(cfg.model)
     examples, provenance = load_examples(cfg.data, cfg.fields)
+    examples = fallback_rows(examples, cfg.fallback, cfg.data)
     if cfg.loss == "is":
         _check_behavior_precision(examples)
-    tokenized = tokenize_examples(tokenizer, examples, cfg.max_length, chat=cfg.chat)
+    tokenized = tokenize_examples(tokenizer, examples, cfg.max_length, chat=cfg.chat,
+                                  dft_origins=frozenset({"expert"} if cfg.fallback == "dft" else ()))
     if not tokenized.rows:
         raise ValueError(f"no trainable rows: all {len(examples)} prompts are longer than max_length={cfg.max_length}")
     response_tokens = sum(sum(t != IGNORE_INDEX for t in r["labels"]) for r in tokenized.rows)
@@ -421,7 +442,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         "out": str(out), "loss": cfg.loss, "steps": trainer.state.global_step, "train_loss": result.training_loss,
         "rows": len(tokenized.rows), "dropped_too_long": len(tokenized.dropped), "truncated": tokenized.truncated,
         "response_tokens": data.response_tokens, "resumed_from": resume_from,
-        "origins": dict(sorted(Counter(e.origin for e in examples).items())),
+        "origins": dict(sorted(Counter(e.origin for e in examples).items())), "fallback": cfg.fallback,
         "global_batch": cfg.batch_size * cfg.grad_accum * trainer.args.world_size, "log": str(out / LOG_FILE),
         "seconds": round(time.time() - started, 1),
         "precision": _precision_record(cfg),
