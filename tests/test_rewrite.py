@@ -21,11 +21,11 @@ from sftadapt.adapt.policy import (
     ngram_jaccard,
     reference_mention,
 )
-from sftadapt.adapt.rewrite import KILL_ENV, RewriteConfig, rewrite
+from sftadapt.adapt.rewrite import RewriteConfig, rewrite
 from sftadapt.config import load_config
 from sftadapt.data import prompts as P
 from sftadapt.data.records import Example, Problem, read_records
-from sftadapt.data.store import StoreError
+from sftadapt.data.store import KILL_ENV, StoreError
 from sftadapt.engines.base import Completion, TokenScores
 from sftadapt.verify import Verdict
 

@@ -150,17 +150,6 @@ def _precisions(engine, mapper_engine, cfg: SynthConfig) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- shared pieces
-def _load_problems(data: str, limit: int | None, data_dir: str | None, out: Path,
-                   fields: FieldOptions | None = None) -> tuple[list[Problem], int]:
-    from sftadapt.data.sources import load_dataset_spec, write_rejects
-
-    loaded = load_dataset_spec(data, limit=limit, require_solution=True, data_dir=data_dir, fields=fields)
-    write_rejects(loaded.rejects, out / "rejects.jsonl")
-    if not loaded.problems:
-        raise ValueError(f"{data}: no usable problems with an expert solution")
-    return loaded.problems, len(loaded.rejects)
-
-
 def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True) -> AlignmentReward:
     """The alignment reward wired to a target engine (`Engine.score`) and a `Verifier`."""
     tok = engine.tokenizer
@@ -187,26 +176,19 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
     """GRPO on the mapper with the alignment reward; saves the mapper (LoRA merged) in `cfg.out`."""
     from sftadapt.rl.grpo import run_grpo
     from sftadapt.runtime.models import load_tokenizer
+    from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS
+    from sftadapt.runtime.prologue import Owned, load_problems, make_verifier, open_stage
 
-    cfg.validate()
-    from sftadapt.runtime import offline
-
-    offline.honour(cfg.online)
-    out = Path(cfg.out)
-    from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
-    claim(out, "map train", force=cfg.force, protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
-    problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)
+    out = open_stage(cfg, "map train", protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
+    problems, rejects = load_problems(cfg, out, require_solution=True, needs="mapper RL")
     mapper_spec = cfg.mapper or cfg.target
-    own_engine, own_verifier = engine is None, verifier is None
-    if verifier is None:
-        from sftadapt.verify import Verifier
-
-        verifier = Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout)
-    try:
+    with Owned() as owned:
+        if verifier is None:
+            verifier = owned.add(make_verifier(cfg))
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = make_engine(cfg.target, cfg.engine, dtype=cfg.dtype)
+            engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=cfg.dtype))
         mapper_tok = load_tokenizer(mapper_spec)
         # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
@@ -234,11 +216,6 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
         summary["compute"]["target_score_seconds_this_run"] = round(engine.stats.get("score_seconds", 0.0)
                                                                     - score_seconds, 3)
         write_compute(out, summary["compute"])
-    finally:
-        if own_engine and engine is not None:
-            engine.close()
-        if own_verifier:
-            verifier.close()
     summary["rejected_input_rows"] = rejects
     return summary
 
@@ -331,41 +308,27 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     `engine` (target), `mapper_engine`, `verifier` and `problems` may be passed in (tests); otherwise they are
     built from `cfg` and closed at the end. The untrained mapper is the target engine itself."""
 
-    cfg.validate()
-    from sftadapt.runtime import offline
+    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS
+    from sftadapt.runtime.prologue import Owned, load_problems, make_verifier, open_stage
 
-    offline.honour(cfg.online)
     wall_start = time.perf_counter()
-    out = Path(cfg.out)
-    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS, claim  # issue 13: refuse a folder not ours
-    claim(out, "map synthesize", force=cfg.force, protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
-    rejects = 0
-    if problems is None:
-        problems, rejects = _load_problems(cfg.data, cfg.limit, cfg.data_dir, out, cfg.fields)
-    problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
-    missing = [p.id for p in problems if not p.solution]
-    if missing:
-        raise ValueError(f"{len(missing)} problems have no expert solution (first: {missing[0]}); mapping needs one")
+    out = open_stage(cfg, "map synthesize", protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
+    problems, rejects = load_problems(cfg, out, require_solution=True, problems=problems, needs="mapping")
     untrained = cfg.mapper == UNTRAINED
-    tracker = tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir, config=config_dict(cfg),
-                                    online=cfg.online or None)
-    owned = [tracker]
-    if verifier is None:
-        from sftadapt.verify import Verifier
-
-        verifier = Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout)
-        owned.append(verifier)
-    try:
+    with Owned() as owned:
+        tracker = owned.add(tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir,
+                                                  config=config_dict(cfg), online=cfg.online or None))
+        if verifier is None:
+            verifier = owned.add(make_verifier(cfg))
         from sftadapt.engines import make_engine
 
         if engine is None:
-            engine = make_engine(cfg.target, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size)
-            owned.append(engine)
+            engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size))
         if untrained:
             mapper_engine = engine
         elif mapper_engine is None:
-            mapper_engine = make_engine(cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size)
-            owned.append(mapper_engine)
+            mapper_engine = owned.add(make_engine(cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype,
+                                                  batch_size=cfg.batch_size))
         # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(mapper_engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
                                              *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"),
@@ -394,9 +357,6 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         summary["compute"] = shard_totals(store)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
         tracker.summary(tracking.synthesis_metrics(summary))
-    finally:
-        for thing in owned:
-            thing.close()
     write_compute(out, {"stage": "map_synthesize", "method": synth.method, "problems": len(problems),
                         "rollouts": summary["rollouts"], "tokens_generated": summary["compute"]["generated_tokens"],
                         "tokens_scored": summary["compute"]["scored_tokens"],

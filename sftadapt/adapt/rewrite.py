@@ -44,8 +44,6 @@ the original expert set, time and tokens per stage, why an origin is empty), `re
 
 from __future__ import annotations
 
-import os
-import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -79,7 +77,6 @@ STAGES = {"mind_the_gap": ("self", "guided", "final"), "prompted_rewrite": ("rew
 ORIGINS = {"mind_the_gap": ("self", "guided", "expert"), "prompted_rewrite": ("rewrite", "expert"),
            "select_most_likely": ("self", "expert")}
 # Test hook: "<stage>:<shard>:<before_write|mid_write|after_write>" makes the process SIGKILL itself there.
-KILL_ENV = "SFTADAPT_TEST_KILL_AT"
 
 
 @dataclass
@@ -281,26 +278,6 @@ def _stage_final(run: _Run, problems: Sequence[Problem], earlier: dict[str, dict
 
 
 # ---------------------------------------------------------------- the sharded stage loop
-def _kill_hook(stage: str, index: int, point: str) -> None:
-    if os.environ.get(KILL_ENV) == f"{stage}:{index}:{point}":
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _rows_then_kill(rows: list, stage: str, index: int):
-    """Yield half the rows, then die inside store.write: an unfinished temp file is left (the mid-write kill)."""
-    half = max(1, len(rows) // 2)
-    yield from rows[:half]
-    _kill_hook(stage, index, "mid_write")
-    yield from rows[half:]
-
-
-def _write_or_kill(store, stage: str, index: int, rows: list) -> None:
-    """store.write, with the test hook's kill points around (and in the middle of) the shard write."""
-    _kill_hook(stage, index, "before_write")
-    store.write(index, _rows_then_kill(rows, stage, index) if os.environ.get(KILL_ENV) else rows)
-    _kill_hook(stage, index, "after_write")
-
-
 def _postfix(stage: str) -> Callable[[list[dict]], dict]:
     def counts(rows: list[dict]) -> dict:
         if stage == "final":
@@ -324,42 +301,22 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     `engine`, `verifier` and `problems` may be passed in (tests, benchmarks); otherwise they are built from
     `cfg` and the engine and verifier are closed at the end."""
 
-    cfg.validate()
-    from sftadapt.runtime import offline
+    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS
+    from sftadapt.runtime.prologue import Owned, load_problems, make_verifier, open_stage
 
-    offline.honour(cfg.online)
     wall_start = time.perf_counter()
-    out = Path(cfg.out)
-    from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS, claim  # issue 13: refuse a folder not ours
-    claim(out, "rewrite", force=cfg.force, protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
-    rejects = 0
-    if problems is None:
-        from sftadapt.data.sources import load_dataset_spec, write_rejects
-
-        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=True, data_dir=cfg.data_dir,
-                                   fields=cfg.fields)
-        write_rejects(loaded.rejects, out / "rejects.jsonl")
-        problems, rejects = loaded.problems, len(loaded.rejects)
-    problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
-    from sftadapt.data.sources import SourceError
-
-    if not problems:
-        raise SourceError(f"{cfg.data}: no usable problems (see {out / 'rejects.jsonl'})")
-    missing = [p.id for p in problems if not p.solution]
-    if missing:
-        raise SourceError(f"{len(missing)} problems have no expert solution (first: {missing[0]}); rewriting needs one")
-    own_engine, own_verifier = engine is None, verifier is None
-    tracker = tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir, config=config_dict(cfg),
-                                    online=cfg.online or None)
-    if verifier is None:
-        from sftadapt.verify import Verifier
-
-        verifier = Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout)  # starts while the model loads
-    try:
+    out = open_stage(cfg, "rewrite", protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
+    problems, rejects = load_problems(cfg, out, require_solution=True, problems=problems, needs="rewriting")
+    with Owned() as owned:
+        tracker = owned.add(tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir,
+                                                  config=config_dict(cfg), online=cfg.online or None))
+        if verifier is None:
+            verifier = owned.add(make_verifier(cfg))  # the pool starts while the model loads
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size)
+            engine = owned.add(make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype,
+                                           batch_size=cfg.batch_size))
         # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
                                              *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method),
@@ -388,7 +345,6 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
             store = stores[stage]
             n_shards = run_sharded(store, items, cfg.shard_size, work, desc=f"rewrite {stage}", progress=progress,
                                    unit="problem", engines=(engine,), postfix=_postfix(stage),
-                                   write=lambda i, rows, store=store, stage=stage: _write_or_kill(store, stage, i, rows),
                                    rejects_file=out / "rejects.jsonl")
             if stage != "final":
                 earlier[stage] = {row["problem_id"]: row for row in stores[stage].rows()}
@@ -400,12 +356,6 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
         summary["precision"] = _precision(engine, cfg)
         tracker.summary(tracking.rewrite_metrics(summary))
-    finally:
-        tracker.close()
-        if own_engine and engine is not None:
-            engine.close()
-        if own_verifier:
-            verifier.close()
     write_json(out / "summary.json", summary)
     _write_card(out, summary, cfg.data)
     if print_summary:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -162,19 +163,39 @@ def engine_counters(*engines) -> dict[str, float]:
     return totals
 
 
+# The kill/resume tests' hook: "<store folder name>:<shard>:<before_write|mid_write|after_write>" SIGKILLs the
+# process at that point of that shard's write (mid_write: half the rows are in the temp file). Unset, nothing runs.
+KILL_ENV = "SFTADAPT_TEST_KILL_AT"
+
+
+def _kill_at(store: ShardStore, index: int, point: str) -> None:
+    if os.environ.get(KILL_ENV) == f"{store.root.name}:{index}:{point}":
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _write_with_kill_points(store: ShardStore, index: int, rows: list[Any]) -> None:
+    def rows_then_kill():
+        half = max(1, len(rows) // 2)
+        yield from rows[:half]
+        _kill_at(store, index, "mid_write")
+        yield from rows[half:]
+
+    _kill_at(store, index, "before_write")
+    store.write(index, rows_then_kill())
+    _kill_at(store, index, "after_write")
+
+
 def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
                 work: Callable[[Sequence[Any]], list[Any]], desc: str = "", progress: bool = True,
                 unit: str = "item", engines: Sequence[Any] = (),
                 postfix: Callable[[list[Any]], dict] | None = None,
-                write: Callable[[int, list[Any]], None] | None = None,
                 rejects_file: str | os.PathLike | None = None) -> int:
     """Run `work` on each chunk not yet stored and store its records; returns the number of shards.
 
     The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
     turns all rows so far into counts shown on it. With `engines`, each shard's wall seconds and the engines'
     counters spent on it go to `stats-0000i.json` beside the shard, so `shard_totals` survive a resume.
-    `write(i, rows)` replaces `store.write` (tests use it to kill the process mid-write). With `rejects_file`,
-    items a backend refuses (`RequestRejected`, e.g. a server's "context too long") become rejects there and
+    KILL_ENV (the kill tests' hook) kills the process around a shard write. With `rejects_file`, items a backend refuses (`RequestRejected`, e.g. a server's "context too long") become rejects there and
     the shard keeps the others (engines/rejects.py); without it the refusal ends the run."""
     from tqdm.auto import tqdm
 
@@ -205,7 +226,10 @@ def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
                 stats = {k: after[k] - before[k] for k in after}
                 write_json(store.root / f"stats-{i:05d}.json",
                            {**stats, "seconds": time.perf_counter() - start, "problems": len(part)})
-            (write or store.write)(i, rows)
+            if os.environ.get(KILL_ENV):
+                _write_with_kill_points(store, i, rows)
+            else:
+                store.write(i, rows)
             bar.update(len(part))
             if postfix:
                 done_rows.extend(rows)

@@ -77,25 +77,24 @@ def sample_attempts(engine: Engine, verifier, problems: Sequence[Problem], sampl
 
 def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     """Run `sftadapt sample`: writes `attempts.jsonl` and `summary.json` in `cfg.out`; returns the summary."""
+
+    from sftadapt.engines import make_engine
+    from sftadapt.runtime.prologue import Owned, load_problems, open_stage
+
+    out = open_stage(cfg, "sample")
+    problems, rejected = load_problems(cfg, out, require_solution=False)
+    start = time.perf_counter()
+    with Owned() as owned:  # the engine is released however the run ends
+        engine = owned.add(make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size))
+        return _sample(cfg, engine, problems, rejected, out, start, progress)
+
+
+def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start: float, progress: bool) -> dict:
     import json
 
-    from sftadapt.data.sources import load_dataset_spec, write_rejects
     from sftadapt.data.store import ShardStore, run_sharded
-    from sftadapt.engines import make_engine
-    from sftadapt.runtime import offline
     from sftadapt.verify import Verifier
 
-    offline.honour(cfg.online)
-    out = Path(cfg.out)
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
-    claim(out, "sample", force=cfg.force)
-    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir, fields=cfg.fields)
-    write_rejects(loaded.rejects, out / "rejects.jsonl")
-    problems = loaded.problems
-    if not problems:
-        raise ValueError(f"{cfg.data}: no usable problems")
-    start = time.perf_counter()
-    engine = make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size)
     # issue 13: over-long prompts become rejects before they reach the engine
     problems, _ = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
                                       budget.solve_checks(engine.tokenizer, cfg.chat),
@@ -125,10 +124,9 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
     summary = {
         "model": cfg.model, "data": cfg.data, "problems": len(problems), "samples": n_rows,
         "accuracy": counts.get("correct", 0) / max(n_rows, 1), "verdicts": counts,
-        "rejected_rows": len(loaded.rejects), "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
+        "rejected_rows": rejected, "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
         "seconds": round(time.perf_counter() - start, 1), "prompt_template_hash": tmpl_hash,
         "precision": getattr(engine, "precision", None),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    engine.close()
     return summary

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sftadapt.adapt.reward import GATE_ANSWER_FORMATS, RewardCounters, answer_verdict
@@ -89,42 +88,28 @@ class DirectRLConfig:
 
 def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> dict[str, Any]:
     """GRPO on the target with the correctness reward; saves the model (LoRA merged) in `cfg.out`."""
-    from sftadapt.data.sources import load_dataset_spec, write_rejects
     from sftadapt.rl.grpo import run_grpo
     from sftadapt.runtime.models import load_tokenizer
+    from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS
+    from sftadapt.runtime.prologue import Owned, load_problems, make_verifier, open_stage
 
-    cfg.validate()
-    from sftadapt.runtime import offline
-
-    offline.honour(cfg.online)
-    out = Path(cfg.out)
-    from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS, claim  # issue 13: refuse a folder not ours
-    claim(out, "direct_rl", force=cfg.force, protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
-    loaded = load_dataset_spec(cfg.data, limit=cfg.limit, data_dir=cfg.data_dir, fields=cfg.fields)
-    write_rejects(loaded.rejects, out / "rejects.jsonl")
-    if not loaded.problems:
-        raise ValueError(f"{cfg.data}: no usable problems")
+    out = open_stage(cfg, "direct_rl", protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
+    problems, rejected = load_problems(cfg, out, require_solution=False)
     tok = load_tokenizer(cfg.model)
     # issue 13: an over-long prompt is a reject, not a rollout torch cannot hold
-    loaded.problems, _ = budget.screen_stage(None, loaded.problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
-                                             budget.solve_checks(tok, cfg.chat), tokenizer=tok, model_spec=cfg.model,
-                                             max_prompt_tokens=cfg.max_prompt_tokens)
+    problems, _ = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
+                                      budget.solve_checks(tok, cfg.chat), tokenizer=tok, model_spec=cfg.model,
+                                      max_prompt_tokens=cfg.max_prompt_tokens)
     rows = [{"prompt": P.solve_prompt(tok, p.problem, cfg.chat), "answer": p.answer, "problem_id": p.id}
-            for p in loaded.problems]
-    own_verifier = verifier is None
-    if verifier is None:
-        from sftadapt.verify import Verifier
-
-        verifier = Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout)
-    try:
+            for p in problems]
+    with Owned() as owned:
+        if verifier is None:
+            verifier = owned.add(make_verifier(cfg))
         reward = CorrectnessReward(verify=verifier.verify_many, answer_format=cfg.answer_format)
         summary = run_grpo(cfg.model, rows, reward, cfg.grpo, out, stage="direct_rl", log_keys=RL_LOG_KEYS,
                            progress=progress, extra_compute={"problems": len(rows)}, force=cfg.force,
                            tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
                            config={"data": cfg.data, "chat": cfg.chat,
                                    "solve_template_hash": P.template_hash(tok, P.SOLVE, cfg.chat)})
-    finally:
-        if own_verifier:
-            verifier.close()
-    summary["rejected_input_rows"] = len(loaded.rejects)
+    summary["rejected_input_rows"] = rejected
     return summary
