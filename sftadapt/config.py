@@ -240,6 +240,26 @@ def config_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
+def decided_options(cfg: Any) -> dict[str, Any]:
+    """The options of a sharded stage its run id covers: all but NOT_HASHED, with every engine block reduced to
+    its backend (`without_engine_options`)."""
+    return without_engine_options({k: v for k, v in config_dict(cfg).items() if k not in NOT_HASHED})
+
+
+def without_engine_options(values: Any) -> Any:
+    """`values` with the `options` of every engine block ({backend, options}, at any depth) left out.
+
+    An engine's options say where and how to run (server URLs, concurrency, retries, timeouts, memory share,
+    tensor parallelism), not what: a run resumed against other servers, or with more concurrency, keeps its
+    shards. The backend itself stays decided (hf and a server round differently). What an option could change
+    downstream is hashed where it lands: the problems a length budget keeps are part of every run id."""
+    if isinstance(values, dict):
+        if set(values) == {"backend", "options"}:
+            return {"backend": values["backend"]}
+        return {k: without_engine_options(v) for k, v in values.items()}
+    return values
+
+
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
     """A short hash of the options that decide a stage's output (`exclude` names those that don't)."""
     data = cfg if isinstance(cfg, dict) else config_dict(cfg)

@@ -364,8 +364,11 @@ def _drop_checkpoints(folder: str | Path) -> None:
 
 
 def _decided(options: Any) -> Any:
-    """A stage's options as hashed: without the bookkeeping options (UNHASHED) and an unset max_prompt_tokens."""
-    data = _jsonable(options)
+    """A stage's options as hashed: without the bookkeeping options (UNHASHED), an unset max_prompt_tokens and
+    the engine blocks' backend options (config.without_engine_options)."""
+    from sftadapt.config import without_engine_options
+
+    data = without_engine_options(_jsonable(options))
     if isinstance(data, dict):
         data = {k: v for k, v in data.items()
                 if k not in UNHASHED and not (k == "max_prompt_tokens" and v is None)}

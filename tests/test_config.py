@@ -52,3 +52,15 @@ def test_hash_follows_options():
     assert config_hash(Demo()) == config_hash(Demo())
     assert config_hash(Demo()) != config_hash(Demo(k=5))
     assert config_hash(Demo(limit=1), exclude=("limit",)) == config_hash(Demo(limit=2), exclude=("limit",))
+
+
+def test_engine_options_are_not_part_of_a_run_id_but_the_backend_is():
+    from sftadapt.adapt.rewrite import RewriteConfig
+    from sftadapt.config import decided_options
+    from sftadapt.engines.base import EngineConfig
+
+    here = RewriteConfig(engine=EngineConfig("openai", {"base_urls": ["http://a:8000/v1"], "concurrency": 4}))
+    there = RewriteConfig(engine=EngineConfig("openai", {"base_urls": ["http://b:8000/v1"], "concurrency": 16}))
+    assert config_hash(decided_options(here)) == config_hash(decided_options(there))
+    assert decided_options(here)["engine"] == {"backend": "openai"}
+    assert config_hash(decided_options(RewriteConfig())) != config_hash(decided_options(here))  # hf vs openai

@@ -73,6 +73,11 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     # the same config again: every stage is cached
     again = run(load_run_config(_yaml(tmp_path, TINY)), progress=False)
     assert again["stages_run"] == {0: []} and again["arms"] == study["arms"]
+    # an engine's options (servers, concurrency, ...) say where a stage runs, not what it computes: still cached
+    moved = {**TINY, "rewrite": {**TINY["rewrite"], "engine": {"backend": "hf", "options": {"timeout": 9}}},
+             "eval": {**TINY["eval"], "engine": {"backend": "hf", "options": {"concurrency": 3}}}}
+    plan = run(load_run_config(_yaml(tmp_path, moved)), progress=False, dry_run=True)["plan"][0]
+    assert {row["status"] for row in plan} == {"cached"}
 
     # change one training option: the trained arms and their evals rerun; data, warm-up and adapt stay cached
     changed = {**TINY, "train": {**TINY["train"], "lr": 1e-4}}

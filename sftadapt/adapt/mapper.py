@@ -44,7 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from sftadapt.adapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
-from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
+from sftadapt.config import config_dict, config_hash, decided_options, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
@@ -338,7 +338,7 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else model_info(cfg.mapper)
         templates = {"mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),
                      "solve": P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)}
-        decided = {**{k: v for k, v in config_dict(cfg).items() if k not in NOT_HASHED}, "mapper": mapper_info,
+        decided = {**decided_options(cfg), "mapper": mapper_info,
                    "target": target_info, "templates": templates, "precision": _precisions(engine, mapper_engine, cfg),
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
         run_id = config_hash(decided)

@@ -58,7 +58,7 @@ from sftadapt.adapt.policy import (
     guided_rejection,
     rejection_kind,
 )
-from sftadapt.config import NOT_HASHED, config_dict, config_hash, option
+from sftadapt.config import config_dict, config_hash, decided_options, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
@@ -324,7 +324,7 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
         rejects += len(over)
         run = _Run(cfg, engine, verifier, problems)
         model = model_info(cfg.model)
-        decided = {**{k: v for k, v in config_dict(cfg).items() if k not in NOT_HASHED}, "model": model,
+        decided = {**decided_options(cfg), "model": model,
                    "templates": run.hashes, "precision": _precision(engine, cfg),
                    "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
         run_id = config_hash(decided)

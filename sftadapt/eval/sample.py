@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from sftadapt.config import config_dict, config_hash, option
+from sftadapt.config import config_dict, config_hash, option, without_engine_options
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
@@ -103,7 +103,8 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
     params = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
                       seed=cfg.seed)
     ids_hash = config_hash({"ids": [p.id for p in problems]})
-    store = ShardStore(out / "shards", config_hash({**config_dict(cfg), "ids": ids_hash, "tmpl": tmpl_hash,
+    store = ShardStore(out / "shards", config_hash({**without_engine_options(config_dict(cfg)), "ids": ids_hash,
+                                                    "tmpl": tmpl_hash,
                                                     "resolved_dtype": getattr(engine, "precision", None)},
                                                    exclude=("out", "batch_size", "force", "online", "max_prompt_tokens")),
                        config_dict(cfg), force=cfg.force)
