@@ -140,6 +140,8 @@ def test_the_patch_arm_and_the_fallback_ablations_run_end_to_end(tmp_path, monke
     train = {a: json.loads((root / f"train_{a}" / "stage.json").read_text())["result"] for a in arms[2:]}
     assert train["dart_sft_nofb"]["fallback"] == "drop" and "expert" not in train["dart_sft_nofb"]["origins"]
     assert train["dart_sft_fbdft"]["fallback"] == "dft"
+    html = Path(study["html_path"]).read_text(encoding="utf-8")  # each mapper's RL curves under its own name
+    assert "Patch mapper RL" in html and "DART mapper RL" in html
 
 
 def test_dry_run_of_a_new_folder_lists_every_stage_and_creates_nothing(tmp_path):

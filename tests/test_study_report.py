@@ -106,3 +106,5 @@ def test_a_delta_whose_interval_holds_zero_reads_as_no_detectable_difference():
     assert "loss of 4.3 to a gain of 2.2" in text
     assert describe_delta(0.05, 0.01, 0.09).startswith("higher by 5.0 points")
     assert describe_delta(-0.05, -0.09, -0.01).startswith("lower by 5.0 points")
+    assert describe_delta(0.0, 0.0, 0.0) == "+0.0 points on every resample (no spread to measure)"
+    assert "a gain of 0.0" in describe_delta(-0.08, -0.2, -0.0)

@@ -228,13 +228,15 @@ def hierarchical_bootstrap(groups: Sequence[np.ndarray], baseline_groups: Sequen
 def describe_delta(value: float, lo: float, hi: float, scale: float = 100.0, unit: str = " points") -> str:
     """Words for a delta and its interval that never read "no detectable difference" as "no difference":
     an interval that holds 0 says the data cannot tell the sign, and how large an effect it still allows."""
+    if lo == hi:  # every resample gives the same delta (e.g. an arm that answers exactly as base does)
+        return f"{scale * value:+.1f}{unit} on every resample (no spread to measure)"
     if lo > 0:
         return f"higher by {scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
     if hi < 0:
         return f"lower by {-scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
     return (f"no detectable difference: {scale * value:+.1f}{unit}, and the 95% interval "
-            f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {-scale * lo:.1f} to a gain of "
-            f"{scale * hi:.1f}")
+            f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {max(-scale * lo, 0.0) + 0.0:.1f} to a "
+            f"gain of {max(scale * hi, 0.0) + 0.0:.1f}")
 
 
 # ---------------------------------------------------------------- summary

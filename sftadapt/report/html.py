@@ -123,7 +123,10 @@ def discover(results: dict[str, Any]) -> dict[str, Any]:
         found["adapted"].append((data.parent.name, data))
         mapper = Path(((summary.get("mapper") or {}).get("path")) or "")
         if str(mapper) not in ("", ".") and (mapper / "rl_log.jsonl").exists():
-            found["rl_logs"].append(("DART mapper RL", mapper / "rl_log.jsonl"))
+            # the Patch arm's mapper is trained like DART's, with reward kind patch: its own curve, its own name
+            kind = ((_read_json(mapper / "rl_config.json") or {}).get("reward") or {}).get("kind")
+            found["rl_logs"].append(("Patch mapper RL" if kind == "patch" else "DART mapper RL",
+                                     mapper / "rl_log.jsonl"))
     return found
 
 
