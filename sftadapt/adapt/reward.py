@@ -292,8 +292,8 @@ def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], refere
     token limit (None: none was)."""
     rules = rules if rules is not None else [None] * len(texts)
     cut = truncated if truncated is not None else [False] * len(texts)
-    reasons = [gate_reasons(*row, cfg, rule, c) for row, rule, c in
-               zip(zip(texts, tokens, references, reference_tokens, verdicts), rules, cut)]
+    reasons = [gate_reasons(t, tok, ref, n_ref, v, cfg, rule, c) for t, tok, ref, n_ref, v, rule, c
+               in zip(texts, tokens, references, reference_tokens, verdicts, rules, cut)]
     div = diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram) \
         if cfg.diversity_weight > 0 else [None] * len(texts)
     out = []

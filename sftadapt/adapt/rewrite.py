@@ -76,7 +76,6 @@ STAGES = {"mind_the_gap": ("self", "guided", "final"), "prompted_rewrite": ("rew
           "select_most_likely": ("self", "final")}
 ORIGINS = {"mind_the_gap": ("self", "guided", "expert"), "prompted_rewrite": ("rewrite", "expert"),
            "select_most_likely": ("self", "expert")}
-# Test hook: "<stage>:<shard>:<before_write|mid_write|after_write>" makes the process SIGKILL itself there.
 
 
 @dataclass

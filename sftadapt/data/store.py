@@ -195,7 +195,8 @@ def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
     The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
     turns all rows so far into counts shown on it. With `engines`, each shard's wall seconds and the engines'
     counters spent on it go to `stats-0000i.json` beside the shard, so `shard_totals` survive a resume.
-    KILL_ENV (the kill tests' hook) kills the process around a shard write. With `rejects_file`, items a backend refuses (`RequestRejected`, e.g. a server's "context too long") become rejects there and
+    KILL_ENV (the kill tests' hook) kills the process around a shard write. With `rejects_file`, items a
+    backend refuses (`RequestRejected`, e.g. a server's "context too long") become rejects there and
     the shard keeps the others (engines/rejects.py); without it the refusal ends the run."""
     from tqdm.auto import tqdm
 

@@ -234,9 +234,10 @@ def describe_delta(value: float, lo: float, hi: float, scale: float = 100.0, uni
         return f"higher by {scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
     if hi < 0:
         return f"lower by {-scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
+    loss, gain = max(-scale * lo, 0.0) + 0.0, max(scale * hi, 0.0) + 0.0  # + 0.0: never print "-0.0"
     return (f"no detectable difference: {scale * value:+.1f}{unit}, and the 95% interval "
-            f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {max(-scale * lo, 0.0) + 0.0:.1f} to a "
-            f"gain of {max(scale * hi, 0.0) + 0.0:.1f}")
+            f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {loss:.1f} to a gain of "
+            f"{gain:.1f}")
 
 
 # ---------------------------------------------------------------- summary
