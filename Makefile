@@ -34,6 +34,7 @@ test-fast: setup
 # ruff: lint and format check (configured in pyproject.toml); .ci/run runs it before the tests
 lint: setup
 	$(VENV)/bin/ruff check sftadapt tests benchmarks
+	$(VENV)/bin/ruff format --check sftadapt tests benchmarks
 
 # The real OpenAI-compatible server the `openai` backend's tests start (llama-cpp-python[server], pinned, in its
 # own venv so its pins never touch ours; compiled once, wheel cached in .cache/llama-cpp-python). Without it

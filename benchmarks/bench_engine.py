@@ -32,11 +32,20 @@ def naive_generate(engine, prompts, n, max_new_tokens, seed):
     torch.manual_seed(seed)
     for prompt in prompts:
         ids = torch.tensor([P.prompt_token_ids(tok, prompt)])
-        out = model.generate(ids, attention_mask=torch.ones_like(ids), do_sample=True, temperature=1.0, top_p=1.0,
-                             top_k=0, max_new_tokens=max_new_tokens, num_return_sequences=n,
-                             pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
-        for row in out[:, ids.shape[1]:].tolist():
-            row = row[:row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else row
+        out = model.generate(
+            ids,
+            attention_mask=torch.ones_like(ids),
+            do_sample=True,
+            temperature=1.0,
+            top_p=1.0,
+            top_k=0,
+            max_new_tokens=max_new_tokens,
+            num_return_sequences=n,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+        )
+        for row in out[:, ids.shape[1] :].tolist():
+            row = row[: row.index(tok.eos_token_id) + 1] if tok.eos_token_id in row else row
             total += len(row)
             texts.append(tok.decode(row, skip_special_tokens=True))
     return total, texts
@@ -50,7 +59,7 @@ def naive_score(engine, prompts, responses):
     with torch.no_grad():
         for prompt, response in zip(prompts, responses):
             p_ids, r_ids = P.prompt_token_ids(tok, prompt), P.response_token_ids(tok, response)
-            logits = model(torch.tensor([p_ids + r_ids])).logits[0, len(p_ids) - 1:-1].float()
+            logits = model(torch.tensor([p_ids + r_ids])).logits[0, len(p_ids) - 1 : -1].float()
             out.append(torch.log_softmax(logits, -1).gather(-1, torch.tensor(r_ids)[:, None])[:, 0].tolist())
     return out
 
@@ -90,7 +99,7 @@ def main() -> None:
         gen["naive"].append(tokens / (time.perf_counter() - start))
         print(f"repeat {rep}: engine {gen['engine'][-1]:.1f} tok/s, naive {gen['naive'][-1]:.1f} tok/s", flush=True)
 
-    score_texts = texts[:args.score_responses]
+    score_texts = texts[: args.score_responses]
     score_prompts = [prompts[i // args.n] for i in range(len(score_texts))]
     sc = {"engine": [], "naive": []}
     max_diff = 0.0
@@ -105,18 +114,25 @@ def main() -> None:
     n_scored = sum(len(P.response_token_ids(engine.tokenizer, t)) for t in score_texts)
 
     med = statistics.median
-    cpu = subprocess.run("lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True,
-                         text=True).stdout.strip()
-    print(f"\n## Engine throughput ({datetime.date.today()}, {platform.node()}, {torch.get_num_threads()} threads, "
-          f"{cpu})\n")
-    print(f"model {args.model}, dtype {args.dtype}, {args.prompts} GSM8K prompts x {args.n} samples, T=1.0, "
-          f"max {args.max_new_tokens} new tokens, engine batch {args.batch_size}, {args.repeats} repeats\n")
+    cpu = subprocess.run(
+        "lscpu | grep 'Model name' | cut -d: -f2", shell=True, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"\n## Engine throughput ({datetime.date.today()}, {platform.node()}, {torch.get_num_threads()} threads, "
+        f"{cpu})\n"
+    )
+    print(
+        f"model {args.model}, dtype {args.dtype}, {args.prompts} GSM8K prompts x {args.n} samples, T=1.0, "
+        f"max {args.max_new_tokens} new tokens, engine batch {args.batch_size}, {args.repeats} repeats\n"
+    )
     print("| arm | sampling tok/s (median) | score 64 responses s (median) |")
     print("|---|---|---|")
     print(f"| hf engine | {med(gen['engine']):.1f} | {med(sc['engine']):.2f} |")
     print(f"| naive loop | {med(gen['naive']):.1f} | {med(sc['naive']):.2f} |")
-    print(f"| ratio | **{med(gen['engine']) / med(gen['naive']):.2f}x** | "
-          f"**{med(sc['naive']) / med(sc['engine']):.2f}x** |")
+    print(
+        f"| ratio | **{med(gen['engine']) / med(gen['naive']):.2f}x** | "
+        f"**{med(sc['naive']) / med(sc['engine']):.2f}x** |"
+    )
     print(f"\nscored tokens: {n_scored}; max |engine - naive| log-prob difference: {max_diff:.2e} ({args.dtype})")
 
 

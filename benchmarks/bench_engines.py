@@ -46,8 +46,11 @@ def lscpu() -> dict:
     info = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
     flags = info.get("Flags", "").split()
     keep = [f for f in flags if f.startswith(("avx", "amx", "fma", "f16c", "sse4"))]
-    return {"model_name": info.get("Model name", "").strip(), "cpus": info.get("CPU(s)", "").strip(),
-            "flags_that_matter": keep}
+    return {
+        "model_name": info.get("Model name", "").strip(),
+        "cpus": info.get("CPU(s)", "").strip(),
+        "flags_that_matter": keep,
+    }
 
 
 def job_prompts(tok, n_prompts: int, data_dir: str | None) -> list[str]:
@@ -56,8 +59,11 @@ def job_prompts(tok, n_prompts: int, data_dir: str | None) -> list[str]:
 
         problems = [p.problem for p in load_benchmark("gsm8k", n_prompts, data_dir=data_dir)]
     except Exception:  # no shared data: synthetic word problems of similar length
-        problems = [f"A shop sells {i + 3} boxes of {2 * i + 5} pencils and then {i + 1} more boxes. "
-                    f"How many pencils did it sell?" for i in range(n_prompts)]
+        problems = [
+            f"A shop sells {i + 3} boxes of {2 * i + 5} pencils and then {i + 1} more boxes. "
+            f"How many pencils did it sell?"
+            for i in range(n_prompts)
+        ]
     return [P.solve_prompt(tok, p) for p in problems[:n_prompts]]
 
 
@@ -70,9 +76,14 @@ def run_engine(engine, prompts, params, seeds, score_n):
     start = time.perf_counter()
     scores = engine.score([p for p, _ in pairs], [r for _, r in pairs])
     score_s = time.perf_counter() - start
-    return {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s,
-            "score_s": score_s, "scored_tokens": sum(len(s.logprobs) for s in scores),
-            "score_tok_s": sum(len(s.logprobs) for s in scores) / score_s}, pairs
+    return {
+        "generate_s": gen_s,
+        "generated_tokens": gen_tokens,
+        "gen_tok_s": gen_tokens / gen_s,
+        "score_s": score_s,
+        "scored_tokens": sum(len(s.logprobs) for s in scores),
+        "score_tok_s": sum(len(s.logprobs) for s in scores) / score_s,
+    }, pairs
 
 
 def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency, server):
@@ -86,15 +97,28 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
         with urllib.request.urlopen(req, timeout=3600) as resp:
             return json.loads(resp.read())
 
-    extra = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0} if server == "llama-cpp-python" else \
-        {"return_tokens_as_token_ids": True}
+    extra = (
+        {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+        if server == "llama-cpp-python"
+        else {"return_tokens_as_token_ids": True}
+    )
     bodies = []
     for i, p in enumerate(prompts):
         prompt = p if server == "llama-cpp-python" else P.prompt_token_ids(tok, p)
         for j in range(params.n):
-            bodies.append({"model": model, "prompt": prompt, "max_tokens": params.max_new_tokens, "n": 1,
-                           "temperature": params.temperature, "top_p": params.top_p, "seed": seeds[i][j] % 2 ** 31,
-                           "logprobs": 1, **extra})
+            bodies.append(
+                {
+                    "model": model,
+                    "prompt": prompt,
+                    "max_tokens": params.max_new_tokens,
+                    "n": 1,
+                    "temperature": params.temperature,
+                    "top_p": params.top_p,
+                    "seed": seeds[i][j] % 2**31,
+                    "logprobs": 1,
+                    **extra,
+                }
+            )
     workers = concurrency * len(base_urls)
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
@@ -102,17 +126,34 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
     gen_s = time.perf_counter() - start
     # tokens as the server counts them (completion_tokens; +1 for the end token of a stopped sample)
     gen_tokens = sum(o["usage"]["completion_tokens"] + (o["choices"][0]["finish_reason"] == "stop") for o in outs)
-    score_bodies = [{"model": model, "max_tokens": 1, "echo": True, "temperature": 0.0, "seed": 0, **extra,
-                     "logprobs": 1 if server == "llama-cpp-python" else 0,
-                     "prompt": (p + r + eos) if server == "llama-cpp-python"
-                     else P.prompt_token_ids(tok, p) + P.response_token_ids(tok, r)} for p, r in pairs]
+    score_bodies = [
+        {
+            "model": model,
+            "max_tokens": 1,
+            "echo": True,
+            "temperature": 0.0,
+            "seed": 0,
+            **extra,
+            "logprobs": 1 if server == "llama-cpp-python" else 0,
+            "prompt": (p + r + eos)
+            if server == "llama-cpp-python"
+            else P.prompt_token_ids(tok, p) + P.response_token_ids(tok, r),
+        }
+        for p, r in pairs
+    ]
     start = time.perf_counter()
     with ThreadPoolExecutor(workers) as pool:
         list(pool.map(post, enumerate(score_bodies)))
     score_s = time.perf_counter() - start
     scored = sum(len(P.response_token_ids(tok, r)) for _, r in pairs)
-    return {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s,
-            "score_s": score_s, "scored_tokens": scored, "score_tok_s": scored / score_s}
+    return {
+        "generate_s": gen_s,
+        "generated_tokens": gen_tokens,
+        "gen_tok_s": gen_tokens / gen_s,
+        "score_s": score_s,
+        "scored_tokens": scored,
+        "score_tok_s": scored / score_s,
+    }
 
 
 def main() -> None:
@@ -143,10 +184,18 @@ def main() -> None:
     prompts = job_prompts(tok, args.prompts, args.data_dir)
     params = Sampling(n=args.samples, temperature=1.0, top_p=1.0, max_new_tokens=args.max_new_tokens, seed=0)
     seeds = [[derive_seed(0, i, "bench", j) for j in range(args.samples)] for i in range(len(prompts))]
-    results: dict = {"date": datetime.datetime.now().isoformat(timespec="seconds"), "cpu": lscpu(),
-                     "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
-                     "job": {"prompts": len(prompts), "samples": args.samples, "max_new_tokens": args.max_new_tokens,
-                             "scored": args.score}, "arms": {}}
+    results: dict = {
+        "date": datetime.datetime.now().isoformat(timespec="seconds"),
+        "cpu": lscpu(),
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "job": {
+            "prompts": len(prompts),
+            "samples": args.samples,
+            "max_new_tokens": args.max_new_tokens,
+            "scored": args.score,
+        },
+        "arms": {},
+    }
     servers, pairs = [], None
     try:
         if {"openai", "direct"} & set(arms):
@@ -176,11 +225,22 @@ def main() -> None:
             if arm == "hf":
                 engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
             elif arm == "vllm":
-                engine = make_engine(args.model, EngineConfig("vllm", {"tensor_parallel_size": args.tp}), dtype=args.dtype)
+                engine = make_engine(
+                    args.model, EngineConfig("vllm", {"tensor_parallel_size": args.tp}), dtype=args.dtype
+                )
             else:
-                engine = make_engine(args.model, EngineConfig("openai", {
-                    "base_urls": base_urls, "model": served, "server": server_kind,
-                    "concurrency": args.concurrency}))
+                engine = make_engine(
+                    args.model,
+                    EngineConfig(
+                        "openai",
+                        {
+                            "base_urls": base_urls,
+                            "model": served,
+                            "server": server_kind,
+                            "concurrency": args.concurrency,
+                        },
+                    ),
+                )
             startup = time.perf_counter() - start + (results.get("server_startup_s", 0) if arm == "openai" else 0)
             row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score)
             engine.close()
@@ -214,8 +274,10 @@ def main() -> None:
         if "skipped" in r:
             print(f"| {arm} | skipped: {r['skipped']} | | | | |")
         else:
-            print(f"| {arm} | {r['startup_s']:.1f} | {r['gen_tok_s']:.1f} | {r['generated_tokens']} | "
-                  f"{r['score_tok_s']:.1f} | {r['scored_tokens']} |")
+            print(
+                f"| {arm} | {r['startup_s']:.1f} | {r['gen_tok_s']:.1f} | {r['generated_tokens']} | "
+                f"{r['score_tok_s']:.1f} | {r['scored_tokens']} |"
+            )
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
     if args.out:

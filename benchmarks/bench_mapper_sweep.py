@@ -42,8 +42,12 @@ def parse() -> argparse.Namespace:
     ap.add_argument("--k", type=int, default=2, help="rewrites per problem in synthesis")
     ap.add_argument("--synth-max-new-tokens", type=int, default=192)
     ap.add_argument("--window", type=int, default=8, help="moving-mean window of the plot")
-    ap.add_argument("--stop-pass-rate", type=float, default=None,
-                    help="the stop rule's pass-rate threshold, if this version of train_mapper has it")
+    ap.add_argument(
+        "--stop-pass-rate",
+        type=float,
+        default=None,
+        help="the stop rule's pass-rate threshold, if this version of train_mapper has it",
+    )
     return ap.parse_args()
 
 
@@ -59,12 +63,25 @@ def train(args, budgets: list[int], out: Path) -> dict:
     from sftadapt.config import build_config
 
     step = math.gcd(*budgets)
-    grpo = {"max_steps": budgets[-1], "num_generations": args.num_generations, "lora": True, "lr": args.lr,
-            "lora_r": args.lora_r, "lora_alpha": 2 * args.lora_r, "prompts_per_step": args.prompts_per_step,
-            "max_completion_length": args.max_completion_length, "save_steps": step,
-            "save_total_limit": budgets[-1] // step + 1}
-    values = {"target": args.target, "data": args.data, "out": str(out / "mapper_train"), "grpo": grpo,
-              "reward": {"max_length_ratio": args.max_length_ratio}}
+    grpo = {
+        "max_steps": budgets[-1],
+        "num_generations": args.num_generations,
+        "lora": True,
+        "lr": args.lr,
+        "lora_r": args.lora_r,
+        "lora_alpha": 2 * args.lora_r,
+        "prompts_per_step": args.prompts_per_step,
+        "max_completion_length": args.max_completion_length,
+        "save_steps": step,
+        "save_total_limit": budgets[-1] // step + 1,
+    }
+    values = {
+        "target": args.target,
+        "data": args.data,
+        "out": str(out / "mapper_train"),
+        "grpo": grpo,
+        "reward": {"max_length_ratio": args.max_length_ratio},
+    }
     if args.stop_pass_rate is not None:
         values["stop_pass_rate"] = args.stop_pass_rate
     cfg = build_config(MapperTrainConfig, values, "sweep")
@@ -100,9 +117,20 @@ def synth(args, out: Path, name: str, mapper: str) -> dict:
     folder = out / f"synth-{name}"
     if (folder / "summary.json").exists():
         return json.loads((folder / "summary.json").read_text())
-    cfg = build_config(SynthConfig, {"mapper": mapper, "target": args.target, "data": args.data, "out": str(folder),
-                                     "k": args.k, "max_new_tokens": args.synth_max_new_tokens, "batch_size": 64,
-                                     "reward": {"max_length_ratio": args.max_length_ratio}}, "sweep")
+    cfg = build_config(
+        SynthConfig,
+        {
+            "mapper": mapper,
+            "target": args.target,
+            "data": args.data,
+            "out": str(folder),
+            "k": args.k,
+            "max_new_tokens": args.synth_max_new_tokens,
+            "batch_size": 64,
+            "reward": {"max_length_ratio": args.max_length_ratio},
+        },
+        "sweep",
+    )
     t0 = time.perf_counter()
     summary = synthesize(cfg)
     summary["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -111,16 +139,22 @@ def synth(args, out: Path, name: str, mapper: str) -> dict:
 
 def row(name: str, s: dict) -> dict:
     gap = s.get("gap", {})
-    return {"mapper": name, "mapped": s["origins"]["mapper"], "fallback": s["origins"]["expert"],
-            "gate_pass_rate": round(s["gate_pass_rate"], 3), "gap_final_set": gap.get("final_set"),
-            "gap_mapped_rows": gap.get("mapped_rows"), "gap_mapped_rows_expert": gap.get("mapped_rows_expert"),
-            "gate_failures": {k: round(v, 3) for k, v in s["gate_failures"].items() if v}}
+    return {
+        "mapper": name,
+        "mapped": s["origins"]["mapper"],
+        "fallback": s["origins"]["expert"],
+        "gate_pass_rate": round(s["gate_pass_rate"], 3),
+        "gap_final_set": gap.get("final_set"),
+        "gap_mapped_rows": gap.get("mapped_rows"),
+        "gap_mapped_rows_expert": gap.get("mapped_rows_expert"),
+        "gate_failures": {k: round(v, 3) for k, v in s["gate_failures"].items() if v},
+    }
 
 
 def moving(values: list[float | None], window: int) -> list[float | None]:
     out = []
     for i in range(len(values)):
-        seen = [v for v in values[max(0, i - window + 1):i + 1] if v is not None]
+        seen = [v for v in values[max(0, i - window + 1) : i + 1] if v is not None]
         out.append(sum(seen) / len(seen) if seen else None)
     return out
 
@@ -137,8 +171,12 @@ def plot(log: list[dict], out: Path, window: int) -> Path:
         axes[0].plot(steps, moving([r.get(key) for r in log], window), label=label)
     axes[0].set_title(f"reward, moving mean over {window} steps")
     axes[1].plot(steps, moving([r.get("gate_pass_rate") for r in log], window), label="gate pass rate", lw=2)
-    axes[1].plot(steps, moving([r.get("frac_reward_zero_std") for r in log], window),
-                 label="groups with zero reward std", ls="--")
+    axes[1].plot(
+        steps,
+        moving([r.get("frac_reward_zero_std") for r in log], window),
+        label="groups with zero reward std",
+        ls="--",
+    )
     axes[1].set_ylim(0, 1)
     axes[1].set_title("gate pass rate / no-signal groups")
     reasons = sorted({k for r in log for k in r if k.startswith("fail_")})
@@ -182,27 +220,50 @@ def main() -> None:
         results[f"{b} steps"] = synth(args, out, str(b), budget_mapper(args, out, b, budgets[-1]))
     rows = [row(name, s) for name, s in results.items()]
     fig = plot(log, out, args.window)
-    per_interval = {key: per_budget_interval(log, key, budgets) for key in
-                    ("gate_pass_rate", "r_align_pass_mean", "reward_mean", "frac_reward_zero_std", "reward_std")}
-    record = {"args": vars(args), "steps_run": summary.get("steps"), "stop": summary.get("stop"),
-              "sets": rows, "per_interval": per_interval, "wall_s": round(time.perf_counter() - t0, 1),
-              "train_compute": summary.get("compute"), "plot": str(fig)}
+    per_interval = {
+        key: per_budget_interval(log, key, budgets)
+        for key in ("gate_pass_rate", "r_align_pass_mean", "reward_mean", "frac_reward_zero_std", "reward_std")
+    }
+    record = {
+        "args": vars(args),
+        "steps_run": summary.get("steps"),
+        "stop": summary.get("stop"),
+        "sets": rows,
+        "per_interval": per_interval,
+        "wall_s": round(time.perf_counter() - t0, 1),
+        "train_compute": summary.get("compute"),
+        "plot": str(fig),
+    }
     (out / "sweep.json").write_text(json.dumps(record, indent=2, default=str))
-    lines = ["| mapper | mapped / fallback | rollout gate pass rate | gap of the set | mapped rows: theirs vs the "
-             "expert's |", "|---|---|---|---|---|"]
+    lines = [
+        "| mapper | mapped / fallback | rollout gate pass rate | gap of the set | mapped rows: theirs vs the "
+        "expert's |",
+        "|---|---|---|---|---|",
+    ]
     for r in rows:
+
         def f(x):
             return "–" if x is None else f"{x:.3f}"
-        lines.append(f"| {r['mapper']} | {r['mapped']} / {r['fallback']} | {r['gate_pass_rate']:.2f} | "
-                     f"{f(r['gap_final_set'])} | {f(r['gap_mapped_rows'])} vs {f(r['gap_mapped_rows_expert'])} |")
-    lines += ["", "| steps | gate pass rate | r_align of passing | reward | groups with zero reward std |",
-              "|---|---|---|---|---|"]
+
+        lines.append(
+            f"| {r['mapper']} | {r['mapped']} / {r['fallback']} | {r['gate_pass_rate']:.2f} | "
+            f"{f(r['gap_final_set'])} | {f(r['gap_mapped_rows'])} vs {f(r['gap_mapped_rows_expert'])} |"
+        )
+    lines += [
+        "",
+        "| steps | gate pass rate | r_align of passing | reward | groups with zero reward std |",
+        "|---|---|---|---|---|",
+    ]
     for i, (lo, hi, _) in enumerate(per_interval["gate_pass_rate"]):
+
         def g(key, i=i):
             v = per_interval[key][i][2]
             return "–" if v is None else f"{v:.3f}"
-        lines.append(f"| {lo}-{hi} | {g('gate_pass_rate')} | {g('r_align_pass_mean')} | {g('reward_mean')} | "
-                     f"{g('frac_reward_zero_std')} |")
+
+        lines.append(
+            f"| {lo}-{hi} | {g('gate_pass_rate')} | {g('r_align_pass_mean')} | {g('reward_mean')} | "
+            f"{g('frac_reward_zero_std')} |"
+        )
     (out / "sweep.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     print(f"plot -> {fig}; record -> {out / 'sweep.json'}")

@@ -37,7 +37,7 @@ def matmul_gflops(dtype: torch.dtype, seconds: float = 1.5) -> float:
     while time.perf_counter() - start < seconds:
         a @ b
         n += 1
-    return n * 2 * 1024 ** 3 / (time.perf_counter() - start) / 1e9
+    return n * 2 * 1024**3 / (time.perf_counter() - start) / 1e9
 
 
 def sft_step_seconds(model, batch: torch.Tensor, autocast: bool, optimizer) -> float:
@@ -69,22 +69,28 @@ def main() -> None:
     from sftadapt.runtime.precision import capability, cpu_model_name
 
     cap = capability()
-    print(f"# {datetime.date.today()} · {cpu_model_name()} · torch {torch.__version__} · "
-          f"{torch.get_num_threads()} threads · {cap}", flush=True)
+    print(
+        f"# {datetime.date.today()} · {cpu_model_name()} · torch {torch.__version__} · "
+        f"{torch.get_num_threads()} threads · {cap}",
+        flush=True,
+    )
     path = resolve_model(args.model)
     tok = load_tokenizer(args.model)
     gen = torch.Generator().manual_seed(0)
     batch = torch.randint(100, len(tok) - 100, (args.batch, args.tokens), generator=gen)
     trainers = {}
-    for arm, (weights, autocast) in {"fp32 weights": (torch.float32, False),
-                                     "fp32 master + bf16 autocast": (torch.float32, True),
-                                     "pure bf16 weights": (torch.bfloat16, False)}.items():
+    for arm, (weights, autocast) in {
+        "fp32 weights": (torch.float32, False),
+        "fp32 master + bf16 autocast": (torch.float32, True),
+        "pure bf16 weights": (torch.bfloat16, False),
+    }.items():
         model = AutoModelForCausalLM.from_pretrained(path, dtype=weights)
         model.train()
         trainers[arm] = (model, autocast, torch.optim.AdamW(model.parameters(), lr=1e-5))
     problems = load_benchmark("gsm8k", limit=args.prompts)
-    engines = {name: HFEngine.from_model(args.model, dtype=name, batch_size=args.prompts)
-               for name in ("float32", "bfloat16")}
+    engines = {
+        name: HFEngine.from_model(args.model, dtype=name, batch_size=args.prompts) for name in ("float32", "bfloat16")
+    }
     prompts = [P.solve_prompt(tok, p.problem) for p in problems]
 
     from sftadapt.engines import Sampling
@@ -105,17 +111,23 @@ def main() -> None:
         print(f"round {r}: " + ", ".join(f"{k} {v[-1]:.3g}" for k, v in res.items()), flush=True)
 
     med = {k: statistics.median(v) for k, v in res.items()}
-    print(f"\nmodel {args.model}; SFT batch {args.batch} x {args.tokens} tokens; generation {args.prompts} prompts x "
-          f"{args.new_tokens} greedy tokens in one batch; medians of {args.rounds} rounds\n")
+    print(
+        f"\nmodel {args.model}; SFT batch {args.batch} x {args.tokens} tokens; generation {args.prompts} prompts x "
+        f"{args.new_tokens} greedy tokens in one batch; medians of {args.rounds} rounds\n"
+    )
     print("| measure | value (median) |\n|---|---|")
     for k, v in med.items():
         print(f"| {k} | {v:.3g} |")
     step32 = med["SFT step s, fp32 weights"]
     print(f"| **bf16/fp32 matmul speed** | **{med['matmul bf16 GFLOPS'] / med['matmul fp32 GFLOPS']:.2f}x** |")
-    print(f"| **SFT step speed-up, autocast vs fp32** | **{step32 / med['SFT step s, fp32 master + bf16 autocast']:.2f}x** |")
+    print(
+        f"| **SFT step speed-up, autocast vs fp32** | **{step32 / med['SFT step s, fp32 master + bf16 autocast']:.2f}x** |"
+    )
     print(f"| **SFT step speed-up, pure bf16 vs fp32** | **{step32 / med['SFT step s, pure bf16 weights']:.2f}x** |")
-    print(f"| **generation speed-up, bf16 vs fp32** | "
-          f"**{med['generate tok/s, bfloat16'] / med['generate tok/s, float32']:.2f}x** |")
+    print(
+        f"| **generation speed-up, bf16 vs fp32** | "
+        f"**{med['generate tok/s, bfloat16'] / med['generate tok/s, float32']:.2f}x** |"
+    )
 
 
 if __name__ == "__main__":

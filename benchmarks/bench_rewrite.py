@@ -49,8 +49,12 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--out", default=None, help="output folder of the stage (default: a temporary folder)")
-    parser.add_argument("--record", action=argparse.BooleanOptionalAction, default=True,
-                        help="write benchmarks/results/bench_rewrite-<model>.json")
+    parser.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write benchmarks/results/bench_rewrite-<model>.json",
+    )
     args = parser.parse_args()
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -63,9 +67,16 @@ def main() -> None:
 
     out = Path(args.out or tempfile.mkdtemp(prefix="bench_rewrite-"))
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: no shards to resume from
-    cfg = RewriteConfig(model=args.model, data=args.data, out=str(out), limit=args.problems,
-                        max_new_tokens=args.max_new_tokens, dtype=args.dtype, batch_size=args.batch_size,
-                        shard_size=args.shard_size)
+    cfg = RewriteConfig(
+        model=args.model,
+        data=args.data,
+        out=str(out),
+        limit=args.problems,
+        max_new_tokens=args.max_new_tokens,
+        dtype=args.dtype,
+        batch_size=args.batch_size,
+        shard_size=args.shard_size,
+    )
     load_start = time.perf_counter()
     verifier = TimedVerifier(Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout))
     engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
@@ -79,23 +90,37 @@ def main() -> None:
         verifier.inner.close()
     engine_s = engine.stats["generate_seconds"] + engine.stats["score_seconds"]
     result = {
-        "model": args.model, "data": args.data, "problems": summary["problems"], "dtype": args.dtype,
-        "max_new_tokens": args.max_new_tokens, "batch_size": args.batch_size, "shard_size": args.shard_size,
-        "threads": torch.get_num_threads(), "cpu": platform.processor() or platform.machine(),
-        "load_seconds": round(load_seconds, 2), "stage_wall_seconds": round(wall, 2),
-        "engine_seconds": round(engine_s, 2), "generate_seconds": round(engine.stats["generate_seconds"], 2),
-        "score_seconds": round(engine.stats["score_seconds"], 2), "verify_seconds": round(verifier.seconds, 2),
-        "verified_items": verifier.items, "other_seconds": round(wall - engine_s - verifier.seconds, 2),
+        "model": args.model,
+        "data": args.data,
+        "problems": summary["problems"],
+        "dtype": args.dtype,
+        "max_new_tokens": args.max_new_tokens,
+        "batch_size": args.batch_size,
+        "shard_size": args.shard_size,
+        "threads": torch.get_num_threads(),
+        "cpu": platform.processor() or platform.machine(),
+        "load_seconds": round(load_seconds, 2),
+        "stage_wall_seconds": round(wall, 2),
+        "engine_seconds": round(engine_s, 2),
+        "generate_seconds": round(engine.stats["generate_seconds"], 2),
+        "score_seconds": round(engine.stats["score_seconds"], 2),
+        "verify_seconds": round(verifier.seconds, 2),
+        "verified_items": verifier.items,
+        "other_seconds": round(wall - engine_s - verifier.seconds, 2),
         "overhead_fraction": round((wall - engine_s) / wall, 4),
-        "generated_tokens": int(engine.stats["generated_tokens"]), "scored_tokens": int(engine.stats["scored_tokens"]),
-        "rows_per_origin": {o: v["rows"] for o, v in summary["origins"].items()}, "gap": summary["gap"],
+        "generated_tokens": int(engine.stats["generated_tokens"]),
+        "scored_tokens": int(engine.stats["scored_tokens"]),
+        "rows_per_origin": {o: v["rows"] for o, v in summary["origins"].items()},
+        "gap": summary["gap"],
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
     print(json.dumps(result, indent=2))
     verdict = "OK" if result["overhead_fraction"] <= 0.15 else "OVER TARGET"
-    print(f"stage {wall:.1f} s, engine {engine_s:.1f} s, verify {verifier.seconds:.1f} s, other "
-          f"{result['other_seconds']:.1f} s -> overhead {100 * result['overhead_fraction']:.1f}% ({verdict}, "
-          "target <= 15%)")
+    print(
+        f"stage {wall:.1f} s, engine {engine_s:.1f} s, verify {verifier.seconds:.1f} s, other "
+        f"{result['other_seconds']:.1f} s -> overhead {100 * result['overhead_fraction']:.1f}% ({verdict}, "
+        "target <= 15%)"
+    )
     if args.record:
         path = Path(__file__).resolve().parent / "results" / f"bench_rewrite-{args.model.replace('/', '_')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)

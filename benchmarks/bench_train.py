@@ -78,35 +78,70 @@ def run(args) -> dict:
     tokens_per_step = None
     for round_index in range(args.rounds):
         for loss in losses:
-            cfg = TrainConfig(model=args.model, data=[str(data)], out=str(work / f"{loss}-{round_index}"), loss=loss,
-                              max_steps=steps_total, batch_size=args.batch_size, grad_accum=args.grad_accum,
-                              max_length=args.max_length, save_steps=10**9, resume=False, dtype=args.dtype,
-                              bf16=args.bf16, lr=1e-5)
+            cfg = TrainConfig(
+                model=args.model,
+                data=[str(data)],
+                out=str(work / f"{loss}-{round_index}"),
+                loss=loss,
+                max_steps=steps_total,
+                batch_size=args.batch_size,
+                grad_accum=args.grad_accum,
+                max_length=args.max_length,
+                save_steps=10**9,
+                resume=False,
+                dtype=args.dtype,
+                bf16=args.bf16,
+                lr=1e-5,
+            )
             timer = StepTimer()
             trainer, prepared, _ = build_trainer(cfg, callbacks=[timer])
             trainer.train()
-            times[loss].extend(timer.times[args.warmup:])
+            times[loss].extend(timer.times[args.warmup :])
             logged = [r for r in trainer.state.log_history if "response_tokens" in r]
             tokens_per_step = statistics.mean(r["response_tokens"] for r in logged)
-            print(f"round {round_index + 1}/{args.rounds} {loss}: median {statistics.median(timer.times[args.warmup:]):.3f}"
-                  f" s/step", file=sys.stderr)
+            print(
+                f"round {round_index + 1}/{args.rounds} {loss}: median {statistics.median(timer.times[args.warmup :]):.3f}"
+                f" s/step",
+                file=sys.stderr,
+            )
             del trainer
     shutil.rmtree(work, ignore_errors=True)
     base = statistics.median(times["nll"]) if "nll" in times else None
-    rows = {loss: {"median_s": statistics.median(t), "min_s": min(t), "max_s": max(t), "steps": len(t),
-                   "ratio_vs_nll": statistics.median(t) / base if base else None} for loss, t in times.items()}
-    return {"model": args.model, "batch_size": args.batch_size, "grad_accum": args.grad_accum,
-            "max_length": args.max_length, "dtype": args.dtype, "bf16": args.bf16, "rounds": args.rounds,
-            "warmup": args.warmup, "response_tokens_per_step": tokens_per_step, "threads": torch.get_num_threads(),
-            "torch": torch.__version__, "cpu": platform.processor() or platform.machine(),
-            "date": time.strftime("%Y-%m-%d %H:%M"), "losses": rows}
+    rows = {
+        loss: {
+            "median_s": statistics.median(t),
+            "min_s": min(t),
+            "max_s": max(t),
+            "steps": len(t),
+            "ratio_vs_nll": statistics.median(t) / base if base else None,
+        }
+        for loss, t in times.items()
+    }
+    return {
+        "model": args.model,
+        "batch_size": args.batch_size,
+        "grad_accum": args.grad_accum,
+        "max_length": args.max_length,
+        "dtype": args.dtype,
+        "bf16": args.bf16,
+        "rounds": args.rounds,
+        "warmup": args.warmup,
+        "response_tokens_per_step": tokens_per_step,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "losses": rows,
+    }
 
 
 def markdown(result: dict) -> str:
-    head = (f"Step time on `{result['model']}` (batch {result['batch_size']} x accum {result['grad_accum']}, "
-            f"max_length {result['max_length']}, {result['response_tokens_per_step']:.0f} response tokens/step, "
-            f"{result['dtype']}{' + bf16 autocast' if result['bf16'] else ''}, {result['threads']} threads, "
-            f"torch {result['torch']}, {result['date']}); median of {result['rounds']} round(s):")
+    head = (
+        f"Step time on `{result['model']}` (batch {result['batch_size']} x accum {result['grad_accum']}, "
+        f"max_length {result['max_length']}, {result['response_tokens_per_step']:.0f} response tokens/step, "
+        f"{result['dtype']}{' + bf16 autocast' if result['bf16'] else ''}, {result['threads']} threads, "
+        f"torch {result['torch']}, {result['date']}); median of {result['rounds']} round(s):"
+    )
     lines = [head, "", "| loss | steps | median s/step | min | max | x nll |", "|---|---|---|---|---|---|"]
     for loss, r in result["losses"].items():
         ratio = f"{r['ratio_vs_nll']:.3f}" if r["ratio_vs_nll"] else "-"

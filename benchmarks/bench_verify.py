@@ -157,18 +157,30 @@ def main() -> None:
             serial_rates, pool_rates, serial_cpu, pool_cpu, e2e_rates = [], [], [], [], []
             for _ in range(args.repeats):
                 serial, serial_seconds, serial_cpu_seconds = run_serial(golds, texts, args.timeout)
-                pooled, pool_seconds, pool_cpu_seconds = run_pool(golds, texts, args.workers, args.timeout,
-                                                                  args.chunk_size)
-                e2e_rates.append(len(golds) / run_end_to_end(golds, texts, args.workers, args.timeout,
-                                                             args.chunk_size))
+                pooled, pool_seconds, pool_cpu_seconds = run_pool(
+                    golds, texts, args.workers, args.timeout, args.chunk_size
+                )
+                e2e_rates.append(len(golds) / run_end_to_end(golds, texts, args.workers, args.timeout, args.chunk_size))
                 serial_rates.append(len(golds) / serial_seconds)
                 pool_rates.append(len(golds) / pool_seconds)
                 serial_cpu.append(1000 * serial_cpu_seconds / len(golds))
                 pool_cpu.append(1000 * pool_cpu_seconds / len(golds))
             serial_rate, pool_rate = statistics.median(serial_rates), statistics.median(pool_rates)
             correct = lambda verdicts: sum(v.verdict == "correct" for v in verdicts) / len(verdicts)  # noqa: E731
-            table.append((name, condition, len(golds), serial_rate, pool_rate, correct(serial), correct(pooled),
-                          statistics.median(serial_cpu), statistics.median(pool_cpu), statistics.median(e2e_rates)))
+            table.append(
+                (
+                    name,
+                    condition,
+                    len(golds),
+                    serial_rate,
+                    pool_rate,
+                    correct(serial),
+                    correct(pooled),
+                    statistics.median(serial_cpu),
+                    statistics.median(pool_cpu),
+                    statistics.median(e2e_rates),
+                )
+            )
             for index, (one, other) in enumerate(zip(serial, pooled)):
                 if one.verdict != other.verdict:
                     disagreements.append((name, condition, index, golds[index], one.verdict, other.verdict))
@@ -178,16 +190,22 @@ def main() -> None:
                     perturbed_correct.append((name, index, golds[index], answers[index]))
             print(f"{name}/{condition}: serial {serial_rate:.0f}/s, pool {pool_rate:.0f}/s", file=sys.stderr)
 
-    print(f"Pool: {args.workers} workers, timeout {args.timeout:g} s, chunk size {args.chunk_size}; "
-          f"start-up + warm-up {startup_seconds:.2f} s (paid once per Verifier, not in the rates). "
-          f"Median of {args.repeats} repeats. Load average (1 min) before {load_before[0]:.2f}, "
-          f"after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other jobs on the machine slow both sides).\n")
-    print("| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | pool incl. start-up "
-          "(items/s) | speedup | CPU ms/item serial | CPU ms/item pool | correct (serial) | correct (pool) |")
+    print(
+        f"Pool: {args.workers} workers, timeout {args.timeout:g} s, chunk size {args.chunk_size}; "
+        f"start-up + warm-up {startup_seconds:.2f} s (paid once per Verifier, not in the rates). "
+        f"Median of {args.repeats} repeats. Load average (1 min) before {load_before[0]:.2f}, "
+        f"after {os.getloadavg()[0]:.2f} on {os.cpu_count()} CPUs (other jobs on the machine slow both sides).\n"
+    )
+    print(
+        "| dataset | condition | items | serial verify_one (items/s) | pool (items/s) | pool incl. start-up "
+        "(items/s) | speedup | CPU ms/item serial | CPU ms/item pool | correct (serial) | correct (pool) |"
+    )
     print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, condition, items, serial_rate, pool_rate, serial_correct, pool_correct, s_cpu, p_cpu, e2e in table:
-        print(f"| {name} | {condition} | {items} | {serial_rate:.0f} | {pool_rate:.0f} | {e2e:.0f} | "
-              f"{pool_rate / serial_rate:.2f}x | {s_cpu:.2f} | {p_cpu:.2f} | {serial_correct:.1%} | {pool_correct:.1%} |")
+        print(
+            f"| {name} | {condition} | {items} | {serial_rate:.0f} | {pool_rate:.0f} | {e2e:.0f} | "
+            f"{pool_rate / serial_rate:.2f}x | {s_cpu:.2f} | {p_cpu:.2f} | {serial_correct:.1%} | {pool_correct:.1%} |"
+        )
     print("\nCPU ms/item: the process's CPU time per item; for the pool, workers + caller together.")
     total = sum(row[2] for row in table)
     print(f"\nSerial vs pool verdict disagreements: {len(disagreements)} of {total * 1}")

@@ -37,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
             passed = res["rate"] >= THRESHOLD
             ok &= passed
-            print(f"{name}: {res['correct']}/{res['n']} gold solutions verified correct = {100 * res['rate']:.2f}% "
-                  f"({'PASS' if passed else 'FAIL'} at {100 * THRESHOLD:.0f}%), verdicts {res['counts']}, "
-                  f"{res['seconds']} s")
+            print(
+                f"{name}: {res['correct']}/{res['n']} gold solutions verified correct = {100 * res['rate']:.2f}% "
+                f"({'PASS' if passed else 'FAIL'} at {100 * THRESHOLD:.0f}%), verdicts {res['counts']}, "
+                f"{res['seconds']} s"
+            )
             for f in res["failures"]:
-                print(f"  {f['verdict']:9s} id={f['id']} gold={f['gold']!r} extracted={f['extracted']!r} "
-                      f"rule={f['rule']}")
+                print(
+                    f"  {f['verdict']:9s} id={f['id']} gold={f['gold']!r} extracted={f['extracted']!r} rule={f['rule']}"
+                )
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(results, fh, indent=1)

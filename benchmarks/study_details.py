@@ -37,11 +37,16 @@ def seed_dirs(run: Path) -> list[Path]:
 
 def details(run: Path) -> str:
     seeds = seed_dirs(run)
-    stages = sorted({p.parent.name for s in seeds for p in s.glob("*/stage.json")},
-                    key=lambda n: min((s / n / "stage.json").stat().st_mtime for s in seeds
-                                       if (s / n / "stage.json").exists()))
-    out = ["## Wall time per stage (s)", "", "| stage | " + " | ".join(s.name for s in seeds) + " |",
-           "|---|" + "---|" * len(seeds)]
+    stages = sorted(
+        {p.parent.name for s in seeds for p in s.glob("*/stage.json")},
+        key=lambda n: min((s / n / "stage.json").stat().st_mtime for s in seeds if (s / n / "stage.json").exists()),
+    )
+    out = [
+        "## Wall time per stage (s)",
+        "",
+        "| stage | " + " | ".join(s.name for s in seeds) + " |",
+        "|---|" + "---|" * len(seeds),
+    ]
     totals = [0.0] * len(seeds)
     for name in stages:
         cells = []
@@ -52,10 +57,15 @@ def details(run: Path) -> str:
         out.append(f"| {name} | " + " | ".join(cells) + " |")
     out.append("| **total** | " + " | ".join(f"**{t:.0f}** ({t / 60:.0f} min)" for t in totals) + " |")
 
-    out += ["", "## Adaptation per seed", "",
-            "| seed | rewrite: self / guided / expert rows | gap expert → DR set | DART: mapped / fallback | "
-            "gap DART set | PR: mapped / fallback | gap PR set | mapper gate pass rate (1st → 2nd half) | "
-            "direct GRPO accuracy (1st → 2nd half) |", "|---|---|---|---|---|---|---|---|---|"]
+    out += [
+        "",
+        "## Adaptation per seed",
+        "",
+        "| seed | rewrite: self / guided / expert rows | gap expert → DR set | DART: mapped / fallback | "
+        "gap DART set | PR: mapped / fallback | gap PR set | mapper gate pass rate (1st → 2nd half) | "
+        "direct GRPO accuracy (1st → 2nd half) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for s in seeds:
         rw, mp, pr = _result(s / "rewrite"), _result(s / "mapper"), _result(s / "prompted")
         o = rw.get("origins", {})
@@ -65,12 +75,14 @@ def details(run: Path) -> str:
         def mapped(r: dict) -> str:
             return f"{r.get('origins', {}).get('mapper', 0)} / {r.get('origins', {}).get('expert', 0)}"
 
-        out.append(f"| {s.name} | {rows} | {gap.get('expert_set', float('nan')):.3f} → "
-                   f"{gap.get('final_set', float('nan')):.3f} | {mapped(mp)} | "
-                   f"{mp.get('gap', {}).get('final_set', float('nan')):.3f} | {mapped(pr)} | "
-                   f"{pr.get('gap', {}).get('final_set', float('nan')):.3f} | "
-                   f"{_halves(s / 'mapper_train' / 'rl_log.jsonl', 'gate_pass_rate')} | "
-                   f"{_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |")
+        out.append(
+            f"| {s.name} | {rows} | {gap.get('expert_set', float('nan')):.3f} → "
+            f"{gap.get('final_set', float('nan')):.3f} | {mapped(mp)} | "
+            f"{mp.get('gap', {}).get('final_set', float('nan')):.3f} | {mapped(pr)} | "
+            f"{pr.get('gap', {}).get('final_set', float('nan')):.3f} | "
+            f"{_halves(s / 'mapper_train' / 'rl_log.jsonl', 'gate_pass_rate')} | "
+            f"{_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |"
+        )
     return "\n".join(out) + "\n"
 
 

@@ -50,9 +50,14 @@ TABLE: tuple[Arm, ...] = (
     Arm("direct_rl", "GRPO (direct RL)"),
 )
 # training set -> the pipeline stages that build it (in order); their compute is charged to the arms using it
-SOURCE_STAGES: dict[str, tuple[str, ...]] = {"expert": (), "rewrite": ("rewrite",), "sdft": ("sdft",),
-                                             "mapper": ("mapper_train", "mapper"), "prompted": ("prompted",),
-                                             "patch": ("mapper_train_patch", "mapper_patch")}
+SOURCE_STAGES: dict[str, tuple[str, ...]] = {
+    "expert": (),
+    "rewrite": ("rewrite",),
+    "sdft": ("sdft",),
+    "mapper": ("mapper_train", "mapper"),
+    "prompted": ("prompted",),
+    "patch": ("mapper_train_patch", "mapper_patch"),
+}
 FALLBACKS = ("keep", "drop", "dft")
 # the arms a study runs unless its config lists them (the ablations are opt-in: they add training and eval runs)
 DEFAULT_ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft", "direct_rl")
@@ -80,11 +85,14 @@ def set_table(table: tuple[Arm, ...]) -> tuple[Arm, ...]:
     unknown = [a.name for a in table if a.source is not None and a.source not in SOURCE_STAGES]
     if unknown:
         raise ValueError(f"arm(s) {unknown}: source must be one of {', '.join(SOURCE_STAGES)}")
-    bad = [a.name for a in table if a.fallback not in FALLBACKS or (a.fallback != "keep" and a.source in (None,
-                                                                                                        "expert"))]
+    bad = [
+        a.name for a in table if a.fallback not in FALLBACKS or (a.fallback != "keep" and a.source in (None, "expert"))
+    ]
     if bad:
-        raise ValueError(f"arm(s) {bad}: fallback is one of {', '.join(FALLBACKS)}, and only an adapted set has "
-                         "fallback rows to drop or reweight")
+        raise ValueError(
+            f"arm(s) {bad}: fallback is one of {', '.join(FALLBACKS)}, and only an adapted set has "
+            "fallback rows to drop or reweight"
+        )
     TABLE = tuple(table)
     ARMS = tuple(a.name for a in TABLE)
     ARM_LABELS = {"raw": "raw model", **{a.name: a.label for a in TABLE}}

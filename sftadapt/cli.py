@@ -30,9 +30,14 @@ class _Command(TyperGroup):
         return super().parse_args(ctx, args)
 
 
-app = typer.Typer(cls=_Command, add_completion=False, no_args_is_help=True, rich_markup_mode=None,
-                  help="Adapt an SFT dataset to the model trained on it (Mind the Gap rewriting, DART mapping), "
-                       "then train (nll | dft | is) and evaluate.")
+app = typer.Typer(
+    cls=_Command,
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Adapt an SFT dataset to the model trained on it (Mind the Gap rewriting, DART mapping), "
+    "then train (nll | dft | is) and evaluate.",
+)
 data_app = typer.Typer(no_args_is_help=True, help="Validate and convert datasets.")
 app.add_typer(data_app, name="data")
 
@@ -51,10 +56,13 @@ def _version(value: bool) -> None:
 
 
 @app.callback()
-def main(online: bool = typer.Option(False, "--online", help="allow hub downloads of named models/datasets"),
-         quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
-         version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
-                                      help="print the version and exit")) -> None:
+def main(
+    online: bool = typer.Option(False, "--online", help="allow hub downloads of named models/datasets"),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="print the version and exit"
+    ),
+) -> None:
     from sftadapt.runtime import offline
 
     offline.apply(online)  # sets, not setdefault: an inherited HF_HUB_OFFLINE=0 does not open the network
@@ -79,8 +87,14 @@ def main(online: bool = typer.Option(False, "--online", help="allow hub download
 
 # the field-map options (sftadapt.data.formats.FieldOptions) as flags: one declaration for every command that reads
 # data; `--set fields.KEY=VALUE` reaches the same options
-FIELD_FLAGS = {"format": "--format", "problem": "--problem-field", "answer": "--answer-field",
-               "solution": "--solution-field", "id": "--id-field", "answer_rule": "--answer-rule"}
+FIELD_FLAGS = {
+    "format": "--format",
+    "problem": "--problem-field",
+    "answer": "--answer-field",
+    "solution": "--solution-field",
+    "id": "--id-field",
+    "answer_rule": "--answer-rule",
+}
 
 
 def field_options(fn):
@@ -94,9 +108,15 @@ def field_options(fn):
 
     helps = {f.name: f.metadata.get("help", "") for f in dataclasses.fields(FieldOptions)}
     sig = inspect.signature(fn, eval_str=True)  # typer reads the real types, not the strings of `annotations`
-    extra = [inspect.Parameter(f"field_{name}", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[str],
-                               default=typer.Option(None, flag, help=helps[name]))
-             for name, flag in FIELD_FLAGS.items()]
+    extra = [
+        inspect.Parameter(
+            f"field_{name}",
+            inspect.Parameter.KEYWORD_ONLY,
+            annotation=Optional[str],
+            default=typer.Option(None, flag, help=helps[name]),
+        )
+        for name, flag in FIELD_FLAGS.items()
+    ]
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -149,10 +169,19 @@ def _options_command(command: str):
 
             super().format_epilog(ctx, formatter)
             what = "protocol fields" if command == "eval" else "options"
-            with formatter.section(f"All {what} (--set KEY=VALUE" + ("" if command == "eval" else "; YAML: --config FILE")
-                                   + "; resolved: sftadapt config show " + command + ")"):
-                formatter.write_dl([(key, f"{text} [default: {default}]".strip())
-                                    for key, default, text in option_rows(config_class(command))])
+            with formatter.section(
+                f"All {what} (--set KEY=VALUE"
+                + ("" if command == "eval" else "; YAML: --config FILE")
+                + "; resolved: sftadapt config show "
+                + command
+                + ")"
+            ):
+                formatter.write_dl(
+                    [
+                        (key, f"{text} [default: {default}]".strip())
+                        for key, default, text in option_rows(config_class(command))
+                    ]
+                )
 
     return WithConfigOptions
 
@@ -163,8 +192,9 @@ def _options_command(command: str):
 def data_check(
     file: Path = typer.Argument(..., help="JSONL, JSON, Parquet file or save_to_disk folder (DIR[@split])"),
     training: bool = typer.Option(False, "--training", help="rows must have an expert solution"),
-    rejects: Optional[Path] = typer.Option(None, help="write the rejected rows to this file (default: none; "
-                                           "the data's folder is never written to)"),
+    rejects: Optional[Path] = typer.Option(
+        None, help="write the rejected rows to this file (default: none; the data's folder is never written to)"
+    ),
     max_row_bytes: int = typer.Option(1 << 20, help="reject rows larger than this"),
     strict: bool = typer.Option(False, "--strict", help="exit non-zero if any row is rejected"),
     fields: dict = None,
@@ -193,12 +223,14 @@ def data_export(
     source: Path = typer.Argument(..., help="an adapted set: a rewrite / map synthesize folder or its train.jsonl"),
     fmt: str = typer.Option(..., "--format", help="trl | llamafactory | verl | hf"),
     out: Path = typer.Option(..., help="output folder (new, or one `data export` made)"),
-    model: Optional[str] = typer.Option(None, help="the target model whose chat template renders the prompt "
-                                        "(default: the one the set records)"),
+    model: Optional[str] = typer.Option(
+        None, help="the target model whose chat template renders the prompt (default: the one the set records)"
+    ),
     name: Optional[str] = typer.Option(None, help="dataset name (LLaMA-Factory's dataset_info.json key)"),
     data_source: str = typer.Option("lighteval/MATH", help="verl: data_source (picks verl's default scorer)"),
-    push_to_hub: Optional[str] = typer.Option(None, help="upload the folder to this hub dataset repo (needs "
-                                              "--online and a token)"),
+    push_to_hub: Optional[str] = typer.Option(
+        None, help="upload the folder to this hub dataset repo (needs --online and a token)"
+    ),
     force: bool = typer.Option(False, "--force", help="write into a folder sftadapt did not make"),
 ) -> None:
     """Export an adapted set for TRL, LLaMA-Factory, verl or `datasets`, with the exact training prompt and a
@@ -208,8 +240,10 @@ def data_export(
 
     result = _guard(lambda: export(source, fmt, out, model=model, force=force, name=name, data_source=data_source))
     typer.echo(f"{result['rows']} rows -> {', '.join(result['files'])} (card: {result['card']})")
-    typer.echo(f"prompt: the SOLVE prompt through {result['model']}'s chat template; rows whose joint "
-               f"tokenisation differs from training's: {result['token_mismatch_rows']}")
+    typer.echo(
+        f"prompt: the SOLVE prompt through {result['model']}'s chat template; rows whose joint "
+        f"tokenisation differs from training's: {result['token_mismatch_rows']}"
+    )
     if push_to_hub:
         typer.echo(f"pushed -> {_guard(lambda: push(out, push_to_hub))}")
 
@@ -238,8 +272,10 @@ def _check_or_convert(file, out, fields, training, rejects, max_row_bytes, stric
         fail(str(err))
     s = result.summary()
     with_solution = sum(1 for p in result.problems if p.solution)
-    typer.echo(f"{file}: format {s['format']}, answer rule {result.answer_rule}, {s['rows']} rows, {s['ok']} ok, "
-               f"{s['rejected']} rejected, {with_solution} with an expert solution")
+    typer.echo(
+        f"{file}: format {s['format']}, answer rule {result.answer_rule}, {s['rows']} rows, {s['ok']} ok, "
+        f"{s['rejected']} rejected, {with_solution} with an expert solution"
+    )
     for rej in result.rejects[:20]:
         where = f"field {rej['field']}" if rej["field"] else "whole row"
         typer.echo(f"  reject {rej['file']}:{rej['line']} {where}: {rej['reason']}")
@@ -252,8 +288,12 @@ def _check_or_convert(file, out, fields, training, rejects, max_row_bytes, stric
     elif result.rejects and not out:
         typer.echo("(pass --rejects FILE to keep the rejected rows)")
     if not result.total_rows:
-        typer.secho(f"error: {file}: no rows (the file is empty or blank)" if strict else
-                    f"warning: {file}: no rows (the file is empty or blank)", err=True)
+        typer.secho(
+            f"error: {file}: no rows (the file is empty or blank)"
+            if strict
+            else f"warning: {file}: no rows (the file is empty or blank)",
+            err=True,
+        )
     if out:
         typer.echo(f"{s['ok']} problems written to {out}")
     if strict and (result.rejects or not result.total_rows):
@@ -269,10 +309,13 @@ def sample(
     out: Optional[Path] = typer.Option(None, help="output folder (resumable)"),
     limit: Optional[int] = typer.Option(None, help="first N problems"),
     n: Optional[int] = typer.Option(None, help="samples per problem"),
-    temperature: Optional[float] = typer.Option(None), top_p: Optional[float] = typer.Option(None),
-    max_new_tokens: Optional[int] = typer.Option(None), seed: Optional[int] = typer.Option(None),
+    temperature: Optional[float] = typer.Option(None),
+    top_p: Optional[float] = typer.Option(None),
+    max_new_tokens: Optional[int] = typer.Option(None),
+    seed: Optional[int] = typer.Option(None),
     dtype: Optional[str] = typer.Option(None, help="auto (bf16 only where native) | float32 | bfloat16"),
-    batch_size: Optional[int] = typer.Option(None), data_dir: Optional[Path] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    data_dir: Optional[Path] = typer.Option(None),
     config: Optional[Path] = typer.Option(None, help="YAML file of SampleConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, help="discard shards written with another config"),
@@ -282,15 +325,30 @@ def sample(
     from sftadapt.eval.sample import SampleConfig
     from sftadapt.eval.sample import sample as run_sample
 
-    given = dict(fields=fields or None, model=model, data=data, out=str(out) if out else None, limit=limit, n=n, temperature=temperature,
-                 top_p=top_p, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, batch_size=batch_size,
-                 data_dir=str(data_dir) if data_dir else None, force=force or None)
+    given = dict(
+        fields=fields or None,
+        model=model,
+        data=data,
+        out=str(out) if out else None,
+        limit=limit,
+        n=n,
+        temperature=temperature,
+        top_p=top_p,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        dtype=dtype,
+        batch_size=batch_size,
+        data_dir=str(data_dir) if data_dir else None,
+        force=force or None,
+    )
     cfg = _build(SampleConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     out = Path(cfg.out)
     summary = _guard(lambda: run_sample(cfg, progress=progress_on()))
     typer.echo(json.dumps(summary, indent=2))
-    typer.echo(f"accuracy {summary['accuracy']:.3f} ({summary['verdicts'].get('correct', 0)}/{summary['samples']} "
-               f"samples) -> {out / 'attempts.jsonl'}")
+    typer.echo(
+        f"accuracy {summary['accuracy']:.3f} ({summary['verdicts'].get('correct', 0)}/{summary['samples']} "
+        f"samples) -> {out / 'attempts.jsonl'}"
+    )
 
 
 def _build(cls, values: dict, overrides: list[str] | None = None, config: Path | None = None):
@@ -317,8 +375,15 @@ def _guard(fn):
 
     try:
         return fn()
-    except (ValueError, ModelError, StoreError, FileNotFoundError, NotADirectoryError, IsADirectoryError,
-            PermissionError) as err:
+    except (
+        ValueError,
+        ModelError,
+        StoreError,
+        FileNotFoundError,
+        NotADirectoryError,
+        IsADirectoryError,
+        PermissionError,
+    ) as err:
         if os.environ.get("SFTADAPT_DEBUG") == "1":
             raise
         fail(str(err).strip() or type(err).__name__)
@@ -340,7 +405,8 @@ def rewrite(
     keep: Optional[str] = typer.Option(None, help="most_likely | first | all_distinct"),
     limit: Optional[int] = typer.Option(None, help="first N problems"),
     max_new_tokens: Optional[int] = typer.Option(None, help="generation budget per sample (default 512)"),
-    seed: Optional[int] = typer.Option(None), dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16"),
+    seed: Optional[int] = typer.Option(None),
+    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16"),
     config: Optional[Path] = typer.Option(None, help="YAML file of RewriteConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
@@ -350,31 +416,57 @@ def rewrite(
     from sftadapt.adapt.rewrite import RewriteConfig
     from sftadapt.adapt.rewrite import rewrite as run_rewrite
 
-    given = dict(fields=fields or None, model=model, data=data, out=str(out) if out else None, method=method, k=k,
-                 guided_tries=guided_tries, keep=keep, limit=limit, max_new_tokens=max_new_tokens, seed=seed,
-                 dtype=dtype, force=force or None)
+    given = dict(
+        fields=fields or None,
+        model=model,
+        data=data,
+        out=str(out) if out else None,
+        method=method,
+        k=k,
+        guided_tries=guided_tries,
+        keep=keep,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        dtype=dtype,
+        force=force or None,
+    )
     cfg = _build(RewriteConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: run_rewrite(cfg, progress=progress_on()))
     typer.echo(f"{summary['rows']} rows -> {Path(cfg.out) / 'train.jsonl'} (summary: {Path(cfg.out) / 'summary.json'})")
+
+
 # ---------------------------------------------------------------- train (train.py)
 @app.command("train", cls=_options_command("train"))
 @field_options
 def train_cmd(
     model: Optional[str] = typer.Option(None, help="base model: HF id, local folder, smollm2-135m or tiny-random"),
-    data: List[str] = typer.Option([], "--data", help="training file (repeatable): Example JSONL/Parquet from "
-                                   "rewrite/map, or a raw expert set (file, gsm8k_train, math_train, hf:id)"),
+    data: List[str] = typer.Option(
+        [],
+        "--data",
+        help="training file (repeatable): Example JSONL/Parquet from "
+        "rewrite/map, or a raw expert set (file, gsm8k_train, math_train, hf:id)",
+    ),
     out: Optional[Path] = typer.Option(None, help="output folder: checkpoints, train_log.jsonl, final model"),
     loss: Optional[str] = typer.Option(None, help="nll | dft | is"),
     config: Optional[Path] = typer.Option(None, help="YAML file of TrainConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
-    force: bool = typer.Option(False, "--force", help="set aside checkpoints written with other options instead "
-                               "of refusing them"),
+    force: bool = typer.Option(
+        False, "--force", help="set aside checkpoints written with other options instead of refusing them"
+    ),
     fields: dict = None,
 ) -> None:
     """Fine-tune a model on (adapted) examples with nll, dft or is; resumes from the last checkpoint in OUT."""
     from sftadapt.train.stage import TrainConfig, train
 
-    given = dict(fields=fields or None, model=model, data=list(data) or None, out=str(out) if out else None, loss=loss, force=force or None)
+    given = dict(
+        fields=fields or None,
+        model=model,
+        data=list(data) or None,
+        out=str(out) if out else None,
+        loss=loss,
+        force=force or None,
+    )
     cfg = _build(TrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train(cfg))  # DataError is a ValueError: one line
     typer.echo("\n".join(["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]))
@@ -386,8 +478,9 @@ def _engine_config(backend: str, items: List[str]):
     from sftadapt.config import build_config, parse_override
     from sftadapt.engines.base import EngineConfig
 
-    return build_config(EngineConfig, {"backend": backend, "options": dict(parse_override(i) for i in items)},
-                        "--engine")
+    return build_config(
+        EngineConfig, {"backend": backend, "options": dict(parse_override(i) for i in items)}, "--engine"
+    )
 
 
 # ---------------------------------------------------------------- eval (evaluate.py)
@@ -395,10 +488,13 @@ def _engine_config(backend: str, items: List[str]):
 @field_options
 def eval_cmd(
     model: str = typer.Option("smollm2-135m", help="HF id, local folder, smollm2-135m or tiny-random"),
-    benchmarks: str = typer.Option("gsm8k,math500", help="comma-separated: gsm8k, math500, aime24, amc23, "
-                                   "minerva_math, olympiadbench, math_test, synthetic_id, synthetic_ood, or your "
-                                   "own as a file / save_to_disk folder / hf:id (read with the field-map options, "
-                                   "reported under the file's stem)"),
+    benchmarks: str = typer.Option(
+        "gsm8k,math500",
+        help="comma-separated: gsm8k, math500, aime24, amc23, "
+        "minerva_math, olympiadbench, math_test, synthetic_id, synthetic_ood, or your "
+        "own as a file / save_to_disk folder / hf:id (read with the field-map options, "
+        "reported under the file's stem)",
+    ),
     protocol: str = typer.Option("quick", help="paper | quick | a YAML file of protocol fields"),
     set_: List[str] = typer.Option([], "--set", help="override a protocol field: --set n=4 (repeatable)"),
     limit: Optional[int] = typer.Option(None, help="first N problems of each benchmark"),
@@ -406,13 +502,15 @@ def eval_cmd(
     dtype: str = typer.Option("auto", help="auto (bf16 only where native) | float32 | bfloat16"),
     batch_size: int = typer.Option(32, help="sequences per generate call"),
     engine: str = typer.Option("hf", help="engine backend (sftadapt.engines.BACKENDS)"),
-    engine_option: List[str] = typer.Option([], "--engine-option", help="a backend option: --engine-option "
-                                            "key=value (repeatable; value read as YAML)"),
+    engine_option: List[str] = typer.Option(
+        [], "--engine-option", help="a backend option: --engine-option key=value (repeatable; value read as YAML)"
+    ),
     verify_timeout: float = typer.Option(5.0, help="seconds per verified answer before a timeout verdict"),
     data_dir: Optional[Path] = typer.Option(None, help="benchmark data folder (default: shared/data found nearby)"),
     force: bool = typer.Option(False, help="set aside shards written with another model/protocol/problem list"),
-    max_prompt_tokens: Optional[int] = typer.Option(None, help="prompt budget in tokens (default: the model's "
-                                                    "context less max_new_tokens)"),
+    max_prompt_tokens: Optional[int] = typer.Option(
+        None, help="prompt budget in tokens (default: the model's context less max_new_tokens)"
+    ),
     report_to: str = typer.Option("none", help="none | tensorboard | wandb | trackio | mlflow"),
     tracking_dir: Optional[Path] = typer.Option(None, help="tracker output folder (default: OUT/tracking)"),
     fields: dict = None,
@@ -433,10 +531,26 @@ def eval_cmd(
     _guard(lambda: check_report_to(report_to, "--report-to"))
     proto = _guard(lambda: load_protocol(protocol, set_))
     engine_cfg = _guard(lambda: _engine_config(engine, engine_option))
-    _guard(lambda: evaluate(model, names, proto, out, limit, dtype=dtype, batch_size=batch_size, data_dir=data_dir,
-                            engine_config=engine_cfg, max_prompt_tokens=max_prompt_tokens, report_to=report_to,
-                            tracking_dir=tracking_dir, verify_timeout=verify_timeout, force=force,
-                            fields=fields or None, progress=progress_on()))
+    _guard(
+        lambda: evaluate(
+            model,
+            names,
+            proto,
+            out,
+            limit,
+            dtype=dtype,
+            batch_size=batch_size,
+            data_dir=data_dir,
+            engine_config=engine_cfg,
+            max_prompt_tokens=max_prompt_tokens,
+            report_to=report_to,
+            tracking_dir=tracking_dir,
+            verify_timeout=verify_timeout,
+            force=force,
+            fields=fields or None,
+            progress=progress_on(),
+        )
+    )
     typer.echo(f"results -> {out / 'results.json'}")
 
 
@@ -465,7 +579,6 @@ def report_cmd(
     typer.echo(f"report -> {', '.join(rep['files'].values())}")
 
 
-
 # ---------------------------------------------------------------- map (mapper.py: DART)
 map_app = typer.Typer(no_args_is_help=True, help="DART: train a mapper with RL, then synthesise adapted data with it.")
 app.add_typer(map_app, name="map")
@@ -487,31 +600,52 @@ def map_train(
     limit: Optional[int] = typer.Option(None, help="first N problems"),
     config: Optional[Path] = typer.Option(None, help="YAML file of MapperTrainConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: grpo.beta=0.001, reward.r_min=-5)"),
-    force: bool = typer.Option(False, "--force", help="set aside checkpoints written with other options instead "
-                               "of refusing them"),
+    force: bool = typer.Option(
+        False, "--force", help="set aside checkpoints written with other options instead of refusing them"
+    ),
     fields: dict = None,
 ) -> None:
     """Mapper RL: GRPO with the alignment reward behind the anti-cheating gate; saves the mapper in OUT."""
     from sftadapt.adapt.mapper import MapperTrainConfig, train_mapper
 
-    grpo = {k: v for k, v in dict(max_steps=steps, lora=lora, num_generations=num_generations,
-                                  max_completion_length=max_completion_length, lr=lr).items() if v is not None}
-    given = dict(fields=fields or None, target=target, mapper=mapper, data=data, out=str(out) if out else None, limit=limit,
-                 grpo=grpo or None, reward={"variant": variant} if variant else None,
-                 force=force or None)
+    grpo = {
+        k: v
+        for k, v in dict(
+            max_steps=steps,
+            lora=lora,
+            num_generations=num_generations,
+            max_completion_length=max_completion_length,
+            lr=lr,
+        ).items()
+        if v is not None
+    }
+    given = dict(
+        fields=fields or None,
+        target=target,
+        mapper=mapper,
+        data=data,
+        out=str(out) if out else None,
+        limit=limit,
+        grpo=grpo or None,
+        reward={"variant": variant} if variant else None,
+        force=force or None,
+    )
     cfg = _build(MapperTrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train_mapper(cfg, progress=progress_on()))
     last = summary.get("last_log") or {}
-    typer.echo(f"{summary['steps']} steps; last step: gate pass rate {last.get('gate_pass_rate')}, mean r_align of "
-               f"passing rollouts {last.get('r_align_pass_mean')}")
+    typer.echo(
+        f"{summary['steps']} steps; last step: gate pass rate {last.get('gate_pass_rate')}, mean r_align of "
+        f"passing rollouts {last.get('r_align_pass_mean')}"
+    )
     typer.echo(f"mapper -> {cfg.out} (log: {summary['log']}, compute: {Path(cfg.out) / 'compute.json'})")
 
 
 @map_app.command("synthesize", cls=_options_command("map synthesize"))
 @field_options
 def map_synthesize(
-    mapper: Optional[str] = typer.Option(None, help="trained mapper folder, or 'untrained' (the target itself: the "
-                                         "prompted-rewrite baseline)"),
+    mapper: Optional[str] = typer.Option(
+        None, help="trained mapper folder, or 'untrained' (the target itself: the prompted-rewrite baseline)"
+    ),
     target: Optional[str] = typer.Option(None, help="target model: scores the rewrites"),
     data: Optional[str] = typer.Option(None, help="SFT set with expert solutions: file, dataset name or hf:id"),
     out: Optional[Path] = typer.Option(None, help="output folder (resumable: re-run the same command after a kill)"),
@@ -519,7 +653,8 @@ def map_synthesize(
     temperature: Optional[float] = typer.Option(None, help="rewrite temperature (default 0.7)"),
     limit: Optional[int] = typer.Option(None, help="first N problems"),
     max_new_tokens: Optional[int] = typer.Option(None, help="generation budget per rewrite (default 512)"),
-    seed: Optional[int] = typer.Option(None), dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16"),
+    seed: Optional[int] = typer.Option(None),
+    dtype: Optional[str] = typer.Option(None, help="auto | float32 | bfloat16"),
     config: Optional[Path] = typer.Option(None, help="YAML file of SynthConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help() + " (nested: reward.max_length_ratio=3)"),
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
@@ -528,12 +663,23 @@ def map_synthesize(
     """K rewrites per example, keep the best gate-passing one by r_align, else the expert; writes OUT/train.jsonl."""
     from sftadapt.adapt.mapper import SynthConfig, synthesize
 
-    given = dict(fields=fields or None, mapper=mapper, target=target, data=data, out=str(out) if out else None, k=k, temperature=temperature,
-                 limit=limit, max_new_tokens=max_new_tokens, seed=seed, dtype=dtype, force=force or None)
+    given = dict(
+        fields=fields or None,
+        mapper=mapper,
+        target=target,
+        data=data,
+        out=str(out) if out else None,
+        k=k,
+        temperature=temperature,
+        limit=limit,
+        max_new_tokens=max_new_tokens,
+        seed=seed,
+        dtype=dtype,
+        force=force or None,
+    )
     cfg = _build(SynthConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: synthesize(cfg, progress=progress_on()))
     typer.echo(f"{summary['rows']} rows -> {Path(cfg.out) / 'train.jsonl'} (summary: {Path(cfg.out) / 'summary.json'})")
-
 
 
 # ---------------------------------------------------------------- the whole study
@@ -541,8 +687,12 @@ def map_synthesize(
 def run_cmd(
     config: Path = typer.Argument(..., help="study config (YAML), e.g. configs/quickstart.yaml"),
     set_: List[str] = typer.Option([], "--set", help="override any option: --set eval.limit=100 (repeatable)"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="validate every stage's config and list the stages: "
-                                 "cached, would run, or would re-run (with the options that changed); writes nothing"),
+    dry_run: bool = typer.Option(
+        False,
+        "--dry-run",
+        help="validate every stage's config and list the stages: "
+        "cached, would run, or would re-run (with the options that changed); writes nothing",
+    ),
 ) -> None:
     """Run the whole study: (warm-up ->) baseline eval -> adapt -> train each arm -> eval -> report."""
     from sftadapt.pipeline import load_run_config, run
@@ -588,8 +738,9 @@ app.add_typer(config_app, name="config")
 @config_app.command("show")
 def config_show(
     command: str = typer.Argument(..., help="one of: " + ", ".join(CONFIGS) + " (quote the two-word ones)"),
-    config: Optional[Path] = typer.Option(None, help="YAML file of the command's options (eval: a protocol name "
-                                          "or YAML file)"),
+    config: Optional[Path] = typer.Option(
+        None, help="YAML file of the command's options (eval: a protocol name or YAML file)"
+    ),
     set_: List[str] = typer.Option([], "--set", help="override an option: --set key=value (repeatable)"),
 ) -> None:
     """Print the config COMMAND would run with (defaults <- --config file <- --set), as YAML, after validation."""
@@ -624,13 +775,16 @@ def env_cmd() -> None:
         except md.PackageNotFoundError:
             lines.append(f"{pkg} not installed")
     cap = capability()
-    lines += [f"cpu: {cpu_model_name()}; torch kernels {cap['cpu_capability']}, avx512_bf16={cap['avx512_bf16']}, "
-              f"amx_bf16={cap['amx_bf16']}; bf16 native on cpu: {cap['cpu_bf16_native']}",
-              f"cuda: {cap.get('cuda_device', 'none')}" + (f", bf16 {cap.get('cuda_bf16')}" if cap["cuda"] else ""),
-              f"dtype auto -> {resolve_dtype('auto')} (sampling, eval, target scoring; rewrite scoring: float32; training: fp32 weights"
-              f"{' + bf16 autocast' if resolve_dtype('auto') == 'bfloat16' else ''}; the is loss: float32)",
-              f"cache (SFTADAPT_CACHE): {cache_dir()}", f"HF_HOME: {os.environ.get('HF_HOME', '(default)')}",
-              f"hub: {'offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else 'online'}"]
+    lines += [
+        f"cpu: {cpu_model_name()}; torch kernels {cap['cpu_capability']}, avx512_bf16={cap['avx512_bf16']}, "
+        f"amx_bf16={cap['amx_bf16']}; bf16 native on cpu: {cap['cpu_bf16_native']}",
+        f"cuda: {cap.get('cuda_device', 'none')}" + (f", bf16 {cap.get('cuda_bf16')}" if cap["cuda"] else ""),
+        f"dtype auto -> {resolve_dtype('auto')} (sampling, eval, target scoring; rewrite scoring: float32; training: fp32 weights"
+        f"{' + bf16 autocast' if resolve_dtype('auto') == 'bfloat16' else ''}; the is loss: float32)",
+        f"cache (SFTADAPT_CACHE): {cache_dir()}",
+        f"HF_HOME: {os.environ.get('HF_HOME', '(default)')}",
+        f"hub: {'offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else 'online'}",
+    ]
     try:
         from sftadapt.data.sources import find_data_dir
 

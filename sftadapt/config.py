@@ -48,8 +48,11 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue  # the base class reports unhashable keys itself
             if key in seen:
                 raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping", node.start_mark,
-                    f"found duplicate key {key!r} (first at line {seen[key].line + 1})", key_node.start_mark)
+                    "while constructing a mapping",
+                    node.start_mark,
+                    f"found duplicate key {key!r} (first at line {seen[key].line + 1})",
+                    key_node.start_mark,
+                )
             seen[key] = key_node.start_mark
         return super().construct_mapping(node, deep=deep)
 
@@ -168,8 +171,18 @@ def _rule(name: str) -> tuple[str, float] | None:
         return ">=", 0.0  # a negative temperature was silently greedy
     if "timeout" in name:
         return ">", 0.0  # 0 s or NaN: nothing could ever be verified
-    if name in ("limit", "max_new_tokens", "max_completion_length", "max_length", "n", "k", "num_generations",
-                "batch_size", "shard_size", "max_prompt_tokens") or name.endswith("_workers"):
+    if name in (
+        "limit",
+        "max_new_tokens",
+        "max_completion_length",
+        "max_length",
+        "n",
+        "k",
+        "num_generations",
+        "batch_size",
+        "shard_size",
+        "max_prompt_tokens",
+    ) or name.endswith("_workers"):
         return ">=", 1.0
     return None
 
@@ -202,8 +215,9 @@ def check_passthrough(values: dict[str, Any], cls: type, what: str, ours: dict[s
             raise ValueError(f"{what}.{key}: set it with our option '{ours[key]}' instead")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
-            raise ValueError(f"{what}.{key} is not a {cls.__name__} field"
-                             + (f" (did you mean '{close[0]}'?)" if close else ""))
+            raise ValueError(
+                f"{what}.{key} is not a {cls.__name__} field" + (f" (did you mean '{close[0]}'?)" if close else "")
+            )
 
 
 def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
@@ -216,8 +230,9 @@ def set_dotted(values: dict[str, Any], key: str, value: Any) -> None:
     node[parts[-1]] = value
 
 
-def load_config(cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None,
-                base: dict[str, Any] | None = None) -> C:
+def load_config(
+    cls: type[C], path: str | Path | None = None, overrides: list[str] | None = None, base: dict[str, Any] | None = None
+) -> C:
     """YAML file (optional) -> base dict -> `key=value` overrides -> validated dataclass."""
     values: dict[str, Any] = dict(base or {})
     if path is not None:
@@ -232,8 +247,20 @@ def load_config(cls: type[C], path: str | Path | None = None, overrides: list[st
 # tracking, and how the problems were found (the problems themselves are hashed). Batch size can change float
 # rounding in batched forward passes, but it is a speed knob users expect to change on resume; byte identity of a
 # resumed run needs the same size (adapt/rewrite.py's docstring).
-NOT_HASHED = ("out", "force", "batch_size", "verifier_workers", "data", "data_dir", "limit", "report_to",
-              "tracking_dir", "online", "max_prompt_tokens", "fields")  # (the problems kept are hashed themselves)
+NOT_HASHED = (
+    "out",
+    "force",
+    "batch_size",
+    "verifier_workers",
+    "data",
+    "data_dir",
+    "limit",
+    "report_to",
+    "tracking_dir",
+    "online",
+    "max_prompt_tokens",
+    "fields",
+)  # (the problems kept are hashed themselves)
 
 
 def config_dict(cfg: Any) -> dict[str, Any]:

@@ -83,8 +83,9 @@ class EvalConfig:
     dtype: str = option("auto", help="sampling dtype: auto (bf16 only where native) | float32 | bfloat16")
     batch_size: int = option(32, help="sequences per generate call")
     engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that evaluates"})
-    max_prompt_tokens: int | None = option(None, help="prompt budget in tokens (default: the model's context less "
-                                                      "max_new_tokens)")
+    max_prompt_tokens: int | None = option(
+        None, help="prompt budget in tokens (default: the model's context less max_new_tokens)"
+    )
 
 
 @dataclass
@@ -101,17 +102,28 @@ class RunConfig:
     rewrite: dict = option({}, help="RewriteConfig options (Mind the Gap)")
     mapper_train: dict = option({}, help="MapperTrainConfig options (DART RL; grpo:, reward: sections)")
     synth: dict = option({}, help="SynthConfig options (DART, prompted-rewrite and Patch synthesis)")
-    patch: dict = option({}, help="the Patch arm's mapper RL: MapperTrainConfig options over mapper_train's (its "
-                                  "reward kind is always patch; e.g. reward: {dist_weight: 0.35, div_weight: 0.5})")
+    patch: dict = option(
+        {},
+        help="the Patch arm's mapper RL: MapperTrainConfig options over mapper_train's (its "
+        "reward kind is always patch; e.g. reward: {dist_weight: 0.35, div_weight: 0.5})",
+    )
     direct_rl: dict = option({}, help="DirectRLConfig options (grpo: section)")
     report: dict = option({}, help="report options: metric (avg | maj | pass@K)")
-    keep_checkpoints: bool = option(False, help="keep trainer checkpoints of finished stages (they only serve "
-                                               "resuming; ~1 GB each for a 135M model)")
-    keep_superseded: int = option(1, help="outputs of a stage whose options changed are set aside as "
-                                          "<stage>.old-<time>; keep the newest N of them per stage (0 = none); "
-                                          "`sftadapt clean RUN` frees the rest")
-    report_to: str = option("none", help="experiment tracker of every stage: none | tensorboard | wandb | trackio | "
-                            "mlflow (one run per stage; offline unless online)")
+    keep_checkpoints: bool = option(
+        False,
+        help="keep trainer checkpoints of finished stages (they only serve resuming; ~1 GB each for a 135M model)",
+    )
+    keep_superseded: int = option(
+        1,
+        help="outputs of a stage whose options changed are set aside as "
+        "<stage>.old-<time>; keep the newest N of them per stage (0 = none); "
+        "`sftadapt clean RUN` frees the rest",
+    )
+    report_to: str = option(
+        "none",
+        help="experiment tracker of every stage: none | tensorboard | wandb | trackio | "
+        "mlflow (one run per stage; offline unless online)",
+    )
     tracking_dir: str | None = option(None, help="tracker output folder of every stage (default: <out>/tracking)")
     online: bool = option(False, help="allow the network (hub downloads, online trackers): the YAML twin of --online")
 
@@ -149,50 +161,124 @@ def stage_configs(cfg: RunConfig, seed: int, target: str, paths: dict[str, str])
     patch_train = _merge(cfg.mapper_train, cfg.patch)
     patch_reward = {k: v for k, v in patch_train.get("reward", {}).items() if k in ("dist_weight", "div_weight")}
     out: dict[str, Any] = {
-        "protocol": load_protocol(cfg.eval.protocol, [f"{k}={json.dumps(v)}" for k, v in
-                                                       cfg.eval.protocol_overrides.items()]),
-        "rewrite": make(RewriteConfig, "rewrite", cfg.rewrite,
-                        {"model": target, "data": paths["expert"], "out": paths["rewrite"], "seed": seed}),
+        "protocol": load_protocol(
+            cfg.eval.protocol, [f"{k}={json.dumps(v)}" for k, v in cfg.eval.protocol_overrides.items()]
+        ),
+        "rewrite": make(
+            RewriteConfig,
+            "rewrite",
+            cfg.rewrite,
+            {"model": target, "data": paths["expert"], "out": paths["rewrite"], "seed": seed},
+        ),
         # SDFT: the rewrite stage's one-rewrite method, with the rewrite section's sampling options
-        "sdft": make(RewriteConfig, "rewrite", cfg.rewrite,
-                     {"model": target, "data": paths["expert"], "out": paths["sdft"], "seed": seed,
-                      "method": "prompted_rewrite"}),
-        "mapper_train_patch": make(MapperTrainConfig, "patch", patch_train,
-                                   {"target": target, "data": paths["expert"], "out": paths["mapper_train_patch"],
-                                    "grpo": {"seed": seed, **patch_train.get("grpo", {})},
-                                    "reward": {**patch_train.get("reward", {}), "kind": "patch"}}),
-        "mapper_patch": make(SynthConfig, "synth", cfg.synth,
-                             {"mapper": paths["mapper_train_patch"], "target": target, "data": paths["expert"],
-                              "out": paths["mapper_patch"], "seed": seed,
-                              "reward": {**cfg.synth.get("reward", {}), **patch_reward, "kind": "patch"}}),
-        "mapper_train": make(MapperTrainConfig, "mapper_train", cfg.mapper_train,
-                             {"target": target, "data": paths["expert"], "out": paths["mapper_train"],
-                              "grpo": {"seed": seed, **cfg.mapper_train.get("grpo", {})}}),
-        "mapper": make(SynthConfig, "synth", cfg.synth, {"mapper": paths["mapper_model"], "target": target,
-                                                         "data": paths["expert"], "out": paths["mapper"],
-                                                         "seed": seed}),
-        "prompted": make(SynthConfig, "synth", cfg.synth, {"mapper": "untrained", "target": target,
-                                                           "data": paths["expert"], "out": paths["prompted"],
-                                                           "seed": seed}),
-        "direct_rl": make(DirectRLConfig, "direct_rl", cfg.direct_rl,
-                          {"model": target, "data": paths["expert"], "out": paths["direct_rl"],
-                           "grpo": {"seed": seed, **cfg.direct_rl.get("grpo", {})}}),
+        "sdft": make(
+            RewriteConfig,
+            "rewrite",
+            cfg.rewrite,
+            {
+                "model": target,
+                "data": paths["expert"],
+                "out": paths["sdft"],
+                "seed": seed,
+                "method": "prompted_rewrite",
+            },
+        ),
+        "mapper_train_patch": make(
+            MapperTrainConfig,
+            "patch",
+            patch_train,
+            {
+                "target": target,
+                "data": paths["expert"],
+                "out": paths["mapper_train_patch"],
+                "grpo": {"seed": seed, **patch_train.get("grpo", {})},
+                "reward": {**patch_train.get("reward", {}), "kind": "patch"},
+            },
+        ),
+        "mapper_patch": make(
+            SynthConfig,
+            "synth",
+            cfg.synth,
+            {
+                "mapper": paths["mapper_train_patch"],
+                "target": target,
+                "data": paths["expert"],
+                "out": paths["mapper_patch"],
+                "seed": seed,
+                "reward": {**cfg.synth.get("reward", {}), **patch_reward, "kind": "patch"},
+            },
+        ),
+        "mapper_train": make(
+            MapperTrainConfig,
+            "mapper_train",
+            cfg.mapper_train,
+            {
+                "target": target,
+                "data": paths["expert"],
+                "out": paths["mapper_train"],
+                "grpo": {"seed": seed, **cfg.mapper_train.get("grpo", {})},
+            },
+        ),
+        "mapper": make(
+            SynthConfig,
+            "synth",
+            cfg.synth,
+            {
+                "mapper": paths["mapper_model"],
+                "target": target,
+                "data": paths["expert"],
+                "out": paths["mapper"],
+                "seed": seed,
+            },
+        ),
+        "prompted": make(
+            SynthConfig,
+            "synth",
+            cfg.synth,
+            {"mapper": "untrained", "target": target, "data": paths["expert"], "out": paths["prompted"], "seed": seed},
+        ),
+        "direct_rl": make(
+            DirectRLConfig,
+            "direct_rl",
+            cfg.direct_rl,
+            {
+                "model": target,
+                "data": paths["expert"],
+                "out": paths["direct_rl"],
+                "grpo": {"seed": seed, **cfg.direct_rl.get("grpo", {})},
+            },
+        ),
     }
     for arm, (source, loss) in arm_table.TRAINED_ARMS.items():
-        out[f"train_{arm}"] = make(TrainConfig, "train", train_base,
-                                   {"model": target, "data": [paths[f"{source}_data"]], "loss": loss,
-                                    "fallback": arm_table.FALLBACK[arm], "out": paths[f"train_{arm}"]})
+        out[f"train_{arm}"] = make(
+            TrainConfig,
+            "train",
+            train_base,
+            {
+                "model": target,
+                "data": [paths[f"{source}_data"]],
+                "loss": loss,
+                "fallback": arm_table.FALLBACK[arm],
+                "out": paths[f"train_{arm}"],
+            },
+        )
     if cfg.task.kind == "synthetic" and cfg.warmup.enabled:
-        out["warmup"] = make(TrainConfig, "warmup.train", {"seed": seed, **cfg.warmup.train},
-                             {"model": cfg.model, "data": [paths["warmup_data"]], "loss": "nll",
-                              "out": paths["warmup"]})
+        out["warmup"] = make(
+            TrainConfig,
+            "warmup.train",
+            {"seed": seed, **cfg.warmup.train},
+            {"model": cfg.model, "data": [paths["warmup_data"]], "loss": "nll", "out": paths["warmup"]},
+        )
     return out
 
 
 def tracking_options(cfg: RunConfig) -> dict[str, Any]:
     """What the run hands every stage: the tracker, one tracking folder (RUN/tracking), the network switch."""
-    return {"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir or str(Path(cfg.out) / "tracking"),
-            "online": cfg.online}
+    return {
+        "report_to": cfg.report_to,
+        "tracking_dir": cfg.tracking_dir or str(Path(cfg.out) / "tracking"),
+        "online": cfg.online,
+    }
 
 
 # options of a stage that do not decide its output: left out of the stage hash, so that turning a tracker on
@@ -214,8 +300,15 @@ class Stages:
     Prints `[k/N] stage` with what happened (cached / run / changed: which options, old -> new), the stage's
     time and the run's elapsed time, with a rough ETA from the stages that ran so far."""
 
-    def __init__(self, root: Path, progress: bool = True, keep_checkpoints: bool = False,
-                 keep_superseded: int = 1, clock: _Clock | None = None, dry_run: bool = False):
+    def __init__(
+        self,
+        root: Path,
+        progress: bool = True,
+        keep_checkpoints: bool = False,
+        keep_superseded: int = 1,
+        clock: _Clock | None = None,
+        dry_run: bool = False,
+    ):
         self.root, self.progress, self.keep_checkpoints = root, progress, keep_checkpoints
         # dry run: say what each stage would do (cached / run / re-run and why), touch nothing
         self.dry_run = dry_run
@@ -252,7 +345,7 @@ class Stages:
             _say(f"{tag} {status}")
             return {}
         if meta and meta.get("hash") != digest:
-            stamp, n = time.strftime('%Y%m%d-%H%M%S'), 0
+            stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
             aside = folder.with_name(f"{name}.old-{stamp}")
             while aside.exists():  # two changes within one second
                 n += 1
@@ -260,7 +353,7 @@ class Stages:
             shutil.move(str(folder), aside)
             changes = spec_changes(meta.get("spec", {}), spec)
             _say(f"{tag} changed: {'; '.join(changes) or 'inputs'}; old output set aside in {aside.name}")
-            for old in superseded(folder.parent, name)[self.keep_superseded:]:
+            for old in superseded(folder.parent, name)[self.keep_superseded :]:
                 shutil.rmtree(old, ignore_errors=True)
                 _say(f"{tag} removed {old.name} (keep_superseded={self.keep_superseded})")
         folder.mkdir(parents=True, exist_ok=True)
@@ -306,7 +399,9 @@ class _Clock:
 
 def _hms(seconds: float) -> str:
     seconds = int(round(seconds))
-    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    return (
+        f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
+    )
 
 
 def spec_changes(old: dict, new: dict, limit: int = 6) -> list[str]:
@@ -354,7 +449,9 @@ def planned_stages(cfg: RunConfig) -> int:
     warm = cfg.task.kind == "synthetic" and cfg.warmup.enabled
     n = 1 + warm + sum(len(arm_table.SOURCE_STAGES[s]) for s in needs)
     n += sum(a in arm_table.TRAINED_ARMS for a in arms) + ("direct_rl" in arms)
-    n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a in ("base", "direct_rl")]) + (warm and cfg.eval.raw_model)
+    n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a in ("base", "direct_rl")]) + (
+        warm and cfg.eval.raw_model
+    )
     return n
 
 
@@ -370,8 +467,7 @@ def _decided(options: Any) -> Any:
 
     data = without_engine_options(_jsonable(options))
     if isinstance(data, dict):
-        data = {k: v for k, v in data.items()
-                if k not in UNHASHED and not (k == "max_prompt_tokens" and v is None)}
+        data = {k: v for k, v in data.items() if k not in UNHASHED and not (k == "max_prompt_tokens" and v is None)}
     return data
 
 
@@ -393,15 +489,17 @@ def _say(message: str) -> None:
 
 
 # ---------------------------------------------------------------- one seed
-def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock: _Clock | None = None,
-             dry_run: bool = False) -> dict[str, Any]:
+def run_seed(
+    cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock: _Clock | None = None, dry_run: bool = False
+) -> dict[str, Any]:
     """The whole graph for one seed in `root`; returns {arm: {eval results, compute, gap}}."""
     from sftadapt.data import synthetic
     from sftadapt.data.records import write_records
     from sftadapt.data.sources import load_dataset_spec
 
-    stages = Stages(root, progress, cfg.keep_checkpoints, keep_superseded=cfg.keep_superseded, clock=clock,
-                    dry_run=dry_run)
+    stages = Stages(
+        root, progress, cfg.keep_checkpoints, keep_superseded=cfg.keep_superseded, clock=clock, dry_run=dry_run
+    )
     arms = list(cfg.arms)
     paths = seed_paths(root)
 
@@ -409,18 +507,29 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
     def make_data(folder: Path) -> dict[str, Any]:
         if cfg.task.kind == "synthetic":
             lo, hi = cfg.task.steps
-            expert = synthetic.generate(cfg.task.train_problems, seed=seed, steps=(lo, hi),
-                                        style=cfg.task.expert_style, split="train")
+            expert = synthetic.generate(
+                cfg.task.train_problems, seed=seed, steps=(lo, hi), style=cfg.task.expert_style, split="train"
+            )
             write_records(folder / "warmup.jsonl", synthetic.warmup_set(cfg.warmup.problems, seed=seed))
         else:
-            loaded = load_dataset_spec(cfg.task.data, limit=cfg.task.train_problems, require_solution=True,
-                                       fields=cfg.task.fields)
+            loaded = load_dataset_spec(
+                cfg.task.data, limit=cfg.task.train_problems, require_solution=True, fields=cfg.task.fields
+            )
             expert = loaded.problems
         write_records(folder / "expert.jsonl", expert)
         return {"expert_rows": len(expert), "expert": str(folder / "expert.jsonl")}
 
-    stages.run("data", {"task": cfg.task, "warmup_problems": cfg.warmup.problems, "seed": seed,
-                        "generator": getattr(synthetic, "VERSION", "")}, [], make_data)
+    stages.run(
+        "data",
+        {
+            "task": cfg.task,
+            "warmup_problems": cfg.warmup.problems,
+            "seed": seed,
+            "generator": getattr(synthetic, "VERSION", ""),
+        },
+        [],
+        make_data,
+    )
 
     # ---- warm-up: the target ---------------------------------------------------------------------------------
     from sftadapt.train.stage import train
@@ -440,8 +549,12 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
             continue
         inputs = target_inputs
         for stage in chain:  # each stage of a source builds on the one before (RL -> synthesis)
-            stages.run(stage, configs[stage], inputs,
-                       lambda f, stage=stage: adapt_stage(stage)(configs[stage], progress=progress))
+            stages.run(
+                stage,
+                configs[stage],
+                inputs,
+                lambda f, stage=stage: adapt_stage(stage)(configs[stage], progress=progress),
+            )
             inputs = [stage]
 
     # ---- train ----------------------------------------------------------------------------------------------
@@ -450,14 +563,19 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
         if arm in arm_table.TRAINED_ARMS:
             source = arm_table.TRAINED_ARMS[arm][0]
             upstream = list(arm_table.SOURCE_STAGES[source][-1:]) or target_inputs
-            stages.run(f"train_{arm}", configs[f"train_{arm}"], upstream,
-                       lambda f, arm=arm: train(configs[f"train_{arm}"]))
+            stages.run(
+                f"train_{arm}", configs[f"train_{arm}"], upstream, lambda f, arm=arm: train(configs[f"train_{arm}"])
+            )
             models[arm] = paths[f"train_{arm}"]
     if "direct_rl" in arms:
         from sftadapt.rl.direct_rl import direct_rl
 
-        stages.run("direct_rl", configs["direct_rl"], target_inputs,
-                   lambda f: direct_rl(configs["direct_rl"], progress=progress))
+        stages.run(
+            "direct_rl",
+            configs["direct_rl"],
+            target_inputs,
+            lambda f: direct_rl(configs["direct_rl"], progress=progress),
+        )
         models["direct_rl"] = paths["direct_rl"]
 
     # ---- evaluate ---------------------------------------------------------------------------------------------
@@ -468,20 +586,46 @@ def run_seed(cfg: RunConfig, seed: int, root: Path, progress: bool = True, clock
         to_eval = {"raw": cfg.model, **to_eval}
     eval_dtype = study_eval_dtype(cfg.eval.dtype, to_eval.values())
     for arm, model in to_eval.items():
-        upstream = {"raw": [], "base": target_inputs}.get(arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm])
-        stages.run(f"eval_{arm}", {"protocol": protocol.record(), "benchmarks": cfg.eval.benchmarks,
-                                   "limit": cfg.eval.limit, "dtype": eval_dtype, "model": model,
-                                   "engine": dataclasses.asdict(cfg.eval.engine),
-                                   "max_prompt_tokens": cfg.eval.max_prompt_tokens}, upstream,
-                   lambda f, model=model: evaluate(model, cfg.eval.benchmarks, protocol, f, limit=cfg.eval.limit,
-                                                   dtype=eval_dtype, batch_size=cfg.eval.batch_size,
-                                                   engine_config=cfg.eval.engine, progress=progress, print_summary=False,
-                                                   max_prompt_tokens=cfg.eval.max_prompt_tokens,
-                                                   report_to=cfg.report_to,
-                                                   tracking_dir=tracking_options(cfg)["tracking_dir"],
-                                                   online=cfg.online or None))
-    return {"stages": stages, "models": to_eval, "paths": paths, "protocol": protocol, "folders": stages.folders,
-            "plan": stages.plan}
+        upstream = {"raw": [], "base": target_inputs}.get(
+            arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm]
+        )
+        stages.run(
+            f"eval_{arm}",
+            {
+                "protocol": protocol.record(),
+                "benchmarks": cfg.eval.benchmarks,
+                "limit": cfg.eval.limit,
+                "dtype": eval_dtype,
+                "model": model,
+                "engine": dataclasses.asdict(cfg.eval.engine),
+                "max_prompt_tokens": cfg.eval.max_prompt_tokens,
+            },
+            upstream,
+            lambda f, model=model: evaluate(
+                model,
+                cfg.eval.benchmarks,
+                protocol,
+                f,
+                limit=cfg.eval.limit,
+                dtype=eval_dtype,
+                batch_size=cfg.eval.batch_size,
+                engine_config=cfg.eval.engine,
+                progress=progress,
+                print_summary=False,
+                max_prompt_tokens=cfg.eval.max_prompt_tokens,
+                report_to=cfg.report_to,
+                tracking_dir=tracking_options(cfg)["tracking_dir"],
+                online=cfg.online or None,
+            ),
+        )
+    return {
+        "stages": stages,
+        "models": to_eval,
+        "paths": paths,
+        "protocol": protocol,
+        "folders": stages.folders,
+        "plan": stages.plan,
+    }
 
 
 def seed_paths(root: Path) -> dict[str, str]:
@@ -490,8 +634,11 @@ def seed_paths(root: Path) -> dict[str, str]:
     paths = {name: str(root / name) for name in sorted(stage_names) + ["direct_rl", "warmup"]}
     paths.update({f"train_{a}": str(root / f"train_{a}") for a in arm_table.TRAINED_ARMS})
     paths.update({f"{source}_data": str(root / arm_table.train_data(source)) for source in arm_table.SOURCE_STAGES})
-    paths.update(expert=str(root / "data" / "expert.jsonl"), warmup_data=str(root / "data" / "warmup.jsonl"),
-                 mapper_model=str(root / "mapper_train"))
+    paths.update(
+        expert=str(root / "data" / "expert.jsonl"),
+        warmup_data=str(root / "data" / "warmup.jsonl"),
+        mapper_model=str(root / "mapper_train"),
+    )
     return paths
 
 
@@ -539,6 +686,7 @@ def run(cfg: RunConfig, progress: bool = True, dry_run: bool = False) -> dict[st
             plan[seed] = run_seed(cfg, seed, seed_root, progress, clock, dry_run=True)["plan"]
         return {"plan": plan}
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
+
     claim(root, "run", force=getattr(cfg, "force", False))
     write_json(root / "run_config.json", dataclasses.asdict(cfg))
     per_seed = {}

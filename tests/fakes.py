@@ -26,6 +26,9 @@ class BoxedVerifier:
         out = []
         for gold, text in zip(golds, texts):
             found = re.findall(r"\\boxed\{([^{}]*)\}", text)
-            out.append(Verdict("no_answer", None, "none", 0.0) if not found else
-                       Verdict("correct" if found[-1] == gold else "wrong", found[-1], "boxed", 0.0))
+            out.append(
+                Verdict("no_answer", None, "none", 0.0)
+                if not found
+                else Verdict("correct" if found[-1] == gold else "wrong", found[-1], "boxed", 0.0)
+            )
         return out

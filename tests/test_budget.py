@@ -19,8 +19,9 @@ def tok():
 def _problems():
     ok = Problem(id="ok", problem="What is 2+3?", answer="5", solution="2+3=5")
     long_problem = Problem(id="long", problem="1 + " * 5000 + "1 = ?", answer="5001", solution="count")
-    long_solution = Problem(id="sol", problem="What is 10^50?", answer="1" + "0" * 50,
-                            solution="It is " + "9" * 60000 + ".")
+    long_solution = Problem(
+        id="sol", problem="What is 10^50?", answer="1" + "0" * 50, solution="It is " + "9" * 60000 + "."
+    )
     long_problem.where = ("data.jsonl", 2)
     return [ok, long_problem, long_solution]
 
@@ -33,7 +34,7 @@ def test_context_from_the_model_config_and_tokenizer(tok):
 
 def test_max_new_tokens_beyond_the_context_is_one_clear_error():
     with pytest.raises(budget.BudgetError, match="does not fit the model's context of 2048"):
-        budget.check_max_new_tokens(10 ** 10, 2048)
+        budget.check_max_new_tokens(10**10, 2048)
     assert budget.check_max_new_tokens(256, 2048) == 256
 
 
@@ -66,17 +67,49 @@ def test_the_sample_stage_rejects_an_over_long_problem_and_goes_on(tmp_path):
     from sftadapt.cli import app
 
     data = tmp_path / "d.jsonl"
-    data.write_text(json.dumps({"question": "What is 2+2?", "answer": "4\n#### 4"}) + "\n"
-                    + json.dumps({"question": "x " * 200_000 + "?", "answer": "4\n#### 4"}) + "\n")
+    data.write_text(
+        json.dumps({"question": "What is 2+2?", "answer": "4\n#### 4"})
+        + "\n"
+        + json.dumps({"question": "x " * 200_000 + "?", "answer": "4\n#### 4"})
+        + "\n"
+    )
     out = tmp_path / "o"
-    result = CliRunner().invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out", str(out),
-                                      "--max-new-tokens", "4", "--dtype", "float32"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "-q",
+            "sample",
+            "--model",
+            "tiny-random",
+            "--data",
+            str(data),
+            "--out",
+            str(out),
+            "--max-new-tokens",
+            "4",
+            "--dtype",
+            "float32",
+        ],
+    )
     assert result.exit_code == 0, result.output
     rejects = [json.loads(line) for line in (out / "rejects.jsonl").read_text().splitlines()]
     assert [(r["file"], r["line"], r["field"]) for r in rejects] == [(str(data), 2, "question")]  # the file's name
     assert json.loads((out / "summary.json").read_text())["problems"] == 1
-    result = CliRunner().invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out",
-                                      str(tmp_path / "o2"), "--max-new-tokens", "10000000000"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "-q",
+            "sample",
+            "--model",
+            "tiny-random",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o2"),
+            "--max-new-tokens",
+            "10000000000",
+        ],
+    )
     assert result.exit_code == 2 and "does not fit the model's context" in result.output
     assert "Traceback" not in result.output
 
@@ -97,10 +130,22 @@ def test_rewrite_rejects_a_problem_whose_expert_solution_is_too_long_and_goes_on
 
     big = "1" + "0" * 60_000  # a 60k-digit answer inside the expert solution reaches the guided prompt
     problems = [Problem("ok", "What is 1+1?", "2", "1+1=2"), Problem("big", "What is 10^60000?", big, f"It is {big}.")]
-    cfg = load_config(RewriteConfig, None, None, base={"model": "tiny-random", "out": str(tmp_path / "r"), "k": 1,
-                                                         "guided_tries": 1, "max_new_tokens": 4, "shard_size": 2})
-    summary = rewrite(cfg, engine=tiny_engine, verifier=_WrongVerifier(), problems=problems, progress=False,
-                      print_summary=False)
+    cfg = load_config(
+        RewriteConfig,
+        None,
+        None,
+        base={
+            "model": "tiny-random",
+            "out": str(tmp_path / "r"),
+            "k": 1,
+            "guided_tries": 1,
+            "max_new_tokens": 4,
+            "shard_size": 2,
+        },
+    )
+    summary = rewrite(
+        cfg, engine=tiny_engine, verifier=_WrongVerifier(), problems=problems, progress=False, print_summary=False
+    )
     assert [r.id for r in read_records(tmp_path / "r" / "train.jsonl", Example)] == ["ok"]
     (reject,) = [json.loads(line) for line in (tmp_path / "r" / "rejects.jsonl").read_text().splitlines()]
     assert reject["field"] == "solution" and reject["tokens"] > 2048 - 4 and reject["raw"]["id"] == "big"

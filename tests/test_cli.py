@@ -12,8 +12,9 @@ runner = CliRunner()
 
 def _bad_file(tmp_path):
     path = tmp_path / "mixed.jsonl"
-    path.write_bytes(b'{"question": "q1", "answer": "so 5\\n#### 5"}\n{"question": "q2", "answer": "no final"}\n'
-                     b"not json\n")
+    path.write_bytes(
+        b'{"question": "q1", "answer": "so 5\\n#### 5"}\n{"question": "q2", "answer": "no final"}\nnot json\n'
+    )
     return path
 
 
@@ -38,8 +39,21 @@ def test_data_convert_with_a_field_map(tmp_path):
     src = tmp_path / "custom.jsonl"
     src.write_text(json.dumps({"q": "What is 2+2?", "a": "4", "sol": "2+2=4"}) + "\n")
     out = tmp_path / "problems.parquet"
-    result = runner.invoke(app, ["data", "convert", str(src), str(out), "--problem-field", "q", "--answer-field", "a",
-                                 "--solution-field", "sol"])
+    result = runner.invoke(
+        app,
+        [
+            "data",
+            "convert",
+            str(src),
+            str(out),
+            "--problem-field",
+            "q",
+            "--answer-field",
+            "a",
+            "--solution-field",
+            "sol",
+        ],
+    )
     assert result.exit_code == 0, result.output
     (p,) = read_records(out, Problem)
     assert (p.problem, p.answer, p.solution) == ("What is 2+2?", "4", "2+2=4")
@@ -53,8 +67,27 @@ def test_data_convert_with_a_field_map(tmp_path):
 def test_sample_writes_attempts_and_prints_accuracy(tmp_path, monkeypatch):
     monkeypatch.setenv("SFTADAPT_QUIET", "0")  # `-q` sets it in this process: restored after the test
     out = tmp_path / "sample"
-    result = runner.invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", "synthetic_id", "--limit", "2",
-                                 "--n", "2", "--max-new-tokens", "6", "--dtype", "float32", "--out", str(out)])
+    result = runner.invoke(
+        app,
+        [
+            "-q",
+            "sample",
+            "--model",
+            "tiny-random",
+            "--data",
+            "synthetic_id",
+            "--limit",
+            "2",
+            "--n",
+            "2",
+            "--max-new-tokens",
+            "6",
+            "--dtype",
+            "float32",
+            "--out",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "accuracy 0.000 (0/4 samples)" in result.output  # a random model never answers correctly
     attempts = read_records(out / "attempts.jsonl", Attempt)
@@ -79,8 +112,13 @@ def test_env_and_version_report_what_was_resolved():
     # torch limited to its AVX2 kernels (as on an AVX2-only CPU): auto must resolve to float32
     import os
 
-    done = subprocess.run([sys.executable, "-m", "sftadapt.cli", "env"], capture_output=True, text=True,
-                          env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"}, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "sftadapt.cli", "env"],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "ATEN_CPU_CAPABILITY": "avx2"},
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert "torch kernels AVX2" in done.stdout and "dtype auto -> float32" in done.stdout
 
@@ -109,4 +147,9 @@ def test_config_show_resolves_file_then_set(tmp_path):
     assert shown["max_new_tokens"] == 512  # the default, resolved
     bad = runner.invoke(app, ["config", "show", "map train", "--set", "grpo.betaa=0.1"])
     assert bad.exit_code == 2 and "did you mean 'beta'" in bad.output
-    assert yaml.safe_load(runner.invoke(app, ["config", "show", "eval", "--set", "max_new_tokens=64"]).output)["max_new_tokens"] == 64
+    assert (
+        yaml.safe_load(runner.invoke(app, ["config", "show", "eval", "--set", "max_new_tokens=64"]).output)[
+            "max_new_tokens"
+        ]
+        == 64
+    )

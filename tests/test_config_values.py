@@ -11,15 +11,18 @@ from sftadapt.eval.sample import SampleConfig
 runner = CliRunner()
 
 
-@pytest.mark.parametrize("override, message", [
-    ("verifier_timeout=0", "'verifier_timeout' = 0.0: must be > 0"),
-    ("verifier_timeout=.nan", "must be a finite number"),
-    ("temperature=-0.5", "'temperature' = -0.5: must be >= 0"),
-    ("guided_temperature=.inf", "must be a finite number"),
-    ("limit=-3", "'limit' = -3: must be >= 1"),
-    ("limit=0", "'limit' = 0: must be >= 1"),
-    ("max_new_tokens=0", "'max_new_tokens' = 0"),
-])
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("verifier_timeout=0", "'verifier_timeout' = 0.0: must be > 0"),
+        ("verifier_timeout=.nan", "must be a finite number"),
+        ("temperature=-0.5", "'temperature' = -0.5: must be >= 0"),
+        ("guided_temperature=.inf", "must be a finite number"),
+        ("limit=-3", "'limit' = -3: must be >= 1"),
+        ("limit=0", "'limit' = 0: must be >= 1"),
+        ("max_new_tokens=0", "'max_new_tokens' = 0"),
+    ],
+)
 def test_bad_numbers_are_clear_errors(override, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(".", r"\.")):
         load_config(RewriteConfig, None, [override])
@@ -68,8 +71,11 @@ def test_the_cli_shows_one_line_for_a_bad_value(tmp_path):
 
 
 def test_eval_options_outside_any_config_are_checked_too(tmp_path):
-    for args, message in ((["--limit", "-2"], "--limit = -2"), (["--verify-timeout", "0"], "--verify-timeout = 0.0"),
-                          (["--verify-timeout", "nan"], "--verify-timeout = nan")):
+    for args, message in (
+        (["--limit", "-2"], "--limit = -2"),
+        (["--verify-timeout", "0"], "--verify-timeout = 0.0"),
+        (["--verify-timeout", "nan"], "--verify-timeout = nan"),
+    ):
         result = runner.invoke(app, ["eval", "--model", "tiny-random", "--out", str(tmp_path / "e"), *args])
         assert result.exit_code == 2 and message in result.output, result.output
 

@@ -15,8 +15,14 @@ def scripted(verdicts):
 
 
 def test_correctness_reward_values_and_answer_format():
-    verdicts = [("correct", "boxed"), ("correct", "last_number"), ("wrong", "boxed"), ("no_answer", "none"),
-                ("timeout", "boxed"), ("error", "boxed")]
+    verdicts = [
+        ("correct", "boxed"),
+        ("correct", "last_number"),
+        ("wrong", "boxed"),
+        ("no_answer", "none"),
+        ("timeout", "boxed"),
+        ("error", "boxed"),
+    ]
     logged = {}
     reward = CorrectnessReward(verify=scripted(verdicts))
     values = reward(["t"] * 6, answer=["1"] * 6, completion_ids=[[1, 2]] * 6, log_metric=logged.__setitem__)
@@ -39,8 +45,12 @@ def test_direct_rl_smoke_writes_log_and_compute(tmp_path):
     data = tmp_path / "problems.jsonl"
     write_records(data, [Problem(id=f"p{i}", problem=f"What is {i} + 1?", answer=str(i + 1)) for i in range(3)])
     out = tmp_path / "direct"
-    cfg = DirectRLConfig(model="tiny-random", data=str(data), out=str(out),
-                         grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=16, lr=1e-3))
+    cfg = DirectRLConfig(
+        model="tiny-random",
+        data=str(data),
+        out=str(out),
+        grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=16, lr=1e-3),
+    )
     summary = direct_rl(cfg, verifier=HalfCorrect(), progress=False)
     log = read_rl_log(out)
     assert [row["step"] for row in log] == [1, 2]

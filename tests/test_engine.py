@@ -87,7 +87,7 @@ def test_hidden_states_are_the_last_layer_mean_pooled_over_the_response_whatever
         with torch.no_grad():
             last = tiny_engine.model(torch.tensor([full]), output_hidden_states=True).hidden_states[-1][0].float()
         assert len(s.hidden) == tiny_engine.model.config.hidden_size
-        assert s.hidden == pytest.approx(last[-len(ids):].mean(0).tolist(), abs=1e-4)
+        assert s.hidden == pytest.approx(last[-len(ids) :].mean(0).tolist(), abs=1e-4)
     assert tiny_engine.score(prompts[:1], responses[:1])[0].hidden is None  # only when asked
 
 
@@ -96,8 +96,9 @@ def test_stop_strings_cut_the_text(tiny_engine):
     free = tiny_engine.generate([prompt], Sampling(n=1, temperature=1.0, max_new_tokens=12), seeds=[[5]])[0][0]
     assert len(free.text) > 3
     stop = free.text[2:4]
-    cut = tiny_engine.generate([prompt], Sampling(n=1, temperature=1.0, max_new_tokens=12, stop=[stop]),
-                               seeds=[[5]])[0][0]
+    cut = tiny_engine.generate([prompt], Sampling(n=1, temperature=1.0, max_new_tokens=12, stop=[stop]), seeds=[[5]])[
+        0
+    ][0]
     assert stop not in cut.text and free.text.startswith(cut.text) and cut.finish_reason == "stop"
 
 

@@ -73,12 +73,17 @@ def hf():
 def _problems(n: int) -> list[Problem]:
     names = ["Tom", "Ana", "Lee", "Sam", "Mia", "Raj", "Zoe", "Ben"]
     things = ["apples", "books", "coins", "pens"]
-    return [Problem(id=f"q{i}", problem=f"{names[i % 8]} has {i + 2} {things[i % 4]} and gets {3 * i + 1} more, "
-                    f"then gives away {i % 3}. How many {things[i % 4]} are left?",
-                    answer=str(i + 2 + 3 * i + 1 - i % 3),
-                    solution=f"{i + 2} + {3 * i + 1} - {i % 3} = {i + 2 + 3 * i + 1 - i % 3}. "
-                             f"The answer is \\boxed{{{i + 2 + 3 * i + 1 - i % 3}}}.")
-            for i in range(n)]
+    return [
+        Problem(
+            id=f"q{i}",
+            problem=f"{names[i % 8]} has {i + 2} {things[i % 4]} and gets {3 * i + 1} more, "
+            f"then gives away {i % 3}. How many {things[i % 4]} are left?",
+            answer=str(i + 2 + 3 * i + 1 - i % 3),
+            solution=f"{i + 2} + {3 * i + 1} - {i % 3} = {i + 2 + 3 * i + 1 - i % 3}. "
+            f"The answer is \\boxed{{{i + 2 + 3 * i + 1 - i % 3}}}.",
+        )
+        for i in range(n)
+    ]
 
 
 def _artifact(name: str, data: dict) -> None:
@@ -101,10 +106,14 @@ def test_greedy_completions_agree_with_hf(greedy, hf):
     prompts, ours, theirs = greedy
     same_text = sum(a[0].text == b[0].text for a, b in zip(ours, theirs))
     same_ids = sum(a[0].token_ids == b[0].token_ids for a, b in zip(ours, theirs))
-    print(f"\ngreedy fp32, 32 prompts x 32 tokens: hf == llama_cpp.server on {same_text}/32 texts, "
-          f"{same_ids}/32 token id lists")
-    _artifact("openai_agreement.json", {"prompts": 32, "max_new_tokens": 32, "same_text": same_text,
-                                        "same_token_ids": same_ids})
+    print(
+        f"\ngreedy fp32, 32 prompts x 32 tokens: hf == llama_cpp.server on {same_text}/32 texts, "
+        f"{same_ids}/32 token id lists"
+    )
+    _artifact(
+        "openai_agreement.json",
+        {"prompts": 32, "max_new_tokens": 32, "same_text": same_text, "same_token_ids": same_ids},
+    )
     assert same_text >= 0.95 * 32
     assert all(c[0].text and c[0].finish_reason in ("stop", "length") for c in theirs)  # never empty
     for a, b in zip(ours, theirs):  # where the samples agree, so do their untempered log-probs
@@ -131,9 +140,21 @@ def test_rewrite_end_to_end_through_openai(server, tmp_path):
     from sftadapt.adapt.rewrite import RewriteConfig, rewrite
     from sftadapt.config import load_config
 
-    cfg = load_config(RewriteConfig, None, None, base={
-        "model": MODEL, "out": str(tmp_path / "rw"), "k": 2, "guided_tries": 2, "max_new_tokens": 32,
-        "shard_size": 2, "verifier_workers": 1, "engine": {"backend": "openai", "options": _options(server)}})
+    cfg = load_config(
+        RewriteConfig,
+        None,
+        None,
+        base={
+            "model": MODEL,
+            "out": str(tmp_path / "rw"),
+            "k": 2,
+            "guided_tries": 2,
+            "max_new_tokens": 32,
+            "shard_size": 2,
+            "verifier_workers": 1,
+            "engine": {"backend": "openai", "options": _options(server)},
+        },
+    )
     problems = _problems(4)
     summary = rewrite(cfg, problems=problems, progress=False, print_summary=False)
     rows = read_records(tmp_path / "rw" / "train.jsonl", Example)
@@ -160,8 +181,16 @@ def test_eval_end_to_end_through_openai(server, tmp_path):
     from sftadapt.eval.protocol import load_protocol
 
     protocol = load_protocol("quick", ["max_new_tokens=32", "n=2", "temperature=1.0"])
-    res = evaluate(MODEL, {"mini": _problems(6)}, protocol, tmp_path / "ev", progress=False, print_summary=False,
-                   n_boot=100, engine_config=EngineConfig("openai", _options(server)))
+    res = evaluate(
+        MODEL,
+        {"mini": _problems(6)},
+        protocol,
+        tmp_path / "ev",
+        progress=False,
+        print_summary=False,
+        n_boot=100,
+        engine_config=EngineConfig("openai", _options(server)),
+    )
     mini = res["benchmarks"]["mini"]
     attempts = read_records(tmp_path / "ev" / "mini" / "attempts.jsonl", Attempt)
     assert mini["n_problems"] == 6 and len(attempts) == 12 and sum(mini["counts"].values()) == 12
@@ -187,13 +216,20 @@ def test_prompt_over_the_server_context_is_a_rejected_row(server, remote, tmp_pa
 
     data = tmp_path / "p.jsonl"
     problems = _problems(3)
-    problems[1] = Problem(id="long", problem="Add these numbers: " + " + ".join(str(i) for i in range(700)),
-                          answer="1")
-    data.write_text("".join(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n"
-                            for p in problems))
+    problems[1] = Problem(id="long", problem="Add these numbers: " + " + ".join(str(i) for i in range(700)), answer="1")
+    data.write_text(
+        "".join(json.dumps({"id": p.id, "problem": p.problem, "answer": p.answer}) + "\n" for p in problems)
+    )
     out = tmp_path / "s"
-    cfg = SampleConfig(model=MODEL, data=str(data), out=str(out), max_new_tokens=8, temperature=0.0, shard_size=8,
-                       engine=EngineConfig("openai", _options(server)))
+    cfg = SampleConfig(
+        model=MODEL,
+        data=str(data),
+        out=str(out),
+        max_new_tokens=8,
+        temperature=0.0,
+        shard_size=8,
+        engine=EngineConfig("openai", _options(server)),
+    )
     summary = sample(cfg, progress=False)
     rows = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
     assert [r["problem_id"] for r in rows] == ["q0", "q2"] and summary["samples"] == 2
@@ -237,8 +273,12 @@ class _ProxyHandler(http.server.BaseHTTPRequestHandler):
                 self.end_headers()
                 self.wfile.write(b"{}")
                 return
-        req = urllib.request.Request(srv.target + self.path, data=body, method=self.command,
-                                     headers={k: v for k, v in self.headers.items() if k.lower() != "host"})
+        req = urllib.request.Request(
+            srv.target + self.path,
+            data=body,
+            method=self.command,
+            headers={k: v for k, v in self.headers.items() if k.lower() != "host"},
+        )
         with urllib.request.urlopen(req, timeout=300) as resp:
             payload = resp.read()
             status = resp.status
@@ -261,8 +301,15 @@ def test_three_server_errors_are_retried_and_nothing_is_lost(server, remote):
     proxy = _Flaky(f"http://127.0.0.1:{server.port}", failures=3)
     threading.Thread(target=proxy.serve_forever, daemon=True).start()
     try:
-        flaky = make_engine(MODEL, EngineConfig("openai", _options(
-            server, base_urls=[f"http://127.0.0.1:{proxy.server_address[1]}/v1"], backoff=0.05, max_retries=4)))
+        flaky = make_engine(
+            MODEL,
+            EngineConfig(
+                "openai",
+                _options(
+                    server, base_urls=[f"http://127.0.0.1:{proxy.server_address[1]}/v1"], backoff=0.05, max_retries=4
+                ),
+            ),
+        )
         prompts = [P.solve_prompt(remote.tokenizer, p.problem) for p in _problems(4)]
         params = Sampling(n=2, temperature=1.0, max_new_tokens=16)
         seeds = [[10 * i + j for j in range(2)] for i in range(4)]
@@ -279,15 +326,42 @@ def test_killed_server_gives_one_line_and_a_restart_resumes_without_loss(tmp_pat
     srv = _server(n_ctx=1024, api_key=KEY, log=tmp_path / "server.log").start()
     data = tmp_path / "sft.jsonl"
     problems = _problems(4)
-    data.write_text("".join(json.dumps({"question": p.problem, "answer": f"{p.solution.split('. ')[0]}.\n#### {p.answer}"})
-                            + "\n" for p in problems))
+    data.write_text(
+        "".join(
+            json.dumps({"question": p.problem, "answer": f"{p.solution.split('. ')[0]}.\n#### {p.answer}"}) + "\n"
+            for p in problems
+        )
+    )
     config = tmp_path / "rw.yaml"
-    config.write_text(json.dumps({"engine": {"backend": "openai", "options": _options(
-        srv, backoff=0.2, max_retries=2)}}))
+    config.write_text(
+        json.dumps({"engine": {"backend": "openai", "options": _options(srv, backoff=0.2, max_retries=2)}})
+    )
     out = tmp_path / "rw"
-    cmd = [sys.executable, "-m", "sftadapt.cli", "-q", "rewrite", "--model", MODEL, "--data", str(data), "--out",
-           str(out), "--config", str(config), "--k", "2", "--guided-tries", "1", "--max-new-tokens", "24",
-           "--set", "shard_size=2", "--set", "verifier_workers=1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sftadapt.cli",
+        "-q",
+        "rewrite",
+        "--model",
+        MODEL,
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--config",
+        str(config),
+        "--k",
+        "2",
+        "--guided-tries",
+        "1",
+        "--max-new-tokens",
+        "24",
+        "--set",
+        "shard_size=2",
+        "--set",
+        "verifier_workers=1",
+    ]
     env = {**os.environ, KEY_ENV: KEY, "OMP_NUM_THREADS": "1"}
     try:
         run = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -312,7 +386,10 @@ def test_killed_server_gives_one_line_and_a_restart_resumes_without_loss(tmp_pat
     rows = read_records(out / "train.jsonl", Example)
     ids = sorted({r.meta["problem_id"] for r in rows})
     assert len(ids) == 4 and len({r.id for r in rows}) == len(rows)  # every problem, nothing duplicated
-    self_rows = [json.loads(line) for f in sorted((out / "shards" / "self").glob("shard-*.jsonl"))
-                 for line in f.read_text().splitlines()]
+    self_rows = [
+        json.loads(line)
+        for f in sorted((out / "shards" / "self").glob("shard-*.jsonl"))
+        for line in f.read_text().splitlines()
+    ]
     assert sorted(r["problem_id"] for r in self_rows) == ids
     assert all(len(r["attempts"]) == 2 for r in self_rows)

@@ -30,7 +30,9 @@ def engines():
 
     why = vllm_unavailable()
     if why:
-        pytest.skip(f"{why}; {_cpu_note()} (a real OpenAI-compatible server is tested by `make test-server`: tests/test_engine_openai.py with SFTADAPT_SERVER_TESTS=1)")
+        pytest.skip(
+            f"{why}; {_cpu_note()} (a real OpenAI-compatible server is tested by `make test-server`: tests/test_engine_openai.py with SFTADAPT_SERVER_TESTS=1)"
+        )
 
     options = {"enforce_eager": True, "max_model_len": 2048, "seed": 0}
     vllm = make_engine("smollm2-135m", EngineConfig("vllm", options), dtype="float32")
@@ -41,8 +43,9 @@ def engines():
 
 
 def _prompts(tok, n=32):
-    return [P.solve_prompt(tok, f"Sam has {i + 2} apples and buys {3 * i + 1} more. How many apples now?")
-            for i in range(n)]
+    return [
+        P.solve_prompt(tok, f"Sam has {i + 2} apples and buys {3 * i + 1} more. How many apples now?") for i in range(n)
+    ]
 
 
 def test_vllm_greedy_is_not_empty_and_agrees_with_hf(engines):
@@ -51,8 +54,9 @@ def test_vllm_greedy_is_not_empty_and_agrees_with_hf(engines):
     params = Sampling(temperature=0.0, max_new_tokens=48)
     theirs = vllm.generate(prompts, params)
     empty = sum(not c[0].text.strip() for c in theirs)
-    assert empty == 0, f"vLLM returned {empty}/32 empty greedy completions: this build is broken on this CPU " \
-                       f"({_cpu_note()})"
+    assert empty == 0, (
+        f"vLLM returned {empty}/32 empty greedy completions: this build is broken on this CPU ({_cpu_note()})"
+    )
     ours = hf.generate(prompts, params)
     same = sum(a[0].token_ids == b[0].token_ids for a, b in zip(ours, theirs))
     print(f"\ngreedy fp32, 32 prompts x 48 tokens: hf == vllm on {same}/32")

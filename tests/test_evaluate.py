@@ -27,8 +27,19 @@ class SeedAnswerEngine:
         if self.fail_after is not None and self.calls >= self.fail_after:
             raise KeyboardInterrupt("killed")
         self.calls += 1
-        return [[Completion(text=f"so \\boxed{{{s % 3}}}", token_ids=[1] * (s % 5 + 1), logprobs=[-0.5] * (s % 5 + 1),
-                            finish_reason="stop" if s % 7 else "length", seed=s) for s in row] for row in seeds]
+        return [
+            [
+                Completion(
+                    text=f"so \\boxed{{{s % 3}}}",
+                    token_ids=[1] * (s % 5 + 1),
+                    logprobs=[-0.5] * (s % 5 + 1),
+                    finish_reason="stop" if s % 7 else "length",
+                    seed=s,
+                )
+                for s in row
+            ]
+            for row in seeds
+        ]
 
     def close(self):
         pass
@@ -41,9 +52,20 @@ def run(tmp_path, protocol, engine=None, out="run", batch_size=8, **kw):
     """7 problems x n=4 in shards of 2 problems (8 samples): 4 shards, one generate call each at batch 8."""
     engine = engine or SeedAnswerEngine()
     engine.tokenizer = FakeTokenizer()
-    return evaluate("scripted-model", {"toy": PROBLEMS}, protocol, tmp_path / out, engine=engine,
-                    verifier=BoxedVerifier(), shard_problems=2, batch_size=batch_size, progress=False,
-                    print_summary=False, n_boot=200, **kw)
+    return evaluate(
+        "scripted-model",
+        {"toy": PROBLEMS},
+        protocol,
+        tmp_path / out,
+        engine=engine,
+        verifier=BoxedVerifier(),
+        shard_problems=2,
+        batch_size=batch_size,
+        progress=False,
+        print_summary=False,
+        n_boot=200,
+        **kw,
+    )
 
 
 def proto(**kw):
@@ -122,7 +144,12 @@ def test_other_protocol_refuses_to_mix_into_a_run_dir(tmp_path):
 def test_protocols_and_overrides():
     paper, quick = load_protocol("paper"), load_protocol("quick")
     assert (paper.n, paper.temperature, paper.top_p, paper.max_new_tokens, paper.answer_format) == (
-        16, 1.0, 1.0, 4096, "boxed")
+        16,
+        1.0,
+        1.0,
+        4096,
+        "boxed",
+    )
     assert (quick.n, quick.temperature) == (1, 0.0)
     assert paper.hash != quick.hash
     longer = load_protocol("quick", ["max_new_tokens=512"])
@@ -151,8 +178,10 @@ def test_boxed_strict_and_grouping():
     assert apply_answer_format("correct", "boxed", "boxed_strict") == "correct"
     assert apply_answer_format("timeout", "last_number", "boxed_strict") == "timeout"
     assert apply_answer_format("correct", "last_number", "boxed") == "correct"
-    rows = [Attempt("a", "eval", 1, "h", "", verdict="wrong", extracted="2"),
-            Attempt("a", "eval", 0, "h", "", verdict="correct", extracted="1")]
+    rows = [
+        Attempt("a", "eval", 1, "h", "", verdict="wrong", extracted="2"),
+        Attempt("a", "eval", 0, "h", "", verdict="correct", extracted="1"),
+    ]
     (samples,) = group_attempts(rows)
     assert samples.verdicts == ["correct", "wrong"] and samples.answers == ["1", "2"]
     with pytest.raises(ValueError, match="not 0..n-1"):
@@ -161,11 +190,21 @@ def test_boxed_strict_and_grouping():
 
 def test_tiny_random_model_through_the_hf_engine(tmp_path):
     pytest.importorskip("sftadapt.verify.extract")
-    problems = [Problem(id="a", problem="What is 2 + 3?", answer="5"),
-                Problem(id="b", problem="What is 10 - 4?", answer="6")]
+    problems = [
+        Problem(id="a", problem="What is 2 + 3?", answer="5"),
+        Problem(id="b", problem="What is 10 - 4?", answer="6"),
+    ]
     protocol = load_protocol("quick", ["max_new_tokens=8"])
-    res = evaluate("tiny-random", {"mini": problems}, protocol, tmp_path / "tiny", dtype="float32",
-                   progress=False, print_summary=False, n_boot=100)
+    res = evaluate(
+        "tiny-random",
+        {"mini": problems},
+        protocol,
+        tmp_path / "tiny",
+        dtype="float32",
+        progress=False,
+        print_summary=False,
+        n_boot=100,
+    )
     mini = res["benchmarks"]["mini"]
     assert mini["n_problems"] == 2 and sum(mini["counts"].values()) == 2
     attempts = read_records(tmp_path / "tiny" / "mini" / "attempts.jsonl", Attempt)
@@ -206,9 +245,27 @@ def test_eval_command_on_shared_data_with_the_tiny_model(tmp_path):
     except SourceError:
         pytest.skip("shared benchmark data not found")
     out = tmp_path / "cli"
-    res = CliRunner().invoke(app, ["--quiet", "eval", "--model", "tiny-random", "--benchmarks", "gsm8k",
-                                   "--protocol", "quick", "--set", "max_new_tokens=4", "--limit", "2",
-                                   "--dtype", "float32", "--out", str(out)])
+    res = CliRunner().invoke(
+        app,
+        [
+            "--quiet",
+            "eval",
+            "--model",
+            "tiny-random",
+            "--benchmarks",
+            "gsm8k",
+            "--protocol",
+            "quick",
+            "--set",
+            "max_new_tokens=4",
+            "--limit",
+            "2",
+            "--dtype",
+            "float32",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "results.json").read_text())
     assert saved["protocol"]["max_new_tokens"] == 4 and saved["protocol"]["name"] == "quick"
@@ -238,8 +295,18 @@ class GoldEngine:
         out = []
         for prompt, row in zip(prompts, seeds):
             answer = next(a for q, a in self.answers.items() if q in prompt)
-            out.append([Completion(text=f"so \\boxed{{{answer}}}", token_ids=[1, 2], logprobs=[-0.1, -0.1],
-                                   finish_reason="stop", seed=s) for s in row])
+            out.append(
+                [
+                    Completion(
+                        text=f"so \\boxed{{{answer}}}",
+                        token_ids=[1, 2],
+                        logprobs=[-0.1, -0.1],
+                        finish_reason="stop",
+                        seed=s,
+                    )
+                    for s in row
+                ]
+            )
         return out
 
     def close(self):
@@ -255,9 +322,18 @@ def test_a_benchmark_file_with_a_field_map_is_evaluated_and_its_bad_rows_rejecte
     data.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # one row per line: line 4
     engine = GoldEngine({"2 + 2": "4", "3 + 4": "7", "1 + 1": "2"})
     engine.tokenizer = FakeTokenizer()
-    res = evaluate("scripted-model", [str(data)], load_protocol("quick", ["max_new_tokens=16"]), tmp_path / "run",
-                   engine=engine, verifier=BoxedVerifier(), progress=False, print_summary=False, n_boot=50,
-                   fields={"problem": "q", "answer": "a"})
+    res = evaluate(
+        "scripted-model",
+        [str(data)],
+        load_protocol("quick", ["max_new_tokens=16"]),
+        tmp_path / "run",
+        engine=engine,
+        verifier=BoxedVerifier(),
+        progress=False,
+        print_summary=False,
+        n_boot=50,
+        fields={"problem": "q", "answer": "a"},
+    )
     mine = res["benchmarks"]["my_test"]
     assert mine["n_problems"] == 2 and mine["avg@1"]["value"] == 1.0
     rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()]
@@ -267,8 +343,17 @@ def test_a_benchmark_file_with_a_field_map_is_evaluated_and_its_bad_rows_rejecte
     from sftadapt.data.sources import SourceError
 
     with pytest.raises(SourceError, match="field-map options"):
-        evaluate("scripted-model", ["synthetic_id"], load_protocol("quick"), tmp_path / "run2", engine=engine,
-                 verifier=BoxedVerifier(), progress=False, print_summary=False, fields={"problem": "q"})
+        evaluate(
+            "scripted-model",
+            ["synthetic_id"],
+            load_protocol("quick"),
+            tmp_path / "run2",
+            engine=engine,
+            verifier=BoxedVerifier(),
+            progress=False,
+            print_summary=False,
+            fields={"problem": "q"},
+        )
 
 
 def test_benchmark_labels():

@@ -37,19 +37,38 @@ def adapted_set(tmp_path, model="tiny-random"):
     src_dir.mkdir()
     (src_dir / "SOURCE.md").write_text("# toy\n\n- License: MIT (c) 2021 OpenAI (copied)\n")
     (src_dir / "train.jsonl").write_text(json.dumps({"question": "q", "answer": "x\n#### 1"}) + "\n")
-    prov = {"method": "mind_the_gap", "model": {"spec": model, "path": "/x", "revision": "abc123"}, "chat": True,
-            "verifier": {"math_verify": "0.9.0", "sftadapt": "0.1"}}
-    rows = [Example(id=f"p{i}", problem=f"Tom has {i} apples and buys {i + 2}. How many apples?",
-                    response=f"{i} + {i + 2} = {2 * i + 2}.\nThe final answer is $\\boxed{{{2 * i + 2}}}$.",
-                    answer=str(2 * i + 2), origin=origin, target_logprob_mean=-0.5 - i, self_pass_rate=0.25 * i,
-                    provenance=prov)
-            for i, origin in enumerate(["self", "guided", "expert", "self"])]
+    prov = {
+        "method": "mind_the_gap",
+        "model": {"spec": model, "path": "/x", "revision": "abc123"},
+        "chat": True,
+        "verifier": {"math_verify": "0.9.0", "sftadapt": "0.1"},
+    }
+    rows = [
+        Example(
+            id=f"p{i}",
+            problem=f"Tom has {i} apples and buys {i + 2}. How many apples?",
+            response=f"{i} + {i + 2} = {2 * i + 2}.\nThe final answer is $\\boxed{{{2 * i + 2}}}$.",
+            answer=str(2 * i + 2),
+            origin=origin,
+            target_logprob_mean=-0.5 - i,
+            self_pass_rate=0.25 * i,
+            provenance=prov,
+        )
+        for i, origin in enumerate(["self", "guided", "expert", "self"])
+    ]
     folder = tmp_path / "rewrite"
     folder.mkdir()
     write_records(folder / "train.jsonl", rows)
-    write_json(folder / "summary.json", {"method": "mind_the_gap", "model": prov["model"],
-                                         "data": str(src_dir / "train.jsonl"), "config": {"k": 4, "out": "x"},
-                                         "gap": {"expert_set": -3.5, "final_set": -1.1}})
+    write_json(
+        folder / "summary.json",
+        {
+            "method": "mind_the_gap",
+            "model": prov["model"],
+            "data": str(src_dir / "train.jsonl"),
+            "config": {"k": 4, "out": "x"},
+            "gap": {"expert_set": -3.5, "final_set": -1.1},
+        },
+    )
     return folder, rows
 
 
@@ -79,10 +98,22 @@ def test_trl_export_trains_two_steps_with_trls_sfttrainer(tmp_path):
     tok = load_tokenizer("tiny-random")
     model = load_model("tiny-random", dtype="float32", device="cpu")
     model.train()
-    trainer = SFTTrainer(model=model, processing_class=tok, train_dataset=ds,
-                         args=SFTConfig(output_dir=str(tmp_path / "run"), max_steps=2, per_device_train_batch_size=2,
-                                        learning_rate=1e-3, logging_steps=1, save_strategy="no", report_to="none",
-                                        use_cpu=True, dataloader_num_workers=0))
+    trainer = SFTTrainer(
+        model=model,
+        processing_class=tok,
+        train_dataset=ds,
+        args=SFTConfig(
+            output_dir=str(tmp_path / "run"),
+            max_steps=2,
+            per_device_train_batch_size=2,
+            learning_rate=1e-3,
+            logging_steps=1,
+            save_strategy="no",
+            report_to="none",
+            use_cpu=True,
+            dataloader_num_workers=0,
+        ),
+    )
     # TRL's own tokenisation of our export is our training sequence, with the loss on the response only
     for ex, row in zip(rows, trainer.train_dataset):
         prompt_ids, response_ids = _ours(tok, ex)
@@ -160,15 +191,17 @@ def test_verl_export_has_the_fields_verls_sft_and_rl_datasets_read(tmp_path):
         # SFTDataset (prompt_key/response_key = extra_info, dict keys question/answer): one user turn through the
         # chat template, then the response + EOS, each tokenised without special tokens
         prompt_chat = [{"role": "user", "content": row["extra_info"]["question"]}]
-        verl_prompt = tok(tok.apply_chat_template(prompt_chat, add_generation_prompt=True, tokenize=False),
-                          add_special_tokens=False)["input_ids"]
+        verl_prompt = tok(
+            tok.apply_chat_template(prompt_chat, add_generation_prompt=True, tokenize=False), add_special_tokens=False
+        )["input_ids"]
         verl_response = tok(row["extra_info"]["answer"] + tok.eos_token, add_special_tokens=False)["input_ids"]
         assert (verl_prompt, verl_response) == _ours(tok, ex)
         assert row["origin"] == ex.origin and json.loads(row["provenance"])["method"] == "mind_the_gap"
     # and our own verl reader reads it back: the same problems, answers and solutions
     back = load_problems(out / "train.parquet")
     assert back.fmt == "verl" and [(p.problem, p.answer, p.solution) for p in back.problems] == [
-        (ex.problem, ex.answer, ex.response) for ex in rows]
+        (ex.problem, ex.answer, ex.response) for ex in rows
+    ]
 
 
 def test_llamafactory_export_entry_matches_its_parser(tmp_path):
@@ -180,10 +213,30 @@ def test_llamafactory_export_entry_matches_its_parser(tmp_path):
     # DatasetAttr: a local file entry is `file_name`; `formatting` one of alpaca | sharegpt | openai; `columns`
     # and `tags` keys are the ones DatasetAttr.join reads
     assert (out / entry["file_name"]).is_file() and entry["formatting"] == "sharegpt"
-    assert set(entry["columns"]) <= {"prompt", "query", "response", "history", "messages", "system", "tools",
-                                     "images", "videos", "audios", "chosen", "rejected", "kto_tag"}
-    assert set(entry["tags"]) <= {"role_tag", "content_tag", "user_tag", "assistant_tag", "observation_tag",
-                                  "function_tag", "system_tag"}
+    assert set(entry["columns"]) <= {
+        "prompt",
+        "query",
+        "response",
+        "history",
+        "messages",
+        "system",
+        "tools",
+        "images",
+        "videos",
+        "audios",
+        "chosen",
+        "rejected",
+        "kto_tag",
+    }
+    assert set(entry["tags"]) <= {
+        "role_tag",
+        "content_tag",
+        "user_tag",
+        "assistant_tag",
+        "observation_tag",
+        "function_tag",
+        "system_tag",
+    }
     data = json.loads((out / entry["file_name"]).read_text())
     assert len(data) == len(rows)
     tags = entry["tags"]
@@ -203,8 +256,9 @@ def test_llamafactory_export_entry_matches_its_parser(tmp_path):
 
 def test_export_refuses_what_it_should(tmp_path):
     folder, _ = adapted_set(tmp_path)
-    result = runner.invoke(app, ["data", "export", str(tmp_path / "nope"), "--format", "trl", "--out",
-                                 str(tmp_path / "o")])
+    result = runner.invoke(
+        app, ["data", "export", str(tmp_path / "nope"), "--format", "trl", "--out", str(tmp_path / "o")]
+    )
     assert result.exit_code == 2 and "no adapted set here" in result.output
     result = runner.invoke(app, ["data", "export", str(folder), "--format", "axolotl", "--out", str(tmp_path / "o")])
     assert result.exit_code == 2 and "choose one of trl, llamafactory, verl, hf" in result.output
@@ -215,7 +269,9 @@ def test_export_refuses_what_it_should(tmp_path):
     assert result.exit_code == 2 and "not made by sftadapt" in result.output
     assert (mine / "notes.txt").read_text() == "keep me"
     # publishing needs --online; offline the folder is built and the upload refused in one line (no mock upload)
-    result = runner.invoke(app, ["data", "export", str(folder), "--format", "hf", "--out", str(tmp_path / "h"),
-                                 "--push-to-hub", "me/my-set"])
+    result = runner.invoke(
+        app,
+        ["data", "export", str(folder), "--format", "hf", "--out", str(tmp_path / "h"), "--push-to-hub", "me/my-set"],
+    )
     assert result.exit_code == 2 and "pass --online" in result.output
     assert (tmp_path / "h" / "README.md").is_file()

@@ -83,8 +83,11 @@ def test_no_import_circle_between_modules():
 
 def test_rl_does_not_import_the_sft_stage():
     graph = import_graph()
-    bad = {m: sorted(t for t in ts if t.startswith("sftadapt.train")) for m, ts in graph.items()
-           if m.startswith("sftadapt.rl")}
+    bad = {
+        m: sorted(t for t in ts if t.startswith("sftadapt.train"))
+        for m, ts in graph.items()
+        if m.startswith("sftadapt.rl")
+    }
     assert {m: ts for m, ts in bad.items() if ts} == {}
 
 

@@ -36,8 +36,8 @@ def test_dft_on_two_equiprobable_tokens_is_half_the_cross_entropy():
     dft, _ = sft_loss(logp, mask, "dft")
     assert nll.item() == pytest.approx(math.log(2), abs=1e-6)
     assert dft.item() == pytest.approx(0.5 * math.log(2), abs=1e-6)
-    grad_nll, = torch.autograd.grad(nll, logits, retain_graph=True)
-    grad_dft, = torch.autograd.grad(dft, logits)
+    (grad_nll,) = torch.autograd.grad(nll, logits, retain_graph=True)
+    (grad_dft,) = torch.autograd.grad(dft, logits)
     # The weight is a stop-gradient: DFT's gradient is exactly p times the NLL gradient, not d(p log p).
     assert torch.allclose(grad_dft, 0.5 * grad_nll, atol=1e-7)
 
@@ -58,7 +58,9 @@ def test_is_with_behaviour_equal_to_current_policy_is_nll_with_unit_weights():
     mask = _mask([5, 3, 1], 5)
     logp = token_logprobs(logits, labels)
     behavior = logp.detach().clone()
-    loss_is, stats = sft_loss(logp, mask, "is", behavior_logprobs=behavior, has_behavior=torch.ones(3, dtype=torch.bool))
+    loss_is, stats = sft_loss(
+        logp, mask, "is", behavior_logprobs=behavior, has_behavior=torch.ones(3, dtype=torch.bool)
+    )
     loss_nll, _ = sft_loss(logp, mask, "nll")
     assert loss_is.item() == pytest.approx(loss_nll.item(), abs=1e-12)
     grads = [torch.autograd.grad(x, logits, retain_graph=True)[0] for x in (loss_is, loss_nll)]
@@ -103,27 +105,35 @@ def test_sequence_level_ratio_is_the_geometric_mean_of_the_row():
     logp = torch.log(torch.tensor([[0.5, 0.8, 0.1], [0.3, 0.3, 0.3]]))
     behavior = torch.log(torch.tensor([[0.25, 0.2, 0.1], [0.6, 0.9, 0.3]]))
     mask = torch.tensor([[True, True, True], [True, True, False]])
-    weights, clipped = token_weights(logp, mask, "is", behavior, torch.tensor([True, True]), is_clip=5.0,
-                                     is_level="sequence")
+    weights, clipped = token_weights(
+        logp, mask, "is", behavior, torch.tensor([True, True]), is_clip=5.0, is_level="sequence"
+    )
     row0 = (2.0 * 4.0 * 1.0) ** (1 / 3)  # token ratios 2, 4, 1
     row1 = (0.5 * (1 / 3)) ** (1 / 2)  # the masked third token does not count
     assert torch.allclose(weights, torch.tensor([[row0] * 3, [row1, row1, 0.0]]), atol=1e-6)
     assert not clipped.any()
-    low_clip, clipped = token_weights(logp, mask, "is", behavior, torch.tensor([True, True]), is_clip=1.5,
-                                      is_level="sequence")
+    low_clip, clipped = token_weights(
+        logp, mask, "is", behavior, torch.tensor([True, True]), is_clip=1.5, is_level="sequence"
+    )
     assert torch.allclose(low_clip[0], torch.full((3,), 1.5)) and clipped.tolist() == [[True] * 3, [False] * 3]
 
 
 def test_effective_sample_size_formula():
-    stats = LossStats(nll=torch.tensor(0.0), tokens=torch.tensor(4.0), weight_sum=torch.tensor(1.0 + 1 + 2 + 4),
-                      weight_sq_sum=torch.tensor(1.0 + 1 + 4 + 16), weight_max=torch.tensor(4.0),
-                      clipped=torch.tensor(1.0))
+    stats = LossStats(
+        nll=torch.tensor(0.0),
+        tokens=torch.tensor(4.0),
+        weight_sum=torch.tensor(1.0 + 1 + 2 + 4),
+        weight_sq_sum=torch.tensor(1.0 + 1 + 4 + 16),
+        weight_max=torch.tensor(4.0),
+        clipped=torch.tensor(1.0),
+    )
     summary = loss_summary(stats)
     assert summary["ess"] == pytest.approx(64 / 22) and summary["ess_frac"] == pytest.approx(64 / 22 / 4)
     logp = torch.log(torch.tensor([[0.5, 0.5, 0.5, 0.5]]))
     behavior = torch.log(torch.tensor([[0.5, 0.5, 0.25, 0.125]]))  # weights 1, 1, 2, 4
-    _, real = sft_loss(logp, torch.ones(1, 4, dtype=torch.bool), "is", behavior_logprobs=behavior,
-                       has_behavior=torch.tensor([True]))
+    _, real = sft_loss(
+        logp, torch.ones(1, 4, dtype=torch.bool), "is", behavior_logprobs=behavior, has_behavior=torch.tensor([True])
+    )
     assert loss_summary(real)["ess"] == pytest.approx(64 / 22, rel=1e-6)
 
 
@@ -138,18 +148,34 @@ def _step_pieces(loss_type, **kw):
 
     def loss_of(rows, num_tokens=None, weight_total=None):
         logp = token_logprobs(logits[rows], labels[rows])
-        return sft_loss(logp, mask[rows], loss_type, num_tokens=num_tokens, behavior_logprobs=behavior[rows],
-                        has_behavior=has_behavior[rows], weight_total=weight_total, **kw)
+        return sft_loss(
+            logp,
+            mask[rows],
+            loss_type,
+            num_tokens=num_tokens,
+            behavior_logprobs=behavior[rows],
+            has_behavior=has_behavior[rows],
+            weight_total=weight_total,
+            **kw,
+        )
 
     return logits, mask, loss_of
 
 
-@pytest.mark.parametrize("loss_type,kw", [("nll", {}), ("dft", {}), ("is", {}), ("is", {"is_level": "sequence"}),
-                                          ("is", {"is_self_normalize": True, "is_clip": 1.2})])
+@pytest.mark.parametrize(
+    "loss_type,kw",
+    [
+        ("nll", {}),
+        ("dft", {}),
+        ("is", {}),
+        ("is", {"is_level": "sequence"}),
+        ("is", {"is_self_normalize": True, "is_clip": 1.2}),
+    ],
+)
 def test_four_micro_batches_equal_one_batch_of_four(loss_type, kw):
     logits, mask, loss_of = _step_pieces(loss_type, **kw)
     big, big_stats = loss_of(slice(0, 4))
-    big_grad, = torch.autograd.grad(big, logits)
+    (big_grad,) = torch.autograd.grad(big, logits)
     step_tokens = int(mask.sum())
     weight_total = None
     if kw.get("is_self_normalize"):  # the step's Σw, as the trainer's pre-pass computes it

@@ -24,21 +24,33 @@ from sftadapt.rl.grpo import GRPOOptions, read_rl_log
 from sftadapt.verify import Verdict, verify_one
 
 PROBLEMS = [
-    Problem(id="ravi", answer="21", source="test",
-            problem="Ravi has 20 ribbons. He splits his ribbons into 2 equal groups and keeps one group. Later, Leo "
-                    "gives him 11 ribbons. How many ribbons does Ravi have in the end?",
-            solution=r"$r=20$, $r\leftarrow \frac{r}{2}$, $r\leftarrow r+11$ $\Rightarrow r=\frac{20}{2}+11=21$. "
-                     r"\boxed{21}"),
-    Problem(id="mia", answer="12", source="test",
-            problem="Mia has 7 apples. She buys 5 more apples. How many apples does Mia have now?",
-            solution=r"$7+5=12$. \boxed{12}"),
-    Problem(id="tom", answer="5", source="test",
-            problem="Tom has 9 marbles. He gives 4 marbles to Leo. How many marbles does Tom have now?",
-            solution=r"$9-4=5$. \boxed{5}"),
+    Problem(
+        id="ravi",
+        answer="21",
+        source="test",
+        problem="Ravi has 20 ribbons. He splits his ribbons into 2 equal groups and keeps one group. Later, Leo "
+        "gives him 11 ribbons. How many ribbons does Ravi have in the end?",
+        solution=r"$r=20$, $r\leftarrow \frac{r}{2}$, $r\leftarrow r+11$ $\Rightarrow r=\frac{20}{2}+11=21$. "
+        r"\boxed{21}",
+    ),
+    Problem(
+        id="mia",
+        answer="12",
+        source="test",
+        problem="Mia has 7 apples. She buys 5 more apples. How many apples does Mia have now?",
+        solution=r"$7+5=12$. \boxed{12}",
+    ),
+    Problem(
+        id="tom",
+        answer="5",
+        source="test",
+        problem="Tom has 9 marbles. He gives 4 marbles to Leo. How many marbles does Tom have now?",
+        solution=r"$9-4=5$. \boxed{5}",
+    ),
 ]
 NATIVE = {
     "ravi": "Ravi starts with 20 ribbons. He splits them into 2 equal groups and keeps one group, so he has "
-            r"20 / 2 = 10 ribbons. He gets 11 from Leo, so he has 10 + 11 = 21 ribbons. So the answer is \boxed{21}.",
+    r"20 / 2 = 10 ribbons. He gets 11 from Leo, so he has 10 + 11 = 21 ribbons. So the answer is \boxed{21}.",
     "mia": r"Mia starts with 7 apples. She buys 5 more, so she has 7 + 5 = 12 apples. So the answer is \boxed{12}.",
 }
 
@@ -64,8 +76,15 @@ class AlwaysCorrect:
 
 
 # every rule off (a random tiny model never writes an end token in 16 tokens: the truncation check too)
-OPEN_GATE = RewardConfig(min_tokens=1, min_length_ratio=0.0, max_length_ratio=100.0, max_repeat_frac=1.0,
-                         copy_check=False, reference_phrases=[], truncation_check=False)
+OPEN_GATE = RewardConfig(
+    min_tokens=1,
+    min_length_ratio=0.0,
+    max_length_ratio=100.0,
+    max_repeat_frac=1.0,
+    copy_check=False,
+    reference_phrases=[],
+    truncation_check=False,
+)
 
 
 @pytest.fixture
@@ -123,8 +142,12 @@ def test_the_truncation_gate_under_trl_agrees_with_trls_clipped_ratio(tiny_engin
     out = tmp_path / "mapper"
     grpo = GRPOOptions(max_steps=2, num_generations=4, max_completion_length=6, lr=1e-3, save_steps=10)
     gate = RewardConfig(**{**config_dict(OPEN_GATE), "truncation_check": True})
-    train_mapper(MapperTrainConfig(target="tiny-random", data=data_file, out=str(out), grpo=grpo, reward=gate),
-                 engine=tiny_engine, verifier=AlwaysCorrect(), progress=False)
+    train_mapper(
+        MapperTrainConfig(target="tiny-random", data=data_file, out=str(out), grpo=grpo, reward=gate),
+        engine=tiny_engine,
+        verifier=AlwaysCorrect(),
+        progress=False,
+    )
     log = read_rl_log(out)
     assert len(log) == 2
     for row in log:  # TRL's own count of rollouts that ended without an end token, and ours
@@ -136,11 +159,22 @@ def test_the_truncation_gate_under_trl_agrees_with_trls_clipped_ratio(tiny_engin
 def test_the_stop_rule_ends_mapper_rl_before_max_steps_and_says_why(tiny_engine, data_file, tmp_path):
     out = tmp_path / "mapper"
     # pass rate 1.0 under the open gate > 0.5; any r_align change < 1e9 is a plateau: it fires once 2 windows of 1
-    grpo = GRPOOptions(max_steps=6, num_generations=2, max_completion_length=8, lr=1e-3, save_steps=10,
-                       stop_pass_rate=0.5, stop_window=1, stop_plateau=1e9)
-    summary = train_mapper(MapperTrainConfig(target="tiny-random", data=data_file, out=str(out), grpo=grpo,
-                                             reward=OPEN_GATE), engine=tiny_engine, verifier=AlwaysCorrect(),
-                           progress=False)
+    grpo = GRPOOptions(
+        max_steps=6,
+        num_generations=2,
+        max_completion_length=8,
+        lr=1e-3,
+        save_steps=10,
+        stop_pass_rate=0.5,
+        stop_window=1,
+        stop_plateau=1e9,
+    )
+    summary = train_mapper(
+        MapperTrainConfig(target="tiny-random", data=data_file, out=str(out), grpo=grpo, reward=OPEN_GATE),
+        engine=tiny_engine,
+        verifier=AlwaysCorrect(),
+        progress=False,
+    )
     compute = json.loads((out / "compute.json").read_text())
     assert summary["steps"] == compute["optimizer_steps"] == 2 and [r["step"] for r in read_rl_log(out)] == [1, 2]
     assert compute["stopped_early"]["step"] == 2 and compute["stopped_early"]["max_steps"] == 6
@@ -170,10 +204,12 @@ def test_mapper_rl_lora_with_the_real_gate_and_verifier(tiny_engine, data_file, 
 # ---------------------------------------------------------------- synthesis
 def test_untrained_synthesis_falls_back_everywhere_and_resumes(tiny_engine, tmp_path):
     out = tmp_path / "sdft"
-    cfg = SynthConfig(mapper="untrained", target="tiny-random", data="unused", out=str(out), k=2,
-                      max_new_tokens=16, shard_size=2)
-    summary = synthesize(cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=PROBLEMS, progress=False,
-                         print_summary=False)
+    cfg = SynthConfig(
+        mapper="untrained", target="tiny-random", data="unused", out=str(out), k=2, max_new_tokens=16, shard_size=2
+    )
+    summary = synthesize(
+        cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=PROBLEMS, progress=False, print_summary=False
+    )
     rows = read_records(out / "train.jsonl", Example)
     assert [r.id for r in rows] == ["ravi", "mia", "tom"]
     assert [r.origin for r in rows] == ["expert"] * 3
@@ -190,8 +226,9 @@ def test_untrained_synthesis_falls_back_everywhere_and_resumes(tiny_engine, tmp_
         assert all(a["stage"] == "mapper" and a["verdict"] for a in row.attempts)
     assert summary["gap"]["final_set"] == pytest.approx(summary["gap"]["expert_set"])
     compute = json.loads((out / "compute.json").read_text())
-    assert compute["tokens_generated"] == sum(a["meta"]["n_generated"] + (a["finish_reason"] == "stop")
-                                              for r in rows for a in r.attempts)
+    assert compute["tokens_generated"] == sum(
+        a["meta"]["n_generated"] + (a["finish_reason"] == "stop") for r in rows for a in r.attempts
+    )
     assert compute["tokens_scored"] == sum(len(r.target_logprobs) for r in rows)  # only the experts were scored
 
     # resume: lose the last shard and the output, re-run: the same file, and only the lost shard is redone
@@ -199,17 +236,25 @@ def test_untrained_synthesis_falls_back_everywhere_and_resumes(tiny_engine, tmp_
     (out / "shards" / "shard-00001.jsonl").unlink()
     (out / "train.jsonl").unlink()
     generated = tiny_engine.stats["generated_tokens"]
-    again = synthesize(cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=PROBLEMS, progress=False,
-                       print_summary=False)
+    again = synthesize(
+        cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=PROBLEMS, progress=False, print_summary=False
+    )
     assert (out / "train.jsonl").read_bytes() == first
-    assert tiny_engine.stats["generated_tokens"] - generated == sum(a["meta"]["n_generated"] + (a["finish_reason"] == "stop")
-                                                                    for a in rows[2].attempts)
+    assert tiny_engine.stats["generated_tokens"] - generated == sum(
+        a["meta"]["n_generated"] + (a["finish_reason"] == "stop") for a in rows[2].attempts
+    )
     assert again["compute"]["generated_tokens"] == summary["compute"]["generated_tokens"]
 
     cfg.k = 3  # another config must not mix with these shards
     with pytest.raises(StoreError, match="another config"):
-        synthesize(cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=PROBLEMS, progress=False,
-                   print_summary=False)
+        synthesize(
+            cfg,
+            engine=tiny_engine,
+            verifier=InProcessVerifier(),
+            problems=PROBLEMS,
+            progress=False,
+            print_summary=False,
+        )
 
 
 class ScriptedMapper:
@@ -226,10 +271,11 @@ class ScriptedMapper:
         for prompt, row_seeds in zip(prompts, seeds):
             pid = next(p.id for p in PROBLEMS if p.problem in prompt)
             comps = []
-            for text, seed in zip(self.texts[pid][:params.n], row_seeds):
+            for text, seed in zip(self.texts[pid][: params.n], row_seeds):
                 ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-                comps.append(Completion(text=text, token_ids=ids, logprobs=[-1.0] * len(ids), finish_reason="stop",
-                                        seed=seed))
+                comps.append(
+                    Completion(text=text, token_ids=ids, logprobs=[-1.0] * len(ids), finish_reason="stop", seed=seed)
+                )
                 self.stats["generated_tokens"] += len(ids) + 1
             out.append(comps)
         return out
@@ -243,15 +289,31 @@ def test_synthesis_keeps_the_best_passing_rewrite_else_the_expert(tiny_engine, t
     texts = {
         "ravi": [NATIVE["ravi"], NATIVE["ravi"].replace("Ravi starts with", "At first Ravi has"), expert["ravi"]],
         "mia": [NATIVE["mia"].replace("12", "13"), NATIVE["mia"], "As the reference solution says, " + NATIVE["mia"]],
-        "tom": [r"\boxed{5}", "Tom has 9 marbles and gives 4 away, so 9 - 4 = 6 marbles. So the answer is \\boxed{6}.",
-                "Tom Tom Tom Tom Tom Tom Tom Tom Tom Tom \\boxed{5}"],
+        "tom": [
+            r"\boxed{5}",
+            "Tom has 9 marbles and gives 4 away, so 9 - 4 = 6 marbles. So the answer is \\boxed{6}.",
+            "Tom Tom Tom Tom Tom Tom Tom Tom Tom Tom \\boxed{5}",
+        ],
     }
     mapper = ScriptedMapper(tiny_engine.tokenizer, texts)
     # The native style is ~3x longer than these terse experts: under the SPEC's 2.0 cap it is gated as too long.
-    cfg = SynthConfig(mapper="scripted", target="tiny-random", data="unused", out=str(tmp_path / "dart"), k=3,
-                      reward=RewardConfig(max_length_ratio=5.0))
-    summary = synthesize(cfg, engine=tiny_engine, mapper_engine=mapper, verifier=InProcessVerifier(),
-                         problems=PROBLEMS, progress=False, print_summary=False)
+    cfg = SynthConfig(
+        mapper="scripted",
+        target="tiny-random",
+        data="unused",
+        out=str(tmp_path / "dart"),
+        k=3,
+        reward=RewardConfig(max_length_ratio=5.0),
+    )
+    summary = synthesize(
+        cfg,
+        engine=tiny_engine,
+        mapper_engine=mapper,
+        verifier=InProcessVerifier(),
+        problems=PROBLEMS,
+        progress=False,
+        print_summary=False,
+    )
     rows = {r.id: r for r in read_records(tmp_path / "dart" / "train.jsonl", Example)}
 
     ravi = rows["ravi"]
@@ -282,18 +344,33 @@ def test_synthesis_keeps_the_best_passing_rewrite_else_the_expert(tiny_engine, t
 
     # the same rewrite under the SPEC default length cap (2.0) is rejected as too long
     default = SynthConfig(mapper="scripted", target="tiny-random", data="unused", out=str(tmp_path / "dart2"), k=3)
-    strict = synthesize(default, engine=tiny_engine, mapper_engine=mapper, verifier=InProcessVerifier(),
-                        problems=PROBLEMS[1:2], progress=False, print_summary=False)
+    strict = synthesize(
+        default,
+        engine=tiny_engine,
+        mapper_engine=mapper,
+        verifier=InProcessVerifier(),
+        problems=PROBLEMS[1:2],
+        progress=False,
+        print_summary=False,
+    )
     assert strict["origins"]["mapper"] == 0 and strict["gate_failures"]["length_high"] > 0
 
 
 def test_rewrites_stop_at_the_length_cap(tiny_engine, tmp_path):
     tom = PROBLEMS[2]
-    cap = int(2.0 * len(tiny_engine.tokenizer(P.ensure_boxed(tom.solution, tom.answer),
-                                              add_special_tokens=False)["input_ids"])) + 8
+    cap = (
+        int(
+            2.0
+            * len(
+                tiny_engine.tokenizer(P.ensure_boxed(tom.solution, tom.answer), add_special_tokens=False)["input_ids"]
+            )
+        )
+        + 8
+    )
     cfg = SynthConfig(mapper="untrained", target="tiny-random", data="unused", out=str(tmp_path / "cap"), k=2)
-    synthesize(cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=[tom], progress=False,
-               print_summary=False)
+    synthesize(
+        cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=[tom], progress=False, print_summary=False
+    )
     row = read_records(tmp_path / "cap" / "train.jsonl", Example)[0]
     assert 16 < cap < cfg.max_new_tokens
     assert max(a["meta"]["n_generated"] for a in row.attempts) <= cap
@@ -308,10 +385,32 @@ def test_map_synthesize_command(tmp_path, data_file):
     from sftadapt.cli import app
 
     out = tmp_path / "cli"
-    result = CliRunner().invoke(app, ["-q", "map", "synthesize", "--mapper", "untrained", "--target", "tiny-random",
-                                      "--data", data_file, "--out", str(out), "--k", "2", "--max-new-tokens", "8",
-                                      "--dtype", "float32", "--set", "verifier_workers=1",
-                                      "--set", "reward.min_tokens=4"])
+    result = CliRunner().invoke(
+        app,
+        [
+            "-q",
+            "map",
+            "synthesize",
+            "--mapper",
+            "untrained",
+            "--target",
+            "tiny-random",
+            "--data",
+            data_file,
+            "--out",
+            str(out),
+            "--k",
+            "2",
+            "--max-new-tokens",
+            "8",
+            "--dtype",
+            "float32",
+            "--set",
+            "verifier_workers=1",
+            "--set",
+            "reward.min_tokens=4",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "fallback 100.0%" in result.output
     summary = json.loads((out / "summary.json").read_text())
@@ -320,7 +419,9 @@ def test_map_synthesize_command(tmp_path, data_file):
 
     card = read_card(out)  # the dataset card beside the synthesised set
     assert card["configs"][0]["data_files"][0]["path"] == "train.jsonl"
-    assert card["sftadapt"]["origin_rows"] == {"expert": 3} and card["sftadapt"]["target_model"]["spec"] == "tiny-random"
+    assert (
+        card["sftadapt"]["origin_rows"] == {"expert": 3} and card["sftadapt"]["target_model"]["spec"] == "tiny-random"
+    )
     assert card["sftadapt"]["command"].startswith(("sftadapt", "(library call"))
     assert json.loads((out / "shards" / "manifest.json").read_text())["config"]["reward"]["min_tokens"] == 4
     bad = CliRunner().invoke(app, ["map", "synthesize", "--out", str(tmp_path / "x"), "--set", "reward.variant=max"])

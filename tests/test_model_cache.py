@@ -42,22 +42,47 @@ def fake_hub_cache(cache: Path, repo_id: str) -> Path:
 
 def _cli(args, tmp_path, **env):
     full = {**os.environ, "HF_HUB_OFFLINE": "1", **env}
-    return subprocess.run([sys.executable, "-m", "sftadapt.cli", *args], capture_output=True, text=True,
-                          cwd=tmp_path, env=full, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "sftadapt.cli", *args],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=full,
+        timeout=600,
+    )
 
 
 def test_a_cached_hub_model_works_offline(tmp_path):
     snapshot = fake_hub_cache(tmp_path / "hub", "someorg/tiny-cached")
     data = tmp_path / "d.jsonl"
     data.write_text(json.dumps({"problem": "What is 1+1?", "answer": "2"}) + "\n")
-    proc = _cli(["-q", "sample", "--model", "someorg/tiny-cached", "--data", str(data), "--out", str(tmp_path / "o"),
-                 "--max-new-tokens", "2", "--dtype", "float32"], tmp_path, HF_HUB_CACHE=str(tmp_path / "hub"))
+    proc = _cli(
+        [
+            "-q",
+            "sample",
+            "--model",
+            "someorg/tiny-cached",
+            "--data",
+            str(data),
+            "--out",
+            str(tmp_path / "o"),
+            "--max-new-tokens",
+            "2",
+            "--dtype",
+            "float32",
+        ],
+        tmp_path,
+        HF_HUB_CACHE=str(tmp_path / "hub"),
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     summary = json.loads((tmp_path / "o" / "summary.json").read_text())
     assert summary["model"] == "someorg/tiny-cached"
     # the same id without the cache entry: refused offline, and the message says how to go online
-    proc = _cli(["sample", "--model", "someorg/tiny-cached", "--data", str(data), "--out", str(tmp_path / "o2")],
-                tmp_path, HF_HUB_CACHE=str(tmp_path / "empty-hub"))
+    proc = _cli(
+        ["sample", "--model", "someorg/tiny-cached", "--data", str(data), "--out", str(tmp_path / "o2")],
+        tmp_path,
+        HF_HUB_CACHE=str(tmp_path / "empty-hub"),
+    )
     assert proc.returncode == 2 and "pass --online" in proc.stderr and "Traceback" not in proc.stderr
     assert snapshot.is_dir()
 

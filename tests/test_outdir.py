@@ -124,10 +124,12 @@ def test_stages_refuse_a_users_folder_and_another_commands_folder_through_the_cl
     assert result.exit_code == 2 and "not made by sftadapt" in result.output
     assert (mine / "summary.json").read_text() == "my summary"
     # with --force it is still refused: sample would overwrite summary.json, which it did not write
-    result = runner.invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out", str(mine),
-                                 "--force"])
+    result = runner.invoke(
+        app, ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out", str(mine), "--force"]
+    )
     assert result.exit_code == 2 and "summary.json" in result.output
     claim(tmp_path / "sampled", "sample")
-    result = runner.invoke(app, ["-q", "rewrite", "--model", "tiny-random", "--data", str(data), "--out",
-                                 str(tmp_path / "sampled")])
+    result = runner.invoke(
+        app, ["-q", "rewrite", "--model", "tiny-random", "--data", str(data), "--out", str(tmp_path / "sampled")]
+    )
     assert result.exit_code == 2 and "output of `sftadapt sample`" in result.output

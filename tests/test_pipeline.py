@@ -21,15 +21,22 @@ from sftadapt.pipeline import (
 )
 
 TINY = {
-    "name": "tiny", "model": "tiny-random", "seeds": [0],
+    "name": "tiny",
+    "model": "tiny-random",
+    "seeds": [0],
     "task": {"kind": "synthetic", "train_problems": 4},
     "warmup": {"problems": 8, "train": {"max_steps": 2, "batch_size": 4, "grad_accum": 1, "save_steps": 1000}},
-    "eval": {"benchmarks": ["synthetic_id", "synthetic_ood"], "limit": 2, "dtype": "float32",
-             "protocol_overrides": {"max_new_tokens": 8}},
+    "eval": {
+        "benchmarks": ["synthetic_id", "synthetic_ood"],
+        "limit": 2,
+        "dtype": "float32",
+        "protocol_overrides": {"max_new_tokens": 8},
+    },
     "train": {"max_steps": 2, "batch_size": 2, "grad_accum": 1, "save_steps": 1000},
     "rewrite": {"k": 2, "guided_tries": 1, "max_new_tokens": 8, "dtype": "float32"},
-    "mapper_train": {"grpo": {"max_steps": 1, "num_generations": 2, "max_completion_length": 8, "lora": True,
-                              "save_steps": 1000}},
+    "mapper_train": {
+        "grpo": {"max_steps": 1, "num_generations": 2, "max_completion_length": 8, "lora": True, "save_steps": 1000}
+    },
     "synth": {"k": 1, "max_new_tokens": 8, "dtype": "float32"},
     "direct_rl": {"grpo": {"max_steps": 1, "num_generations": 2, "max_completion_length": 8, "save_steps": 1000}},
 }
@@ -74,8 +81,11 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     again = run(load_run_config(_yaml(tmp_path, TINY)), progress=False)
     assert again["stages_run"] == {0: []} and again["arms"] == study["arms"]
     # an engine's options (servers, concurrency, ...) say where a stage runs, not what it computes: still cached
-    moved = {**TINY, "rewrite": {**TINY["rewrite"], "engine": {"backend": "hf", "options": {"timeout": 9}}},
-             "eval": {**TINY["eval"], "engine": {"backend": "hf", "options": {"concurrency": 3}}}}
+    moved = {
+        **TINY,
+        "rewrite": {**TINY["rewrite"], "engine": {"backend": "hf", "options": {"timeout": 9}}},
+        "eval": {**TINY["eval"], "engine": {"backend": "hf", "options": {"concurrency": 3}}},
+    }
     plan = run(load_run_config(_yaml(tmp_path, moved)), progress=False, dry_run=True)["plan"][0]
     assert {row["status"] for row in plan} == {"cached"}
 
@@ -116,10 +126,22 @@ def test_the_patch_arm_and_the_fallback_ablations_run_end_to_end(tmp_path, monke
     arms = ["base", "patch_sft", "dart_sft_nofb", "dart_sft_fbdft", "pr_sft_nofb"]
     # a gate the tiny random model can pass (it never writes an answer, so the mapped sets would be all fallback:
     # the drop arms would have nothing to train on); the real gate's behaviour is test_reward's
-    reward = {"answer_format": "any", "min_tokens": 1, "min_length_ratio": 0.0, "max_length_ratio": 100.0,
-              "max_repeat_frac": 1.0, "copy_check": False, "truncation_check": False}
-    values = {**TINY, "arms": arms, "mapper_train": {**TINY["mapper_train"], "reward": reward},
-              "synth": {**TINY["synth"], "reward": reward}, "eval": {**TINY["eval"], "raw_model": False}}
+    reward = {
+        "answer_format": "any",
+        "min_tokens": 1,
+        "min_length_ratio": 0.0,
+        "max_length_ratio": 100.0,
+        "max_repeat_frac": 1.0,
+        "copy_check": False,
+        "truncation_check": False,
+    }
+    values = {
+        **TINY,
+        "arms": arms,
+        "mapper_train": {**TINY["mapper_train"], "reward": reward},
+        "synth": {**TINY["synth"], "reward": reward},
+        "eval": {**TINY["eval"], "raw_model": False},
+    }
     cfg = load_run_config(_yaml(tmp_path, values))
     configs = stage_configs(cfg, 0, "tiny-random", seed_paths(tmp_path))
     assert configs["mapper_train_patch"].reward.kind == "patch" and configs["mapper_patch"].reward.kind == "patch"
@@ -132,8 +154,11 @@ def test_the_patch_arm_and_the_fallback_ablations_run_end_to_end(tmp_path, monke
     assert {"mapper_train_patch", "mapper_patch", "mapper_train", "mapper", "prompted"} <= set(study["stages_run"][0])
     rl_log = [json.loads(line) for line in (root / "mapper_train_patch" / "rl_log.jsonl").read_text().splitlines()]
     assert rl_log and rl_log[0]["gate_pass_rate"] == 1.0 and rl_log[0]["r_dist_pass_mean"] is not None
-    attempts = [a for line in (root / "mapper_patch" / "train.jsonl").read_text().splitlines()
-                for a in json.loads(line)["attempts"]]
+    attempts = [
+        a
+        for line in (root / "mapper_patch" / "train.jsonl").read_text().splitlines()
+        for a in json.loads(line)["attempts"]
+    ]
     assert all(a["meta"]["reward"] >= 1.0 and a["meta"]["r_dist"] is not None for a in attempts)  # gate x (1 + ...)
     by_arm = {a["arm"]: a for a in study["arms"]}
     assert by_arm["patch_sft"]["label"] == "Patch+SFT" and by_arm["patch_sft"]["compute"]["tokens_trained"] > 0
@@ -159,7 +184,9 @@ def test_config_errors_are_clear(tmp_path):
         stage_configs(cfg, 0, "tiny-random", {k: "x" for k in seed_paths(tmp_path)})
 
 
-@pytest.mark.parametrize("path", sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("paper/*.yaml")]), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted([*CONFIG_DIR.glob("*.yaml"), *CONFIG_DIR.glob("paper/*.yaml")]), ids=lambda p: p.name
+)
 def test_every_shipped_study_config_loads_and_validates(path):
     cfg = load_run_config(path)
     configs = stage_configs(cfg, cfg.seeds[0], cfg.model, seed_paths(Path("/tmp/x")))
@@ -168,6 +195,7 @@ def test_every_shipped_study_config_loads_and_validates(path):
 
 def test_stages_say_what_changed_and_keep_only_the_newest_superseded_outputs(tmp_path, capsys, monkeypatch):
     monkeypatch.delenv("SFTADAPT_QUIET", raising=False)  # a CLI test's `-q` may have set it for the process
+
     def work(folder):
         (folder / "out.txt").write_text("x" * 1000)
         return {"ok": True}
@@ -187,8 +215,8 @@ def test_spec_changes_lists_leaves_and_truncates():
     old = {"options": {"a": 1, "nested": {"b": "x"}, "gone": 1}, "inputs": {"data": "h1"}}
     new = {"options": {"a": 1, "nested": {"b": "y" * 80}}, "inputs": {"data": "h2"}}
     changes = spec_changes(old, new)
-    assert "gone: 1 -> (unset)" in changes and "inputs.data: \"h1\" -> \"h2\"" in changes
-    assert any(c.startswith("nested.b: \"x\" -> ") and c.endswith("...") for c in changes)
+    assert "gone: 1 -> (unset)" in changes and 'inputs.data: "h1" -> "h2"' in changes
+    assert any(c.startswith('nested.b: "x" -> ') and c.endswith("...") for c in changes)
 
 
 def test_clean_lists_then_frees_superseded_outputs(tmp_path):

@@ -16,8 +16,13 @@ CPU_KINDS = {
     "avx512-bf16": {"cpu_capability": "AVX512", "avx2": True, "avx512_bf16": True, "amx_bf16": False, "cuda": False},
     "amx": {"cpu_capability": "AVX512", "avx2": True, "avx512_bf16": True, "amx_bf16": True, "cuda": False},
     # AVX-512 instructions but torch forced to its AVX2 kernels (ATEN_CPU_CAPABILITY=avx2)
-    "avx512-bf16, aten avx2": {"cpu_capability": "AVX2", "avx2": True, "avx512_bf16": True, "amx_bf16": False,
-                               "cuda": False},
+    "avx512-bf16, aten avx2": {
+        "cpu_capability": "AVX2",
+        "avx2": True,
+        "avx512_bf16": True,
+        "amx_bf16": False,
+        "cuda": False,
+    },
 }
 
 
@@ -29,8 +34,10 @@ def _as_cpu(monkeypatch, kind: str) -> None:
 
 
 # ---------------------------------------------------------------- the policy
-@pytest.mark.parametrize("kind, auto", [("avx2-only", "float32"), ("avx512-bf16", "bfloat16"), ("amx", "bfloat16"),
-                                        ("avx512-bf16, aten avx2", "float32")])
+@pytest.mark.parametrize(
+    "kind, auto",
+    [("avx2-only", "float32"), ("avx512-bf16", "bfloat16"), ("amx", "bfloat16"), ("avx512-bf16, aten avx2", "float32")],
+)
 def test_auto_is_bf16_only_where_the_cpu_runs_it_natively(monkeypatch, kind, auto):
     _as_cpu(monkeypatch, kind)
     assert precision.resolve_dtype("auto", "cpu") == auto
@@ -111,16 +118,41 @@ def lora_runs(tmp_path_factory):
     AutoModelForCausalLM.from_pretrained(resolve_model("tiny-random"), dtype=torch.bfloat16).save_pretrained(base)
     tok.save_pretrained(base)
     data = tmp / "d.jsonl"
-    write_records(data, [Example(id=f"r{i}", problem=f"What is {i} + {i + 1}?", answer=str(2 * i + 1),
-                                 response=f"We add {i} and {i + 1}. So the answer is \\boxed{{{2 * i + 1}}}.",
-                                 origin="expert") for i in range(8)])
+    write_records(
+        data,
+        [
+            Example(
+                id=f"r{i}",
+                problem=f"What is {i} + {i + 1}?",
+                answer=str(2 * i + 1),
+                response=f"We add {i} and {i + 1}. So the answer is \\boxed{{{2 * i + 1}}}.",
+                origin="expert",
+            )
+            for i in range(8)
+        ],
+    )
     runs = {}
     for compute in ("float32", "bfloat16"):
         for weights in ("float32", "bfloat16"):
             out = tmp / f"lora-{compute}-{weights}"
-            train(TrainConfig(model=str(base), data=[str(data)], out=str(out), lr=1e-5, max_steps=4, batch_size=4,
-                              grad_accum=1, lora=True, lora_dropout=0.0, save_steps=100, warmup_ratio=0.0,
-                              resume=False, dtype=compute, weights_dtype=weights))
+            train(
+                TrainConfig(
+                    model=str(base),
+                    data=[str(data)],
+                    out=str(out),
+                    lr=1e-5,
+                    max_steps=4,
+                    batch_size=4,
+                    grad_accum=1,
+                    lora=True,
+                    lora_dropout=0.0,
+                    save_steps=100,
+                    warmup_ratio=0.0,
+                    resume=False,
+                    dtype=compute,
+                    weights_dtype=weights,
+                )
+            )
             runs[(compute, weights)] = out
     ids = torch.tensor([tok(" ".join(f"What is {i} + {i + 1}? We add them." for i in range(6)))["input_ids"]])
     return base, runs, ids
@@ -177,7 +209,9 @@ def test_rl_stages_save_the_adapter_the_same_way(lora_runs, tmp_path):
     assert study_eval_dtype("auto", [str(base), str(tmp_path)]) == "float32"  # every arm beside it too
     trained = PeftModel.from_pretrained(load_model(str(base), "float32"), str(adapter)).eval()
     ref = _logits(trained, ids) - _logits(load_model(str(base), "float32"), ids)
-    cos, ratio = _delta_match(ref, _logits(load_model(str(tmp_path)), ids) - _logits(load_model(str(base), "float32"), ids))
+    cos, ratio = _delta_match(
+        ref, _logits(load_model(str(tmp_path)), ids) - _logits(load_model(str(base), "float32"), ids)
+    )
     assert cos >= 0.9 and 0.9 <= ratio <= 1.1, (cos, ratio)
     with pytest.warns(UserWarning, match="erases"):
         assert inference_dtype(str(tmp_path), "bfloat16") == "bfloat16"  # explicit: honoured, with a warning
@@ -191,8 +225,9 @@ def _shipped_configs_with_dr_is() -> list[Path]:
     return [p for p in paths if "dr_is" in (yaml.safe_load(p.read_text()).get("arms") or ["dr_is"])]
 
 
-def _self_row_weights(tmp_path, sample_dtype: str, score_dtype: str, train_base: dict,
-                      record_precision: bool = True) -> torch.Tensor:
+def _self_row_weights(
+    tmp_path, sample_dtype: str, score_dtype: str, train_base: dict, record_precision: bool = True
+) -> torch.Tensor:
     """Step-0 is weights of self rows: behaviour log-probs scored as the rewrite stage scores them, π_θ from
     the trainer's own forward (its precision, its context manager), on the tiny model."""
     from sftadapt.data import prompts as P
@@ -207,20 +242,43 @@ def _self_row_weights(tmp_path, sample_dtype: str, score_dtype: str, train_base:
     scores = engine.score([P.solve_prompt(engine.tokenizer, q, chat) for q in problems], responses)
     data = tmp_path / "self.jsonl"
     provenance = {"precision": {"score": engine.precision["score"]}} if record_precision else {}
-    write_records(data, [Example(id=f"s{i}", problem=q, response=r, answer=str(3 * i), origin="self",
-                                 behavior_logprobs=s.logprobs, provenance=provenance)
-                         for i, (q, r, s) in enumerate(zip(problems, responses, scores))])
-    train_cfg = TrainConfig(**{**train_base, "model": "tiny-random", "data": [str(data)], "out": str(tmp_path / "t"),
-                               "batch_size": 6, "grad_accum": 1, "max_length": 512, "resume": False,
-                               "gradient_checkpointing": False})
+    write_records(
+        data,
+        [
+            Example(
+                id=f"s{i}",
+                problem=q,
+                response=r,
+                answer=str(3 * i),
+                origin="self",
+                behavior_logprobs=s.logprobs,
+                provenance=provenance,
+            )
+            for i, (q, r, s) in enumerate(zip(problems, responses, scores))
+        ],
+    )
+    train_cfg = TrainConfig(
+        **{
+            **train_base,
+            "model": "tiny-random",
+            "data": [str(data)],
+            "out": str(tmp_path / "t"),
+            "batch_size": 6,
+            "grad_accum": 1,
+            "max_length": 512,
+            "resume": False,
+            "gradient_checkpointing": False,
+        }
+    )
     trainer, prepared, _ = build_trainer(train_cfg)
     assert not trainer.args.bf16  # no autocast for is
     batch = trainer.data_collator(prepared.tokenized.rows)
     trainer.model.train()
     with torch.no_grad(), trainer.compute_loss_context_manager():
         logp, mask, behavior = trainer._token_logprobs(trainer.model, batch)
-        weights, _ = token_weights(logp, mask, behavior_logprobs=behavior, has_behavior=batch["has_behavior"],
-                                   **trainer._loss_kwargs())
+        weights, _ = token_weights(
+            logp, mask, behavior_logprobs=behavior, has_behavior=batch["has_behavior"], **trainer._loss_kwargs()
+        )
     assert mask.sum() > 50
     return weights[mask]
 

@@ -15,9 +15,20 @@ from sftadapt.data.records import (
 
 
 def _example(i: int) -> Example:
-    return Example(id=f"p{i}", problem="1+1?", response="2 \\boxed{2}", answer="2", origin="self",
-                   behavior_logprobs=[-0.5, -0.25], target_logprobs=[-0.5, -0.1], target_logprob_mean=-0.3,
-                   self_pass_rate=0.5, attempts=[{"verdict": "correct"}], provenance={"model": "m"}, meta={"k": 1})
+    return Example(
+        id=f"p{i}",
+        problem="1+1?",
+        response="2 \\boxed{2}",
+        answer="2",
+        origin="self",
+        behavior_logprobs=[-0.5, -0.25],
+        target_logprobs=[-0.5, -0.1],
+        target_logprob_mean=-0.3,
+        self_pass_rate=0.5,
+        attempts=[{"verdict": "correct"}],
+        provenance={"model": "m"},
+        meta={"k": 1},
+    )
 
 
 @pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
@@ -28,8 +39,19 @@ def test_roundtrip_every_record_type(tmp_path, suffix):
     probs = [Problem(id="a", problem="q", answer="1", solution=None, source="s", meta={"level": 3})]
     write_records(tmp_path / f"p{suffix}", probs)
     assert read_records(tmp_path / f"p{suffix}", Problem) == probs
-    atts = [Attempt(problem_id="a", stage="eval", index=0, prompt_hash="h", text="t", token_logprobs=[-1.0],
-                    verdict="wrong", extracted="3", rule="boxed")]
+    atts = [
+        Attempt(
+            problem_id="a",
+            stage="eval",
+            index=0,
+            prompt_hash="h",
+            text="t",
+            token_logprobs=[-1.0],
+            verdict="wrong",
+            extracted="3",
+            rule="boxed",
+        )
+    ]
     write_records(tmp_path / f"a{suffix}", atts)
     assert read_records(tmp_path / f"a{suffix}", Attempt) == atts
 

@@ -17,13 +17,24 @@ def make_run(path, correct: dict[str, list[int]], protocol=QUICK, ids: dict[str,
     benchmarks = {}
     for bench, flags in correct.items():
         names = (ids or {}).get(bench) or [f"q{i}" for i in range(len(flags))]
-        attempts = [Attempt(pid, "eval", 0, "h", "", verdict="correct" if ok else "wrong",
-                            extracted="1" if ok else "0", meta={"n_tokens": 3})
-                    for pid, ok in zip(names, flags)]
+        attempts = [
+            Attempt(
+                pid,
+                "eval",
+                0,
+                "h",
+                "",
+                verdict="correct" if ok else "wrong",
+                extracted="1" if ok else "0",
+                meta={"n_tokens": 3},
+            )
+            for pid, ok in zip(names, flags)
+        ]
         benchmarks[bench] = benchmark_result(attempts, n_boot=200)
     path.mkdir(parents=True)
-    (path / "results.json").write_text(json.dumps({"protocol": protocol.record(), "model": {"spec": path.name},
-                                                   "benchmarks": benchmarks}))
+    (path / "results.json").write_text(
+        json.dumps({"protocol": protocol.record(), "model": {"spec": path.name}, "benchmarks": benchmarks})
+    )
     return path
 
 
@@ -98,8 +109,13 @@ def test_gap_record_and_plot(tmp_path):
     base = make_run(tmp_path / "base", {"gsm8k": [0, 0, 1, 0]})
     dr = make_run(tmp_path / "dr", {"gsm8k": [1, 1, 0, 0]})
     train = tmp_path / "train.jsonl"
-    write_records(train, [Example(id=str(i), problem="p", response="r", answer="1", origin="self",
-                                  target_logprob_mean=v) for i, v in enumerate([-0.5, -1.5, None])])
+    write_records(
+        train,
+        [
+            Example(id=str(i), problem="p", response="r", answer="1", origin="self", target_logprob_mean=v)
+            for i, v in enumerate([-0.5, -1.5, None])
+        ],
+    )
     rep = report([base, dr], tmp_path / "out", baseline="base", gaps={"dr": str(train)})
     gap = json.loads((tmp_path / "dr" / "gap.json").read_text())
     assert gap["gap"] == pytest.approx(-1.0) and gap["n_examples"] == 2

@@ -17,14 +17,25 @@ import html_fixture as fx
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 pytestmark = pytest.mark.browser
 
 
 def _chromium() -> str | None:
-    for candidate in (os.environ.get("SFTADAPT_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                      "/usr/bin/chromium"):
+    for candidate in (
+        os.environ.get("SFTADAPT_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ):
         if candidate and Path(candidate).exists():
             return candidate
     return None
@@ -46,8 +57,9 @@ def browser():
     except ImportError:
         _unavailable("python playwright is not installed (pip install -e '.[test]')")
     with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=exe, headless=True, args=FLAGS,
-                               env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")})
+        b = pw.chromium.launch(
+            executable_path=exe, headless=True, args=FLAGS, env={**os.environ, "HOME": os.environ.get("HOME", "/tmp")}
+        )
         yield b
         b.close()
 
@@ -64,8 +76,9 @@ def test_study_page_in_chromium(browser, tmp_path):
     page_path = Path(study["html_path"])
     page = browser.new_page(viewport={"width": 1280, "height": 1000})
     problems, outside = [], []
-    page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning")
-            else None)
+    page.on(
+        "console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None
+    )
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
 
     def only_local(route):

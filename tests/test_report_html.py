@@ -51,7 +51,7 @@ def test_study_html_is_written_beside_the_markdown_and_needs_no_network(study_ru
 def test_hostile_text_is_kept_as_data_and_never_as_markup(study_run):
     root, study = study_run
     html = Path(study["html_path"]).read_text(encoding="utf-8")
-    assert "<img" not in html and "onerror=\"window" not in html and "\u2028" not in html
+    assert "<img" not in html and 'onerror="window' not in html and "\u2028" not in html
     data = _page_data(html)
     assert any(s["t"] == fx.HOSTILE for s in data["samples"])  # the eval response, verbatim after parsing
     assert any(fx.HOSTILE in r["q"] for r in data["adapted"])  # the adapted row's problem text
@@ -81,9 +81,17 @@ def test_page_has_the_table_rows_and_every_plot(study_run):
     root, study = study_run
     html = Path(study["html_path"]).read_text(encoding="utf-8")
     assert re.findall(r'<tr class="arm-row" data-arm="([^"]+)"', html) == list(fx.ARMS)
-    for title in ("gap vs accuracy", "compute vs accuracy (seconds)", "compute vs accuracy (tokens)",
-                  "training loss per arm", "DART mapper RL: reward", "DART mapper RL: gate pass rate",
-                  "DART mapper RL: gate reasons", "direct RL: reward", "direct RL: accuracy"):
+    for title in (
+        "gap vs accuracy",
+        "compute vs accuracy (seconds)",
+        "compute vs accuracy (tokens)",
+        "training loss per arm",
+        "DART mapper RL: reward",
+        "DART mapper RL: gate pass rate",
+        "DART mapper RL: gate reasons",
+        "direct RL: reward",
+        "direct RL: accuracy",
+    ):
         assert f'aria-label="{title}' in html, title
     for series in ("base (warm-up SFT)", "SFT", "DR+SFT", "DART+SFT", "no_answer", "length_low"):
         assert f'data-series="{series}"' in html, series
@@ -151,8 +159,12 @@ def test_several_seeds_get_one_run_per_arm_and_seed(tmp_path):
     assert [r["label"] for r in data["runs"][:2]] == ["base · seed 0", "SFT · seed 0"]
     assert len(data["runs"]) == 2 * len(fx.ARMS)
     assert len(data["samples"]) == sum(fx.expected_counts(tmp_path / f"seed-{s}")["total"] for s in (0, 1))
-    assert {r["s"] for r in data["adapted"]} == {"rewrite · seed 0", "rewrite · seed 1", "mapper · seed 0",
-                                                 "mapper · seed 1"}
+    assert {r["s"] for r in data["adapted"]} == {
+        "rewrite · seed 0",
+        "rewrite · seed 1",
+        "mapper · seed 0",
+        "mapper · seed 1",
+    }
     for name in ("DART mapper RL · seed 1", "direct RL · seed 0", "DR+SFT · seed 1"):
         assert escape(name) in html, name
     assert "sd " in html.split('id="study-table"')[1].split("</table>")[0]  # the pooled cells carry their sd

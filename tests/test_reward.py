@@ -23,15 +23,21 @@ from sftadapt.adapt.reward import (
 from sftadapt.engines.base import TokenScores
 from sftadapt.verify import verify_one
 
-PROBLEM = ("Ravi has 20 ribbons. He splits his ribbons into 2 equal groups and keeps one group. Later, Leo gives "
-           "him 11 ribbons. How many ribbons does Ravi have in the end?")
+PROBLEM = (
+    "Ravi has 20 ribbons. He splits his ribbons into 2 equal groups and keeps one group. Later, Leo gives "
+    "him 11 ribbons. How many ribbons does Ravi have in the end?"
+)
 GOLD = "21"
-EXPERT = (r"Let $r$ denote the number of ribbons Ravi holds. Initially $r_0 = 20$. Splitting into two equal groups "
-          r"and keeping one gives $r_1 = \frac{r_0}{2} = \frac{20}{2} = 10$. Receiving Leo's gift gives "
-          r"$r_2 = r_1 + 11 = 10 + 11 = 21$. Hence $r_2 = 21$. \boxed{21}")
-REWRITE = ("Ravi starts with 20 ribbons. He splits them into 2 equal groups and keeps one group, so he has "
-           "20 / 2 = 10 ribbons. He gets 11 more from Leo, so he has 10 + 11 = 21 ribbons. So the answer is "
-           r"\boxed{21}.")
+EXPERT = (
+    r"Let $r$ denote the number of ribbons Ravi holds. Initially $r_0 = 20$. Splitting into two equal groups "
+    r"and keeping one gives $r_1 = \frac{r_0}{2} = \frac{20}{2} = 10$. Receiving Leo's gift gives "
+    r"$r_2 = r_1 + 11 = 10 + 11 = 21$. Hence $r_2 = 21$. \boxed{21}"
+)
+REWRITE = (
+    "Ravi starts with 20 ribbons. He splits them into 2 equal groups and keeps one group, so he has "
+    "20 / 2 = 10 ribbons. He gets 11 more from Leo, so he has 10 + 11 = 21 ribbons. So the answer is "
+    r"\boxed{21}."
+)
 
 
 def words(text: str) -> list[str]:
@@ -47,8 +53,9 @@ def fake_score(prompts, responses, entropy=False):
     out = []
     for text in responses:
         lps = [fake_logprob(w) for w in words(text)]
-        out.append(TokenScores(token_ids=list(range(len(lps))), logprobs=lps,
-                               entropies=[1.0] * len(lps) if entropy else None))
+        out.append(
+            TokenScores(token_ids=list(range(len(lps))), logprobs=lps, entropies=[1.0] * len(lps) if entropy else None)
+        )
     return out
 
 
@@ -57,8 +64,9 @@ def real_verify(golds, texts):
 
 
 def make_reward(cfg: RewardConfig | None = None, score=fake_score) -> AlignmentReward:
-    return AlignmentReward(score=score, verify=real_verify, tokenize=words, qa_prompt=lambda p: f"Q: {p}",
-                           cfg=cfg or RewardConfig())
+    return AlignmentReward(
+        score=score, verify=real_verify, tokenize=words, qa_prompt=lambda p: f"Q: {p}", cfg=cfg or RewardConfig()
+    )
 
 
 def gate(text: str, reference: str = EXPERT, cfg: RewardConfig | None = None) -> list[str]:
@@ -92,8 +100,12 @@ def test_diversity_is_one_minus_mean_similarity_within_groups():
 
 
 def test_config_validation():
-    for bad in (dict(variant="median"), dict(min_length_ratio=3.0), dict(max_repeat_frac=1.5),
-                dict(diversity_weight=-1.0)):
+    for bad in (
+        dict(variant="median"),
+        dict(min_length_ratio=3.0),
+        dict(max_repeat_frac=1.5),
+        dict(diversity_weight=-1.0),
+    ):
         with pytest.raises(ValueError):
             RewardConfig(**bad).validate()
     RewardConfig().validate()
@@ -117,10 +129,10 @@ def test_answer_only_output_is_gated_as_too_short():
 
 
 def test_changed_answer_is_gated():
-    assert gate(REWRITE.replace("10 + 11 = 21", "10 + 12 = 22").replace(r"\boxed{21}", r"\boxed{22}")) == \
-        ["wrong_answer"]
-    assert gate(REWRITE.replace(r"So the answer is \boxed{21}.", "That is all there is to say here.")) == \
-        ["no_answer"]
+    assert gate(REWRITE.replace("10 + 11 = 21", "10 + 12 = 22").replace(r"\boxed{21}", r"\boxed{22}")) == [
+        "wrong_answer"
+    ]
+    assert gate(REWRITE.replace(r"So the answer is \boxed{21}.", "That is all there is to say here.")) == ["no_answer"]
 
 
 def test_copied_expert_is_gated_as_near_copy():
@@ -173,9 +185,17 @@ def test_trl_call_returns_rewards_logs_metrics_and_counts():
     cfg = RewardConfig(variant="centered")
     reward = make_reward(cfg)
     completions = [REWRITE, EXPERT, r"\boxed{21}", REWRITE.replace("So the answer", "Yes. So the answer")]
-    rewards = reward(completions, problem=[PROBLEM] * 4, answer=[GOLD] * 4, solution=[EXPERT] * 4,
-                     prompts=["p"] * 4, completion_ids=[[0] * 5] * 4, log_metric=logged.__setitem__,
-                     log_extra=extra.__setitem__, trainer_state=None)
+    rewards = reward(
+        completions,
+        problem=[PROBLEM] * 4,
+        answer=[GOLD] * 4,
+        solution=[EXPERT] * 4,
+        prompts=["p"] * 4,
+        completion_ids=[[0] * 5] * 4,
+        log_metric=logged.__setitem__,
+        log_extra=extra.__setitem__,
+        trainer_state=None,
+    )
     # centered: mean(logp + H) with H = 1 per token
     expected = sum(fake_logprob(w) + 1.0 for w in words(REWRITE)) / len(words(REWRITE))
     assert rewards[0] == pytest.approx(expected)
@@ -191,8 +211,16 @@ def test_trl_call_returns_rewards_logs_metrics_and_counts():
 def test_diversity_term_is_added_to_passing_rollouts_only():
     cfg = RewardConfig(diversity_weight=0.5)
     texts = [REWRITE, REWRITE, EXPERT]
-    scores = score_rollouts(texts, [words(t) for t in texts], [EXPERT] * 3, [len(words(EXPERT))] * 3,
-                            ["correct"] * 3, fake_score([""] * 3, texts), cfg, groups=[0, 0, 0])
+    scores = score_rollouts(
+        texts,
+        [words(t) for t in texts],
+        [EXPERT] * 3,
+        [len(words(EXPERT))] * 3,
+        ["correct"] * 3,
+        fake_score([""] * 3, texts),
+        cfg,
+        groups=[0, 0, 0],
+    )
     sims = diversity(texts, [0, 0, 0])
     assert scores[0].reward == pytest.approx(scores[0].r_align + 0.5 * sims[0])
     assert scores[2].reward == cfg.r_min  # the copy is gated: no diversity bonus
@@ -214,8 +242,9 @@ def test_answer_outside_boxed_counts_as_missing_unless_any_format():
 
 # ---------------------------------------------------------------- truncated rollouts
 def test_a_rewrite_cut_by_the_token_limit_is_gated_as_truncated_even_with_a_correct_answer():
-    scores = make_reward().evaluate([PROBLEM] * 2, [GOLD] * 2, [EXPERT] * 2, [REWRITE, REWRITE],
-                                    truncated=[True, False])
+    scores = make_reward().evaluate(
+        [PROBLEM] * 2, [GOLD] * 2, [EXPERT] * 2, [REWRITE, REWRITE], truncated=[True, False]
+    )
     assert scores[0].reasons == ["truncated"] and scores[0].reward == -10.0 and scores[0].r_align is None
     assert scores[1].passed
 
@@ -225,14 +254,24 @@ def test_trl_call_gates_rollouts_whose_last_id_is_not_an_end_token():
     reward = make_reward()
     reward.stop_ids = frozenset({0})  # 0 = the end token of this fake vocabulary
     completions = [REWRITE] * 3
-    rewards = reward(completions, problem=[PROBLEM] * 3, answer=[GOLD] * 3, solution=[EXPERT] * 3,
-                     prompts=["p"] * 3, completion_ids=[[5, 6, 0], [5, 6, 7], [5, 0, 7]],
-                     log_metric=logged.__setitem__)
+    rewards = reward(
+        completions,
+        problem=[PROBLEM] * 3,
+        answer=[GOLD] * 3,
+        solution=[EXPERT] * 3,
+        prompts=["p"] * 3,
+        completion_ids=[[5, 6, 0], [5, 6, 7], [5, 0, 7]],
+        log_metric=logged.__setitem__,
+    )
     assert rewards[0] > -10.0 and rewards[1] == rewards[2] == -10.0
     assert logged["fail_truncated"] == pytest.approx(2 / 3)
     # without stop ids (a caller that cannot tell) nothing is called truncated
-    assert make_reward()(completions, problem=[PROBLEM] * 3, answer=[GOLD] * 3, solution=[EXPERT] * 3,
-                         completion_ids=[[5, 6, 7]] * 3)[0] > -10.0
+    assert (
+        make_reward()(
+            completions, problem=[PROBLEM] * 3, answer=[GOLD] * 3, solution=[EXPERT] * 3, completion_ids=[[5, 6, 7]] * 3
+        )[0]
+        > -10.0
+    )
 
 
 # ---------------------------------------------------------------- the Patch reward (arXiv 2602.11220): closed forms
@@ -240,8 +279,7 @@ def test_patch_r_dist_is_the_sigmoid_of_the_negated_group_z_score():
     from sftadapt.adapt.reward import patch_dist
 
     z = 1 / math.sqrt(2 / 3)  # NLL 1, 2, 3: mean 2, population sd sqrt(2/3)
-    assert patch_dist([1.0, 2.0, 3.0]) == pytest.approx([1 / (1 + math.exp(-z)), 0.5, 1 / (1 + math.exp(z))],
-                                                        abs=1e-6)
+    assert patch_dist([1.0, 2.0, 3.0]) == pytest.approx([1 / (1 + math.exp(-z)), 0.5, 1 / (1 + math.exp(z))], abs=1e-6)
     assert patch_dist([2.5]) == [0.5]  # a group of one passing rollout: z = 0
     assert patch_dist([1.0, 1.0]) == [0.5, 0.5]  # no spread: no preference
 
@@ -260,9 +298,16 @@ def _patch_scores(texts, nll, hidden, groups, passed_texts=None, cfg=None):
     cfg = cfg or RewardConfig(kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0)
     target = [TokenScores(token_ids=[0, 1], logprobs=[-x, -x], hidden=h) for x, h in zip(nll, hidden)]
     verdicts = ["correct" if t != "bad" else "wrong" for t in texts]
-    return score_rollouts([REWRITE if t != "bad" else "bad" for t in texts], [words(REWRITE)] * len(texts),
-                          [EXPERT] * len(texts), [len(words(EXPERT))] * len(texts), verdicts, target, cfg,
-                          groups=groups)
+    return score_rollouts(
+        [REWRITE if t != "bad" else "bad" for t in texts],
+        [words(REWRITE)] * len(texts),
+        [EXPERT] * len(texts),
+        [len(words(EXPERT))] * len(texts),
+        verdicts,
+        target,
+        cfg,
+        groups=groups,
+    )
 
 
 def test_patch_reward_on_a_hand_made_group():
@@ -287,8 +332,9 @@ def test_patch_reward_on_a_hand_made_group():
 
 
 def test_patch_weights_and_missing_hidden_states():
-    cfg = RewardConfig(kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0,
-                       dist_weight=1.0, div_weight=0.0)
+    cfg = RewardConfig(
+        kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0, dist_weight=1.0, div_weight=0.0
+    )
     scores = _patch_scores(["ok", "ok"], [1.0, 3.0], [None, None], [0, 0], cfg=cfg)  # no diversity: no states
     assert scores[0].reward == pytest.approx(1 + 1 / (1 + math.exp(-1.0)), abs=1e-6)
     with pytest.raises(ValueError, match="hidden states"):

@@ -91,8 +91,12 @@ class ScriptedEngine:
         for prompt, row in zip(prompts, seeds):
             texts = self.script[self._where(prompt)]
             assert len(row) == params.n == len(texts)
-            out.append([Completion(t, [1] * len(t.split()), [-0.5] * len(t.split()), "length" if "CUT" in t else "stop",
-                                   s) for t, s in zip(texts, row)])
+            out.append(
+                [
+                    Completion(t, [1] * len(t.split()), [-0.5] * len(t.split()), "length" if "CUT" in t else "stop", s)
+                    for t, s in zip(texts, row)
+                ]
+            )
             self.stats["generated_tokens"] += sum(len(t.split()) + 1 for t in texts)
         return out
 
@@ -121,23 +125,33 @@ EXPERT = {p.id: P.ensure_boxed(p.solution, p.answer) for p in PROBLEMS}
 WRONG = ["nope \\boxed{0}"] * 4
 SCRIPT = {
     ("solve", "pa"): ["wrong \\boxed{7}", "A \\boxed{1}", "B long \\boxed{1}", "A  \\boxed{1}"],
-    ("solve", "pb"): WRONG, ("solve", "pc"): WRONG, ("solve", "pd"): WRONG,
+    ("solve", "pb"): WRONG,
+    ("solve", "pc"): WRONG,
+    ("solve", "pd"): WRONG,
     ("guided", "pb"): [EXPERT["pb"], "My teacher says \\boxed{2}", "fresh path \\boxed{2}", "no \\boxed{5}"],
     ("guided", "pc"): ["CUT \\boxed{3}"] + WRONG[1:],  # right, but cut by the length cap
     ("guided", "pd"): [EXPERT["pd"] + " ", "no \\boxed{5}", "no \\boxed{6}", "no"],
-    ("mapper", "pa"): ["rewritten \\boxed{1}"], ("mapper", "pb"): ["rewritten \\boxed{9}"],
-    ("mapper", "pc"): ["rewritten \\boxed{3}"], ("mapper", "pd"): ["rewritten"],
+    ("mapper", "pa"): ["rewritten \\boxed{1}"],
+    ("mapper", "pb"): ["rewritten \\boxed{9}"],
+    ("mapper", "pc"): ["rewritten \\boxed{3}"],
+    ("mapper", "pd"): ["rewritten"],
 }
-VALUES = {"A \\boxed{1}": -0.5, "B long \\boxed{1}": -0.2, "fresh path \\boxed{2}": -1.0,
-          EXPERT["pa"]: -0.3, EXPERT["pc"]: -3.0, "rewritten \\boxed{1}": -0.1}
+VALUES = {
+    "A \\boxed{1}": -0.5,
+    "B long \\boxed{1}": -0.2,
+    "fresh path \\boxed{2}": -1.0,
+    EXPERT["pa"]: -0.3,
+    EXPERT["pc"]: -3.0,
+    "rewritten \\boxed{1}": -0.1,
+}
 
 
 def run(tmp_path, out="run", engine=None, problems=PROBLEMS, script=SCRIPT, **opts):
-    cfg = load_config(RewriteConfig, None, None, base={"model": "scripted", "out": str(tmp_path / out),
-                                                         "shard_size": 3, **opts})
+    cfg = load_config(
+        RewriteConfig, None, None, base={"model": "scripted", "out": str(tmp_path / out), "shard_size": 3, **opts}
+    )
     engine = engine or ScriptedEngine(problems, script, VALUES)
-    return rewrite(cfg, engine=engine, verifier=BoxedVerifier(), problems=problems, progress=False,
-                   print_summary=False)
+    return rewrite(cfg, engine=engine, verifier=BoxedVerifier(), problems=problems, progress=False, print_summary=False)
 
 
 def rows(tmp_path, out="run"):
@@ -184,16 +198,25 @@ def test_mind_the_gap_stages_policy_and_summary(tmp_path):
     assert o["expert"]["target_logprob_mean"] == pytest.approx(-2.5)
     assert summary["gap"]["final_set"] == pytest.approx((-0.2 - 1.0 - 3.0 - 2.0) / 4)
     assert summary["gap"]["expert_set"] == pytest.approx((-0.3 - 2.0 - 3.0 - 2.0) / 4)  # pb's expert: default -2
-    assert summary["counts"] == {"problems": 4, "self_solved": 1, "guided_tried": 3, "guided_correct": 5,
-                                 "guided_near_copy": 2, "guided_mentions_reference": 1, "guided_accepted": 1,
-                                 "self_truncated": 0, "guided_truncated": 1}
+    assert summary["counts"] == {
+        "problems": 4,
+        "self_solved": 1,
+        "guided_tried": 3,
+        "guided_correct": 5,
+        "guided_near_copy": 2,
+        "guided_mentions_reference": 1,
+        "guided_accepted": 1,
+        "self_truncated": 0,
+        "guided_truncated": 1,
+    }
     assert got["pc"].attempts[4]["meta"]["rejected"].startswith("truncated")
     assert summary["self_pass_rate_mean"] == pytest.approx(0.75 / 4)
     assert summary["empty_origins"] == {}
     assert summary["stages"]["guided"]["problems"] == 3 and summary["stages"]["self"]["problems"] == 4
     # generated tokens per stage are the engine's counter deltas: the scripted texts' words + 1
     assert summary["stages"]["self"]["generated_tokens"] == sum(
-        n_tokens(t) for p in PROBLEMS for t in SCRIPT[("solve", p.id)])
+        n_tokens(t) for p in PROBLEMS for t in SCRIPT[("solve", p.id)]
+    )
     saved = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert saved["gap"] == summary["gap"]
     # the dataset card beside the set: origin shares and the gap before/after, from the same numbers
@@ -226,8 +249,9 @@ def test_empty_guided_origin_is_explained(tmp_path):
     assert summary["origins"]["guided"]["rows"] == 0 and summary["origins"]["expert"]["rows"] == 0
     assert summary["empty_origins"]["guided"] == "guided: 0 rows — every problem was solved in stage 1"
     assert summary["stages"]["guided"]["problems"] == 0
-    assert explain_empty("guided", "mind_the_gap", {"guided_tried": 3, "guided_correct": 2, "guided_near_copy": 2},
-                         4, 4).startswith("guided: 0 rows — none of the 3 problems that reached stage 2")
+    assert explain_empty(
+        "guided", "mind_the_gap", {"guided_tried": 3, "guided_correct": 2, "guided_near_copy": 2}, 4, 4
+    ).startswith("guided: 0 rows — none of the 3 problems that reached stage 2")
 
 
 def test_prompted_rewrite_baseline(tmp_path):
@@ -308,11 +332,20 @@ def _manual(engine, prompt, response):
 
 def test_logprobs_align_with_training_tokenisation_on_the_tiny_model(tiny_engine, tmp_path):
     problems = PROBLEMS[:2]
-    cfg = load_config(RewriteConfig, None, None, base={"model": "tiny-random", "out": str(tmp_path / "t"),
-                                                         "k": 2, "guided_tries": 2, "max_new_tokens": 12,
-                                                         "keep_truncated": True})  # random text rarely stops
-    rewrite(cfg, engine=tiny_engine, verifier=StagedVerifier(), problems=problems, progress=False,
-            print_summary=False)
+    cfg = load_config(
+        RewriteConfig,
+        None,
+        None,
+        base={
+            "model": "tiny-random",
+            "out": str(tmp_path / "t"),
+            "k": 2,
+            "guided_tries": 2,
+            "max_new_tokens": 12,
+            "keep_truncated": True,
+        },
+    )  # random text rarely stops
+    rewrite(cfg, engine=tiny_engine, verifier=StagedVerifier(), problems=problems, progress=False, print_summary=False)
     got = rows(tmp_path, "t")
     assert [r.origin for r in got] == ["guided", "guided"]
     tok = tiny_engine.tokenizer
@@ -326,8 +359,14 @@ def test_logprobs_align_with_training_tokenisation_on_the_tiny_model(tiny_engine
         assert r.target_logprob_mean == pytest.approx(sum(target) / len(target), abs=1e-5)
         assert behavior != pytest.approx(target, abs=1e-3)  # the two prompts really differ
     # nothing is correct on stage 1 and everything wrong: all experts, scored under the solve prompt
-    rewrite(load_config(RewriteConfig, None, None, base={**cfg.__dict__, "out": str(tmp_path / "e")}),
-            engine=tiny_engine, verifier=BoxedVerifier(), problems=problems, progress=False, print_summary=False)
+    rewrite(
+        load_config(RewriteConfig, None, None, base={**cfg.__dict__, "out": str(tmp_path / "e")}),
+        engine=tiny_engine,
+        verifier=BoxedVerifier(),
+        problems=problems,
+        progress=False,
+        print_summary=False,
+    )
     for r, p in zip(rows(tmp_path, "e"), problems):
         assert r.origin == "expert" and r.behavior_logprobs is None
         ids, target = _manual(tiny_engine, P.solve_prompt(tok, p.problem), EXPERT[p.id])
@@ -341,9 +380,33 @@ def _cli(out, data, env_kill=None):
     env.pop(KILL_ENV, None)
     if env_kill:
         env[KILL_ENV] = env_kill
-    cmd = [sys.executable, "-m", "sftadapt.cli", "-q", "rewrite", "--model", "tiny-random", "--data", str(data),
-           "--out", str(out), "--k", "2", "--guided-tries", "2", "--max-new-tokens", "6", "--dtype", "float32",
-           "--set", "shard_size=2", "--set", "verifier_workers=1", "--set", "batch_size=8"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "sftadapt.cli",
+        "-q",
+        "rewrite",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--out",
+        str(out),
+        "--k",
+        "2",
+        "--guided-tries",
+        "2",
+        "--max-new-tokens",
+        "6",
+        "--dtype",
+        "float32",
+        "--set",
+        "shard_size=2",
+        "--set",
+        "verifier_workers=1",
+        "--set",
+        "batch_size=8",
+    ]
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
@@ -351,17 +414,37 @@ def test_sigkilled_cli_run_resumes_to_identical_output(tiny_engine, tmp_path):
     from sftadapt.verify import Verifier
 
     data = tmp_path / "sft.jsonl"
-    lines = [json.dumps({"question": f"Sam has {i} apples and buys {i + 1} more. How many now?",
-                         "answer": f"He has {i} + {i + 1} = <<{i}+{i + 1}={2 * i + 1}>>{2 * i + 1}.\n#### {2 * i + 1}"})
-             for i in range(5)]
+    lines = [
+        json.dumps(
+            {
+                "question": f"Sam has {i} apples and buys {i + 1} more. How many now?",
+                "answer": f"He has {i} + {i + 1} = <<{i}+{i + 1}={2 * i + 1}>>{2 * i + 1}.\n#### {2 * i + 1}",
+            }
+        )
+        for i in range(5)
+    ]
     data.write_text("\n".join(lines[:2] + ["{not json"] + lines[2:]) + "\n")
     # the uninterrupted run, in this process (same model, dtype, batch size and thread count as the CLI's)
-    base = {"model": "tiny-random", "data": str(data), "k": 2, "guided_tries": 2, "max_new_tokens": 6,
-            "dtype": "float32", "shard_size": 2, "verifier_workers": 1, "batch_size": 8}
+    base = {
+        "model": "tiny-random",
+        "data": str(data),
+        "k": 2,
+        "guided_tries": 2,
+        "max_new_tokens": 6,
+        "dtype": "float32",
+        "shard_size": 2,
+        "verifier_workers": 1,
+        "batch_size": 8,
+    }
     whole = tmp_path / "whole"
     with Verifier(workers=1) as verifier:
-        rewrite(load_config(RewriteConfig, None, None, base={**base, "out": str(whole)}), engine=tiny_engine,
-                verifier=verifier, progress=False, print_summary=False)
+        rewrite(
+            load_config(RewriteConfig, None, None, base={**base, "out": str(whole)}),
+            engine=tiny_engine,
+            verifier=verifier,
+            progress=False,
+            print_summary=False,
+        )
     assert (whole / "rejects.jsonl").read_text().count("\n") == 1
 
     out = tmp_path / "killed"
@@ -377,10 +460,18 @@ def test_sigkilled_cli_run_resumes_to_identical_output(tiny_engine, tmp_path):
     assert third.returncode == 0, third.stderr[-2000:]
     assert "5 rows ->" in third.stdout and "| original expert set |" in third.stdout
     assert (out / "train.jsonl").read_bytes() == (whole / "train.jsonl").read_bytes()
-    timeless = lambda s: {k: v for k, v in json.loads(s.read_text()).items()  # noqa: E731
-                          if k not in ("stages", "totals", "wall_seconds_this_run")}
+    timeless = lambda s: {
+        k: v
+        for k, v in json.loads(s.read_text()).items()  # noqa: E731
+        if k not in ("stages", "totals", "wall_seconds_this_run")
+    }
     assert timeless(out / "summary.json") == timeless(whole / "summary.json")
     # another config refuses to mix with these shards (the CLI turns it into one red line, exit code 2)
     with pytest.raises(StoreError, match="another config"):
-        rewrite(load_config(RewriteConfig, None, None, base={**base, "out": str(out), "k": 3}), engine=tiny_engine,
-                verifier=BoxedVerifier(), progress=False, print_summary=False)
+        rewrite(
+            load_config(RewriteConfig, None, None, base={**base, "out": str(out), "k": 3}),
+            engine=tiny_engine,
+            verifier=BoxedVerifier(),
+            progress=False,
+            print_summary=False,
+        )

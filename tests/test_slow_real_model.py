@@ -48,16 +48,37 @@ def test_samples_and_scores_agree_on_the_real_model(engine):
             compared += 1
     assert compared >= 1, "no sample re-tokenised to its own ids: nothing was compared"
     # the model knows the trivial answer better than a wrong one
-    right, wrong = engine.score([prompt] * 2, ["3 + 4 = 7. The answer is \\boxed{7}.",
-                                               "3 + 4 = 9. The answer is \\boxed{9}."])
+    right, wrong = engine.score(
+        [prompt] * 2, ["3 + 4 = 7. The answer is \\boxed{7}.", "3 + 4 = 9. The answer is \\boxed{9}."]
+    )
     assert right.mean_logprob > wrong.mean_logprob
 
 
 def test_sample_cli_writes_verified_attempts(tmp_path, data_dir):
     out = tmp_path / "sample"
-    proc = subprocess.run([sys.executable, "-m", "sftadapt.cli", "sample", "--model", "smollm2-135m", "--data",
-                           "gsm8k", "--limit", "3", "--max-new-tokens", "64", "--out", str(out),
-                           "--data-dir", str(data_dir)], capture_output=True, text=True, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sftadapt.cli",
+            "sample",
+            "--model",
+            "smollm2-135m",
+            "--data",
+            "gsm8k",
+            "--limit",
+            "3",
+            "--max-new-tokens",
+            "64",
+            "--out",
+            str(out),
+            "--data-dir",
+            str(data_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "accuracy" in proc.stdout
     rows = [json.loads(line) for line in (out / "attempts.jsonl").read_text().splitlines()]
@@ -70,10 +91,20 @@ def test_one_training_step_then_the_model_loads(tmp_path, loss, data_dir):
     from sftadapt.runtime.models import load_model
     from sftadapt.train.stage import TrainConfig, train
 
-    cfg = TrainConfig(model="smollm2-135m", data=[str(data_dir / "gsm8k_train/train.jsonl")], out=str(tmp_path / loss),
-                      loss=loss, max_steps=1, batch_size=2, grad_accum=1, max_length=256, save_steps=1000,
-                      # no warm-up: with the default 10% linear warm-up the only step runs at lr 0
-                      warmup_ratio=0.0, scheduler="constant")
+    cfg = TrainConfig(
+        model="smollm2-135m",
+        data=[str(data_dir / "gsm8k_train/train.jsonl")],
+        out=str(tmp_path / loss),
+        loss=loss,
+        max_steps=1,
+        batch_size=2,
+        grad_accum=1,
+        max_length=256,
+        save_steps=1000,
+        # no warm-up: with the default 10% linear warm-up the only step runs at lr 0
+        warmup_ratio=0.0,
+        scheduler="constant",
+    )
     summary = train(cfg)
     assert summary["steps"] == 1 and summary["rows"] > 0
     model = load_model(str(tmp_path / loss), dtype="float32")

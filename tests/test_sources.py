@@ -20,20 +20,26 @@ def _write(path, lines: list[bytes]) -> None:
 
 def test_every_kind_of_bad_row_is_rejected_with_file_line_field(tmp_path):
     path = tmp_path / "mixed.jsonl"
+
     def row(**kw):
         return json.dumps({"problem": "What is 2+2?", "solution": "2+2=4", "answer": "4", **kw}).encode()
 
-    _write(path, [
-        row(unique_id="a"),                                   # 1 ok
-        b'{"unique_id": "b", "problem": "x", "answer": ',     # 2 malformed JSON
-        row(unique_id="c", answer=""),                        # 3 empty answer
-        b'{"unique_id": "d", "problem": "caf\xe9", "answer": "1"}',  # 4 not UTF-8 (latin-1 byte)
-        row(unique_id="a"),                                   # 5 duplicate id
-        row(unique_id="e", problem="   "),                    # 6 empty problem
-        json.dumps({"unique_id": "f", "problem": "q", "solution": "s", "answer": "1", "pad": "x" * (10 << 20)}).encode(),
-        row(unique_id="g"),                                   # 8 ok
-        b"[1, 2]",                                     # 9 not an object
-    ])
+    _write(
+        path,
+        [
+            row(unique_id="a"),  # 1 ok
+            b'{"unique_id": "b", "problem": "x", "answer": ',  # 2 malformed JSON
+            row(unique_id="c", answer=""),  # 3 empty answer
+            b'{"unique_id": "d", "problem": "caf\xe9", "answer": "1"}',  # 4 not UTF-8 (latin-1 byte)
+            row(unique_id="a"),  # 5 duplicate id
+            row(unique_id="e", problem="   "),  # 6 empty problem
+            json.dumps(
+                {"unique_id": "f", "problem": "q", "solution": "s", "answer": "1", "pad": "x" * (10 << 20)}
+            ).encode(),
+            row(unique_id="g"),  # 8 ok
+            b"[1, 2]",  # 9 not an object
+        ],
+    )
     result = load_problems(path, fmt="math")
     assert [p.id for p in result.problems] == ["a", "g"]
     got = {(r["line"], r["field"]) for r in result.rejects}
@@ -80,11 +86,20 @@ def test_format_detection_and_answer_rules():
 
 
 # the counts and first answers below are those of the files in shared/data (see its README)
-@pytest.mark.parametrize("name,count,first_answer", [
-    ("gsm8k", 1319, "18"), ("math500", 500, "\\left( 3, \\frac{\\pi}{2} \\right)"), ("aime24", 30, None),
-    ("amc23", 40, "27"), ("minerva_math", 272, None), ("olympiadbench", 675, None),
-    ("gsm8k_train", 7473, "72"), ("math_train", 7498, None), ("aime_train", 975, None),
-])
+@pytest.mark.parametrize(
+    "name,count,first_answer",
+    [
+        ("gsm8k", 1319, "18"),
+        ("math500", 500, "\\left( 3, \\frac{\\pi}{2} \\right)"),
+        ("aime24", 30, None),
+        ("amc23", 40, "27"),
+        ("minerva_math", 272, None),
+        ("olympiadbench", 675, None),
+        ("gsm8k_train", 7473, "72"),
+        ("math_train", 7498, None),
+        ("aime_train", 975, None),
+    ],
+)
 @pytest.mark.filterwarnings("ignore:.*unusable row")
 def test_registered_benchmarks_load_whole(data_dir, name, count, first_answer):
     problems = load_benchmark(name, data_dir=data_dir)

@@ -61,8 +61,21 @@ def _sample(tmp_path, name, data, *sets, env=None):
 
     from sftadapt.cli import app
 
-    args = ["-q", "sample", "--model", "tiny-random", "--data", str(data), "--out", str(tmp_path / name),
-            "--max-new-tokens", "2", "--dtype", "float32", *[x for s in sets for x in ("--set", s)]]
+    args = [
+        "-q",
+        "sample",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / name),
+        "--max-new-tokens",
+        "2",
+        "--dtype",
+        "float32",
+        *[x for s in sets for x in ("--set", s)],
+    ]
     result = CliRunner().invoke(app, args, env=env or {})
     assert result.exit_code == 0, result.output
     path = tmp_path / name / "rejects.jsonl"
@@ -90,20 +103,35 @@ def test_a_reject_names_the_field_as_the_source_spells_it(tmp_path, tok):
     from sftadapt.data.sources import FieldMap, load_problems
 
     path = tmp_path / "mine.jsonl"
-    rows = [{"q": SHORT, "a": "4", "sol": "2+2=4"}, {"q": LONG, "a": "60", "sol": "add"},
-            {"q": SHORT + " ok", "a": "4", "sol": "It is " + "9" * 3000}]
+    rows = [
+        {"q": SHORT, "a": "4", "sol": "2+2=4"},
+        {"q": LONG, "a": "60", "sol": "add"},
+        {"q": SHORT + " ok", "a": "4", "sol": "It is " + "9" * 3000},
+    ]
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     loaded = load_problems(path, fmap=FieldMap(problem="q", answer="a", solution="sol"))
     limit = budget.count_tokens(tok, P.solve_prompt(tok, SHORT + " ok", True)) + 5
-    _, over = budget.screen(tok, loaded.problems, context=2048, max_new_tokens=8,
-                            prompts=budget.solve_checks(tok, True), max_prompt_tokens=limit)
+    _, over = budget.screen(
+        tok,
+        loaded.problems,
+        context=2048,
+        max_new_tokens=8,
+        prompts=budget.solve_checks(tok, True),
+        max_prompt_tokens=limit,
+    )
     assert [(r["line"], r["field"]) for r in over] == [(2, "q")]  # the problem text, under its own name
     _, scored = budget.rewrite_checks(tok, True, "mind_the_gap")
     _, over = budget.screen(tok, loaded.problems, context=2048, max_new_tokens=8, prompts={}, scored=scored)
     assert [(r["line"], r["field"]) for r in over] == [(3, "sol")]  # the expert solution, scored
     # a problem with no source (made in code) keeps our own name
-    _, over = budget.screen(tok, [Problem("p", LONG, "60")], context=2048, max_new_tokens=8,
-                            prompts=budget.solve_checks(tok, True), max_prompt_tokens=10)
+    _, over = budget.screen(
+        tok,
+        [Problem("p", LONG, "60")],
+        context=2048,
+        max_new_tokens=8,
+        prompts=budget.solve_checks(tok, True),
+        max_prompt_tokens=10,
+    )
     assert over[0]["field"] == "problem"
 
 
@@ -119,8 +147,18 @@ def test_train_force_sets_other_options_checkpoints_aside(tmp_path, tok):
 
     data = tmp_path / "d.jsonl"
     write_records(data, _examples(tok, 4))
-    base = dict(model="tiny-random", data=[str(data)], out=str(tmp_path / "t"), max_steps=2, batch_size=2,
-                grad_accum=1, save_steps=1, save_total_limit=5, dtype="float32", lr=1e-3)
+    base = dict(
+        model="tiny-random",
+        data=[str(data)],
+        out=str(tmp_path / "t"),
+        max_steps=2,
+        batch_size=2,
+        grad_accum=1,
+        save_steps=1,
+        save_total_limit=5,
+        dtype="float32",
+        lr=1e-3,
+    )
     train(TrainConfig(**base))
     out = Path(base["out"])
     before = sorted(p.name for p in out.glob("checkpoint-*"))
@@ -148,9 +186,26 @@ def test_train_command_takes_force(tmp_path, tok):
 
     data = tmp_path / "d.jsonl"
     write_records(data, _examples(tok, 2))
-    args = ["-q", "train", "--model", "tiny-random", "--data", str(data), "--out", str(tmp_path / "t"),
-            "--set", "max_steps=1", "--set", "batch_size=1", "--set", "grad_accum=1", "--set", "save_steps=1",
-            "--set", "dtype=float32"]
+    args = [
+        "-q",
+        "train",
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--out",
+        str(tmp_path / "t"),
+        "--set",
+        "max_steps=1",
+        "--set",
+        "batch_size=1",
+        "--set",
+        "grad_accum=1",
+        "--set",
+        "save_steps=1",
+        "--set",
+        "dtype=float32",
+    ]
     assert CliRunner().invoke(app, args).exit_code == 0
     refused = CliRunner().invoke(app, [*args, "--set", "lr=1e-3"])
     assert refused.exit_code == 2 and "force" in refused.output and "Traceback" not in refused.output
@@ -188,14 +243,16 @@ def test_map_train_force_sets_other_options_checkpoints_aside(tiny_engine, tmp_p
 
     data = tmp_path / "sft.jsonl"
     write_records(data, MAP_PROBLEMS[:2])
-    make = lambda **kw: MapperTrainConfig(target="tiny-random", data=str(data), out=str(tmp_path / "m"),
-                                          reward=OPEN_GATE, **kw)
+    make = lambda **kw: MapperTrainConfig(
+        target="tiny-random", data=str(data), out=str(tmp_path / "m"), reward=OPEN_GATE, **kw
+    )
     train_mapper(make(grpo=_grpo(beta=0.0)), engine=tiny_engine, verifier=AlwaysCorrect(), progress=False)
     with pytest.raises(ConfigError, match="temperature changed"):
         train_mapper(make(grpo=_grpo(temperature=0.5)), engine=tiny_engine, verifier=AlwaysCorrect(), progress=False)
     with pytest.warns(UserWarning, match="set aside"):
-        train_mapper(make(grpo=_grpo(temperature=0.5), force=True), engine=tiny_engine, verifier=AlwaysCorrect(),
-                     progress=False)
+        train_mapper(
+            make(grpo=_grpo(temperature=0.5), force=True), engine=tiny_engine, verifier=AlwaysCorrect(), progress=False
+        )
     (aside,) = _aside(tmp_path / "m")
     assert (aside / "checkpoint-1").is_dir()
 
@@ -205,10 +262,16 @@ def _guarded(args, tmp_path, name, until_first_attempt=False, timeout=300):
     """Run an entry point under the network guard (with HF_HUB_OFFLINE=0 inherited); its outbound attempts.
     `until_first_attempt`: stop it at its first attempt (the hub library would retry with back-off for a minute)."""
     log = tmp_path / f"net-{name}.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
-           "SFTADAPT_NETGUARD_LOG": str(log), "HF_HUB_OFFLINE": "0", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.Popen([sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, cwd=tmp_path)
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
+        "SFTADAPT_NETGUARD_LOG": str(log),
+        "HF_HUB_OFFLINE": "0",
+        "OMP_NUM_THREADS": "1",
+    }
+    proc = subprocess.Popen(
+        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+    )
     deadline = time.monotonic() + timeout
     while until_first_attempt and proc.poll() is None and not (log.exists() and log.stat().st_size):
         assert time.monotonic() < deadline, f"{name}: no outbound attempt within {timeout} s"
@@ -231,13 +294,39 @@ def test_online_in_a_config_file_is_the_online_flag(tmp_path, online):
     data.write_text(json.dumps({"question": "What is 2+2?", "answer": "4\n#### 4"}) + "\n")
     hub = "someorg/not-a-local-model"
     entries = {
-        "sample": ["-m", "sftadapt.cli", "sample", "--config", _yaml(tmp_path, "s.yaml", {
-            "model": hub, "data": str(data), "out": str(tmp_path / "s"), "online": online})],
-        "train": ["-m", "sftadapt.train", "--config", _yaml(tmp_path, "t.yaml", {
-            "model": hub, "data": [str(data)], "out": str(tmp_path / "t"), "online": online})],
-        "run": ["-m", "sftadapt.cli", "run", _yaml(tmp_path, "r.yaml", {
-            "model": hub, "out": str(tmp_path / "r"), "online": online, "arms": ["base"],
-            "task": {"train_problems": 2}, "warmup": {"enabled": False}, "eval": {"limit": 1, "raw_model": False}})],
+        "sample": [
+            "-m",
+            "sftadapt.cli",
+            "sample",
+            "--config",
+            _yaml(tmp_path, "s.yaml", {"model": hub, "data": str(data), "out": str(tmp_path / "s"), "online": online}),
+        ],
+        "train": [
+            "-m",
+            "sftadapt.train",
+            "--config",
+            _yaml(
+                tmp_path, "t.yaml", {"model": hub, "data": [str(data)], "out": str(tmp_path / "t"), "online": online}
+            ),
+        ],
+        "run": [
+            "-m",
+            "sftadapt.cli",
+            "run",
+            _yaml(
+                tmp_path,
+                "r.yaml",
+                {
+                    "model": hub,
+                    "out": str(tmp_path / "r"),
+                    "online": online,
+                    "arms": ["base"],
+                    "task": {"train_problems": 2},
+                    "warmup": {"enabled": False},
+                    "eval": {"limit": 1, "raw_model": False},
+                },
+            ),
+        ],
     }
     for name, args in entries.items():
         code, output, attempts = _guarded(args, tmp_path, name, until_first_attempt=online)

@@ -20,8 +20,9 @@ def test_one_seed_gives_the_per_seed_reports_numbers():
     ref = bootstrap_macro_delta([arm["a"][0][1]], n_boot=500, seed=7)
     assert cells["a"]["mean"] == pytest.approx(ref["value"]) and cells["a"]["ci"] == [ref["lo"], ref["hi"]]
     assert cells["a"]["sd"] is None
-    ref_mean = bootstrap_macro_delta([arm["a"][0][1], arm["b"][0][1]], [base["a"][0][1], base["b"][0][1]],
-                                     [True, True], n_boot=500, seed=7)
+    ref_mean = bootstrap_macro_delta(
+        [arm["a"][0][1], arm["b"][0][1]], [base["a"][0][1], base["b"][0][1]], [True, True], n_boot=500, seed=7
+    )
     assert cells["mean"]["delta"] == pytest.approx(ref_mean["value"])
     assert cells["mean"]["delta_ci"] == [ref_mean["lo"], ref_mean["hi"]]
 

@@ -86,12 +86,16 @@ def test_prefix_stable_and_ids_encode_split_steps_seed_index():
 
 
 def test_deterministic_across_processes():
-    code = "from sftadapt.data.synthetic import generate; print(repr([(p.problem, p.solution) for p in generate(20, 5)]))"
+    code = (
+        "from sftadapt.data.synthetic import generate; print(repr([(p.problem, p.solution) for p in generate(20, 5)]))"
+    )
     outs = []
     for hashseed in ("1", "999"):
         env = dict(os.environ, PYTHONHASHSEED=hashseed)
         repo = Path(__file__).resolve().parents[1]
-        run = subprocess.run([sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True)
+        run = subprocess.run(
+            [sys.executable, "-c", code], cwd=repo, env=env, capture_output=True, text=True, check=True
+        )
         outs.append(run.stdout)
     assert outs[0] == outs[1]
     assert outs[0].strip() == repr([(p.problem, p.solution) for p in generate(20, 5)])
@@ -260,8 +264,12 @@ def test_problems_vary_beyond_one_template():
 # ---------------------------------------------------------------- arguments and the command
 @pytest.mark.parametrize(
     "kwargs, message",
-    [({"style": "fancy"}, "style"), ({"split": "dev"}, "split"), ({"steps": (3, 1)}, "steps"),
-     ({"steps": (0, 2)}, "steps")],
+    [
+        ({"style": "fancy"}, "style"),
+        ({"split": "dev"}, "split"),
+        ({"steps": (3, 1)}, "steps"),
+        ({"steps": (0, 2)}, "steps"),
+    ],
 )
 def test_bad_arguments_say_what_to_change(kwargs, message):
     with pytest.raises(ValueError, match=message):

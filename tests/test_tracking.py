@@ -24,8 +24,10 @@ from sftadapt.config import ConfigError, load_config
 from sftadapt.runtime import tracking
 
 GUARD = Path(__file__).resolve().parent / "hostile" / "netguard"
-needs_tensorboard = pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None,
-                                       reason="tensorboard not installed (pip install 'sftadapt[tensorboard]')")
+needs_tensorboard = pytest.mark.skipif(
+    importlib.util.find_spec("tensorboard") is None,
+    reason="tensorboard not installed (pip install 'sftadapt[tensorboard]')",
+)
 
 
 def scalars(folder: Path) -> dict[str, list[tuple[int, float]]]:
@@ -80,12 +82,33 @@ def test_unknown_tracker_and_missing_package_are_one_line(monkeypatch):
 @pytest.mark.skipif(importlib.util.find_spec("wandb") is not None, reason="wandb is installed here")
 def test_cli_names_the_extra_before_any_work(tmp_path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    for args in (["rewrite", "--model", "tiny-random", "--data", "nowhere.jsonl", "--out", str(tmp_path / "r"),
-                  "--set", "report_to=wandb"],
-                 ["eval", "--model", "tiny-random", "--benchmarks", "synthetic_id", "--out", str(tmp_path / "e"),
-                  "--report-to", "wandb"]):
-        proc = subprocess.run([sys.executable, "-m", "sftadapt.cli", *args], env=env, capture_output=True,
-                              text=True, timeout=120)
+    for args in (
+        [
+            "rewrite",
+            "--model",
+            "tiny-random",
+            "--data",
+            "nowhere.jsonl",
+            "--out",
+            str(tmp_path / "r"),
+            "--set",
+            "report_to=wandb",
+        ],
+        [
+            "eval",
+            "--model",
+            "tiny-random",
+            "--benchmarks",
+            "synthetic_id",
+            "--out",
+            str(tmp_path / "e"),
+            "--report-to",
+            "wandb",
+        ],
+    ):
+        proc = subprocess.run(
+            [sys.executable, "-m", "sftadapt.cli", *args], env=env, capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 2, proc.stderr
         assert "Traceback" not in proc.stderr and "pip install 'sftadapt[wandb]'" in proc.stderr
         assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
@@ -110,10 +133,24 @@ def test_map_synthesize_logs_gate_pass_rate_and_reasons(tiny_engine, tmp_path):
     from sftadapt.adapt.mapper import SynthConfig, synthesize
 
     out = tmp_path / "sdft"
-    cfg = SynthConfig(mapper="untrained", target="tiny-random", data="unused", out=str(out), k=2, max_new_tokens=16,
-                      report_to="tensorboard", tracking_dir=str(tmp_path / "tb"))
-    summary = synthesize(cfg, engine=tiny_engine, verifier=InProcessVerifier(), problems=MAP_PROBLEMS,
-                         progress=False, print_summary=False)
+    cfg = SynthConfig(
+        mapper="untrained",
+        target="tiny-random",
+        data="unused",
+        out=str(out),
+        k=2,
+        max_new_tokens=16,
+        report_to="tensorboard",
+        tracking_dir=str(tmp_path / "tb"),
+    )
+    summary = synthesize(
+        cfg,
+        engine=tiny_engine,
+        verifier=InProcessVerifier(),
+        problems=MAP_PROBLEMS,
+        progress=False,
+        print_summary=False,
+    )
     found = scalars(tmp_path / "tb" / "sdft")
     assert last(found, "gate_pass_rate") == summary["gate_pass_rate"] == 0.0
     assert last(found, "fallback_rate") == 1.0
@@ -129,9 +166,14 @@ def test_mapper_rl_logs_every_step_through_trl(tiny_engine, tmp_path):
 
     data = tmp_path / "sft.jsonl"
     write_records(data, MAP_PROBLEMS)
-    cfg = MapperTrainConfig(target="tiny-random", data=str(data), out=str(tmp_path / "mapper"), reward=OPEN_GATE,
-                            grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=8),
-                            report_to="tensorboard")
+    cfg = MapperTrainConfig(
+        target="tiny-random",
+        data=str(data),
+        out=str(tmp_path / "mapper"),
+        reward=OPEN_GATE,
+        grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=8),
+        report_to="tensorboard",
+    )
     train_mapper(cfg, engine=tiny_engine, verifier=AlwaysCorrect(), progress=False)
     found = scalars(tmp_path / "mapper" / "tracking" / "mapper")
     gate = [tag for tag in found if tag.endswith("gate_pass_rate")]
@@ -151,8 +193,13 @@ def test_direct_rl_logs_accuracy_per_step(tmp_path):
 
     data = tmp_path / "problems.jsonl"
     write_records(data, [Problem(id=f"p{i}", problem=f"What is {i} + 1?", answer=str(i + 1)) for i in range(3)])
-    cfg = DirectRLConfig(model="tiny-random", data=str(data), out=str(tmp_path / "direct"), report_to="tensorboard",
-                         grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=8))
+    cfg = DirectRLConfig(
+        model="tiny-random",
+        data=str(data),
+        out=str(tmp_path / "direct"),
+        report_to="tensorboard",
+        grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=8),
+    )
     direct_rl(cfg, verifier=HalfCorrect(), progress=False)
     found = scalars(tmp_path / "direct" / "tracking")
     accuracy = [tag for tag in found if tag.endswith("accuracy")]
@@ -169,8 +216,17 @@ def test_train_keeps_its_per_step_losses(tmp_path):
 
     data = tmp_path / "d.jsonl"
     write_records(data, _examples(load_tokenizer("tiny-random"), 4))
-    cfg = TrainConfig(model="tiny-random", data=[str(data)], out=str(tmp_path / "sft"), max_steps=3, batch_size=2,
-                      grad_accum=1, resume=False, dtype="float32", report_to="tensorboard")
+    cfg = TrainConfig(
+        model="tiny-random",
+        data=[str(data)],
+        out=str(tmp_path / "sft"),
+        max_steps=3,
+        batch_size=2,
+        grad_accum=1,
+        resume=False,
+        dtype="float32",
+        report_to="tensorboard",
+    )
     train(cfg)
     found = scalars(tmp_path / "sft" / "tracking" / "sft")
     assert [round(v, 4) for _, v in found["train/loss"]] == [round(r["loss"], 4) for r in read_log(cfg.out)]
@@ -191,8 +247,14 @@ def test_run_hands_one_tracker_and_folder_to_every_stage(tmp_path):
     from sftadapt import arms
     from sftadapt.pipeline import load_run_config, run_seed, seed_paths, stage_configs
 
-    cfg = load_run_config(None, [f"out={tmp_path / 'study'}", "report_to=tensorboard" if importlib.util.find_spec(
-        "tensorboard") else "report_to=none", "online=false"])
+    cfg = load_run_config(
+        None,
+        [
+            f"out={tmp_path / 'study'}",
+            "report_to=tensorboard" if importlib.util.find_spec("tensorboard") else "report_to=none",
+            "online=false",
+        ],
+    )
     root = tmp_path / "study"
     configs = stage_configs(cfg, 0, "tiny-random", seed_paths(root))
     stages = [c for name, c in configs.items() if name != "protocol"]
@@ -232,12 +294,23 @@ with tracking.open_tracker(kind, out=out, config={"k": 4}) as t:
 
 def _guarded(args, tmp_path):
     log = tmp_path / "net.log"
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
-           "SFTADAPT_NETGUARD_LOG": str(log), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
+        "SFTADAPT_NETGUARD_LOG": str(log),
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+    }
     for key in ("TRACKIO_DIR", "TRACKIO_SPACE_ID", "MLFLOW_TRACKING_URI", "MLFLOW_DISABLE_TELEMETRY"):
         env.pop(key, None)
-    proc = subprocess.run([sys.executable, "-c", WRITE_AND_READ, *args], env=env, capture_output=True, text=True,
-                          timeout=300, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", WRITE_AND_READ, *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
     return proc, (log.read_text().splitlines() if log.exists() else [])
 
 

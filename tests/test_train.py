@@ -35,15 +35,34 @@ def _examples(tok, n, behaviour_every=2, seed=0):
         response = f"We add {a} and {b}. " * (1 + i % 4) + f"So the answer is \\boxed{{{a + b}}}."
         has = i % behaviour_every == 1
         behavior = (-torch.rand(len(response_token_ids(tok, response)), generator=gen) * 2).tolist() if has else None
-        rows.append(Example(id=f"r{i}", problem=f"What is {a} + {b}?", response=response, answer=str(a + b),
-                            origin="self" if has else "expert", behavior_logprobs=behavior))
+        rows.append(
+            Example(
+                id=f"r{i}",
+                problem=f"What is {a} + {b}?",
+                response=response,
+                answer=str(a + b),
+                origin="self" if has else "expert",
+                behavior_logprobs=behavior,
+            )
+        )
     return rows
 
 
 def _config(tmp_path, data, name, **kw):
     # float32 so these logic tests read the same on every CPU; precision has its own tests (test_precision.py)
-    values = dict(model="tiny-random", data=[str(data)], out=str(tmp_path / name), lr=1e-3, max_steps=6,
-                  batch_size=2, grad_accum=1, save_steps=100, warmup_ratio=0.0, resume=False, dtype="float32")
+    values = dict(
+        model="tiny-random",
+        data=[str(data)],
+        out=str(tmp_path / name),
+        lr=1e-3,
+        max_steps=6,
+        batch_size=2,
+        grad_accum=1,
+        save_steps=100,
+        warmup_ratio=0.0,
+        resume=False,
+        dtype="float32",
+    )
     values.update(kw)
     return TrainConfig(**values)
 
@@ -70,14 +89,15 @@ def test_behaviour_logprobs_stay_aligned_to_response_tokens_after_truncation_and
     row, truncated = tokenize_example(tok, example, max_length=10_000)
     assert not truncated and row["labels"] == [IGNORE_INDEX] * len(prompt) + response
     short, truncated = tokenize_example(tok, example, max_length=len(prompt) + 5)
-    assert truncated and short["labels"][len(prompt):] == response[:5]
+    assert truncated and short["labels"][len(prompt) :] == response[:5]
     other = tokenize_example(tok, _examples(tok, 1)[0], max_length=10_000)[0]
     batch = Collator(pad_token_id=tok.pad_token_id)([other, row, short])
     for i, keep in ((1, len(response)), (2, 5)):
         on_response = batch["labels"][i] != IGNORE_INDEX
         assert batch["labels"][i][on_response].tolist() == response[:keep]
-        assert torch.allclose(batch["behavior_logprobs"][i][on_response],
-                              torch.tensor(example.behavior_logprobs[:keep]))
+        assert torch.allclose(
+            batch["behavior_logprobs"][i][on_response], torch.tensor(example.behavior_logprobs[:keep])
+        )
         assert torch.all(batch["behavior_logprobs"][i][~on_response] == 0)
 
 
@@ -92,8 +112,12 @@ def test_misaligned_behaviour_logprobs_and_too_long_prompts(tok):
 
 def test_raw_expert_set_trains_on_the_boxed_solution_with_provenance(tmp_path):
     path = tmp_path / "gsm.jsonl"
-    path.write_text(json.dumps({"question": "Tom has 3 apples and buys 4. How many?",
-                                "answer": "He has 3+4=<<3+4=7>>7 apples.\n#### 7"}) + "\n")
+    path.write_text(
+        json.dumps(
+            {"question": "Tom has 3 apples and buys 4. How many?", "answer": "He has 3+4=<<3+4=7>>7 apples.\n#### 7"}
+        )
+        + "\n"
+    )
     examples, provenance = load_examples([str(path)])
     assert examples[0].origin == "expert" and examples[0].behavior_logprobs is None
     assert examples[0].response == "He has 3+4=7 apples.\nThe final answer is $\\boxed{7}$."
@@ -124,8 +148,17 @@ def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok
     runs = {}
     for name, batch_size, grad_accum in (("big", 4, 1), ("accum", 1, 4)):
         capture = GradCapture()
-        cfg = _config(tmp_path, data, name, loss=loss, max_steps=1, batch_size=batch_size, grad_accum=grad_accum,
-                      max_grad_norm=0.0, **options)
+        cfg = _config(
+            tmp_path,
+            data,
+            name,
+            loss=loss,
+            max_steps=1,
+            batch_size=batch_size,
+            grad_accum=grad_accum,
+            max_grad_norm=0.0,
+            **options,
+        )
         train(cfg, callbacks=[capture])
         runs[name] = (read_log(cfg.out)[0], capture.grads[0])
     (big_log, big_grads), (acc_log, acc_grads) = runs["big"], runs["accum"]
@@ -148,14 +181,36 @@ def test_two_ranks_equal_one_rank(tmp_path, tok):
     """DDP on two CPU processes (gloo): the token count is gathered over ranks and the gradient is the same."""
     data = tmp_path / "four.jsonl"
     write_records(data, _examples(tok, 4))
-    common = ["--model", "tiny-random", "--data", str(data), "--loss", "is", "--set", "max_steps=1",
-              "--set", "resume=false", "--set", "grad_accum=1"]
+    common = [
+        "--model",
+        "tiny-random",
+        "--data",
+        str(data),
+        "--loss",
+        "is",
+        "--set",
+        "max_steps=1",
+        "--set",
+        "resume=false",
+        "--set",
+        "grad_accum=1",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
-    for name, launcher, batch in (("one", [sys.executable, "-m", "sftadapt.train.stage"], 4),
-                                  ("two", [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                                           "-m", "sftadapt.train.stage"], 2)):
-        done = subprocess.run([*launcher, *common, "--out", str(tmp_path / name), "--set", f"batch_size={batch}"],
-                              env=env, capture_output=True, text=True, timeout=300)
+    for name, launcher, batch in (
+        ("one", [sys.executable, "-m", "sftadapt.train.stage"], 4),
+        (
+            "two",
+            [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "sftadapt.train.stage"],
+            2,
+        ),
+    ):
+        done = subprocess.run(
+            [*launcher, *common, "--out", str(tmp_path / name), "--set", f"batch_size={batch}"],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
     one, two = read_log(tmp_path / "one")[0], read_log(tmp_path / "two")[0]
     assert two["response_tokens"] == one["response_tokens"]

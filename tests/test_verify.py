@@ -119,7 +119,10 @@ KNOWN_MATH_VERIFY_ERRORS = {
     ("\\frac{1}{3}", "\\boxed{0.\\overline{3}}"): "math-verify 0.9 does not read a repeating decimal \\overline{}",
     ("i", "\\boxed{\\sqrt{-1}}"): "math-verify 0.9 parses as reals unless the LaTeX looks complex, so sqrt(-1) != i",
     ("45^\\circ", "\\boxed{\\frac{\\pi}{4}}"): "math-verify 0.9 drops ^\\circ (45) instead of converting to radians",
-    ("\\sqrt{2}", "\\boxed{1.414213562}"): "math-verify 0.9 accepts a decimal that agrees to 6 places, not only exact values",
+    (
+        "\\sqrt{2}",
+        "\\boxed{1.414213562}",
+    ): "math-verify 0.9 accepts a decimal that agrees to 6 places, not only exact values",
     ("52_8", "\\boxed{52_9}"): "math-verify 0.9 drops a numeral's base subscript, so 52_8 and 52_9 both read as 52",
 }
 
@@ -249,7 +252,9 @@ def test_huge_power_is_a_timeout_that_kills_a_worker(fast_verifier):
 
 def test_a_hung_item_does_not_take_its_chunk_neighbours_with_it(fast_verifier):
     golds = [str(n) for n in range(20)] + ["10"] + [str(n) for n in range(20)]
-    texts = [f"\\boxed{{{n}}}" for n in range(20)] + [PATHOLOGICAL["huge_power"]] + [f"\\boxed{{{n}}}" for n in range(20)]
+    texts = (
+        [f"\\boxed{{{n}}}" for n in range(20)] + [PATHOLOGICAL["huge_power"]] + [f"\\boxed{{{n}}}" for n in range(20)]
+    )
     started = time.monotonic()
     verdicts = fast_verifier.verify_many(golds, texts)
     assert [v.verdict for v in verdicts] == ["correct"] * 20 + ["timeout"] + ["correct"] * 20

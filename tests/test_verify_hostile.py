@@ -30,10 +30,16 @@ def test_a_power_of_ten_against_its_100001_written_digits():
     assert [v.verdict for v in got] == ["correct", "correct"]
 
 
-@pytest.mark.parametrize("gold, text, verdict", [
-    ("42", "#### 42", "correct"), ("42", "so \\boxed{41}", "wrong"), ("1,000", "The answer is 1000.", "correct"),
-    ("0.5", "\\boxed{1/2}", "correct"), ("-3", "\\boxed{-3}", "correct"),
-])
+@pytest.mark.parametrize(
+    "gold, text, verdict",
+    [
+        ("42", "#### 42", "correct"),
+        ("42", "so \\boxed{41}", "wrong"),
+        ("1,000", "The answer is 1000.", "correct"),
+        ("0.5", "\\boxed{1/2}", "correct"),
+        ("-3", "\\boxed{-3}", "correct"),
+    ],
+)
 def test_plain_numbers_are_decided_without_math_verify_and_agree_with_it(gold, text, verdict):
     quick = quick_verdict(gold, text)
     assert quick is not None and quick.verdict == verdict

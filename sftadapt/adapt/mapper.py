@@ -58,9 +58,15 @@ from sftadapt.runtime.precision import normalize
 from sftadapt.verify import verifier_version
 
 UNTRAINED = "untrained"
-RL_LOG_KEYS = ("gate_pass_rate", "r_align_pass_mean", "length_ratio_mean", "reward_mean", "r_dist_pass_mean",
-               "r_div_pass_mean",
-               *[f"fail_{r}" for r in GATE_REASONS])
+RL_LOG_KEYS = (
+    "gate_pass_rate",
+    "r_align_pass_mean",
+    "length_ratio_mean",
+    "reward_mean",
+    "r_dist_pass_mean",
+    "r_div_pass_mean",
+    *[f"fail_{r}" for r in GATE_REASONS],
+)
 
 
 @dataclass
@@ -73,15 +79,21 @@ class MapperTrainConfig:
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
     dtype: str = option("auto", help="target scoring dtype: auto (bf16 only where native) | float32 | bfloat16")
-    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that scores rewrites under the frozen target (the reward)"})
+    engine: EngineConfig = field(
+        default_factory=EngineConfig,
+        metadata={"help": "the backend that scores rewrites under the frozen target (the reward)"},
+    )
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
     grpo: GRPOOptions = field(default_factory=GRPOOptions, metadata={"help": "GRPO trainer options"})
     reward: RewardConfig = field(default_factory=RewardConfig, metadata={"help": "reward and gate options"})
     max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
-    force: bool = option(False, help="set aside checkpoints written with other options instead of refusing them, "
-                         "and write into a folder another command made")
+    force: bool = option(
+        False,
+        help="set aside checkpoints written with other options instead of refusing them, "
+        "and write into a folder another command made",
+    )
     report_to: str = tracking.report_to_option()
     tracking_dir: str | None = tracking.tracking_dir_option()
     online: bool = tracking.online_option()
@@ -95,8 +107,10 @@ class MapperTrainConfig:
 
 @dataclass
 class SynthConfig:
-    mapper: str = option(UNTRAINED, help="trained mapper folder or model spec; 'untrained' = the target itself "
-                                         "(the prompted-rewrite baseline)")
+    mapper: str = option(
+        UNTRAINED,
+        help="trained mapper folder or model spec; 'untrained' = the target itself (the prompted-rewrite baseline)",
+    )
     target: str = option("smollm2-135m", help="the target model: scores rewrites, and is the untrained mapper")
     data: str = option("gsm8k_train", help="SFT set with expert solutions: file, dataset name or hf:owner/name")
     fields: FieldOptions = fields_option()
@@ -106,18 +120,29 @@ class SynthConfig:
     temperature: float = option(0.7, help="rewrite sampling temperature")
     top_p: float = option(1.0, help="rewrite nucleus mass")
     max_new_tokens: int = option(512, help="generation budget per rewrite")
-    cap_to_length_ratio: bool = option(True, help="stop generating past max_length_ratio × |expert| tokens (+8), "
-                                                  "which the gate rejects anyway (only when mapper and target share "
-                                                  "a tokenizer)")
+    cap_to_length_ratio: bool = option(
+        True,
+        help="stop generating past max_length_ratio × |expert| tokens (+8), "
+        "which the gate rejects anyway (only when mapper and target share "
+        "a tokenizer)",
+    )
     seed: int = option(0, help="base seed; rewrite j of problem p is seeded by (seed, p, 'mapper', j)")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
-    dtype: str = option("auto", help="target dtype (and the untrained mapper's): auto (bf16 only where native) | "
-                                        "float32 | bfloat16")
-    mapper_dtype: str | None = option(None, help="trained mapper dtype (default: dtype); under auto a LoRA-trained "
-                                                 "mapper loads in float32 so its update is not rounded away")
+    dtype: str = option(
+        "auto", help="target dtype (and the untrained mapper's): auto (bf16 only where native) | float32 | bfloat16"
+    )
+    mapper_dtype: str | None = option(
+        None,
+        help="trained mapper dtype (default: dtype); under auto a LoRA-trained "
+        "mapper loads in float32 so its update is not rounded away",
+    )
     batch_size: int = option(32, help="sequences per generate call")
-    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that scores rewrites under the target"})
-    mapper_engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that generates rewrites with the mapper"})
+    engine: EngineConfig = field(
+        default_factory=EngineConfig, metadata={"help": "the backend that scores rewrites under the target"}
+    )
+    mapper_engine: EngineConfig = field(
+        default_factory=EngineConfig, metadata={"help": "the backend that generates rewrites with the mapper"}
+    )
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
@@ -164,7 +189,9 @@ def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True) -> Align
         score=lambda prompts, responses, entropy, **kw: engine.score(prompts, responses, entropy=entropy, **kw),
         verify=verifier.verify_many,
         tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
-        qa_prompt=qa_prompt, cfg=cfg)
+        qa_prompt=qa_prompt,
+        cfg=cfg,
+    )
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -191,30 +218,58 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
             engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=cfg.dtype))
         mapper_tok = load_tokenizer(mapper_spec)
         # issue 13: over-long prompts/solutions become rejects, the run goes on
-        problems, over = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
-                                             *budget.rewrite_checks(mapper_tok, cfg.chat, "prompted_rewrite"),
-                                             tokenizer=mapper_tok, model_spec=mapper_spec,
-                                             max_prompt_tokens=cfg.max_prompt_tokens)
+        problems, over = budget.screen_stage(
+            None,
+            problems,
+            cfg.grpo.max_completion_length,
+            out / "rejects.jsonl",
+            *budget.rewrite_checks(mapper_tok, cfg.chat, "prompted_rewrite"),
+            tokenizer=mapper_tok,
+            model_spec=mapper_spec,
+            max_prompt_tokens=cfg.max_prompt_tokens,
+        )
         rejects += len(over)
         rows = []
         for p in problems:
             expert = P.ensure_boxed(p.solution or "", p.answer)
-            rows.append({"prompt": P.mapper_prompt(mapper_tok, p.problem, expert, cfg.chat), "problem": p.problem,
-                         "answer": p.answer, "solution": expert, "problem_id": p.id})
+            rows.append(
+                {
+                    "prompt": P.mapper_prompt(mapper_tok, p.problem, expert, cfg.chat),
+                    "problem": p.problem,
+                    "answer": p.answer,
+                    "solution": expert,
+                    "problem_id": p.id,
+                }
+            )
         reward = make_reward(engine, verifier, cfg.reward, cfg.chat)
         score_seconds = engine.stats.get("score_seconds", 0.0)  # the target may be shared with earlier work
         summary = run_grpo(
-            mapper_spec, rows, reward, cfg.grpo, out, stage="mapper_rl", log_keys=RL_LOG_KEYS, progress=progress,
-            force=cfg.force, tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
+            mapper_spec,
+            rows,
+            reward,
+            cfg.grpo,
+            out,
+            stage="mapper_rl",
+            log_keys=RL_LOG_KEYS,
+            progress=progress,
+            force=cfg.force,
+            tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
             extra_compute={"target": cfg.target, "problems": len(problems)},
-            config={"target": model_info(cfg.target), "mapper": model_info(mapper_spec), "data": cfg.data,
-                    "reward": config_dict(cfg.reward), "chat": cfg.chat,
-                    "target_precision": getattr(engine, "precision", {"score": cfg.dtype}),
-                    "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat)})
+            config={
+                "target": model_info(cfg.target),
+                "mapper": model_info(mapper_spec),
+                "data": cfg.data,
+                "reward": config_dict(cfg.reward),
+                "chat": cfg.chat,
+                "target_precision": getattr(engine, "precision", {"score": cfg.dtype}),
+                "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat),
+            },
+        )
         # seconds the frozen target spent scoring rollouts: known only once RL has run (this process's part; a
         # resumed run's earlier segments are not in it, as for wall_seconds_this_run)
-        summary["compute"]["target_score_seconds_this_run"] = round(engine.stats.get("score_seconds", 0.0)
-                                                                    - score_seconds, 3)
+        summary["compute"]["target_score_seconds_this_run"] = round(
+            engine.stats.get("score_seconds", 0.0) - score_seconds, 3
+        )
         write_compute(out, summary["compute"])
     summary["rejected_input_rows"] = rejects
     return summary
@@ -228,8 +283,9 @@ class _Synth:
         self.cfg, self.target, self.mapper, self.verifier = cfg, target, mapper, verifier
         self.provenance = provenance
         self.reward = make_reward(target, verifier, cfg.reward, cfg.chat)
-        self.sampling = Sampling(n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p,
-                                 max_new_tokens=cfg.max_new_tokens, seed=cfg.seed)
+        self.sampling = Sampling(
+            n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+        )
         self.mapper_hash = P.template_hash(mapper.tokenizer, P.MAPPER, cfg.chat)
         self.same_tokenizer = mapper is target or mapper.tokenizer.get_vocab() == target.tokenizer.get_vocab()
         self.method = "prompted_rewrite" if mapper is target else "dart"
@@ -251,10 +307,15 @@ class _Synth:
         completions = self.mapper.generate(prompts, sampling, seeds=seeds)
         flat = [(i, c) for i, outs in enumerate(completions) for c in outs]
         verdicts = self.verifier.verify_many([problems[i].answer for i, _ in flat], [c.text for _, c in flat])
-        scores = self.reward.evaluate([problems[i].problem for i, _ in flat], [problems[i].answer for i, _ in flat],
-                                      [experts[i] for i, _ in flat], [c.text for _, c in flat],
-                                      groups=[i for i, _ in flat], verdicts=verdicts,
-                                      truncated=[c.finish_reason == "length" for _, c in flat])
+        scores = self.reward.evaluate(
+            [problems[i].problem for i, _ in flat],
+            [problems[i].answer for i, _ in flat],
+            [experts[i] for i, _ in flat],
+            [c.text for _, c in flat],
+            groups=[i for i, _ in flat],
+            verdicts=verdicts,
+            truncated=[c.finish_reason == "length" for _, c in flat],
+        )
         expert_scores = self.target.score([self.reward.qa_prompt(p.problem) for p in problems], experts)
         expert_verdicts = self.verifier.verify_many([p.answer for p in problems], experts)
         rows = []
@@ -270,27 +331,60 @@ class _Synth:
                 origin, response, target_lp = "mapper", comp.text, score.target_logprobs
             else:
                 j, origin, response, target_lp = None, "expert", experts[i], expert_lp
-            rows.append(to_dict(Example(
-                id=p.id, problem=p.problem, response=response, answer=p.answer, origin=origin,
-                behavior_logprobs=None, target_logprobs=target_lp, target_logprob_mean=_mean(target_lp),
-                attempts=attempts,
-                provenance={**self.provenance, "prompt_hash": self.mapper_hash if best else None,
-                            "sampling": to_dict(sampling) if best else None},
-                meta={"problem_id": p.id, "method": self.method, "kept_index": j,
-                      "r_align": best[2].r_align if best else None, "mapper_pass_rate": len(passing) / k,
-                      "expert_target_logprob_mean": _mean(expert_lp), "expert_verdict": expert_verdicts[i].verdict,
-                      "source": p.source},
-            )))
+            rows.append(
+                to_dict(
+                    Example(
+                        id=p.id,
+                        problem=p.problem,
+                        response=response,
+                        answer=p.answer,
+                        origin=origin,
+                        behavior_logprobs=None,
+                        target_logprobs=target_lp,
+                        target_logprob_mean=_mean(target_lp),
+                        attempts=attempts,
+                        provenance={
+                            **self.provenance,
+                            "prompt_hash": self.mapper_hash if best else None,
+                            "sampling": to_dict(sampling) if best else None,
+                        },
+                        meta={
+                            "problem_id": p.id,
+                            "method": self.method,
+                            "kept_index": j,
+                            "r_align": best[2].r_align if best else None,
+                            "mapper_pass_rate": len(passing) / k,
+                            "expert_target_logprob_mean": _mean(expert_lp),
+                            "expert_verdict": expert_verdicts[i].verdict,
+                            "source": p.source,
+                        },
+                    )
+                )
+            )
         return rows
 
 
 def _attempt(p: Problem, index: int, completion, verdict, score, prompt_hash: str) -> dict[str, Any]:
     # The mapper's own per-token sampling log-probs would dwarf the text; their sum is kept.
-    row = to_dict(Attempt(problem_id=p.id, stage="mapper", index=index, prompt_hash=prompt_hash,
-                          text=completion.text, finish_reason=completion.finish_reason, seed=completion.seed,
-                          verdict=verdict.verdict, extracted=verdict.extracted, rule=verdict.rule,
-                          meta={**score.record(), "logprob_sum": float(sum(completion.logprobs)),
-                                "n_generated": len(completion.token_ids)}))
+    row = to_dict(
+        Attempt(
+            problem_id=p.id,
+            stage="mapper",
+            index=index,
+            prompt_hash=prompt_hash,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            seed=completion.seed,
+            verdict=verdict.verdict,
+            extracted=verdict.extracted,
+            rule=verdict.rule,
+            meta={
+                **score.record(),
+                "logprob_sum": float(sum(completion.logprobs)),
+                "n_generated": len(completion.token_ids),
+            },
+        )
+    )
     row["token_logprobs"] = None
     return row
 
@@ -300,9 +394,16 @@ def _mapped_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return {"mapped": mapped, "fallback": len(rows) - mapped}
 
 
-def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=None,
-               problems: Sequence[Problem] | None = None, progress: bool = True,
-               print_summary: bool = True) -> dict[str, Any]:
+def synthesize(
+    cfg: SynthConfig,
+    *,
+    engine=None,
+    mapper_engine=None,
+    verifier=None,
+    problems: Sequence[Problem] | None = None,
+    progress: bool = True,
+    print_summary: bool = True,
+) -> dict[str, Any]:
     """Run synthesis; writes OUT/train.jsonl, summary.json (returned), compute.json, rejects.jsonl if any.
 
     `engine` (target), `mapper_engine`, `verifier` and `problems` may be passed in (tests); otherwise they are
@@ -316,8 +417,15 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
     problems, rejects = load_problems(cfg, out, require_solution=True, problems=problems, needs="mapping")
     untrained = cfg.mapper == UNTRAINED
     with Owned() as owned:
-        tracker = owned.add(tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir,
-                                                  config=config_dict(cfg), online=cfg.online or None))
+        tracker = owned.add(
+            tracking.open_tracker(
+                cfg.report_to,
+                out=out,
+                tracking_dir=cfg.tracking_dir,
+                config=config_dict(cfg),
+                online=cfg.online or None,
+            )
+        )
         if verifier is None:
             verifier = owned.add(make_verifier(cfg))
         from sftadapt.engines import make_engine
@@ -327,29 +435,61 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         if untrained:
             mapper_engine = engine
         elif mapper_engine is None:
-            mapper_engine = owned.add(make_engine(cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype,
-                                                  batch_size=cfg.batch_size))
+            mapper_engine = owned.add(
+                make_engine(
+                    cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size
+                )
+            )
         # issue 13: over-long prompts/solutions become rejects, the run goes on
-        problems, over = budget.screen_stage(mapper_engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
-                                             *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"),
-                                             max_prompt_tokens=cfg.max_prompt_tokens)
+        problems, over = budget.screen_stage(
+            mapper_engine,
+            problems,
+            cfg.max_new_tokens,
+            out / "rejects.jsonl",
+            *budget.rewrite_checks(mapper_engine.tokenizer, cfg.chat, "prompted_rewrite"),
+            max_prompt_tokens=cfg.max_prompt_tokens,
+        )
         rejects += len(over)
         target_info = model_info(cfg.target)
         mapper_info = {"spec": UNTRAINED, "is_target": True} if untrained else model_info(cfg.mapper)
-        templates = {"mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),
-                     "solve": P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)}
-        decided = {**decided_options(cfg), "mapper": mapper_info,
-                   "target": target_info, "templates": templates, "precision": _precisions(engine, mapper_engine, cfg),
-                   "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
+        templates = {
+            "mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),
+            "solve": P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat),
+        }
+        decided = {
+            **decided_options(cfg),
+            "mapper": mapper_info,
+            "target": target_info,
+            "templates": templates,
+            "precision": _precisions(engine, mapper_engine, cfg),
+            "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]}),
+        }
         run_id = config_hash(decided)
-        provenance = {"stage": "map", "run_id": run_id, "mapper": mapper_info, "target": target_info,
-                      "precision": _precisions(engine, mapper_engine, cfg), "chat": cfg.chat, "templates": templates,
-                      "reward": config_dict(cfg.reward), "verifier": verifier_version()}
+        provenance = {
+            "stage": "map",
+            "run_id": run_id,
+            "mapper": mapper_info,
+            "target": target_info,
+            "precision": _precisions(engine, mapper_engine, cfg),
+            "chat": cfg.chat,
+            "templates": templates,
+            "reward": config_dict(cfg.reward),
+            "verifier": verifier_version(),
+        }
         synth = _Synth(cfg, engine, mapper_engine, verifier, provenance)
         store = ShardStore(out / "shards", run_id, decided, force=cfg.force)
-        n_shards = run_sharded(store, problems, cfg.shard_size, synth.work, desc=f"map {synth.method}",
-                               progress=progress, unit="problem", engines=(synth.mapper, synth.target),
-                               postfix=_mapped_counts, rejects_file=out / "rejects.jsonl")
+        n_shards = run_sharded(
+            store,
+            problems,
+            cfg.shard_size,
+            synth.work,
+            desc=f"map {synth.method}",
+            progress=progress,
+            unit="problem",
+            engines=(synth.mapper, synth.target),
+            postfix=_mapped_counts,
+            rejects_file=out / "rejects.jsonl",
+        )
         store.finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = synthesis_summary(list(store.rows()), cfg, synth.method, run_id, mapper_info, target_info)
         summary["rejected_input_rows"] = rejects
@@ -357,15 +497,23 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
         summary["compute"] = shard_totals(store)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
         tracker.summary(tracking.synthesis_metrics(summary))
-    write_compute(out, {"stage": "map_synthesize", "method": synth.method, "problems": len(problems),
-                        "rollouts": summary["rollouts"], "tokens_generated": summary["compute"]["generated_tokens"],
-                        "tokens_scored": summary["compute"]["scored_tokens"],
-                        "seconds": summary["compute"]["seconds"],
-                        "generate_seconds": summary["compute"]["generate_seconds"],
-                        "score_seconds": summary["compute"]["score_seconds"],
-                        "wall_seconds_this_run": summary["wall_seconds_this_run"],
-                        "notes": "sums over the shards of the final output (resumed runs included); tokens_scored "
-                                 "= target log-prob passes over passing rewrites and the expert solutions"})
+    write_compute(
+        out,
+        {
+            "stage": "map_synthesize",
+            "method": synth.method,
+            "problems": len(problems),
+            "rollouts": summary["rollouts"],
+            "tokens_generated": summary["compute"]["generated_tokens"],
+            "tokens_scored": summary["compute"]["scored_tokens"],
+            "seconds": summary["compute"]["seconds"],
+            "generate_seconds": summary["compute"]["generate_seconds"],
+            "score_seconds": summary["compute"]["score_seconds"],
+            "wall_seconds_this_run": summary["wall_seconds_this_run"],
+            "notes": "sums over the shards of the final output (resumed runs included); tokens_scored "
+            "= target log-prob passes over passing rewrites and the expert solutions",
+        },
+    )
     write_json(out / "summary.json", summary)
     _write_card(out, summary, cfg.data)
     if print_summary:
@@ -374,8 +522,9 @@ def synthesize(cfg: SynthConfig, *, engine=None, mapper_engine=None, verifier=No
 
 
 # ---------------------------------------------------------------- summary
-def synthesis_summary(rows: list[dict[str, Any]], cfg: SynthConfig, method: str, run_id: str, mapper_info: dict,
-              target_info: dict) -> dict[str, Any]:
+def synthesis_summary(
+    rows: list[dict[str, Any]], cfg: SynthConfig, method: str, run_id: str, mapper_info: dict, target_info: dict
+) -> dict[str, Any]:
     """Pass and fallback rates, gate failures, and the gap metric of the synthesised set beside the expert set's."""
     attempts = [a for r in rows for a in r["attempts"]]
     mapped = [r for r in rows if r["origin"] == "mapper"]
@@ -389,46 +538,65 @@ def synthesis_summary(rows: list[dict[str, Any]], cfg: SynthConfig, method: str,
     mapped_gap = _mean([r["target_logprob_mean"] for r in mapped])
     mapped_expert_gap = _mean([r["meta"]["expert_target_logprob_mean"] for r in mapped])
     return {
-        "method": method, "mapper": mapper_info, "target": target_info, "data": cfg.data, "run_id": run_id,
-        "problems": len(rows), "rows": len(rows), "k": cfg.k, "rollouts": len(attempts),
+        "method": method,
+        "mapper": mapper_info,
+        "target": target_info,
+        "data": cfg.data,
+        "run_id": run_id,
+        "problems": len(rows),
+        "rows": len(rows),
+        "k": cfg.k,
+        "rollouts": len(attempts),
         "origins": {"mapper": len(mapped), "expert": len(fallback)},
         "gate_pass_rate": sum(a["meta"]["passed"] for a in attempts) / n_att,
-        "mapped_rate": len(mapped) / max(len(rows), 1), "fallback_rate": len(fallback) / max(len(rows), 1),
-        "gate_failures": {reason: sum(reason in a["meta"]["gate_reasons"] for a in attempts) / n_att
-                          for reason in GATE_REASONS},
-        "verdicts": verdicts, "r_align_variant": cfg.reward.variant,
+        "mapped_rate": len(mapped) / max(len(rows), 1),
+        "fallback_rate": len(fallback) / max(len(rows), 1),
+        "gate_failures": {
+            reason: sum(reason in a["meta"]["gate_reasons"] for a in attempts) / n_att for reason in GATE_REASONS
+        },
+        "verdicts": verdicts,
+        "r_align_variant": cfg.reward.variant,
         "r_align_kept_mean": _mean([r["meta"]["r_align"] for r in mapped]),
-        "gap": {"final_set": final_gap, "expert_set": expert_gap,
-                "delta": None if final_gap is None or expert_gap is None else final_gap - expert_gap,
-                "mapped_rows": mapped_gap, "mapped_rows_expert": mapped_expert_gap,
-                "mapped_delta": None if mapped_gap is None else mapped_gap - mapped_expert_gap,
-                "fallback_rows": _mean([r["target_logprob_mean"] for r in fallback]),
-                "note": "mean over rows of the per-row mean token log-prob under the target with the plain solve "
-                        "prompt; higher = closer to the target; mapped_* compare the mapped rows with the expert "
-                        "solutions of the same problems"},
+        "gap": {
+            "final_set": final_gap,
+            "expert_set": expert_gap,
+            "delta": None if final_gap is None or expert_gap is None else final_gap - expert_gap,
+            "mapped_rows": mapped_gap,
+            "mapped_rows_expert": mapped_expert_gap,
+            "mapped_delta": None if mapped_gap is None else mapped_gap - mapped_expert_gap,
+            "fallback_rows": _mean([r["target_logprob_mean"] for r in fallback]),
+            "note": "mean over rows of the per-row mean token log-prob under the target with the plain solve "
+            "prompt; higher = closer to the target; mapped_* compare the mapped rows with the expert "
+            "solutions of the same problems",
+        },
     }
 
 
 def summary_table(s: dict[str, Any]) -> str:
     """The short table printed at the end of `sftadapt map synthesize`."""
+
     def fmt(x):
         return "–" if x is None else f"{x:.3f}"
 
     g = s["gap"]
     fails = ", ".join(f"{k} {v:.0%}" for k, v in s["gate_failures"].items() if v) or "none"
-    return "\n".join([
-        f"map {s['method']} | mapper {s['mapper'].get('spec')} | target {s['target'].get('spec')} | "
-        f"{s['problems']} problems x {s['k']} rewrites | run {s['run_id']}", "",
-        "| rows from | rows | mean target log-prob |", "|---|---|---|",
-        f"| mapper | {s['origins']['mapper']} | {fmt(g['mapped_rows'])} |",
-        f"| expert (fallback) | {s['origins']['expert']} | {fmt(g['fallback_rows'])} |",
-        f"| **synthesised set** | {s['rows']} | {fmt(g['final_set'])} |",
-        f"| original expert set | {s['rows']} | {fmt(g['expert_set'])} |",
-        f"gate pass rate {s['gate_pass_rate']:.1%} of {s['rollouts']} rewrites; mapped {s['mapped_rate']:.1%}, "
-        f"fallback {s['fallback_rate']:.1%}; gate failures: {fails}",
-        f"compute: {s['compute']['generated_tokens']} tokens generated, {s['compute']['scored_tokens']} scored, "
-        f"{s['compute']['seconds']:.1f} s",
-    ])
+    return "\n".join(
+        [
+            f"map {s['method']} | mapper {s['mapper'].get('spec')} | target {s['target'].get('spec')} | "
+            f"{s['problems']} problems x {s['k']} rewrites | run {s['run_id']}",
+            "",
+            "| rows from | rows | mean target log-prob |",
+            "|---|---|---|",
+            f"| mapper | {s['origins']['mapper']} | {fmt(g['mapped_rows'])} |",
+            f"| expert (fallback) | {s['origins']['expert']} | {fmt(g['fallback_rows'])} |",
+            f"| **synthesised set** | {s['rows']} | {fmt(g['final_set'])} |",
+            f"| original expert set | {s['rows']} | {fmt(g['expert_set'])} |",
+            f"gate pass rate {s['gate_pass_rate']:.1%} of {s['rollouts']} rewrites; mapped {s['mapped_rate']:.1%}, "
+            f"fallback {s['fallback_rate']:.1%}; gate failures: {fails}",
+            f"compute: {s['compute']['generated_tokens']} tokens generated, {s['compute']['scored_tokens']} scored, "
+            f"{s['compute']['seconds']:.1f} s",
+        ]
+    )
 
 
 def _write_card(out: Path, summary: dict, data: str) -> None:
@@ -436,5 +604,11 @@ def _write_card(out: Path, summary: dict, data: str) -> None:
     from sftadapt.data.card import write_card
     from sftadapt.data.records import Example, read_records
 
-    write_card(out, read_records(out / "train.jsonl", Example), summary, data_files="train.jsonl", data=data,
-               title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}")
+    write_card(
+        out,
+        read_records(out / "train.jsonl", Example),
+        summary,
+        data_files="train.jsonl",
+        data=data,
+        title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}",
+    )

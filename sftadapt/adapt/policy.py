@@ -32,7 +32,7 @@ def char_ngrams(text: str, n: int = 5) -> set[str]:
     text = _normalise(text)
     if len(text) < n:
         return {text} if text else set()
-    return {text[i:i + n] for i in range(len(text) - n + 1)}
+    return {text[i : i + n] for i in range(len(text) - n + 1)}
 
 
 def ngram_jaccard(a: str, b: str, n: int = 5) -> float:
@@ -52,8 +52,9 @@ def reference_mention(text: str, phrases: Sequence[str]) -> str | None:
     return None
 
 
-def guided_rejection(text: str, reference: str, threshold: float, phrases: Sequence[str],
-                     n: int = 5) -> tuple[str | None, float]:
+def guided_rejection(
+    text: str, reference: str, threshold: float, phrases: Sequence[str], n: int = 5
+) -> tuple[str | None, float]:
     """(reason or None, Jaccard similarity to the reference) for a verified guided response."""
     similarity = ngram_jaccard(text, reference, n)
     if similarity >= threshold:
@@ -121,8 +122,10 @@ def explain_empty(origin: str, method: str, counts: dict[str, int], k: int, trie
         if method == "prompted_rewrite":
             return "self: 0 rows — the prompted-rewrite baseline does not sample the target on its own"
         if method == "select_most_likely" and counts.get("self_solved", 0):
-            return (f"self: 0 rows — {counts['self_solved']} problems had correct samples, but the target found "
-                    "the expert solution more likely every time")
+            return (
+                f"self: 0 rows — {counts['self_solved']} problems had correct samples, but the target found "
+                "the expert solution more likely every time"
+            )
         cut = counts.get("self_truncated", 0)
         why = f"self: 0 rows — none of the {n} problems had a correct answer among its k={k} samples"
         return why + (f" that ended within max_new_tokens ({cut} correct ones were cut off)" if cut else "")
@@ -132,10 +135,12 @@ def explain_empty(origin: str, method: str, counts: dict[str, int], k: int, trie
         tried = counts.get("guided_tried", 0)
         if tried == 0:
             return "guided: 0 rows — every problem was solved in stage 1"
-        return (f"guided: 0 rows — none of the {tried} problems that reached stage 2 got an accepted response in "
-                f"{tries} tries ({counts.get('guided_correct', 0)} of {tried * tries} tries correct; refused: "
-                f"{counts.get('guided_near_copy', 0)} near-copies, {counts.get('guided_mentions_reference', 0)} "
-                f"mentioning the reference, {counts.get('guided_truncated', 0)} cut by max_new_tokens)")
+        return (
+            f"guided: 0 rows — none of the {tried} problems that reached stage 2 got an accepted response in "
+            f"{tries} tries ({counts.get('guided_correct', 0)} of {tried * tries} tries correct; refused: "
+            f"{counts.get('guided_near_copy', 0)} near-copies, {counts.get('guided_mentions_reference', 0)} "
+            f"mentioning the reference, {counts.get('guided_truncated', 0)} cut by max_new_tokens)"
+        )
     if origin == "expert":
         if method == "select_most_likely":
             return "expert: 0 rows — for every problem one of the target's own correct samples was more likely"
@@ -144,7 +149,9 @@ def explain_empty(origin: str, method: str, counts: dict[str, int], k: int, trie
         if method != "prompted_rewrite":
             return "rewrite: 0 rows — only the prompted_rewrite method writes them"
         cut = counts.get("rewrite_truncated", 0)
-        return (f"rewrite: 0 rows — none of the {n} rewrites kept the gold answer"
-                + (f" within max_new_tokens ({cut} correct ones were cut off)" if cut else "")
-                + ", all fell back to the expert")
+        return (
+            f"rewrite: 0 rows — none of the {n} rewrites kept the gold answer"
+            + (f" within max_new_tokens ({cut} correct ones were cut off)" if cut else "")
+            + ", all fell back to the expert"
+        )
     return f"{origin}: 0 rows"

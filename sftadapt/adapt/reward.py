@@ -72,27 +72,50 @@ from typing import Any
 from sftadapt.adapt.policy import char_ngrams, ngram_jaccard, reference_mention
 from sftadapt.config import option
 
-GATE_REASONS = ("no_answer", "wrong_answer", "unverified", "min_tokens", "length_low", "length_high",
-                "repetition", "near_copy", "mentions_reference", "truncated")
+GATE_REASONS = (
+    "no_answer",
+    "wrong_answer",
+    "unverified",
+    "min_tokens",
+    "length_low",
+    "length_high",
+    "repetition",
+    "near_copy",
+    "mentions_reference",
+    "truncated",
+)
 VARIANTS = ("mean", "centered")
 KINDS = ("alignment", "patch")
 GATE_ANSWER_FORMATS = ("boxed_strict", "any")
 # the two phrases of our reconstruction (docs/methods.md), then (ours) the MAPPER prompt's own words for the text it rewrites.
-REFERENCE_PHRASES = ["reference solution", "the given solution", "the solution below", "the original solution",
-                     "rewritten solution"]
+REFERENCE_PHRASES = [
+    "reference solution",
+    "the given solution",
+    "the solution below",
+    "the original solution",
+    "rewritten solution",
+]
 
 
 @dataclass
 class RewardConfig:
-    kind: str = option("alignment", help="alignment (DART: r_align behind the gate, r_min when gated) | patch "
-                                         "(arXiv 2602.11220: gate x (1 + dist_weight r_dist + div_weight r_div))")
+    kind: str = option(
+        "alignment",
+        help="alignment (DART: r_align behind the gate, r_min when gated) | patch "
+        "(arXiv 2602.11220: gate x (1 + dist_weight r_dist + div_weight r_div))",
+    )
     dist_weight: float = option(0.35, help="patch: weight of r_dist (the group z-scored target NLL)")
     div_weight: float = option(0.5, help="patch: weight of r_div (leave-one-out hidden-state diversity)")
-    variant: str = option("mean", help="r_align: mean (mean token log-prob under the target) | centered "
-                                       "(mean of log-prob + entropy of the target's next-token distribution)")
+    variant: str = option(
+        "mean",
+        help="r_align: mean (mean token log-prob under the target) | centered "
+        "(mean of log-prob + entropy of the target's next-token distribution)",
+    )
     r_min: float = option(-10.0, help="reward of a rollout the anti-cheating gate rejects")
-    answer_format: str = option("boxed_strict", help="boxed_strict: the final answer must be in \\boxed{} | any: "
-                                                     "whatever rule the verifier's extraction used")
+    answer_format: str = option(
+        "boxed_strict",
+        help="boxed_strict: the final answer must be in \\boxed{} | any: whatever rule the verifier's extraction used",
+    )
     min_tokens: int = option(8, help="gate: fewer response tokens than this fail (answer-only outputs)")
     min_length_ratio: float = option(0.3, help="gate: |rewrite|/|expert| in tokens below this fails")
     max_length_ratio: float = option(2.0, help="gate: |rewrite|/|expert| in tokens above this fails")
@@ -102,10 +125,13 @@ class RewardConfig:
     copy_ngram: int = option(5, help="gate: character n-gram size of the near-copy similarity")
     copy_jaccard: float = option(0.9, help="gate: near-copy when the n-gram Jaccard similarity reaches this")
     truncation_check: bool = option(True, help="gate: reject rewrites cut by the token limit (no end token)")
-    reference_phrases: list[str] = option(REFERENCE_PHRASES, help="gate: case-insensitive phrases that name the "
-                                                                  "reference (the mapping context) and fail")
-    diversity_weight: float = option(0.0, help="weight of 1 - mean similarity to the group's other rollouts "
-                                               "(added to passing rollouts only; 0 = off)")
+    reference_phrases: list[str] = option(
+        REFERENCE_PHRASES, help="gate: case-insensitive phrases that name the reference (the mapping context) and fail"
+    )
+    diversity_weight: float = option(
+        0.0,
+        help="weight of 1 - mean similarity to the group's other rollouts (added to passing rollouts only; 0 = off)",
+    )
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -117,8 +143,10 @@ class RewardConfig:
         if self.answer_format not in GATE_ANSWER_FORMATS:
             raise ValueError(f"answer_format = '{self.answer_format}': choose one of {', '.join(GATE_ANSWER_FORMATS)}")
         if not 0 <= self.min_length_ratio <= self.max_length_ratio:
-            raise ValueError(f"length ratio bounds [{self.min_length_ratio}, {self.max_length_ratio}]: "
-                             "need 0 <= min_length_ratio <= max_length_ratio")
+            raise ValueError(
+                f"length ratio bounds [{self.min_length_ratio}, {self.max_length_ratio}]: "
+                "need 0 <= min_length_ratio <= max_length_ratio"
+            )
         if self.repeat_ngram < 1 or self.copy_ngram < 1:
             raise ValueError("repeat_ngram and copy_ngram must be >= 1")
         if not 0 <= self.max_repeat_frac <= 1 or not 0 <= self.copy_jaccard <= 1:
@@ -134,7 +162,7 @@ def jaccard(a: set, b: set) -> float:
 
 def repeated_ngram_fraction(tokens: Sequence[Any], n: int = 4) -> float:
     """1 − distinct/total over the token n-grams: 0 when no n-gram repeats, → 1 for a loop."""
-    grams = [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    grams = [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
     return 1.0 - len(set(grams)) / len(grams) if grams else 0.0
 
 
@@ -147,8 +175,16 @@ def answer_verdict(verdict: str, rule: str | None, answer_format: str) -> str:
     return verdict
 
 
-def gate_reasons(text: str, tokens: Sequence[int], reference: str, reference_tokens: int, verdict: str,
-                 cfg: RewardConfig, rule: str | None = None, truncated: bool = False) -> list[str]:
+def gate_reasons(
+    text: str,
+    tokens: Sequence[int],
+    reference: str,
+    reference_tokens: int,
+    verdict: str,
+    cfg: RewardConfig,
+    rule: str | None = None,
+    truncated: bool = False,
+) -> list[str]:
     """Every gate rule `text` fails (empty = it passes). `tokens`: its token ids under the target tokenizer
     (no end token); `reference_tokens`: the expert solution's token count; `verdict`/`rule`: the verifier's
     verdict and the extraction rule that found the answer; `truncated`: generation hit its token limit."""
@@ -221,7 +257,7 @@ def _pair_distance(embeddings: Sequence[Sequence[float]]):
 
 def set_diversity(distance, members: Sequence[int]) -> float:
     """Mean pairwise distance over `members` (0 for fewer than two)."""
-    pairs = [(a, b) for k, a in enumerate(members) for b in members[k + 1:]]
+    pairs = [(a, b) for k, a in enumerate(members) for b in members[k + 1 :]]
     return sum(float(distance[a][b]) for a, b in pairs) / len(pairs) if pairs else 0.0
 
 
@@ -236,8 +272,13 @@ def patch_div(embeddings: Sequence[Sequence[float]]) -> list[float]:
     return [max(0.0, full - set_diversity(dist, [j for j in range(m) if j != i])) for i in range(m)]
 
 
-def patch_rewards(passed: Sequence[bool], nll: Sequence[float | None], embeddings: Sequence[Any],
-                  groups: Sequence[Any], cfg: RewardConfig) -> list[tuple[float, float | None, float | None]]:
+def patch_rewards(
+    passed: Sequence[bool],
+    nll: Sequence[float | None],
+    embeddings: Sequence[Any],
+    groups: Sequence[Any],
+    cfg: RewardConfig,
+) -> list[tuple[float, float | None, float | None]]:
     """(reward, r_dist, r_div) per rollout under `kind: patch`; the group terms over each group's passing
     rollouts only. A gated rollout gets (0, None, None)."""
     out: list[tuple[float, float | None, float | None]] = [(0.0, None, None)] * len(passed)
@@ -247,8 +288,10 @@ def patch_rewards(passed: Sequence[bool], nll: Sequence[float | None], embedding
             continue
         dist = patch_dist([nll[i] for i in members])
         if cfg.div_weight > 0 and any(embeddings[i] is None for i in members):
-            raise ValueError("the patch reward's diversity needs the scoring model's hidden states "
-                             "(score with hidden=True, engine backend hf)")
+            raise ValueError(
+                "the patch reward's diversity needs the scoring model's hidden states "
+                "(score with hidden=True, engine backend hf)"
+            )
         div = patch_div([embeddings[i] for i in members]) if cfg.div_weight > 0 else [0.0] * len(members)
         for i, d, v in zip(members, dist, div):
             out[i] = (1.0 + cfg.dist_weight * d + cfg.div_weight * v, d, v)
@@ -274,33 +317,59 @@ class RolloutScore:
     def record(self) -> dict[str, Any]:
         """The JSON-able summary kept with an attempt (no per-token lists)."""
         ratio = self.length_ratio if math.isfinite(self.length_ratio) else None
-        out = {"passed": self.passed, "gate_reasons": self.reasons, "reward": self.reward, "r_align": self.r_align,
-               "n_tokens": self.n_tokens, "length_ratio": ratio, "diversity": self.diversity}
+        out = {
+            "passed": self.passed,
+            "gate_reasons": self.reasons,
+            "reward": self.reward,
+            "r_align": self.r_align,
+            "n_tokens": self.n_tokens,
+            "length_ratio": ratio,
+            "diversity": self.diversity,
+        }
         if self.r_dist is not None:
             out.update(r_dist=self.r_dist, r_div=self.r_div)
         return out
 
 
-def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], references: Sequence[str],
-                   reference_tokens: Sequence[int], verdicts: Sequence[str], target_scores: Sequence[Any],
-                   cfg: RewardConfig, groups: Sequence[Any] | None = None,
-                   rules: Sequence[str | None] | None = None,
-                   truncated: Sequence[bool] | None = None) -> list[RolloutScore]:
+def score_rollouts(
+    texts: Sequence[str],
+    tokens: Sequence[Sequence[int]],
+    references: Sequence[str],
+    reference_tokens: Sequence[int],
+    verdicts: Sequence[str],
+    target_scores: Sequence[Any],
+    cfg: RewardConfig,
+    groups: Sequence[Any] | None = None,
+    rules: Sequence[str | None] | None = None,
+    truncated: Sequence[bool] | None = None,
+) -> list[RolloutScore]:
     """Rewards of a batch of rollouts. `target_scores[i]` is the target's `TokenScores` of text i (needed, and
     only read, for rollouts that pass the gate; None elsewhere); `groups[i]` names the group for diversity;
     `rules[i]` is the extraction rule behind verdict i (None: unknown); `truncated[i]`: text i was cut by the
     token limit (None: none was)."""
     rules = rules if rules is not None else [None] * len(texts)
     cut = truncated if truncated is not None else [False] * len(texts)
-    reasons = [gate_reasons(t, tok, ref, n_ref, v, cfg, rule, c) for t, tok, ref, n_ref, v, rule, c
-               in zip(texts, tokens, references, reference_tokens, verdicts, rules, cut)]
-    div = diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram) \
-        if cfg.diversity_weight > 0 else [None] * len(texts)
+    reasons = [
+        gate_reasons(t, tok, ref, n_ref, v, cfg, rule, c)
+        for t, tok, ref, n_ref, v, rule, c in zip(texts, tokens, references, reference_tokens, verdicts, rules, cut)
+    ]
+    div = (
+        diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram)
+        if cfg.diversity_weight > 0
+        else [None] * len(texts)
+    )
     out = []
     for i in range(len(texts)):
         ratio = length_ratio(len(tokens[i]), reference_tokens[i])
-        score = RolloutScore(reward=cfg.r_min, passed=not reasons[i], reasons=reasons[i], n_tokens=len(tokens[i]),
-                             length_ratio=ratio, verdict=verdicts[i], diversity=div[i])
+        score = RolloutScore(
+            reward=cfg.r_min,
+            passed=not reasons[i],
+            reasons=reasons[i],
+            n_tokens=len(tokens[i]),
+            length_ratio=ratio,
+            verdict=verdicts[i],
+            diversity=div[i],
+        )
         if score.passed:
             ts = target_scores[i]
             if ts is None:
@@ -313,9 +382,10 @@ def score_rollouts(texts: Sequence[str], tokens: Sequence[Sequence[int]], refere
         # ℓ = −mean log-prob (the centered variant's entropy term is not part of Patch's NLL)
         nll = [-alignment(s.target_logprobs) if s.passed else None for s in out]
         hidden = [getattr(target_scores[i], "hidden", None) if out[i].passed else None for i in range(len(out))]
-        for s, (reward, r_dist, r_div) in zip(out, patch_rewards([s.passed for s in out], nll, hidden,
-                                                                 groups if groups is not None else [0] * len(out),
-                                                                 cfg)):
+        for s, (reward, r_dist, r_div) in zip(
+            out,
+            patch_rewards([s.passed for s in out], nll, hidden, groups if groups is not None else [0] * len(out), cfg),
+        ):
             s.reward, s.r_dist, s.r_div = reward, r_dist, r_div
     return out
 
@@ -353,8 +423,13 @@ class RewardCounters:
     verified: int = 0
 
     def as_dict(self) -> dict[str, int]:
-        return {"calls": self.calls, "rollouts": self.rollouts, "rollout_tokens": self.rollout_tokens,
-                "scored_tokens": self.scored_tokens, "verified": self.verified}
+        return {
+            "calls": self.calls,
+            "rollouts": self.rollouts,
+            "rollout_tokens": self.rollout_tokens,
+            "scored_tokens": self.scored_tokens,
+            "verified": self.verified,
+        }
 
 
 @dataclass
@@ -381,10 +456,16 @@ class AlignmentReward:
     stop_ids: frozenset[int] | None = None
     __name__ = "dart_reward"  # not a field: the name TRL logs the reward under (rewards/dart_reward/mean)
 
-    def evaluate(self, problems: Sequence[str], golds: Sequence[str], references: Sequence[str],
-                 texts: Sequence[str], groups: Sequence[Any] | None = None,
-                 verdicts: Sequence[Any] | None = None,
-                 truncated: Sequence[bool] | None = None) -> list[RolloutScore]:
+    def evaluate(
+        self,
+        problems: Sequence[str],
+        golds: Sequence[str],
+        references: Sequence[str],
+        texts: Sequence[str],
+        groups: Sequence[Any] | None = None,
+        verdicts: Sequence[Any] | None = None,
+        truncated: Sequence[bool] | None = None,
+    ) -> list[RolloutScore]:
         """Gate every text, score the passing ones under the target, return their `RolloutScore`s.
         `verdicts` (Verdict objects) may be given when the caller has verified the texts already; `truncated[i]`
         says text i hit the generation limit."""
@@ -398,25 +479,43 @@ class AlignmentReward:
         ref_tokens = [ref_counts[r] for r in references]
         cut = list(truncated) if truncated is not None else [False] * len(texts)
         # Gate first, then score only the survivors under the target (the target pass is the costly part).
-        keep = [i for i in range(len(texts)) if not gate_reasons(texts[i], tokens[i], references[i], ref_tokens[i],
-                                                                  verdicts[i], self.cfg, rules[i], cut[i])]
+        keep = [
+            i
+            for i in range(len(texts))
+            if not gate_reasons(
+                texts[i], tokens[i], references[i], ref_tokens[i], verdicts[i], self.cfg, rules[i], cut[i]
+            )
+        ]
         target_scores: list[Any] = [None] * len(texts)
         if keep:
             hidden = {"hidden": True} if self.cfg.kind == "patch" and self.cfg.div_weight > 0 else {}
-            scored = self.score([self.qa_prompt(problems[i]) for i in keep], [texts[i] for i in keep],
-                                self.cfg.variant == "centered", **hidden)
+            scored = self.score(
+                [self.qa_prompt(problems[i]) for i in keep],
+                [texts[i] for i in keep],
+                self.cfg.variant == "centered",
+                **hidden,
+            )
             for i, ts in zip(keep, scored):
                 target_scores[i] = ts
                 self.counters.scored_tokens += len(ts.logprobs)
         self.counters.calls += 1
         self.counters.rollouts += len(texts)
-        return score_rollouts(texts, tokens, references, ref_tokens, verdicts, target_scores, self.cfg, groups, rules,
-                              cut)
+        return score_rollouts(
+            texts, tokens, references, ref_tokens, verdicts, target_scores, self.cfg, groups, rules, cut
+        )
 
-    def __call__(self, completions: list, problem: list[str], answer: list[str], solution: list[str],
-                 prompts: list | None = None, completion_ids: list[list[int]] | None = None,
-                 log_metric: Callable[[str, float], None] | None = None,
-                 log_extra: Callable[[str, list], None] | None = None, **_: Any) -> list[float]:
+    def __call__(
+        self,
+        completions: list,
+        problem: list[str],
+        answer: list[str],
+        solution: list[str],
+        prompts: list | None = None,
+        completion_ids: list[list[int]] | None = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        log_extra: Callable[[str, list], None] | None = None,
+        **_: Any,
+    ) -> list[float]:
         texts = [_completion_text(c) for c in completions]
         groups = [str(p) for p in prompts] if prompts is not None else None
         truncated = None

@@ -72,10 +72,16 @@ from sftadapt.runtime.precision import normalize
 from sftadapt.verify import verifier_version
 
 METHODS = ("mind_the_gap", "prompted_rewrite", "select_most_likely")
-STAGES = {"mind_the_gap": ("self", "guided", "final"), "prompted_rewrite": ("rewrite", "final"),
-          "select_most_likely": ("self", "final")}
-ORIGINS = {"mind_the_gap": ("self", "guided", "expert"), "prompted_rewrite": ("rewrite", "expert"),
-           "select_most_likely": ("self", "expert")}
+STAGES = {
+    "mind_the_gap": ("self", "guided", "final"),
+    "prompted_rewrite": ("rewrite", "final"),
+    "select_most_likely": ("self", "final"),
+}
+ORIGINS = {
+    "mind_the_gap": ("self", "guided", "expert"),
+    "prompted_rewrite": ("rewrite", "expert"),
+    "select_most_likely": ("self", "expert"),
+}
 
 
 @dataclass
@@ -93,22 +99,37 @@ class RewriteConfig:
     guided_temperature: float = option(0.7, help="stage 2 sampling temperature (ours)")
     guided_top_p: float = option(1.0, help="stage 2 nucleus mass")
     rewrite_temperature: float = option(0.7, help="prompted_rewrite: temperature of the one rewrite (ours)")
-    keep: str = option("most_likely", help=f"which verified response(s) to keep: {KEEP_POLICIES} "
-                       "(select_most_likely always keeps the single most likely one)")
-    keep_truncated: bool = option(False, help="keep a correct response cut by max_new_tokens (ours: no, training "
-                                              "would teach the end token where the model did not stop)")
+    keep: str = option(
+        "most_likely",
+        help=f"which verified response(s) to keep: {KEEP_POLICIES} "
+        "(select_most_likely always keeps the single most likely one)",
+    )
+    keep_truncated: bool = option(
+        False,
+        help="keep a correct response cut by max_new_tokens (ours: no, training "
+        "would teach the end token where the model did not stop)",
+    )
     max_keep: int = option(4, help="all_distinct: at most this many rows per problem")
     near_copy_threshold: float = option(0.9, help="stage 2: refuse a try this similar to the expert text (Jaccard)")
     near_copy_ngram: int = option(5, help="character n-gram size of the near-copy check")
-    reference_phrases: list[str] = option(["teacher", "reference solution"],
-                                          help="stage 2: refuse a try that mentions any of these (case-insensitive)")
+    reference_phrases: list[str] = option(
+        ["teacher", "reference solution"], help="stage 2: refuse a try that mentions any of these (case-insensitive)"
+    )
     max_new_tokens: int = option(512, help="generation budget per sample (the papers use 4096 on GPUs)")
     seed: int = option(0, help="base seed; sample j of problem p in stage s is seeded by (seed, p, s, j)")
     chat: bool = option(True, help="apply the model's chat template to every prompt")
-    dtype: str = option("auto", help="sampling: auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
-    score_dtype: str = option("float32", help="scoring (behaviour and target log-probs): float32 keeps them exact, as DR+IS needs; auto | bfloat16 trade that for speed")
+    dtype: str = option(
+        "auto", help="sampling: auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16"
+    )
+    score_dtype: str = option(
+        "float32",
+        help="scoring (behaviour and target log-probs): float32 keeps them exact, as DR+IS needs; auto | bfloat16 trade that for speed",
+    )
     batch_size: int = option(32, help="sequences per generate call (results are identical only at equal sizes)")
-    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that samples and scores the target (engine.backend, engine.options)"})
+    engine: EngineConfig = field(
+        default_factory=EngineConfig,
+        metadata={"help": "the backend that samples and scores the target (engine.backend, engine.options)"},
+    )
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
     verifier_timeout: float = option(5.0, help="seconds per verification before it is a `timeout` verdict")
@@ -125,8 +146,16 @@ class RewriteConfig:
             raise ValueError(f"method '{self.method}' is unknown: choose one of {METHODS}")
         if self.keep not in KEEP_POLICIES:
             raise ValueError(f"keep '{self.keep}' is unknown: choose one of {KEEP_POLICIES}")
-        for name in ("k", "guided_tries", "max_keep", "max_new_tokens", "shard_size", "near_copy_ngram",
-                     "batch_size", "verifier_workers"):
+        for name in (
+            "k",
+            "guided_tries",
+            "max_keep",
+            "max_new_tokens",
+            "shard_size",
+            "near_copy_ngram",
+            "batch_size",
+            "verifier_workers",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("top_p", "guided_top_p"):
@@ -138,12 +167,25 @@ class RewriteConfig:
             raise ValueError(f"near_copy_threshold must be in (0, 1], got {self.near_copy_threshold}")
 
     def samplings(self) -> dict[str, Sampling]:
-        return {"self": Sampling(n=self.k, temperature=self.temperature, top_p=self.top_p,
-                                 max_new_tokens=self.max_new_tokens, seed=self.seed),
-                "guided": Sampling(n=self.guided_tries, temperature=self.guided_temperature, top_p=self.guided_top_p,
-                                   max_new_tokens=self.max_new_tokens, seed=self.seed),
-                "rewrite": Sampling(n=1, temperature=self.rewrite_temperature, top_p=1.0,
-                                    max_new_tokens=self.max_new_tokens, seed=self.seed)}
+        return {
+            "self": Sampling(
+                n=self.k,
+                temperature=self.temperature,
+                top_p=self.top_p,
+                max_new_tokens=self.max_new_tokens,
+                seed=self.seed,
+            ),
+            "guided": Sampling(
+                n=self.guided_tries,
+                temperature=self.guided_temperature,
+                top_p=self.guided_top_p,
+                max_new_tokens=self.max_new_tokens,
+                seed=self.seed,
+            ),
+            "rewrite": Sampling(
+                n=1, temperature=self.rewrite_temperature, top_p=1.0, max_new_tokens=self.max_new_tokens, seed=self.seed
+            ),
+        }
 
 
 # ---------------------------------------------------------------- shared state of one run
@@ -170,8 +212,15 @@ class _Run:
         return [list(s.logprobs) for s in scores]
 
     def sample(self, stage: str, kind: str, problems: Sequence[Problem]) -> list[list[Attempt]]:
-        return sample_attempts(self.engine, self.verifier, problems, self.sampling[stage], stage,
-                               lambda p: self.prompt(kind, p), self.hashes[kind])
+        return sample_attempts(
+            self.engine,
+            self.verifier,
+            problems,
+            self.sampling[stage],
+            stage,
+            lambda p: self.prompt(kind, p),
+            self.hashes[kind],
+        )
 
 
 def _attempt_dict(a: Attempt) -> dict[str, Any]:
@@ -199,8 +248,9 @@ def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[d
         for a in atts:
             reason = None
             if stage == "guided":
-                reason, similarity = guided_rejection(a.text, run.expert[p.id], cfg.near_copy_threshold,
-                                                      cfg.reference_phrases, cfg.near_copy_ngram)
+                reason, similarity = guided_rejection(
+                    a.text, run.expert[p.id], cfg.near_copy_threshold, cfg.reference_phrases, cfg.near_copy_ngram
+                )
                 a.meta["jaccard"] = round(similarity, 4)
             if a.finish_reason == "length" and not cfg.keep_truncated:
                 reason = "truncated: cut by max_new_tokens before the response ended"
@@ -219,9 +269,15 @@ def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[d
         ranked = [Candidate(c.index, c.text, _mean(scored[c.index])) for c in pool]
         kept = choose(ranked, keep, cfg.max_keep) if cfg.method != "select_most_likely" else ranked
         kept_all.extend((p, c) for c in kept)
-        rows.append({"problem_id": p.id, "attempts": [_attempt_dict(a) for a in atts],
-                     "solve_scores": {str(i): s for i, s in scored.items()},
-                     "kept": [c.index for c in kept], "behavior_scores": {}})
+        rows.append(
+            {
+                "problem_id": p.id,
+                "attempts": [_attempt_dict(a) for a in atts],
+                "solve_scores": {str(i): s for i, s in scored.items()},
+                "kept": [c.index for c in kept],
+                "behavior_scores": {},
+            }
+        )
     if stage != "self":  # the behaviour prompt differs from the solve prompt: score the kept ones under it
         behavior = iter(run.score(kind, [(p, c.text) for p, c in kept_all]))
         for row in rows:
@@ -229,8 +285,9 @@ def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[d
     return rows
 
 
-def _stage_final(run: _Run, problems: Sequence[Problem], earlier: dict[str, dict[str, dict]],
-                 provenance: dict[str, Any]) -> list[dict[str, Any]]:
+def _stage_final(
+    run: _Run, problems: Sequence[Problem], earlier: dict[str, dict[str, dict]], provenance: dict[str, Any]
+) -> list[dict[str, Any]]:
     """Score the expert solutions under the solve prompt, verify them, and assemble the training rows."""
     cfg = run.cfg
     expert_scores = run.score("solve", [(p, run.expert[p.id]) for p in problems])
@@ -238,8 +295,9 @@ def _stage_final(run: _Run, problems: Sequence[Problem], earlier: dict[str, dict
     rows: list[dict[str, Any]] = []
     for p, expert_lp, expert_v in zip(problems, expert_scores, expert_verdicts):
         stage_rows = {stage: earlier[stage].get(p.id) for stage in earlier}
-        attempts = [a for stage in ("self", "guided", "rewrite") if stage_rows.get(stage)
-                    for a in stage_rows[stage]["attempts"]]
+        attempts = [
+            a for stage in ("self", "guided", "rewrite") if stage_rows.get(stage) for a in stage_rows[stage]["attempts"]
+        ]
         self_row = stage_rows.get("self")
         pass_rate = (sum(a["verdict"] == "correct" for a in self_row["attempts"]) / cfg.k) if self_row else None
         # (stage, attempt index, text, behavior log-probs, target log-probs) of each kept response; the first
@@ -263,16 +321,36 @@ def _stage_final(run: _Run, problems: Sequence[Problem], earlier: dict[str, dict
         for j, (stage, index, text, behavior, target) in enumerate(picks):
             origin = stage or "expert"
             prompt_kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}.get(origin)
-            rows.append(to_dict(Example(
-                id=p.id if j == 0 else f"{p.id}#{j}", problem=p.problem, response=text, answer=p.answer,
-                origin=origin, behavior_logprobs=behavior, target_logprobs=target,
-                target_logprob_mean=_mean(target), self_pass_rate=pass_rate, attempts=attempts,
-                provenance={**provenance, "prompt_hash": run.hashes[prompt_kind] if prompt_kind else None,
-                            "sampling": to_dict(run.sampling[stage]) if stage else None},
-                meta={"problem_id": p.id, "method": cfg.method, "kept_stage": stage, "kept_index": index,
-                      "expert_target_logprob_mean": _mean(expert_lp), "expert_verdict": expert_v.verdict,
-                      "source": p.source},
-            )))
+            rows.append(
+                to_dict(
+                    Example(
+                        id=p.id if j == 0 else f"{p.id}#{j}",
+                        problem=p.problem,
+                        response=text,
+                        answer=p.answer,
+                        origin=origin,
+                        behavior_logprobs=behavior,
+                        target_logprobs=target,
+                        target_logprob_mean=_mean(target),
+                        self_pass_rate=pass_rate,
+                        attempts=attempts,
+                        provenance={
+                            **provenance,
+                            "prompt_hash": run.hashes[prompt_kind] if prompt_kind else None,
+                            "sampling": to_dict(run.sampling[stage]) if stage else None,
+                        },
+                        meta={
+                            "problem_id": p.id,
+                            "method": cfg.method,
+                            "kept_stage": stage,
+                            "kept_index": index,
+                            "expert_target_logprob_mean": _mean(expert_lp),
+                            "expert_verdict": expert_v.verdict,
+                            "source": p.source,
+                        },
+                    )
+                )
+            )
     return rows
 
 
@@ -287,14 +365,22 @@ def _postfix(stage: str) -> Callable[[list[dict]], dict]:
         refused = sum(1 for r in rows for a in r["attempts"] if a["meta"].get("rejected"))
         solved = {"solved": sum(bool(r["kept"]) for r in rows)}
         return {**solved, "refused": refused} if stage == "guided" else solved
+
     return counts
 
 
 # ---------------------------------------------------------------- the stage
 
 
-def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequence[Problem] | None = None,
-            progress: bool = True, print_summary: bool = True) -> dict[str, Any]:
+def rewrite(
+    cfg: RewriteConfig,
+    *,
+    engine=None,
+    verifier=None,
+    problems: Sequence[Problem] | None = None,
+    progress: bool = True,
+    print_summary: bool = True,
+) -> dict[str, Any]:
     """Run the stage; writes OUT/train.jsonl, OUT/summary.json (returned) and OUT/rejects.jsonl if any.
 
     `engine`, `verifier` and `problems` may be passed in (tests, benchmarks); otherwise they are built from
@@ -307,29 +393,55 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
     out = open_stage(cfg, "rewrite", protect=ADAPTED_SET_OUTPUTS)  # + the card: never over a user's README
     problems, rejects = load_problems(cfg, out, require_solution=True, problems=problems, needs="rewriting")
     with Owned() as owned:
-        tracker = owned.add(tracking.open_tracker(cfg.report_to, out=out, tracking_dir=cfg.tracking_dir,
-                                                  config=config_dict(cfg), online=cfg.online or None))
+        tracker = owned.add(
+            tracking.open_tracker(
+                cfg.report_to,
+                out=out,
+                tracking_dir=cfg.tracking_dir,
+                config=config_dict(cfg),
+                online=cfg.online or None,
+            )
+        )
         if verifier is None:
             verifier = owned.add(make_verifier(cfg))  # the pool starts while the model loads
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = owned.add(make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype,
-                                           batch_size=cfg.batch_size))
+            engine = owned.add(
+                make_engine(
+                    cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size
+                )
+            )
         # issue 13: over-long prompts/solutions become rejects, the run goes on
-        problems, over = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
-                                             *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method),
-                                             max_prompt_tokens=cfg.max_prompt_tokens)
+        problems, over = budget.screen_stage(
+            engine,
+            problems,
+            cfg.max_new_tokens,
+            out / "rejects.jsonl",
+            *budget.rewrite_checks(engine.tokenizer, cfg.chat, cfg.method),
+            max_prompt_tokens=cfg.max_prompt_tokens,
+        )
         rejects += len(over)
         run = _Run(cfg, engine, verifier, problems)
         model = model_info(cfg.model)
-        decided = {**decided_options(cfg), "model": model,
-                   "templates": run.hashes, "precision": _precision(engine, cfg),
-                   "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]})}
+        decided = {
+            **decided_options(cfg),
+            "model": model,
+            "templates": run.hashes,
+            "precision": _precision(engine, cfg),
+            "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]}),
+        }
         run_id = config_hash(decided)
-        provenance = {"method": cfg.method, "run_id": run_id, "model": model, "precision": _precision(engine, cfg),
-                      "chat": cfg.chat,
-                      "keep": cfg.keep, "templates": run.hashes, "verifier": verifier_version()}
+        provenance = {
+            "method": cfg.method,
+            "run_id": run_id,
+            "model": model,
+            "precision": _precision(engine, cfg),
+            "chat": cfg.chat,
+            "keep": cfg.keep,
+            "templates": run.hashes,
+            "verifier": verifier_version(),
+        }
         stages = STAGES[cfg.method]
         stores = {s: ShardStore(out / "shards" / s, run_id, decided, force=cfg.force) for s in stages}
         earlier: dict[str, dict[str, dict]] = {}
@@ -342,14 +454,28 @@ def rewrite(cfg: RewriteConfig, *, engine=None, verifier=None, problems: Sequenc
                 items = [p for p in problems if p.id not in solved] if stage == "guided" else problems
                 work = lambda part, s=stage: _stage_sampled(run, s, part)  # noqa: E731
             store = stores[stage]
-            n_shards = run_sharded(store, items, cfg.shard_size, work, desc=f"rewrite {stage}", progress=progress,
-                                   unit="problem", engines=(engine,), postfix=_postfix(stage),
-                                   rejects_file=out / "rejects.jsonl")
+            n_shards = run_sharded(
+                store,
+                items,
+                cfg.shard_size,
+                work,
+                desc=f"rewrite {stage}",
+                progress=progress,
+                unit="problem",
+                engines=(engine,),
+                postfix=_postfix(stage),
+                rejects_file=out / "rejects.jsonl",
+            )
             if stage != "final":
                 earlier[stage] = {row["problem_id"]: row for row in stores[stage].rows()}
                 solved_now = sum(bool(row["kept"]) for row in earlier[stage].values())
-                tracker.log({f"{stage}/problems": len(earlier[stage]), f"{stage}/solved": solved_now,
-                             f"{stage}/solved_share": solved_now / max(len(earlier[stage]), 1)})
+                tracker.log(
+                    {
+                        f"{stage}/problems": len(earlier[stage]),
+                        f"{stage}/solved": solved_now,
+                        f"{stage}/solved_share": solved_now / max(len(earlier[stage]), 1),
+                    }
+                )
         stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = rewrite_summary(cfg, stores, problems, earlier, run_id, model, rejects)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
@@ -369,8 +495,15 @@ def _precision(engine, cfg: RewriteConfig) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------- summary
-def rewrite_summary(cfg: RewriteConfig, stores: dict, problems: Sequence[Problem], earlier: dict[str, dict[str, dict]],
-              run_id: str, model: dict, rejected_rows: int = 0) -> dict[str, Any]:
+def rewrite_summary(
+    cfg: RewriteConfig,
+    stores: dict,
+    problems: Sequence[Problem],
+    earlier: dict[str, dict[str, dict]],
+    run_id: str,
+    model: dict,
+    rejected_rows: int = 0,
+) -> dict[str, Any]:
     """Rows and gap metric per origin, final vs expert set, stage counts, time and tokens (from shard stats)."""
     from sftadapt.adapt.policy import explain_empty
 
@@ -378,26 +511,34 @@ def rewrite_summary(cfg: RewriteConfig, stores: dict, problems: Sequence[Problem
     origins: dict[str, dict[str, Any]] = {}
     for origin in ORIGINS[cfg.method]:
         mine = [r for r in rows if r["origin"] == origin]
-        origins[origin] = {"rows": len(mine), "problems": len({r["meta"]["problem_id"] for r in mine}),
-                           "target_logprob_mean": _mean([r["target_logprob_mean"] for r in mine]) if mine else None}
+        origins[origin] = {
+            "rows": len(mine),
+            "problems": len({r["meta"]["problem_id"] for r in mine}),
+            "target_logprob_mean": _mean([r["target_logprob_mean"] for r in mine]) if mine else None,
+        }
     expert_by_problem = {r["meta"]["problem_id"]: r["meta"]["expert_target_logprob_mean"] for r in rows}
     counts = {"problems": len(problems)}
     self_rows, guided_rows = earlier.get("self", {}), earlier.get("guided", {})
     for stage, stage_rows in earlier.items():  # correct responses refused for being cut by max_new_tokens
-        counts[f"{stage}_truncated"] = sum(rejection_kind(a["meta"].get("rejected")) == "truncated"
-                                           for r in stage_rows.values() for a in r["attempts"])
+        counts[f"{stage}_truncated"] = sum(
+            rejection_kind(a["meta"].get("rejected")) == "truncated" for r in stage_rows.values() for a in r["attempts"]
+        )
     if self_rows:
         counts["self_solved"] = sum(any(a["verdict"] == "correct" for a in r["attempts"]) for r in self_rows.values())
     if cfg.method == "mind_the_gap":
         tries = [a for r in guided_rows.values() for a in r["attempts"]]
         kinds = [rejection_kind(a["meta"].get("rejected")) for a in tries]
-        counts.update(guided_tried=len(guided_rows), guided_correct=sum(a["verdict"] == "correct" for a in tries),
-                      guided_near_copy=kinds.count("near_copy"),
-                      guided_mentions_reference=kinds.count("mentions_reference"),
-                      guided_accepted=sum(bool(r["kept"]) for r in guided_rows.values()))
+        counts.update(
+            guided_tried=len(guided_rows),
+            guided_correct=sum(a["verdict"] == "correct" for a in tries),
+            guided_near_copy=kinds.count("near_copy"),
+            guided_mentions_reference=kinds.count("mentions_reference"),
+            guided_accepted=sum(bool(r["kept"]) for r in guided_rows.values()),
+        )
     if cfg.method == "prompted_rewrite":
-        counts["rewrite_correct"] = sum(r["attempts"][0]["verdict"] == "correct"
-                                        for r in earlier.get("rewrite", {}).values())
+        counts["rewrite_correct"] = sum(
+            r["attempts"][0]["verdict"] == "correct" for r in earlier.get("rewrite", {}).values()
+        )
     verdicts: dict[str, int] = {}
     for stage_rows in earlier.values():
         for r in stage_rows.values():
@@ -408,43 +549,74 @@ def rewrite_summary(cfg: RewriteConfig, stores: dict, problems: Sequence[Problem
     final_mean = _mean([r["target_logprob_mean"] for r in rows])
     expert_mean = _mean(list(expert_by_problem.values()))
     return {
-        "method": cfg.method, "model": model, "data": cfg.data, "run_id": run_id, "keep": cfg.keep,
+        "method": cfg.method,
+        "model": model,
+        "data": cfg.data,
+        "run_id": run_id,
+        "keep": cfg.keep,
         "config": {k: v for k, v in config_dict(cfg).items() if k not in ("out", "force")},
-        "problems": len(problems), "rows": len(rows), "rejected_input_rows": rejected_rows,
+        "problems": len(problems),
+        "rows": len(rows),
+        "rejected_input_rows": rejected_rows,
         "origins": origins,
-        "gap": {"final_set": final_mean, "expert_set": expert_mean, "delta": final_mean - expert_mean,
-                "note": "mean over rows of the per-row mean token log-prob under the target with the plain "
-                        "solve prompt; higher = closer to the target"},
-        "self_pass_rate_mean": _mean([sum(a["verdict"] == "correct" for a in r["attempts"]) / cfg.k
-                                      for r in self_rows.values()]) if self_rows else None,
-        "expert_solutions_verified": len({r["meta"]["problem_id"] for r in rows
-                                          if r["meta"]["expert_verdict"] == "correct"}),
-        "counts": counts, "verdicts": verdicts,
-        "empty_origins": {o: explain_empty(o, cfg.method, counts, cfg.k, cfg.guided_tries)
-                          for o, v in origins.items() if v["rows"] == 0},
+        "gap": {
+            "final_set": final_mean,
+            "expert_set": expert_mean,
+            "delta": final_mean - expert_mean,
+            "note": "mean over rows of the per-row mean token log-prob under the target with the plain "
+            "solve prompt; higher = closer to the target",
+        },
+        "self_pass_rate_mean": _mean(
+            [sum(a["verdict"] == "correct" for a in r["attempts"]) / cfg.k for r in self_rows.values()]
+        )
+        if self_rows
+        else None,
+        "expert_solutions_verified": len(
+            {r["meta"]["problem_id"] for r in rows if r["meta"]["expert_verdict"] == "correct"}
+        ),
+        "counts": counts,
+        "verdicts": verdicts,
+        "empty_origins": {
+            o: explain_empty(o, cfg.method, counts, cfg.k, cfg.guided_tries)
+            for o, v in origins.items()
+            if v["rows"] == 0
+        },
         "stages": stage_stats,
-        "totals": {k: round(sum(s[k] for s in stage_stats.values()), 3)
-                   for k in ("seconds", "engine_seconds", "score_seconds", "generated_tokens", "scored_tokens")},
+        "totals": {
+            k: round(sum(s[k] for s in stage_stats.values()), 3)
+            for k in ("seconds", "engine_seconds", "score_seconds", "generated_tokens", "scored_tokens")
+        },
     }
 
 
 def summary_table(s: dict[str, Any]) -> str:
     """The short table printed at the end of `sftadapt rewrite`."""
+
     def fmt(x):
         return "–" if x is None else f"{x:.3f}"
 
-    lines = [f"rewrite {s['method']} | model {s['model'].get('spec')} | {s['problems']} problems -> {s['rows']} rows"
-             f" | run {s['run_id']}", "", "| rows from | rows | problems | mean target log-prob |", "|---|---|---|---|"]
+    lines = [
+        f"rewrite {s['method']} | model {s['model'].get('spec')} | {s['problems']} problems -> {s['rows']} rows"
+        f" | run {s['run_id']}",
+        "",
+        "| rows from | rows | problems | mean target log-prob |",
+        "|---|---|---|---|",
+    ]
     for origin, o in s["origins"].items():
         lines.append(f"| {origin} | {o['rows']} | {o['problems']} | {fmt(o['target_logprob_mean'])} |")
     lines.append(f"| **final set** | {s['rows']} | {s['problems']} | {fmt(s['gap']['final_set'])} |")
     lines.append(f"| original expert set | {s['problems']} | {s['problems']} | {fmt(s['gap']['expert_set'])} |")
-    lines += [f"gap change (final - expert): {s['gap']['delta']:+.3f} nats/token", "",
-              "| stage | problems | seconds | engine s | generated tokens | scored tokens |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        f"gap change (final - expert): {s['gap']['delta']:+.3f} nats/token",
+        "",
+        "| stage | problems | seconds | engine s | generated tokens | scored tokens |",
+        "|---|---|---|---|---|---|",
+    ]
     for stage, t in s["stages"].items():
-        lines.append(f"| {stage} | {t['problems']} | {t['seconds']:.1f} | {t['engine_seconds']:.1f} "
-                     f"| {t['generated_tokens']} | {t['scored_tokens']} |")
+        lines.append(
+            f"| {stage} | {t['problems']} | {t['seconds']:.1f} | {t['engine_seconds']:.1f} "
+            f"| {t['generated_tokens']} | {t['scored_tokens']} |"
+        )
     lines += [f"- {why}" for why in s["empty_origins"].values()]
     return "\n".join(lines)
 
@@ -454,5 +626,11 @@ def _write_card(out: Path, summary: dict, data: str) -> None:
     from sftadapt.data.card import write_card
     from sftadapt.data.records import Example, read_records
 
-    write_card(out, read_records(out / "train.jsonl", Example), summary, data_files="train.jsonl", data=data,
-               title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}")
+    write_card(
+        out,
+        read_records(out / "train.jsonl", Example),
+        summary,
+        data_files="train.jsonl",
+        data=data,
+        title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}",
+    )

@@ -35,7 +35,7 @@ from sftadapt.data.records import Problem
 
 ENV_BUDGET = "SFTADAPT_MAX_PROMPT_TOKENS"
 _CONFIG_KEYS = ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length")
-_NO_LIMIT = 10 ** 7  # a tokenizer's model_max_length above this is the "no limit" sentinel (~1e30)
+_NO_LIMIT = 10**7  # a tokenizer's model_max_length above this is the "no limit" sentinel (~1e30)
 
 
 class BudgetError(ValueError):
@@ -81,8 +81,10 @@ def check_max_new_tokens(max_new_tokens: int, context: int | None, name: str = "
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise BudgetError(f"{name} = {max_new_tokens!r}: must be a whole number >= 1")
     if context is not None and max_new_tokens >= context:
-        raise BudgetError(f"{name} = {max_new_tokens} does not fit the model's context of {context} tokens "
-                          f"(prompt + new tokens <= {context}): use at most {context // 2} or so")
+        raise BudgetError(
+            f"{name} = {max_new_tokens} does not fit the model's context of {context} tokens "
+            f"(prompt + new tokens <= {context}): use at most {context // 2} or so"
+        )
     return max_new_tokens
 
 
@@ -103,18 +105,28 @@ def max_prompt_tokens_option():
     """The `max_prompt_tokens` option of every stage config that samples or scores."""
     from sftadapt.config import option
 
-    return option(None, help="prompt budget in tokens: longer prompts become rejects (default: the model's context "
-                  f"less max_new_tokens; ${ENV_BUDGET} when this is unset)")
+    return option(
+        None,
+        help="prompt budget in tokens: longer prompts become rejects (default: the model's context "
+        f"less max_new_tokens; ${ENV_BUDGET} when this is unset)",
+    )
 
 
 def count_tokens(tokenizer, text: str) -> int:
     return len(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
-def screen(tokenizer, problems: Sequence[Problem], *, context: int | None, max_new_tokens: int,
-           prompts: Mapping[str, Callable[[Problem], str]],
-           scored: Mapping[str, tuple[Callable[[Problem], str], Callable[[Problem], str]]] | None = None,
-           max_prompt_tokens: int | None = None, source: str = "") -> tuple[list[Problem], list[dict[str, Any]]]:
+def screen(
+    tokenizer,
+    problems: Sequence[Problem],
+    *,
+    context: int | None,
+    max_new_tokens: int,
+    prompts: Mapping[str, Callable[[Problem], str]],
+    scored: Mapping[str, tuple[Callable[[Problem], str], Callable[[Problem], str]]] | None = None,
+    max_prompt_tokens: int | None = None,
+    source: str = "",
+) -> tuple[list[Problem], list[dict[str, Any]]]:
     """(problems within budget, reject rows for the others).
 
     `prompts`: field name -> the prompt a problem's text becomes (generated from: prompt + max_new_tokens
@@ -133,10 +145,18 @@ def screen(tokenizer, problems: Sequence[Problem], *, context: int | None, max_n
             # tokenizing all of it (a 1 MiB text costs one bounded call, not a pathological one).
             n = count_tokens(tokenizer, text[: 64 * (limit + 1)])
             if n > limit:
-                reason = (name, n, f"the prompt is {n}{'+' if len(text) > 64 * (limit + 1) else ''} tokens, over "
-                          f"its budget of {limit} (context {context}, max_new_tokens {max_new_tokens}"
-                          + (f", max_prompt_tokens {max_prompt_tokens or os.environ.get(ENV_BUDGET)}" if
-                             (max_prompt_tokens or os.environ.get(ENV_BUDGET)) else "") + ")")
+                reason = (
+                    name,
+                    n,
+                    f"the prompt is {n}{'+' if len(text) > 64 * (limit + 1) else ''} tokens, over "
+                    f"its budget of {limit} (context {context}, max_new_tokens {max_new_tokens}"
+                    + (
+                        f", max_prompt_tokens {max_prompt_tokens or os.environ.get(ENV_BUDGET)}"
+                        if (max_prompt_tokens or os.environ.get(ENV_BUDGET))
+                        else ""
+                    )
+                    + ")",
+                )
                 break
         if reason is None and context is not None:
             for name, (make_prompt, make_response) in (scored or {}).items():
@@ -152,24 +172,45 @@ def screen(tokenizer, problems: Sequence[Problem], *, context: int | None, max_n
         field, n, why = reason
         file, line = getattr(p, "where", None) or (source, 0)
         field = (getattr(p, "fields", None) or {}).get(field, field)  # the source's name (`question`)
-        rejects.append({"file": file, "line": line, "field": field, "reason": why, "tokens": n,
-                        "raw": {"id": p.id, "problem": p.problem[:2000], "answer": p.answer[:200]}})
+        rejects.append(
+            {
+                "file": file,
+                "line": line,
+                "field": field,
+                "reason": why,
+                "tokens": n,
+                "raw": {"id": p.id, "problem": p.problem[:2000], "answer": p.answer[:200]},
+            }
+        )
     return kept, rejects
 
 
-def screen_stage(engine, problems: Sequence[Problem], max_new_tokens: int, rejects_file: str | os.PathLike,
-                 prompts: Mapping[str, Callable[[Problem], str]], scored=None,
-                 max_prompt_tokens: int | None = None, tokenizer=None,
-                 model_spec: str | None = None) -> tuple[list[Problem], list[dict[str, Any]]]:
+def screen_stage(
+    engine,
+    problems: Sequence[Problem],
+    max_new_tokens: int,
+    rejects_file: str | os.PathLike,
+    prompts: Mapping[str, Callable[[Problem], str]],
+    scored=None,
+    max_prompt_tokens: int | None = None,
+    tokenizer=None,
+    model_spec: str | None = None,
+) -> tuple[list[Problem], list[dict[str, Any]]]:
     """`screen` with the engine's tokenizer and context, the rejects added to the stage's rejects file (a
     stage's one call; `engine` may be None when `tokenizer` and `model_spec` are given, as for the RL stages).
     Raises BudgetError when no problem is left."""
     from sftadapt.data.sources import read_rejects, write_rejects
 
     tokenizer = tokenizer if tokenizer is not None else engine.tokenizer
-    kept, over = screen(tokenizer, problems, context=context_length(tokenizer, engine, model_spec),
-                        max_new_tokens=max_new_tokens, prompts=prompts, scored=scored,
-                        max_prompt_tokens=max_prompt_tokens)
+    kept, over = screen(
+        tokenizer,
+        problems,
+        context=context_length(tokenizer, engine, model_spec),
+        max_new_tokens=max_new_tokens,
+        prompts=prompts,
+        scored=scored,
+        max_prompt_tokens=max_prompt_tokens,
+    )
     if over:
         write_rejects(read_rejects(rejects_file) + over, rejects_file)
     if not kept:

@@ -25,8 +25,16 @@ import yaml
 
 CARD = "README.md"
 # SOURCE.md license words -> the hub's license ids (anything else is `other`, with the text kept)
-_LICENSES = (("apache", "apache-2.0"), ("mit", "mit"), ("cc by-sa 4.0", "cc-by-sa-4.0"), ("cc-by-sa-4.0", "cc-by-sa-4.0"),
-             ("cc by 4.0", "cc-by-4.0"), ("cc-by-4.0", "cc-by-4.0"), ("cc0", "cc0-1.0"), ("bsd", "bsd-3-clause"))
+_LICENSES = (
+    ("apache", "apache-2.0"),
+    ("mit", "mit"),
+    ("cc by-sa 4.0", "cc-by-sa-4.0"),
+    ("cc-by-sa-4.0", "cc-by-sa-4.0"),
+    ("cc by 4.0", "cc-by-4.0"),
+    ("cc-by-4.0", "cc-by-4.0"),
+    ("cc0", "cc0-1.0"),
+    ("bsd", "bsd-3-clause"),
+)
 
 
 def source_license(data: str | None) -> dict[str, str]:
@@ -48,8 +56,10 @@ def source_license(data: str | None) -> dict[str, str]:
     if folder is None and Path(data.split("@")[0]).exists():
         start = Path(data.split("@")[0]).resolve()
         start = start if start.is_dir() else start.parent
-        folder = next((f for f in [start, *list(start.parents)[:2]] if (f / "SOURCE.md").is_file()
-                       or any(f.glob("LICENSE*"))), None)
+        folder = next(
+            (f for f in [start, *list(start.parents)[:2]] if (f / "SOURCE.md").is_file() or any(f.glob("LICENSE*"))),
+            None,
+        )
     if folder is None:
         return found
     source = folder / "SOURCE.md"
@@ -94,40 +104,61 @@ def card_info(examples: list[Any], summary: dict[str, Any] | None, data: str | N
         "options": {k: v for k, v in (summary.get("config") or {}).items() if k not in ("out", "force", "data")},
         "origin_shares": {o: round(n / max(len(rows), 1), 4) for o, n in sorted(origins.items(), key=str)},
         "origin_rows": dict(sorted(((str(o), n) for o, n in origins.items()))),
-        "gap": {"before_expert_set": gap.get("expert_set"), "after_adapted_set": gap.get("final_set"),
-                "unit": "mean per-token log-prob (nats) under the target, plain solve prompt; higher = closer"},
+        "gap": {
+            "before_expert_set": gap.get("expert_set"),
+            "after_adapted_set": gap.get("final_set"),
+            "unit": "mean per-token log-prob (nats) under the target, plain solve prompt; higher = closer",
+        },
         "verifier": prov.get("verifier") or {},
         "chat_template": prov.get("chat", True),
     }
 
 
-def write_card(folder: str | os.PathLike, examples: list[Any], summary: dict[str, Any] | None, *,
-               data_files: str | None = None, data: str | None = None, title: str | None = None,
-               extra: dict[str, Any] | None = None, body: str = "", command: str | None = None) -> Path:
+def write_card(
+    folder: str | os.PathLike,
+    examples: list[Any],
+    summary: dict[str, Any] | None,
+    *,
+    data_files: str | None = None,
+    data: str | None = None,
+    title: str | None = None,
+    extra: dict[str, Any] | None = None,
+    body: str = "",
+    command: str | None = None,
+) -> Path:
     """Write `folder/README.md`: YAML front matter (hub keys + `sftadapt:` numbers) and a short text."""
     info = card_info(examples, summary, data)
     info["command"] = command or command_line()
     info.update(extra or {})
-    front: dict[str, Any] = {"license": info["source"]["license"] if info["source"]["license"] != "unknown"
-                             else "other", "pretty_name": title or "sftadapt adapted set",
-                             "task_categories": ["text-generation"], "tags": ["sftadapt", "math", "sft"]}
+    front: dict[str, Any] = {
+        "license": info["source"]["license"] if info["source"]["license"] != "unknown" else "other",
+        "pretty_name": title or "sftadapt adapted set",
+        "task_categories": ["text-generation"],
+        "tags": ["sftadapt", "math", "sft"],
+    }
     if data_files:
         front["configs"] = [{"config_name": "default", "data_files": [{"split": "train", "path": data_files}]}]
     front["sftadapt"] = info
     gap = info["gap"]
     fmt = lambda v: "n/a" if v is None else f"{v:.3f}"  # noqa: E731
     text = [
-        "---", yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(), "---", "",
-        f"# {title or 'sftadapt adapted set'}", "",
+        "---",
+        yaml.safe_dump(front, sort_keys=False, allow_unicode=True).rstrip(),
+        "---",
+        "",
+        f"# {title or 'sftadapt adapted set'}",
+        "",
         f"{info['rows']} training rows adapted to **{info['target_model']['spec']}** "
-        f"(revision {info['target_model']['revision']}) by `{info['method']}`.", "",
+        f"(revision {info['target_model']['revision']}) by `{info['method']}`.",
+        "",
         f"- Source: `{info['source']['data']}`; license: {info['source']['text']}"
         + (f" ({info['source']['notes']})" if info["source"]["notes"] else ""),
         "- Origins: " + ", ".join(f"{o} {100 * s:.1f}%" for o, s in info["origin_shares"].items()),
         f"- Gap (mean token log-prob under the target): expert set {fmt(gap['before_expert_set'])} -> "
         f"adapted set {fmt(gap['after_adapted_set'])}",
         f"- Verifier: {', '.join(f'{k} {v}' for k, v in info['verifier'].items()) or 'n/a'}",
-        f"- Command: `{info['command']}`", "",
+        f"- Command: `{info['command']}`",
+        "",
     ]
     if body:
         text += [body.rstrip(), ""]

@@ -54,8 +54,9 @@ def find_set(source: str | os.PathLike) -> tuple[Path, dict[str, Any] | None]:
     if path.is_dir():
         path = path / "train.jsonl"
     if not path.is_file():
-        raise ExportError(f"{source}: no adapted set here (expected a rewrite / map synthesize folder or its "
-                          "train.jsonl)")
+        raise ExportError(
+            f"{source}: no adapted set here (expected a rewrite / map synthesize folder or its train.jsonl)"
+        )
     summary_path = path.parent / "summary.json"
     summary = None
     if summary_path.is_file():
@@ -79,9 +80,12 @@ def model_of(examples: list[Example]) -> str | None:
 def rendered(tok, ex: Example, chat: bool = True) -> dict[str, Any]:
     """The exact training text of one row: user text (SOLVE), prompt (rendered), completion (+ EOS text)."""
     user = prompts.SOLVE.format(problem=ex.problem)
-    return {"user": user, "prompt": prompts.solve_prompt(tok, ex.problem, chat=chat),
-            "completion": ex.response + tok.eos_token,
-            "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": ex.response}]}
+    return {
+        "user": user,
+        "prompt": prompts.solve_prompt(tok, ex.problem, chat=chat),
+        "completion": ex.response + tok.eos_token,
+        "messages": [{"role": "user", "content": user}, {"role": "assistant", "content": ex.response}],
+    }
 
 
 def same_tokens(tok, prompt: str, response: str) -> bool:
@@ -91,13 +95,26 @@ def same_tokens(tok, prompt: str, response: str) -> bool:
 
 
 def _extra(ex: Example) -> dict[str, Any]:
-    return {"id": ex.id, "answer": ex.answer, "origin": ex.origin, "gap": ex.target_logprob_mean,
-            "self_pass_rate": ex.self_pass_rate, "provenance": json.dumps(ex.provenance, ensure_ascii=False)}
+    return {
+        "id": ex.id,
+        "answer": ex.answer,
+        "origin": ex.origin,
+        "gap": ex.target_logprob_mean,
+        "self_pass_rate": ex.self_pass_rate,
+        "provenance": json.dumps(ex.provenance, ensure_ascii=False),
+    }
 
 
-def export(source: str | os.PathLike, fmt: str, out: str | os.PathLike, model: str | None = None,
-           force: bool = False, name: str | None = None, data_source: str = VERL_DATA_SOURCE,
-           command: str | None = None) -> dict[str, Any]:
+def export(
+    source: str | os.PathLike,
+    fmt: str,
+    out: str | os.PathLike,
+    model: str | None = None,
+    force: bool = False,
+    name: str | None = None,
+    data_source: str = VERL_DATA_SOURCE,
+    command: str | None = None,
+) -> dict[str, Any]:
     """Write the adapted set at `source` into `out` in `fmt`'s layout, with a card; returns the summary."""
     from sftadapt.data.card import write_card
     from sftadapt.runtime.models import load_tokenizer
@@ -123,31 +140,64 @@ def export(source: str | os.PathLike, fmt: str, out: str | os.PathLike, model: s
     name = name or f"sftadapt_{Path(path).parent.name or 'set'}"
     files: list[str] = []
     if fmt == "trl":
-        files.append(_write_jsonl(out / "train.jsonl", [{"prompt": r["prompt"], "completion": r["completion"],
-                                                         **_extra(ex)} for ex, r in rows]))
+        files.append(
+            _write_jsonl(
+                out / "train.jsonl",
+                [{"prompt": r["prompt"], "completion": r["completion"], **_extra(ex)} for ex, r in rows],
+            )
+        )
     elif fmt == "llamafactory":
         data = [{"messages": r["messages"], **_extra(ex)} for ex, r in rows]
         write_json(out / "train.json", data)
         write_json(out / "dataset_info.json", {name: llamafactory_entry("train.json")})
         files += [str(out / "train.json"), str(out / "dataset_info.json")]
     elif fmt == "verl":
-        table = [{"data_source": data_source, "prompt": [r["messages"][0]], "ability": "math",
-                  "reward_model": {"style": "rule", "ground_truth": ex.answer},
-                  "extra_info": {"index": i, "split": "train", "question": r["user"], "answer": ex.response},
-                  "messages": r["messages"], **_extra(ex)} for i, (ex, r) in enumerate(rows)]
+        table = [
+            {
+                "data_source": data_source,
+                "prompt": [r["messages"][0]],
+                "ability": "math",
+                "reward_model": {"style": "rule", "ground_truth": ex.answer},
+                "extra_info": {"index": i, "split": "train", "question": r["user"], "answer": ex.response},
+                "messages": r["messages"],
+                **_extra(ex),
+            }
+            for i, (ex, r) in enumerate(rows)
+        ]
         files.append(_write_parquet(out / "train.parquet", table))
     else:  # hf
-        table = [{"prompt": r["prompt"], "completion": r["completion"], "messages": r["messages"], **_extra(ex)}
-                 for ex, r in rows]
+        table = [
+            {"prompt": r["prompt"], "completion": r["completion"], "messages": r["messages"], **_extra(ex)}
+            for ex, r in rows
+        ]
         (out / "data").mkdir(exist_ok=True)
         files.append(_write_parquet(out / "data" / "train-00000-of-00001.parquet", table))
-    data_files = {"trl": "train.jsonl", "llamafactory": "train.json", "verl": "train.parquet",
-                  "hf": "data/train-*.parquet"}[fmt]
-    result = {"format": fmt, "rows": len(rows), "source": str(path), "model": model, "chat_template": chat,
-              "token_mismatch_rows": mismatch, "files": files, "out": str(out)}
-    card = write_card(out, examples, summary, data_files=data_files, title=f"{name} ({fmt} export)",
-                      extra={"export": {k: result[k] for k in ("format", "source", "model", "token_mismatch_rows")}},
-                      body=USAGE[fmt].format(name=name, out=out), command=command)
+    data_files = {
+        "trl": "train.jsonl",
+        "llamafactory": "train.json",
+        "verl": "train.parquet",
+        "hf": "data/train-*.parquet",
+    }[fmt]
+    result = {
+        "format": fmt,
+        "rows": len(rows),
+        "source": str(path),
+        "model": model,
+        "chat_template": chat,
+        "token_mismatch_rows": mismatch,
+        "files": files,
+        "out": str(out),
+    }
+    card = write_card(
+        out,
+        examples,
+        summary,
+        data_files=data_files,
+        title=f"{name} ({fmt} export)",
+        extra={"export": {k: result[k] for k in ("format", "source", "model", "token_mismatch_rows")}},
+        body=USAGE[fmt].format(name=name, out=out),
+        command=command,
+    )
     result["card"] = str(card)
     return result
 
@@ -155,9 +205,18 @@ def export(source: str | os.PathLike, fmt: str, out: str | os.PathLike, model: s
 def llamafactory_entry(file_name: str) -> dict[str, Any]:
     """The `dataset_info.json` entry LLaMA-Factory's parser (data/parser.py DatasetAttr) reads for our file:
     sharegpt formatting over OpenAI-style messages (role/content, user/assistant)."""
-    return {"file_name": file_name, "formatting": "sharegpt", "columns": {"messages": "messages"},
-            "tags": {"role_tag": "role", "content_tag": "content", "user_tag": "user",
-                     "assistant_tag": "assistant", "system_tag": "system"}}
+    return {
+        "file_name": file_name,
+        "formatting": "sharegpt",
+        "columns": {"messages": "messages"},
+        "tags": {
+            "role_tag": "role",
+            "content_tag": "content",
+            "user_tag": "user",
+            "assistant_tag": "assistant",
+            "system_tag": "system",
+        },
+    }
 
 
 def push_to_hub(folder: str | os.PathLike, repo: str, private: bool = True) -> str:
@@ -165,14 +224,17 @@ def push_to_hub(folder: str | os.PathLike, repo: str, private: bool = True) -> s
     from sftadapt.runtime import offline
 
     if offline.is_offline():
-        raise ExportError(f"--push-to-hub {repo}: uploading needs the network; pass --online (the folder "
-                          f"{folder} is built and can be uploaded later)")
+        raise ExportError(
+            f"--push-to-hub {repo}: uploading needs the network; pass --online (the folder "
+            f"{folder} is built and can be uploaded later)"
+        )
     from huggingface_hub import HfApi
 
     api = HfApi()
     api.create_repo(repo, repo_type="dataset", private=private, exist_ok=True)
-    api.upload_folder(folder_path=str(folder), repo_id=repo, repo_type="dataset",
-                      ignore_patterns=[".sftadapt-owner.json"])
+    api.upload_folder(
+        folder_path=str(folder), repo_id=repo, repo_type="dataset", ignore_patterns=[".sftadapt-owner.json"]
+    )
     return f"https://huggingface.co/datasets/{repo}"
 
 

@@ -74,8 +74,9 @@ class FieldOptions:
     answer: str | None = option(None, help="field holding the gold answer (dotted path allowed)")
     solution: str | None = option(None, help="field holding the expert solution (dotted path allowed)")
     id: str | None = option(None, help="field holding a stable id (default: a hash of the problem text)")
-    answer_rule: str = option("auto", help="how the gold answer is read: auto (the format's own) | boxed | gsm8k | "
-                              "last_number | field:NAME")
+    answer_rule: str = option(
+        "auto", help="how the gold answer is read: auto (the format's own) | boxed | gsm8k | last_number | field:NAME"
+    )
 
     def validate(self) -> None:
         if self.format not in FORMATS:
@@ -86,8 +87,7 @@ class FieldOptions:
         if self.problem is None and (self.solution or self.id):
             raise ValueError("a field map needs the problem field too (--problem-field / fields.problem)")
         if self.problem is not None and self.format != "auto":
-            raise ValueError(f"format '{self.format}' and a problem field: name a format or map the fields, "
-                             "not both")
+            raise ValueError(f"format '{self.format}' and a problem field: name a format or map the fields, not both")
 
     def is_default(self) -> bool:
         return self == FieldOptions()
@@ -102,11 +102,14 @@ class FieldOptions:
             return self.format, None, rule
         if rule == "auto":
             if not self.answer:
-                raise ValueError("a field map must say where the gold answer is: --answer-field NAME, or "
-                                 "--answer-rule boxed | gsm8k | last_number | field:NAME (it is never guessed)")
+                raise ValueError(
+                    "a field map must say where the gold answer is: --answer-field NAME, or "
+                    "--answer-rule boxed | gsm8k | last_number | field:NAME (it is never guessed)"
+                )
             rule = "field"
-        fmap = FieldMap(problem=self.problem, answer=self.answer, solution=self.solution, id=self.id,
-                        answer_rule="field")
+        fmap = FieldMap(
+            problem=self.problem, answer=self.answer, solution=self.solution, id=self.id, answer_rule="field"
+        )
         return "custom", with_rule(fmap, rule), "auto"
 
 
@@ -185,26 +188,31 @@ def _text(value: Any, where: tuple[str, int], name: str) -> str:
     raise RecordError(where[0], where[1], name, f"expected text, got {type(value).__name__}")
 
 
-def _turns(messages: Any, where: tuple[str, int], name: str, role_key: str, content_key: str,
-           roles: dict[str, str]) -> list[tuple[str, str]]:
+def _turns(
+    messages: Any, where: tuple[str, int], name: str, role_key: str, content_key: str, roles: dict[str, str]
+) -> list[tuple[str, str]]:
     """(role, text) of every turn of a message list, roles normalised to system/user/assistant."""
     if not isinstance(messages, list) or not messages:
         raise RecordError(where[0], where[1], name, "expected a non-empty list of messages")
     out = []
     for i, msg in enumerate(messages):
         if not isinstance(msg, dict):
-            raise RecordError(where[0], where[1], f"{name}.{i}", f"expected a message object, got "
-                              f"{type(msg).__name__}")
+            raise RecordError(where[0], where[1], f"{name}.{i}", f"expected a message object, got {type(msg).__name__}")
         role = roles.get(str(msg.get(role_key)))
         if role is None:
-            raise RecordError(where[0], where[1], f"{name}.{i}.{role_key}",
-                              f"unknown role {msg.get(role_key)!r} (expected one of {', '.join(roles)})")
+            raise RecordError(
+                where[0],
+                where[1],
+                f"{name}.{i}.{role_key}",
+                f"unknown role {msg.get(role_key)!r} (expected one of {', '.join(roles)})",
+            )
         out.append((role, _text(msg.get(content_key), where, f"{name}.{i}.{content_key}")))
     return out
 
 
-def _exchange(turns: list[tuple[str, str]], where: tuple[str, int], name: str, need_reply: bool = False
-              ) -> tuple[str | None, str, str | None]:
+def _exchange(
+    turns: list[tuple[str, str]], where: tuple[str, int], name: str, need_reply: bool = False
+) -> tuple[str | None, str, str | None]:
     """(system, user text, assistant text or None) of a single-turn conversation; anything else is a reject:
     a multi-turn dialogue has no one problem/solution pair, and picking one silently would change the data."""
     system = None
@@ -212,8 +220,13 @@ def _exchange(turns: list[tuple[str, str]], where: tuple[str, int], name: str, n
         system, turns = turns[0][1], turns[1:]
     roles = [r for r, _ in turns]
     if roles not in (["user"], ["user", "assistant"]):
-        raise RecordError(where[0], where[1], name, "expected one user turn (and the assistant's reply), got "
-                          f"{'/'.join(roles) or 'no turns'}: only single-turn rows can be read")
+        raise RecordError(
+            where[0],
+            where[1],
+            name,
+            "expected one user turn (and the assistant's reply), got "
+            f"{'/'.join(roles) or 'no turns'}: only single-turn rows can be read",
+        )
     if need_reply and len(turns) < 2:
         raise RecordError(where[0], where[1], name, "no assistant turn")
     return system, turns[0][1], turns[1][1] if len(turns) > 1 else None
@@ -223,8 +236,14 @@ CHAT_ROLES = {"system": "system", "user": "user", "assistant": "assistant"}
 SHAREGPT_ROLES = {"system": "system", "human": "user", "user": "user", "gpt": "assistant", "assistant": "assistant"}
 
 
-def _flat(row: dict[str, Any], used: tuple[str, ...], problem: str, solution: str | None,
-          system: str | None = None, **more: Any) -> dict[str, Any]:
+def _flat(
+    row: dict[str, Any],
+    used: tuple[str, ...],
+    problem: str,
+    solution: str | None,
+    system: str | None = None,
+    **more: Any,
+) -> dict[str, Any]:
     out = {k: v for k, v in row.items() if k not in used}
     out.update({"problem": strip_solve(problem)}, **more)
     if solution is not None:
@@ -287,15 +306,24 @@ def read_verl(row: dict[str, Any], where: tuple[str, int]) -> dict[str, Any]:
     reward = row.get("reward_model")
     if not isinstance(reward, dict) or "ground_truth" not in reward:
         raise RecordError(where[0], where[1], "reward_model.ground_truth", "missing (verl's gold answer)")
-    out = _flat(row, ("prompt", "reward_model", "response"), problem,
-                solution if isinstance(solution, str) else None, system, answer=reward["ground_truth"])
+    out = _flat(
+        row,
+        ("prompt", "reward_model", "response"),
+        problem,
+        solution if isinstance(solution, str) else None,
+        system,
+        answer=reward["ground_truth"],
+    )
     out["verl_prompt"] = user  # the prompt verl's rollouts saw, kept beside our problem text
     return out
 
 
 READERS: dict[str, Callable[[dict[str, Any], tuple[str, int]], dict[str, Any]]] = {
-    "messages": read_messages, "prompt_completion": read_prompt_completion, "alpaca": read_alpaca,
-    "sharegpt": read_sharegpt, "verl": read_verl,
+    "messages": read_messages,
+    "prompt_completion": read_prompt_completion,
+    "alpaca": read_alpaca,
+    "sharegpt": read_sharegpt,
+    "verl": read_verl,
 }
 # the flat row every reader writes; `answer_or_boxed`: a gold `answer` column if present, else the solution's \boxed{}
 READER_MAP = FieldMap(problem="problem", answer="answer", solution="solution", id="id", answer_rule="answer_or_boxed")
@@ -340,9 +368,13 @@ def iter_json_file(path: Path, max_row_bytes: int | None = None) -> Iterator[tup
         try:
             _, end = decoder.raw_decode(text, pos)
         except json.JSONDecodeError as exc:
-            err = RecordError(path, exc.lineno, None, f"malformed JSON array element: {exc.msg} at column "
-                              f"{exc.colno} (the rest of the file cannot be read)")
-            err.raw = text[pos:pos + 2000]
+            err = RecordError(
+                path,
+                exc.lineno,
+                None,
+                f"malformed JSON array element: {exc.msg} at column {exc.colno} (the rest of the file cannot be read)",
+            )
+            err.raw = text[pos : pos + 2000]
             yield line, err
             return
         piece = text[pos:end]
@@ -370,8 +402,11 @@ def iter_json_file(path: Path, max_row_bytes: int | None = None) -> Iterator[tup
 
 def is_hf_folder(path: Path) -> bool:
     """A folder written by `datasets` `save_to_disk` (one split, or a DatasetDict)."""
-    return path.is_dir() and ((path / "dataset_info.json").is_file() or (path / "dataset_dict.json").is_file()
-                              or (path / "state.json").is_file())
+    return path.is_dir() and (
+        (path / "dataset_info.json").is_file()
+        or (path / "dataset_dict.json").is_file()
+        or (path / "state.json").is_file()
+    )
 
 
 def hf_folder_rows(path: Path, split: str | None = None) -> tuple[Iterator[tuple[int, Any]], str]:
@@ -405,6 +440,10 @@ def hf_folder_rows(path: Path, split: str | None = None) -> tuple[Iterator[tuple
 
 def fields_option() -> Any:
     """The `fields:` section of a stage config that reads data (one declaration, every stage)."""
-    return dataclasses.field(default_factory=FieldOptions, metadata={
-        "help": "how rows of a data file are read: fields.format, fields.problem/answer/solution/id (dotted "
-                "paths), fields.answer_rule"})
+    return dataclasses.field(
+        default_factory=FieldOptions,
+        metadata={
+            "help": "how rows of a data file are read: fields.format, fields.problem/answer/solution/id (dotted "
+            "paths), fields.answer_rule"
+        },
+    )

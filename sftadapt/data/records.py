@@ -107,8 +107,10 @@ def scalar_text(value: Any) -> str:
         if value != value:
             raise ValueError("NaN, expected a string or a finite number")
         if value in (float("inf"), float("-inf")):
-            raise ValueError(f"{'-' if value < 0 else ''}infinite (a JSON number too big for a float, such as "
-                             "1e400, reads as inf), expected a string or a finite number")
+            raise ValueError(
+                f"{'-' if value < 0 else ''}infinite (a JSON number too big for a float, such as "
+                "1e400, reads as inf), expected a string or a finite number"
+            )
         return str(int(value)) if value.is_integer() else repr(value)
     kind = {dict: "an object", list: "a list", type(None): "null"}.get(type(value), type(value).__name__)
     raise ValueError(f"{kind}, expected a string or a finite number")
@@ -126,8 +128,9 @@ def check_row(row: Any, path: str | os.PathLike, line: int) -> None:
             try:
                 value.encode("utf-8")
             except UnicodeEncodeError as exc:
-                raise RecordError(path, line, top, f"lone surrogate {value[exc.start]!r} at character "
-                                  f"{exc.start}: not encodable text") from None
+                raise RecordError(
+                    path, line, top, f"lone surrogate {value[exc.start]!r} at character {exc.start}: not encodable text"
+                ) from None
         elif isinstance(value, dict):
             for key, item in value.items():
                 name = top if depth > 1 else str(key).encode("utf-8", "backslashreplace").decode("utf-8")
@@ -186,8 +189,9 @@ def from_dict(cls: type[R], row: dict[str, Any], path: str = "<memory>", line: i
 
 
 # ---------------------------------------------------------------- files
-def iter_json_lines(path: str | os.PathLike, max_row_bytes: int | None = None
-                    ) -> Iterator[tuple[int, Any | RecordError]]:
+def iter_json_lines(
+    path: str | os.PathLike, max_row_bytes: int | None = None
+) -> Iterator[tuple[int, Any | RecordError]]:
     """Yield (line number, parsed value or the error) for each non-blank line; a bad line never stops the read.
 
     Errors carry the raw line (`err.raw`, undecodable bytes as backslash escapes) so a rejects file keeps it."""
@@ -195,12 +199,17 @@ def iter_json_lines(path: str | os.PathLike, max_row_bytes: int | None = None
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
             if lineno == 1 and raw.startswith(_BOM):
-                raw = raw[len(_BOM):]  # a UTF-8 byte-order mark (Windows editors) is not part of the first row
+                raw = raw[len(_BOM) :]  # a UTF-8 byte-order mark (Windows editors) is not part of the first row
             if not raw.strip():
                 continue
             if max_row_bytes is not None and len(raw) > max_row_bytes:
-                err = RecordError(path, lineno, None, f"row is {len(raw) / 2**20:.1f} MiB, over the "
-                                  f"{max_row_bytes / 2**20:.1f} MiB limit (raise --max-row-bytes if it is real)")
+                err = RecordError(
+                    path,
+                    lineno,
+                    None,
+                    f"row is {len(raw) / 2**20:.1f} MiB, over the "
+                    f"{max_row_bytes / 2**20:.1f} MiB limit (raise --max-row-bytes if it is real)",
+                )
                 err.raw = raw.decode("utf-8", "backslashreplace")
                 yield lineno, err
                 continue
@@ -221,8 +230,12 @@ def iter_json_lines(path: str | os.PathLike, max_row_bytes: int | None = None
             except RecordError as exc:
                 err = exc
             except _DuplicateKey as exc:
-                err = RecordError(path, lineno, exc.key, f"the key '{exc.key}' appears twice in the row (JSON keeps "
-                                  "the last one silently)")
+                err = RecordError(
+                    path,
+                    lineno,
+                    exc.key,
+                    f"the key '{exc.key}' appears twice in the row (JSON keeps the last one silently)",
+                )
             except ValueError as exc:  # an integer longer than Python's int-string limit (4300 digits)
                 reason = str(exc).split(";")[0]
                 err = RecordError(path, lineno, None, f"unreadable number: {reason} (write it as a string)")

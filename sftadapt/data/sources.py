@@ -67,8 +67,9 @@ PRESETS: dict[str, FieldMap] = {
     "math": FieldMap(problem="problem", answer="answer", solution="solution", id="unique_id"),
     "aime": FieldMap(problem="problem", answer="answer", solution="solution", id="id"),
     "minerva": FieldMap(problem="problem", answer=None, solution="solution", id="idx", answer_rule="boxed"),
-    "olympiadbench": FieldMap(problem="question", answer="final_answer", solution="solution", id="id",
-                              answer_rule="list"),
+    "olympiadbench": FieldMap(
+        problem="question", answer="final_answer", solution="solution", id="id", answer_rule="list"
+    ),
     "records": FieldMap(problem="problem", answer="answer", solution="solution", id="id"),
     # the readers of data/formats.py: each turns its rows into this flat map's fields first
     **{name: READER_MAP for name in READER_FORMATS},
@@ -113,8 +114,13 @@ class LoadResult:
     answer_rule: str = ""
 
     def summary(self) -> dict[str, Any]:
-        return {"rows": self.total_rows, "ok": len(self.problems), "rejected": len(self.rejects),
-                "warnings": len(self.warnings), "format": self.fmt}
+        return {
+            "rows": self.total_rows,
+            "ok": len(self.problems),
+            "rejected": len(self.rejects),
+            "warnings": len(self.warnings),
+            "format": self.fmt,
+        }
 
 
 # ---------------------------------------------------------------- answers
@@ -130,7 +136,7 @@ def last_boxed(text: str) -> str | None:
     for k in range(brace, len(text)):
         depth += (text[k] == "{") - (text[k] == "}")
         if depth == 0:
-            return text[brace + 1:k]
+            return text[brace + 1 : k]
     return None
 
 
@@ -188,8 +194,10 @@ def guess_format(row: dict[str, Any]) -> str | None:
 
 
 def _no_format(keys) -> SourceError:
-    return SourceError(f"cannot tell the format from the fields {sorted(keys)}: name one with --format "
-                       f"({', '.join(PRESETS)}) or map fields with --problem-field/--answer-field/--solution-field")
+    return SourceError(
+        f"cannot tell the format from the fields {sorted(keys)}: name one with --format "
+        f"({', '.join(PRESETS)}) or map fields with --problem-field/--answer-field/--solution-field"
+    )
 
 
 def detect_format(row: dict[str, Any]) -> str:
@@ -199,8 +207,9 @@ def detect_format(row: dict[str, Any]) -> str:
     return fmt
 
 
-def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, line: int,
-                   require_solution: bool = False) -> Problem:
+def row_to_problem(
+    row: dict[str, Any], fmap: FieldMap, source: str, path: str, line: int, require_solution: bool = False
+) -> Problem:
     problem = get_path(row, fmap.problem)
     if problem is None:
         raise RecordError(path, line, fmap.problem, "missing required field")
@@ -240,10 +249,18 @@ def row_to_problem(row: dict[str, Any], fmap: FieldMap, source: str, path: str, 
 
 
 # ---------------------------------------------------------------- files
-def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | None = None,
-                  limit: int | None = None, require_solution: bool = False, strict: bool = False,
-                  max_row_bytes: int = MAX_ROW_BYTES, source: str | None = None,
-                  fields: FieldOptions | None = None, answer_rule: str = "auto") -> LoadResult:
+def load_problems(
+    path: str | os.PathLike,
+    fmt: str = "auto",
+    fmap: FieldMap | None = None,
+    limit: int | None = None,
+    require_solution: bool = False,
+    strict: bool = False,
+    max_row_bytes: int = MAX_ROW_BYTES,
+    source: str | None = None,
+    fields: FieldOptions | None = None,
+    answer_rule: str = "auto",
+) -> LoadResult:
     """Read a JSONL/JSON/Parquet file or a `save_to_disk` folder (`DIR` or `DIR@split`) of problems; bad rows
     become rejects (see the module docstring). `fields` (the user's field-map options) replaces fmt/fmap."""
     if fields is not None:
@@ -267,8 +284,11 @@ def load_problems(path: str | os.PathLike, fmt: str = "auto", fmap: FieldMap | N
             rows = iter_json_lines(path, max_row_bytes)
         return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict, rule)
     except (FileNotFoundError, UnreadableFile, OSError) as err:  # whole-file failures: one line, no traceback
-        raise SourceError(str(err) if not isinstance(err, OSError) or isinstance(err, FileNotFoundError)
-                          else f"{path}: cannot read ({err.strerror or err})") from None
+        raise SourceError(
+            str(err)
+            if not isinstance(err, OSError) or isinstance(err, FileNotFoundError)
+            else f"{path}: cannot read ({err.strerror or err})"
+        ) from None
 
 
 def _field_options(fields: FieldOptions, fmt: str, fmap: FieldMap | None) -> tuple[str, FieldMap | None, str]:
@@ -291,8 +311,17 @@ def _split_spec(path: Path) -> tuple[Path, str | None]:
     return path, None
 
 
-def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, limit: int | None,
-             require_solution: bool, strict: bool, answer_rule: str = "auto") -> LoadResult:
+def _collect(
+    rows,
+    where: str,
+    source: str,
+    fmt: str,
+    fmap: FieldMap | None,
+    limit: int | None,
+    require_solution: bool,
+    strict: bool,
+    answer_rule: str = "auto",
+) -> LoadResult:
     """(line, row or RecordError) pairs -> problems and rejects: the one row loop of every source.
 
     With `fmt="auto"` the format is the most common one among the first DETECT_ROWS rows that look like a
@@ -326,7 +355,9 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
                 raise SourceError(f"unknown format '{fmt}': choose one of {', '.join(PRESETS)}")
             fmap = PRESETS[fmt]
         result.fmt = fmt
-    fmap = with_rule(fmap, answer_rule) if fmap is not None else None  # --answer-rule: the user's rule over the format's own
+    fmap = (
+        with_rule(fmap, answer_rule) if fmap is not None else None
+    )  # --answer-rule: the user's rule over the format's own
     result.answer_rule = rule_name(fmap)
     reader = READERS.get(result.fmt)
     for line, row in rows:
@@ -344,21 +375,25 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
                 problem = row_to_problem(flat, fmap, source, where, line, require_solution)
             except RecordError as err:
                 if reader:  # name the user's field, not the flat row's
-                    err = RecordError(err.path, err.line, FLAT_NAMES[result.fmt].get(err.field, err.field),
-                                      err.reason)
+                    err = RecordError(err.path, err.line, FLAT_NAMES[result.fmt].get(err.field, err.field), err.reason)
                 raise err from None
             if problem.id in seen:
-                raise RecordError(where, line, fmap.id or "id",
-                                  f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})")
+                raise RecordError(
+                    where, line, fmap.id or "id", f"duplicate id '{problem.id}' (first seen at line {seen[problem.id]})"
+                )
             seen[problem.id] = line
             problem.where = (where, line)  # not a field: never written out; budget.screen names it in a reject
             # the source's own names of the fields (a field map renames `question` to `problem`): a reject
             # names the field the user can find in the file (not an attribute of the record either)
-            problem.fields = {"problem": fmap.problem, "solution": fmap.solution or "solution",
-                              "answer": fmap.answer or fmap.solution or "answer"}
+            problem.fields = {
+                "problem": fmap.problem,
+                "solution": fmap.solution or "solution",
+                "answer": fmap.answer or fmap.solution or "answer",
+            }
         except RecordError as err:
-            result.rejects.append({"file": err.path, "line": err.line, "field": err.field, "reason": err.reason,
-                                   "raw": _raw(row)})
+            result.rejects.append(
+                {"file": err.path, "line": err.line, "field": err.field, "reason": err.reason, "raw": _raw(row)}
+            )
             continue
         result.problems.append(problem)
         if limit is not None and len(result.problems) >= limit:
@@ -370,8 +405,10 @@ def _collect(rows, where: str, source: str, fmt: str, fmap: FieldMap | None, lim
         result.warnings.append(f"{where}: rows of mixed formats ({mix}); all were read as {result.fmt}")
     if strict and result.rejects:
         first = result.rejects[0]
-        raise SourceError(f"{len(result.rejects)} rejected row(s) in {where} (--strict); first: "
-                          f"{first['file']}:{first['line']} field '{first['field']}': {first['reason']}")
+        raise SourceError(
+            f"{len(result.rejects)} rejected row(s) in {where} (--strict); first: "
+            f"{first['file']}:{first['line']} field '{first['field']}': {first['reason']}"
+        )
     if strict and not result.total_rows:
         raise SourceError(f"{where}: no rows (the file is empty or blank) (--strict)")
     return result
@@ -382,8 +419,7 @@ def no_rows_error(where: str, result: LoadResult) -> SourceError:
     if not result.total_rows:
         return SourceError(f"{where}: no rows (the file is empty or holds only blank lines)")
     first = result.rejects[0] if result.rejects else None
-    detail = (f"; first: {first['file']}:{first['line']} field '{first['field']}': {first['reason']}"
-              if first else "")
+    detail = f"; first: {first['file']}:{first['line']} field '{first['field']}': {first['reason']}" if first else ""
     return SourceError(f"{where}: no usable problems, all {result.total_rows} rows were rejected{detail}")
 
 
@@ -422,8 +458,9 @@ def read_rejects(path: str | os.PathLike) -> list[dict[str, Any]]:
         return [json.loads(line) for line in fh if line.strip()]
 
 
-def write_rejects(rejects: list[dict[str, Any]], path: str | os.PathLike,
-                  inputs: tuple[str | os.PathLike, ...] = ()) -> Path | None:
+def write_rejects(
+    rejects: list[dict[str, Any]], path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = ()
+) -> Path | None:
     """Write rejected rows (with their raw text) to `path`; nothing when there are none.
 
     Never overwrites an input (`inputs`) nor a file sftadapt did not write: either is a SourceError. An older
@@ -436,8 +473,10 @@ def write_rejects(rejects: list[dict[str, Any]], path: str | os.PathLike,
         if path.is_dir():
             raise SourceError(f"{path}: the rejects file names a folder")
         if path.stat().st_size and not is_rejects_file(path):
-            raise SourceError(f"{path}: exists and is not a rejects file written by sftadapt; refusing to "
-                              "overwrite it (name another with --rejects)")
+            raise SourceError(
+                f"{path}: exists and is not a rejects file written by sftadapt; refusing to "
+                "overwrite it (name another with --rejects)"
+            )
     if not rejects:
         if path.is_file():
             path.unlink()
@@ -465,8 +504,10 @@ def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
             for candidate in (folder / "shared" / "data", folder.parent / "shared" / "data"):
                 if (candidate / "gsm8k").is_dir():
                     return candidate
-    raise SourceError("no benchmark data folder found: pass --data-dir, or set SFTADAPT_DATA_DIR, to a folder "
-                      "laid out like shared/data (gsm8k/test.jsonl, math500/test.jsonl, ...)")
+    raise SourceError(
+        "no benchmark data folder found: pass --data-dir, or set SFTADAPT_DATA_DIR, to a folder "
+        "laid out like shared/data (gsm8k/test.jsonl, math500/test.jsonl, ...)"
+    )
 
 
 def is_registered(name: str) -> bool:
@@ -475,12 +516,15 @@ def is_registered(name: str) -> bool:
 
 
 def unknown_benchmark(name: str) -> SourceError:
-    return SourceError(f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}, or "
-                       "give a file, a save_to_disk folder or an hf: id")
+    return SourceError(
+        f"unknown benchmark '{name}': known are {', '.join([*BENCHMARKS, *SYNTHETIC])}, or "
+        "give a file, a save_to_disk folder or an hf: id"
+    )
 
 
-def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathLike | None = None,
-                   seed: int = 1234) -> list[Problem]:
+def load_benchmark(
+    name: str, limit: int | None = None, data_dir: str | os.PathLike | None = None, seed: int = 1234
+) -> list[Problem]:
     """Problems of a registered benchmark (or of the embedded synthetic task), first `limit` of them."""
     if name in SYNTHETIC:
         from sftadapt.data import synthetic
@@ -499,9 +543,16 @@ def load_benchmark(name: str, limit: int | None = None, data_dir: str | os.PathL
     return result.problems
 
 
-def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fmap: FieldMap | None = None,
-                      require_solution: bool = False, strict: bool = False,
-                      data_dir: str | os.PathLike | None = None, fields: FieldOptions | None = None) -> LoadResult:
+def load_dataset_spec(
+    spec: str,
+    limit: int | None = None,
+    fmt: str = "auto",
+    fmap: FieldMap | None = None,
+    require_solution: bool = False,
+    strict: bool = False,
+    data_dir: str | os.PathLike | None = None,
+    fields: FieldOptions | None = None,
+) -> LoadResult:
     """A file path (JSONL, JSON, Parquet), a `save_to_disk` folder (`DIR[@split]`), a registered
     benchmark/training-set name, or `hf:owner/name[:config][@split]` (needs --online). `fields` (the user's
     field-map options, `fields:` of a stage config) applies to files, folders and hub sets."""
@@ -512,8 +563,9 @@ def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fm
             raise no_rows_error(spec, result)
         return result
     if Path(spec).exists() or _split_spec(Path(spec))[1] is not None:
-        result = load_problems(spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution,
-                               strict=strict, answer_rule=rule)
+        result = load_problems(
+            spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution, strict=strict, answer_rule=rule
+        )
         if not result.problems:  # every stage needs rows: an empty or all-rejected input stops here, clearly
             raise no_rows_error(spec, result)
         return result
@@ -526,8 +578,9 @@ def load_dataset_spec(spec: str, limit: int | None = None, fmt: str = "auto", fm
             if missing:
                 raise SourceError(f"{spec}: {len(missing)} problems have no expert solution (e.g. {missing[0]})")
         return LoadResult(problems=problems, total_rows=len(problems), fmt=spec)
-    raise SourceError(f"{spec}: no such file, and not a known dataset ({', '.join([*BENCHMARKS, *SYNTHETIC])}) "
-                      "or hf:owner/name id")
+    raise SourceError(
+        f"{spec}: no such file, and not a known dataset ({', '.join([*BENCHMARKS, *SYNTHETIC])}) or hf:owner/name id"
+    )
 
 
 def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict, rule="auto") -> LoadResult:
@@ -536,8 +589,10 @@ def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict, rule="auto")
     name, _, split = spec.partition("@")
     name, _, config = name.partition(":")
     if offline.is_offline():
-        raise SourceError(f"hf:{spec}: a hub dataset needs the network, and sftadapt is offline: pass --online to "
-                          "download it, or pass a local file or save_to_disk folder instead")
+        raise SourceError(
+            f"hf:{spec}: a hub dataset needs the network, and sftadapt is offline: pass --online to "
+            "download it, or pass a local file or save_to_disk folder instead"
+        )
     try:
         import datasets
 
@@ -546,5 +601,6 @@ def _load_hf(spec: str, limit, fmt, fmap, require_solution, strict, rule="auto")
         raise SourceError(
             f"could not load the Hugging Face dataset '{name}' ({type(err).__name__}: {str(err)[:200]}). "
             "Is the hub reachable from this machine (--online given)? Otherwise download the data "
-            "elsewhere and pass the JSONL/Parquet file or save_to_disk folder instead") from None
+            "elsewhere and pass the JSONL/Parquet file or save_to_disk folder instead"
+        ) from None
     return _collect(enumerate(ds, start=1), f"hf:{spec}", name, fmt, fmap, limit, require_solution, strict, rule)

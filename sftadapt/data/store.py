@@ -36,8 +36,9 @@ class StoreError(RuntimeError):
 
 
 class ShardStore:
-    def __init__(self, root: str | os.PathLike, config_hash: str, config: dict[str, Any] | None = None,
-                 force: bool = False):
+    def __init__(
+        self, root: str | os.PathLike, config_hash: str, config: dict[str, Any] | None = None, force: bool = False
+    ):
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_hash = config_hash
@@ -46,7 +47,8 @@ class ShardStore:
             if not force:
                 raise StoreError(
                     f"{self.root}: holds shards of another config (hash {manifest.get('config_hash')}, this run "
-                    f"{config_hash}); use a new output folder, or --force to set the old shards aside")
+                    f"{config_hash}); use a new output folder, or --force to set the old shards aside"
+                )
             aside = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
             stale = _stale_results(self.root, manifest)
             shutil.move(str(self.root), aside)
@@ -55,11 +57,20 @@ class ShardStore:
             self.root.mkdir(parents=True)
             manifest = None
         if manifest and manifest.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(f"{self.root}: written with schema version {manifest.get('schema_version')}, "
-                             f"this sftadapt writes {SCHEMA_VERSION}; use a new output folder")
+            raise StoreError(
+                f"{self.root}: written with schema version {manifest.get('schema_version')}, "
+                f"this sftadapt writes {SCHEMA_VERSION}; use a new output folder"
+            )
         if not manifest:
-            self._write_json(self.root / MANIFEST, {"schema_version": SCHEMA_VERSION, "config_hash": config_hash,
-                                                    "config": config or {}, "created": time.time()})
+            self._write_json(
+                self.root / MANIFEST,
+                {
+                    "schema_version": SCHEMA_VERSION,
+                    "config_hash": config_hash,
+                    "config": config or {},
+                    "created": time.time(),
+                },
+            )
 
     def read_manifest(self) -> dict[str, Any] | None:
         path = self.root / MANIFEST
@@ -93,8 +104,9 @@ class ShardStore:
         for index in self.shard_indices():
             yield from self.read(index)
 
-    def finalize(self, out_path: str | os.PathLike, expected_shards: int | None = None,
-                 extra: dict[str, Any] | None = None) -> int:
+    def finalize(
+        self, out_path: str | os.PathLike, expected_shards: int | None = None, extra: dict[str, Any] | None = None
+    ) -> int:
         """Concatenate the shards in order into `out_path` (atomically); returns the row count."""
         indices = self.shard_indices()
         if expected_shards is not None and indices != list(range(expected_shards)):
@@ -113,8 +125,15 @@ class ShardStore:
                             count += 1
         os.replace(tmp, out_path)
         manifest = self.read_manifest() or {}
-        manifest.update({"complete": True, "rows": count, "output": str(out_path),
-                         "output_path": str(out_path.resolve()), **(extra or {})})
+        manifest.update(
+            {
+                "complete": True,
+                "rows": count,
+                "output": str(out_path),
+                "output_path": str(out_path.resolve()),
+                **(extra or {}),
+            }
+        )
         self._write_json(self.root / MANIFEST, manifest)
         return count
 
@@ -147,7 +166,7 @@ def _stale_results(root: Path, manifest: dict[str, Any]) -> list[Path]:
 
 
 def chunks(items: Sequence[Any], size: int) -> list[Sequence[Any]]:
-    return [items[i:i + size] for i in range(0, len(items), size)]
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 ENGINE_COUNTERS = ("generate_seconds", "score_seconds", "generated_tokens", "scored_tokens")
@@ -185,11 +204,18 @@ def _write_with_kill_points(store: ShardStore, index: int, rows: list[Any]) -> N
     _kill_at(store, index, "after_write")
 
 
-def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
-                work: Callable[[Sequence[Any]], list[Any]], desc: str = "", progress: bool = True,
-                unit: str = "item", engines: Sequence[Any] = (),
-                postfix: Callable[[list[Any]], dict] | None = None,
-                rejects_file: str | os.PathLike | None = None) -> int:
+def run_sharded(
+    store: ShardStore,
+    items: Sequence[Any],
+    shard_size: int,
+    work: Callable[[Sequence[Any]], list[Any]],
+    desc: str = "",
+    progress: bool = True,
+    unit: str = "item",
+    engines: Sequence[Any] = (),
+    postfix: Callable[[list[Any]], dict] | None = None,
+    rejects_file: str | os.PathLike | None = None,
+) -> int:
     """Run `work` on each chunk not yet stored and store its records; returns the number of shards.
 
     The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
@@ -218,15 +244,18 @@ def run_sharded(store: ShardStore, items: Sequence[Any], shard_size: int,
             start, before = time.perf_counter(), engine_counters(*engines)
             if rejects_file is not None:
                 rows, refused = engine_rejects.keep_going(part, work)
-                engine_rejects.record(store.root, i, [engine_rejects.reject_row(item, why) for item, why in refused],
-                                      rejects_file)
+                engine_rejects.record(
+                    store.root, i, [engine_rejects.reject_row(item, why) for item, why in refused], rejects_file
+                )
             else:
                 rows = work(part)
             if engines:
                 after = engine_counters(*engines)
                 stats = {k: after[k] - before[k] for k in after}
-                write_json(store.root / f"stats-{i:05d}.json",
-                           {**stats, "seconds": time.perf_counter() - start, "problems": len(part)})
+                write_json(
+                    store.root / f"stats-{i:05d}.json",
+                    {**stats, "seconds": time.perf_counter() - start, "problems": len(part)},
+                )
             if os.environ.get(KILL_ENV):
                 _write_with_kill_points(store, i, rows)
             else:
@@ -246,5 +275,6 @@ def shard_totals(store: ShardStore) -> dict[str, float]:
             for key, value in json.loads(path.read_text()).items():
                 totals[key] = totals.get(key, 0) + value
     totals["engine_seconds"] = totals["generate_seconds"] + totals["score_seconds"]
-    return {k: int(v) if k in ("problems", "generated_tokens", "scored_tokens") else round(v, 3)
-            for k, v in totals.items()}
+    return {
+        k: int(v) if k in ("problems", "generated_tokens", "scored_tokens") else round(v, 3) for k, v in totals.items()
+    }

@@ -59,27 +59,84 @@ MIN_VALUE, MAX_VALUE = 2, 999  # every intermediate count; >= 2 also keeps every
 _SPLIT_SHARE = (("train", 60), ("warmup", 20), ("test", 20))  # percent of the hash space of problem texts
 
 NAMES = (
-    ("Tom", "m"), ("Mia", "f"), ("Leo", "m"), ("Ava", "f"), ("Sam", "m"), ("Zoe", "f"), ("Ben", "m"),
-    ("Lily", "f"), ("Max", "m"), ("Emma", "f"), ("Noah", "m"), ("Nora", "f"), ("Omar", "m"), ("Sara", "f"),
-    ("Ravi", "m"), ("Aisha", "f"), ("Carlos", "m"), ("Elena", "f"), ("Jack", "m"), ("Grace", "f"),
-    ("Ethan", "m"), ("Chloe", "f"), ("Liam", "m"), ("Maya", "f"), ("Kenji", "m"), ("Yuki", "f"),
-    ("Daniel", "m"), ("Hannah", "f"), ("Lucas", "m"), ("Ruby", "f"), ("Felix", "m"), ("Ivy", "f"),
+    ("Tom", "m"),
+    ("Mia", "f"),
+    ("Leo", "m"),
+    ("Ava", "f"),
+    ("Sam", "m"),
+    ("Zoe", "f"),
+    ("Ben", "m"),
+    ("Lily", "f"),
+    ("Max", "m"),
+    ("Emma", "f"),
+    ("Noah", "m"),
+    ("Nora", "f"),
+    ("Omar", "m"),
+    ("Sara", "f"),
+    ("Ravi", "m"),
+    ("Aisha", "f"),
+    ("Carlos", "m"),
+    ("Elena", "f"),
+    ("Jack", "m"),
+    ("Grace", "f"),
+    ("Ethan", "m"),
+    ("Chloe", "f"),
+    ("Liam", "m"),
+    ("Maya", "f"),
+    ("Kenji", "m"),
+    ("Yuki", "f"),
+    ("Daniel", "m"),
+    ("Hannah", "f"),
+    ("Lucas", "m"),
+    ("Ruby", "f"),
+    ("Felix", "m"),
+    ("Ivy", "f"),
 )
 PRONOUNS = {"m": ("he", "him", "his", "himself"), "f": ("she", "her", "her", "herself")}
 RELATIVES = ("mother", "father", "aunt", "uncle", "grandmother", "grandfather", "brother", "sister", "teacher")
 OBJECTS = (  # (plural noun, edible)
-    ("apples", True), ("oranges", True), ("cookies", True), ("cupcakes", True), ("candies", True),
-    ("strawberries", True), ("muffins", True), ("pears", True), ("plums", True), ("grapes", True),
-    ("marbles", False), ("stickers", False), ("pencils", False), ("books", False), ("cards", False),
-    ("coins", False), ("stamps", False), ("seashells", False), ("balloons", False), ("beads", False),
-    ("crayons", False), ("buttons", False), ("toy cars", False), ("rocks", False), ("postcards", False),
-    ("erasers", False), ("feathers", False), ("ribbons", False),
+    ("apples", True),
+    ("oranges", True),
+    ("cookies", True),
+    ("cupcakes", True),
+    ("candies", True),
+    ("strawberries", True),
+    ("muffins", True),
+    ("pears", True),
+    ("plums", True),
+    ("grapes", True),
+    ("marbles", False),
+    ("stickers", False),
+    ("pencils", False),
+    ("books", False),
+    ("cards", False),
+    ("coins", False),
+    ("stamps", False),
+    ("seashells", False),
+    ("balloons", False),
+    ("beads", False),
+    ("crayons", False),
+    ("buttons", False),
+    ("toy cars", False),
+    ("rocks", False),
+    ("postcards", False),
+    ("erasers", False),
+    ("feathers", False),
+    ("ribbons", False),
 )
 CONTAINERS = ("box", "bag", "basket", "jar", "drawer")
-OPENINGS = ("{Name} has {c} {obj}.", "{Name} starts with {c} {obj}.", "{Name} owns {c} {obj}.",
-            "There are {c} {obj} in {Name}'s {container}.")
-QUESTIONS = ("How many {obj} does {Name} have now?", "How many {obj} does {Name} have in the end?",
-             "How many {obj} does {Name} end up with?", "How many {obj} does {Name} have at the end?")
+OPENINGS = (
+    "{Name} has {c} {obj}.",
+    "{Name} starts with {c} {obj}.",
+    "{Name} owns {c} {obj}.",
+    "There are {c} {obj} in {Name}'s {container}.",
+)
+QUESTIONS = (
+    "How many {obj} does {Name} have now?",
+    "How many {obj} does {Name} have in the end?",
+    "How many {obj} does {Name} end up with?",
+    "How many {obj} does {Name} have at the end?",
+)
 CONNECTIVES = ("", "", "Then ", "After that, ", "Later, ", "Next, ")
 
 # Per operation: (problem sentence, native clause, condition). {S} is the subject (the name or a pronoun);
@@ -108,13 +165,22 @@ _TEMPLATES = {
         ("{S} swaps each of {his} {obj} for {n} new ones.", "swaps each one for {n} new ones", None),
     ),
     "/": (
-        ("{S} splits {his} {obj} into {n} equal groups and keeps one group.",
-         "splits them into {n} equal groups and keeps one group", None),
-        ("{S} shares {his} {obj} equally among {himself} and {m} {friends}.",
-         "shares them equally among {n} people", None),
+        (
+            "{S} splits {his} {obj} into {n} equal groups and keeps one group.",
+            "splits them into {n} equal groups and keeps one group",
+            None,
+        ),
+        (
+            "{S} shares {his} {obj} equally among {himself} and {m} {friends}.",
+            "shares them equally among {n} people",
+            None,
+        ),
         ("{S} gives away half of {his} {obj}.", "gives away half", 2),
-        ("{S} packs {his} {obj} equally into {n} boxes and keeps one box.",
-         "packs them into {n} boxes and keeps one box", None),
+        (
+            "{S} packs {his} {obj} equally into {n} boxes and keeps one box.",
+            "packs them into {n} boxes and keeps one box",
+            None,
+        ),
     ),
 }
 _SYMBOL = {"+": "+", "-": "-", "*": "*", "/": "/"}  # native arithmetic, as SmolLM2 writes it ("6 * 3 = 18")
@@ -199,8 +265,14 @@ def _story(rng: random.Random, steps: int) -> _Story:
         else:
             friend = f"{his} {rng.choice(RELATIVES)}"
         subject = name if rng.random() < 0.3 else he
-        words = dict(fill, S=subject, n=operand, m="a" if operand == 2 else operand - 1,
-                     friends="friend" if operand == 2 else "friends", friend=friend)
+        words = dict(
+            fill,
+            S=subject,
+            n=operand,
+            m="a" if operand == 2 else operand - 1,
+            friends="friend" if operand == 2 else "friends",
+            friend=friend,
+        )
         body = problem_fmt.format(**words)
         joinable = len(sentences) > 1 and ", and then " not in sentences[-1] and body.startswith(he + " ")
         if joinable and rng.random() < 0.25:
@@ -223,8 +295,9 @@ def _native_solution(story: _Story) -> str:
     lines = [f"{story.name} starts with {story.start} {story.obj}."]
     for (kind, operand), clause, before, after in zip(story.ops, story.native_clauses, values, values[1:]):
         left = " left" if kind == "-" else ""
-        lines.append(f"{he.capitalize()} {clause}, so {he} has {before} {_SYMBOL[kind]} {operand} = {after} "
-                     f"{story.obj}{left}.")
+        lines.append(
+            f"{he.capitalize()} {clause}, so {he} has {before} {_SYMBOL[kind]} {operand} = {after} {story.obj}{left}."
+        )
     lines.append(f"So the answer is \\boxed{{{values[-1]}}}.")
     return " ".join(lines)
 
@@ -257,8 +330,11 @@ def _expert_solution(story: _Story) -> str:
         var = story.obj[0]
         updates = {"+": "{v}+{n}", "-": "{v}-{n}", "*": "{n}{v}", "/": "\\frac{{{v}}}{{{n}}}"}
         steps = [f"{var}\\leftarrow " + updates[k].format(v=var, n=n) for k, n in story.ops]
-        return (f"${var}={story.start}$, " + ", ".join(f"${s}$" for s in steps)
-                + f" $\\Rightarrow {var}={expr}={answer}$. \\boxed{{{answer}}}")
+        return (
+            f"${var}={story.start}$, "
+            + ", ".join(f"${s}$" for s in steps)
+            + f" $\\Rightarrow {var}={expr}={answer}$. \\boxed{{{answer}}}"
+        )
     return f"${expr}={answer}$. \\boxed{{{answer}}}"
 
 
@@ -269,8 +345,9 @@ def _solution(story: _Story, style: str) -> str:
 
 
 # ---------------------------------------------------------------- public API
-def generate(n: int, seed: int, steps: tuple[int, int] = (1, 3), style: str = "expert",
-             split: str = "train") -> list[Problem]:
+def generate(
+    n: int, seed: int, steps: tuple[int, int] = (1, 3), style: str = "expert", split: str = "train"
+) -> list[Problem]:
     """`n` distinct problems of `split` with a uniform number of steps in `steps` (inclusive), solved in `style`.
 
     Deterministic in (n, seed, steps, split); `style` changes only the solutions, never the problems.
@@ -294,15 +371,23 @@ def generate(n: int, seed: int, steps: tuple[int, int] = (1, 3), style: str = "e
         if story.text in seen or split_of(story.text) != split:
             continue
         seen.add(story.text)
-        problems.append(Problem(
-            id=f"syn-{split}-k{lo}{hi}-s{seed}-{len(problems):05d}",
-            problem=story.text,
-            answer=str(story.values()[-1]),
-            solution=_solution(story, style),
-            source="synthetic",
-            meta={"steps": len(story.ops), "style": style, "split": split, "start": story.start,
-                  "ops": [[kind, operand] for kind, operand in story.ops], "generator": VERSION},
-        ))
+        problems.append(
+            Problem(
+                id=f"syn-{split}-k{lo}{hi}-s{seed}-{len(problems):05d}",
+                problem=story.text,
+                answer=str(story.values()[-1]),
+                solution=_solution(story, style),
+                source="synthetic",
+                meta={
+                    "steps": len(story.ops),
+                    "style": style,
+                    "split": split,
+                    "start": story.start,
+                    "ops": [[kind, operand] for kind, operand in story.ops],
+                    "generator": VERSION,
+                },
+            )
+        )
     if len(problems) < n:
         raise ValueError(f"could only make {len(problems)} distinct {split} problems with steps {steps}; ask fewer")
     return problems

@@ -9,8 +9,17 @@ import importlib
 
 from sftadapt.engines.base import Completion, Engine, EngineConfig, RequestRejected, Sampling, TokenScores, derive_seed
 
-__all__ = ["BACKENDS", "Completion", "Engine", "EngineConfig", "RequestRejected", "Sampling", "TokenScores",
-           "derive_seed", "make_engine"]
+__all__ = [
+    "BACKENDS",
+    "Completion",
+    "Engine",
+    "EngineConfig",
+    "RequestRejected",
+    "Sampling",
+    "TokenScores",
+    "derive_seed",
+    "make_engine",
+]
 
 # backend name -> "module:class"; the class has `from_config(model, options, **common) -> Engine`
 BACKENDS: dict[str, str] = {

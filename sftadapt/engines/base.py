@@ -81,7 +81,9 @@ class EngineConfig:
     The model, dtype and batch size stay the stage's own options (`model`, `dtype`, `batch_size`): every
     backend needs them, and keeping them where they were keeps every existing config valid."""
 
-    backend: str = option("hf", help="hf (transformers in this process); see `sftadapt.engines.BACKENDS` for the others")
+    backend: str = option(
+        "hf", help="hf (transformers in this process); see `sftadapt.engines.BACKENDS` for the others"
+    )
     options: dict = option({}, help="backend-specific options, e.g. base_urls for openai (docs/architecture.md)")
 
     def validate(self) -> None:

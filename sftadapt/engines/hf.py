@@ -76,15 +76,23 @@ class _StopOnStrings:
 
     def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
         done = []
-        for row in input_ids[:, self.prompt_len:]:
-            text = self.tokenizer.decode(row[-self.tail:], skip_special_tokens=True)
+        for row in input_ids[:, self.prompt_len :]:
+            text = self.tokenizer.decode(row[-self.tail :], skip_special_tokens=True)
             done.append(any(s in text for s in self.stops))
         return torch.tensor(done, device=input_ids.device)
 
 
 class HFEngine:
-    def __init__(self, model, tokenizer, name: str, batch_size: int = 32, max_score_tokens: int = 4096,
-                 score_model=None, precision: dict | None = None):
+    def __init__(
+        self,
+        model,
+        tokenizer,
+        name: str,
+        batch_size: int = 32,
+        max_score_tokens: int = 4096,
+        score_model=None,
+        precision: dict | None = None,
+    ):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         # scoring may run in another precision than sampling (exact fp32 log-probs beside fast bf16 samples)
         self.score_model = score_model if score_model is not None else model
@@ -105,9 +113,16 @@ class HFEngine:
         return cls.from_model(spec, **common, **options)
 
     @classmethod
-    def from_model(cls, spec: str, dtype: str = "auto", device: str | None = None, batch_size: int = 32,
-                   max_score_tokens: int = 4096, trust_remote_code: bool = False,
-                   score_dtype: str | None = None) -> HFEngine:
+    def from_model(
+        cls,
+        spec: str,
+        dtype: str = "auto",
+        device: str | None = None,
+        batch_size: int = 32,
+        max_score_tokens: int = 4096,
+        trust_remote_code: bool = False,
+        score_dtype: str | None = None,
+    ) -> HFEngine:
         """`dtype` for sampling and `score_dtype` (default: the same) for scoring, each auto | float32 |
         bfloat16 as sftadapt.runtime.precision resolves it; two precisions keep two copies of the weights."""
         from sftadapt.runtime.models import inference_dtype, load_model, load_tokenizer
@@ -117,39 +132,59 @@ class HFEngine:
         scoring = inference_dtype(spec, score_dtype or dtype, device)
         tok = load_tokenizer(spec, trust_remote_code=trust_remote_code)
         model = load_model(spec, dtype=gen, device=device, trust_remote_code=trust_remote_code)
-        score_model = model if scoring == gen else load_model(spec, dtype=scoring, device=device,
-                                                              trust_remote_code=trust_remote_code)
+        score_model = (
+            model
+            if scoring == gen
+            else load_model(spec, dtype=scoring, device=device, trust_remote_code=trust_remote_code)
+        )
         precision = {"generate": gen, "score": scoring, "detail": describe(dtype, gen, device)}
-        return cls(model, tok, spec, batch_size=batch_size, max_score_tokens=max_score_tokens,
-                   score_model=score_model, precision=precision)
+        return cls(
+            model,
+            tok,
+            spec,
+            batch_size=batch_size,
+            max_score_tokens=max_score_tokens,
+            score_model=score_model,
+            precision=precision,
+        )
 
     # ------------------------------------------------------------ generate
     @torch.no_grad()
-    def generate(self, prompts: Sequence[str], params: Sampling,
-                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None
+    ) -> list[list[Completion]]:
         from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
 
         start = time.perf_counter()
         prompt_ids = [P.prompt_token_ids(self.tokenizer, p) for p in prompts]
         requests = [
             (i, j, seeds[i][j] if seeds is not None else derive_seed(params.seed, p, j))
-            for i, p in enumerate(prompts) for j in range(params.n)
+            for i, p in enumerate(prompts)
+            for j in range(params.n)
         ]
         requests.sort(key=lambda r: -len(prompt_ids[r[0]]))  # similar lengths share a batch: less padding
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         eos = P.end_token_id(self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
         for b in range(0, len(requests), self.batch_size):
-            batch = requests[b:b + self.batch_size]
+            batch = requests[b : b + self.batch_size]
             input_ids, attention = _left_pad([prompt_ids[i] for i, _, _ in batch], pad, self.device)
-            sampler = _SeededSampler([torch.Generator().manual_seed(s) for _, _, s in batch],
-                                     params.temperature, params.top_p)
+            sampler = _SeededSampler(
+                [torch.Generator().manual_seed(s) for _, _, s in batch], params.temperature, params.top_p
+            )
             stopping = StoppingCriteriaList(
-                [_StopOnStrings(self.tokenizer, params.stop, input_ids.shape[1])] if params.stop else [])
-            config = GenerationConfig(do_sample=False, max_new_tokens=params.max_new_tokens,
-                                      eos_token_id=eos, pad_token_id=pad)
-            self.model.generate(input_ids=input_ids, attention_mask=attention, generation_config=config,
-                                logits_processor=LogitsProcessorList([sampler]), stopping_criteria=stopping)
+                [_StopOnStrings(self.tokenizer, params.stop, input_ids.shape[1])] if params.stop else []
+            )
+            config = GenerationConfig(
+                do_sample=False, max_new_tokens=params.max_new_tokens, eos_token_id=eos, pad_token_id=pad
+            )
+            self.model.generate(
+                input_ids=input_ids,
+                attention_mask=attention,
+                generation_config=config,
+                logits_processor=LogitsProcessorList([sampler]),
+                stopping_criteria=stopping,
+            )
             tokens = torch.stack(sampler.tokens, 1).tolist() if sampler.tokens else [[] for _ in batch]
             logprobs = torch.stack(sampler.logprobs, 1).tolist() if sampler.logprobs else [[] for _ in batch]
             for row, (i, j, seed) in enumerate(batch):
@@ -165,14 +200,15 @@ class HFEngine:
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         for stop in params.stop:
             if stop in text:
-                text, reason = text[:text.index(stop)], "stop"
+                text, reason = text[: text.index(stop)], "stop"
         self.stats["generated_tokens"] += len(ids) + (reason == "stop")
         return Completion(text=text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
 
     # ------------------------------------------------------------ score
     @torch.no_grad()
-    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False,
-              hidden: bool = False) -> list[TokenScores]:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False, hidden: bool = False
+    ) -> list[TokenScores]:
         start = time.perf_counter()
         pairs = P.score_pairs(self.tokenizer, prompts, responses)
         order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][0]) + len(pairs[k][1])))
@@ -199,8 +235,14 @@ class HFEngine:
     def _score_batch(self, pairs, longest: int, pad: int, entropy: bool, hidden: bool = False) -> list[TokenScores]:
         input_ids, attention = _left_pad([p + r for p, r in pairs], pad, self.device)
         positions = (attention.cumsum(-1) - 1).clamp(min=0)
-        out = self.score_model(input_ids=input_ids, attention_mask=attention, position_ids=positions,
-                               logits_to_keep=longest + 1, use_cache=False, output_hidden_states=hidden)
+        out = self.score_model(
+            input_ids=input_ids,
+            attention_mask=attention,
+            position_ids=positions,
+            logits_to_keep=longest + 1,
+            use_cache=False,
+            output_hidden_states=hidden,
+        )
         # the last layer's states at the response tokens (left padding: a row's response is its last n positions)
         last = out.hidden_states[-1].float() if hidden else None
         # logits at position t predict token t+1: drop the last position's, align with the last `longest` tokens
@@ -212,12 +254,14 @@ class HFEngine:
         scores = []
         for row, (_, response_ids) in enumerate(pairs):
             n = len(response_ids)
-            scores.append(TokenScores(
-                token_ids=list(response_ids),
-                logprobs=token_logp[row, longest - n:].tolist(),
-                entropies=ent[row, longest - n:].tolist() if ent is not None else None,
-                hidden=last[row, last.shape[1] - n:].mean(0).tolist() if last is not None and n else None,
-            ))
+            scores.append(
+                TokenScores(
+                    token_ids=list(response_ids),
+                    logprobs=token_logp[row, longest - n :].tolist(),
+                    entropies=ent[row, longest - n :].tolist() if ent is not None else None,
+                    hidden=last[row, last.shape[1] - n :].mean(0).tolist() if last is not None and n else None,
+                )
+            )
         return scores
 
     def close(self) -> None:
@@ -232,6 +276,6 @@ def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, to
     mask = torch.zeros((len(seqs), width), dtype=torch.long)
     for row, seq in enumerate(seqs):
         if seq:
-            ids[row, width - len(seq):] = torch.tensor(seq)
-            mask[row, width - len(seq):] = 1
+            ids[row, width - len(seq) :] = torch.tensor(seq)
+            mask[row, width - len(seq) :] = 1
     return ids.to(device), mask.to(device)

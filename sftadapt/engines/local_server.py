@@ -37,18 +37,25 @@ def server_python() -> Path:
     venv = Path(os.environ.get("SFTADAPT_SERVER_VENV", REPO / ".venv-server"))
     python = venv / "bin" / "python"
     if not python.exists():
-        raise ServerMissing(f"no server venv at {venv}: run `make server` (builds llama-cpp-python[server] "
-                            f"{VERSION} there, ~10 min once, then cached)")
+        raise ServerMissing(
+            f"no server venv at {venv}: run `make server` (builds llama-cpp-python[server] "
+            f"{VERSION} there, ~10 min once, then cached)"
+        )
     probe = subprocess.run([str(python), "-c", "import llama_cpp.server"], capture_output=True, text=True)
     if probe.returncode:
-        raise ServerMissing(f"{python} cannot import llama_cpp.server: run `make server` "
-                            f"({probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''})")
+        raise ServerMissing(
+            f"{python} cannot import llama_cpp.server: run `make server` "
+            f"({probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''})"
+        )
     return python
 
 
 def llama_cpp_tree() -> Path:
-    root = Path(os.environ.get("SFTADAPT_LLAMA_CPP_SRC",
-                               REPO / ".cache" / "llama-cpp-python" / "src" / f"llama_cpp_python-{VERSION}"))
+    root = Path(
+        os.environ.get(
+            "SFTADAPT_LLAMA_CPP_SRC", REPO / ".cache" / "llama-cpp-python" / "src" / f"llama_cpp_python-{VERSION}"
+        )
+    )
     tree = root / "vendor" / "llama.cpp"
     if not (tree / "convert_hf_to_gguf.py").exists():
         raise ServerMissing(f"no llama.cpp sources at {tree}: run `make server` (unpacks the sdist there)")
@@ -69,8 +76,12 @@ def f32_gguf(spec: str = "smollm2-135m") -> Path:
     # the sdist's own gguf-py goes first on the path: its converter is written against that version
     deps = tree.parents[2] / "convert-deps"  # sentencepiece, which the converter imports (.ci/server.sh)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(map(str, (tree / "gguf-py", tree, deps))), "NO_LOCAL_GGUF": ""}
-    done = subprocess.run([sys.executable, str(tree / "convert_hf_to_gguf.py"), str(folder), "--outtype", "f32",
-                           "--outfile", str(tmp)], capture_output=True, text=True, env=env)
+    done = subprocess.run(
+        [sys.executable, str(tree / "convert_hf_to_gguf.py"), str(folder), "--outtype", "f32", "--outfile", str(tmp)],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
     if done.returncode or not tmp.exists():
         tail = "\n".join((done.stderr or done.stdout).strip().splitlines()[-5:])
         raise RuntimeError(f"convert_hf_to_gguf.py failed on {folder}:\n{tail}")
@@ -87,9 +98,17 @@ def free_port() -> int:
 class LlamaCppServer:
     """`python -m llama_cpp.server` on 127.0.0.1 serving `spec` as F32; `stop()`/`start()` keep the port."""
 
-    def __init__(self, spec: str = "smollm2-135m", n_ctx: int = 2048, port: int | None = None,
-                 threads: int | None = None, api_key: str | None = None, alias: str | None = None,
-                 log: str | os.PathLike | None = None, startup_timeout: float = 300.0):
+    def __init__(
+        self,
+        spec: str = "smollm2-135m",
+        n_ctx: int = 2048,
+        port: int | None = None,
+        threads: int | None = None,
+        api_key: str | None = None,
+        alias: str | None = None,
+        log: str | os.PathLike | None = None,
+        startup_timeout: float = 300.0,
+    ):
         self.spec, self.n_ctx, self.port = spec, n_ctx, port or free_port()
         self.threads = threads or max(1, len(os.sched_getaffinity(0)))
         self.api_key, self.alias = api_key, alias or spec
@@ -104,14 +123,38 @@ class LlamaCppServer:
         return f"http://127.0.0.1:{self.port}/v1"
 
     def engine_options(self, **more) -> dict:
-        return {"base_urls": [self.base_url], "model": self.alias, "server": "llama-cpp-python",
-                "served_dtype": "float32", **more}
+        return {
+            "base_urls": [self.base_url],
+            "model": self.alias,
+            "server": "llama-cpp-python",
+            "served_dtype": "float32",
+            **more,
+        }
 
     def start(self) -> LlamaCppServer:
-        cmd = [str(self.python), "-m", "llama_cpp.server", "--model", str(self.gguf), "--model_alias", self.alias,
-               "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(self.n_ctx),
-               "--n_threads", str(self.threads), "--n_threads_batch", str(self.threads),
-               "--logits_all", "true", "--n_batch", str(min(self.n_ctx, 512))]
+        cmd = [
+            str(self.python),
+            "-m",
+            "llama_cpp.server",
+            "--model",
+            str(self.gguf),
+            "--model_alias",
+            self.alias,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
+            "--n_ctx",
+            str(self.n_ctx),
+            "--n_threads",
+            str(self.threads),
+            "--n_threads_batch",
+            str(self.threads),
+            "--logits_all",
+            "true",
+            "--n_batch",
+            str(min(self.n_ctx, 512)),
+        ]
         if self.api_key:
             cmd += ["--api_key", self.api_key]
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
@@ -119,8 +162,10 @@ class LlamaCppServer:
         self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
         while time.perf_counter() - start < self.startup_timeout:
             if self.proc.poll() is not None:
-                raise RuntimeError(f"llama_cpp.server exited with {self.proc.returncode} at start-up"
-                                   + (f" (log: {self.log})" if self.log else ""))
+                raise RuntimeError(
+                    f"llama_cpp.server exited with {self.proc.returncode} at start-up"
+                    + (f" (log: {self.log})" if self.log else "")
+                )
             if self.ready():
                 self.startup_seconds = time.perf_counter() - start
                 return self
@@ -129,8 +174,9 @@ class LlamaCppServer:
         raise RuntimeError(f"llama_cpp.server not ready after {self.startup_timeout:.0f} s")
 
     def ready(self) -> bool:
-        req = urllib.request.Request(self.base_url + "/models",
-                                     headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {})
+        req = urllib.request.Request(
+            self.base_url + "/models", headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        )
         try:
             with urllib.request.urlopen(req, timeout=2) as resp:
                 return resp.status == 200 and bool(json.loads(resp.read()).get("data"))
@@ -170,8 +216,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--n-ctx", type=int, default=2048)
     args = parser.parse_args(argv)
     server = LlamaCppServer(args.model, n_ctx=args.n_ctx, port=args.port).start()
-    print(f"serving {args.model} at {server.base_url} (ready in {server.startup_seconds:.1f} s); Ctrl-C stops",
-          flush=True)
+    print(
+        f"serving {args.model} at {server.base_url} (ready in {server.startup_seconds:.1f} s); Ctrl-C stops", flush=True
+    )
     try:
         server.proc.wait()
     except KeyboardInterrupt:

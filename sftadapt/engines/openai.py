@@ -77,13 +77,36 @@ class _Fatal(Exception):
 
 
 class OpenAIEngine:
-    OPTIONS = ("base_urls", "model", "api_key_env", "concurrency", "timeout", "max_retries", "backoff", "server",
-               "served_dtype", "extra_body", "check_model")
+    OPTIONS = (
+        "base_urls",
+        "model",
+        "api_key_env",
+        "concurrency",
+        "timeout",
+        "max_retries",
+        "backoff",
+        "server",
+        "served_dtype",
+        "extra_body",
+        "check_model",
+    )
 
-    def __init__(self, spec: str, tokenizer, base_urls: Sequence[str], model: str | None = None,
-                 api_key_env: str | None = None, concurrency: int = 8, timeout: float = 600.0,
-                 max_retries: int = 5, backoff: float = 1.0, server: str = "vllm", served_dtype: str = "server",
-                 extra_body: dict | None = None, check_model: bool = True):
+    def __init__(
+        self,
+        spec: str,
+        tokenizer,
+        base_urls: Sequence[str],
+        model: str | None = None,
+        api_key_env: str | None = None,
+        concurrency: int = 8,
+        timeout: float = 600.0,
+        max_retries: int = 5,
+        backoff: float = 1.0,
+        server: str = "vllm",
+        served_dtype: str = "server",
+        extra_body: dict | None = None,
+        check_model: bool = True,
+    ):
         if isinstance(base_urls, str):  # `--engine-option base_urls=http://a/v1,http://b/v1`
             base_urls = [u for u in base_urls.split(",") if u.strip()]
         if not base_urls:
@@ -106,10 +129,19 @@ class OpenAIEngine:
         if api_key_env and not self._key:
             raise ValueError(f"engine.options.api_key_env: the environment variable {api_key_env} is not set")
         # what the server runs is the server's choice: recorded as told (served_dtype), not guessed
-        self.precision = {"generate": served_dtype, "score": served_dtype,
-                          "detail": f"openai backend ({server}) on {len(self.base_urls)} server(s)"}
-        self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0,
-                      "requests": 0, "retries": 0}
+        self.precision = {
+            "generate": served_dtype,
+            "score": served_dtype,
+            "detail": f"openai backend ({server}) on {len(self.base_urls)} server(s)",
+        }
+        self.stats = {
+            "generated_tokens": 0,
+            "scored_tokens": 0,
+            "generate_seconds": 0.0,
+            "score_seconds": 0.0,
+            "requests": 0,
+            "retries": 0,
+        }
         self._local = threading.local()
         self._lock = threading.Lock()
         self._replay: collections.OrderedDict[str, tuple[dict, int]] = collections.OrderedDict()
@@ -119,8 +151,9 @@ class OpenAIEngine:
             self._check_model()
 
     @classmethod
-    def from_config(cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None,
-                    batch_size: int = 32) -> OpenAIEngine:
+    def from_config(
+        cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None, batch_size: int = 32
+    ) -> OpenAIEngine:
         # dtype/score_dtype/batch_size are the stage's hf knobs: the server decides precision and batching
         unknown = sorted(set(options) - set(cls.OPTIONS))
         if unknown:
@@ -209,12 +242,15 @@ class OpenAIEngine:
                 last = f"{url}: HTTP {status} {message}"
                 continue
             if status in (401, 403):
-                raise _Fatal(f"{url}: HTTP {status}: the server refused the API key"
-                             + (f" from ${self._key_env}" if self._key_env else " (none given: set api_key_env)"))
+                raise _Fatal(
+                    f"{url}: HTTP {status}: the server refused the API key"
+                    + (f" from ${self._key_env}" if self._key_env else " (none given: set api_key_env)")
+                )
             raise RequestRejected({-1: f"HTTP {status} {message}"}, "openai server")
         raise ServerUnavailable(
             f"openai backend: no answer after {self.max_retries + 1} tries (last: {last}); start the server(s) "
-            "and re-run the same command: finished shards are kept")
+            "and re-run the same command: finished shards are kept"
+        )
 
     def _run(self, bodies: list[dict]) -> list[dict]:
         """All requests, `concurrency` per server in flight; RequestRejected names every refused index."""
@@ -239,8 +275,10 @@ class OpenAIEngine:
                     failures.append(err)
                     stop.set()
 
-        threads = [threading.Thread(target=worker, daemon=True)
-                   for _ in range(min(len(bodies), self.concurrency * len(self.base_urls)))]
+        threads = [
+            threading.Thread(target=worker, daemon=True)
+            for _ in range(min(len(bodies), self.concurrency * len(self.base_urls)))
+        ]
         for t in threads:
             t.start()
         for t in threads:
@@ -274,12 +312,16 @@ class OpenAIEngine:
                     continue
                 served = [m.get("id") for m in payload.get("data", []) if isinstance(m, dict)]
                 if self.model not in served:
-                    raise ValueError(f"openai backend: {url} serves {served}, not '{self.model}' "
-                                     "(set engine.options.model to the served name)")
+                    raise ValueError(
+                        f"openai backend: {url} serves {served}, not '{self.model}' "
+                        "(set engine.options.model to the served name)"
+                    )
                 break
             else:
-                raise ServerUnavailable(f"openai backend: {url}/models did not answer after {self.max_retries + 1} "
-                                        f"tries (last: {last}); is the server up?")
+                raise ServerUnavailable(
+                    f"openai backend: {url}/models did not answer after {self.max_retries + 1} "
+                    f"tries (last: {last}); is the server up?"
+                )
 
     # ------------------------------------------------------------ generate
     def _prompt(self, text: str, ids: list[int]) -> Any:
@@ -294,8 +336,9 @@ class OpenAIEngine:
         body.update(self.extra_body)
         return body
 
-    def generate(self, prompts: Sequence[str], params: Sampling,
-                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None
+    ) -> list[list[Completion]]:
         start = time.perf_counter()
         requests, bodies = [], []
         for i, text in enumerate(prompts):
@@ -303,8 +346,14 @@ class OpenAIEngine:
             for j in range(params.n):
                 seed = seeds[i][j] if seeds is not None else derive_seed(params.seed, text, j)
                 # servers take 32- or 64-bit seeds; ours are 63-bit, and llama.cpp's is 32-bit
-                fields = {"max_tokens": params.max_new_tokens, "temperature": params.temperature,
-                          "top_p": params.top_p, "n": 1, "seed": seed % (2 ** 31), "logprobs": 1}
+                fields = {
+                    "max_tokens": params.max_new_tokens,
+                    "temperature": params.temperature,
+                    "top_p": params.top_p,
+                    "n": 1,
+                    "seed": seed % (2**31),
+                    "logprobs": 1,
+                }
                 if params.stop:
                     fields["stop"] = list(params.stop)
                 requests.append((i, j, seed))
@@ -312,8 +361,9 @@ class OpenAIEngine:
         try:
             responses = self._run(bodies)
         except RequestRejected as err:  # per prompt, as stages count rows
-            raise RequestRejected({requests[k][0]: why for k, why in sorted(err.reasons.items())},
-                                  "openai server") from None
+            raise RequestRejected(
+                {requests[k][0]: why for k, why in sorted(err.reasons.items())}, "openai server"
+            ) from None
         finally:
             self.stats["generate_seconds"] += time.perf_counter() - start
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
@@ -330,7 +380,7 @@ class OpenAIEngine:
         if self.server == "vllm":
             ids = [_token_id(t) for t in lp.get("tokens") or []]
             if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token; so do ours
-                ids, logprobs = ids[:-1], logprobs[:len(ids) - 1]
+                ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
         else:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
         with self._lock:
@@ -346,25 +396,37 @@ class OpenAIEngine:
                 self._replay_chars -= old
 
     # ------------------------------------------------------------ score
-    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False,
-              hidden: bool = False) -> list[TokenScores]:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False, hidden: bool = False
+    ) -> list[TokenScores]:
         if hidden:
-            raise ValueError("the openai backend cannot return hidden states (the Patch reward's diversity needs "
-                             "them): score with engine.backend hf for this role")
+            raise ValueError(
+                "the openai backend cannot return hidden states (the Patch reward's diversity needs "
+                "them): score with engine.backend hf for this role"
+            )
         if entropy:
-            raise ValueError("the openai backend cannot score entropies (a server returns top-k log-probs, not "
-                             "the distribution): use engine.backend hf or vllm for this role")
+            raise ValueError(
+                "the openai backend cannot score entropies (a server returns top-k log-probs, not "
+                "the distribution): use engine.backend hf or vllm for this role"
+            )
         start = time.perf_counter()
         pairs, bodies = [], []
         for p, r, (pids, rids) in zip(prompts, responses, P.score_pairs(self.tokenizer, prompts, responses)):
             if self.server != "vllm" and pids[:1] != [self.tokenizer.bos_token_id]:
                 # llama-cpp-python pairs echoed token t with the logits after token t unless the prompt
                 # starts with BOS (which it drops): one token off for any other prompt
-                raise ValueError("openai backend (llama-cpp-python): scoring needs prompts that start with the "
-                                 "BOS token (chat prompts do); use a vllm server for plain prompts")
+                raise ValueError(
+                    "openai backend (llama-cpp-python): scoring needs prompts that start with the "
+                    "BOS token (chat prompts do); use a vllm server for plain prompts"
+                )
             pairs.append((p, r, pids, rids))
-            fields = {"max_tokens": 1, "echo": True, "logprobs": 0 if self.server == "vllm" else 1,
-                      "temperature": 0.0, "seed": 0}
+            fields = {
+                "max_tokens": 1,
+                "echo": True,
+                "logprobs": 0 if self.server == "vllm" else 1,
+                "temperature": 0.0,
+                "seed": 0,
+            }
             prompt = pids + rids if self.server == "vllm" else p + r + self.tokenizer.decode([self._eos])
             bodies.append(self._body(prompt, **fields))
         try:
@@ -372,7 +434,9 @@ class OpenAIEngine:
             results, refused = [], {}
             for k, ((p, _r, pids, rids), resp) in enumerate(zip(pairs, responses_)):
                 try:
-                    results.append(TokenScores(token_ids=list(rids), logprobs=self._response_logprobs(resp, p, pids, rids)))
+                    results.append(
+                        TokenScores(token_ids=list(rids), logprobs=self._response_logprobs(resp, p, pids, rids))
+                    )
                 except _Misaligned as err:
                     refused[k] = str(err)
             if refused:
@@ -387,7 +451,7 @@ class OpenAIEngine:
         values = lp.get("token_logprobs") or []
         if self.server == "vllm":
             # echoed prompt = our ids: entry t is log p(token t | tokens < t); the last entry is the sampled one
-            got = values[len(pids):len(pids) + len(rids)]
+            got = values[len(pids) : len(pids) + len(rids)]
             if len(got) != len(rids) or any(v is None for v in got):
                 raise _Misaligned(f"the server echoed {len(values)} log-probs for {len(pids) + len(rids)} tokens")
             return [float(v) for v in got]
@@ -399,13 +463,15 @@ class OpenAIEngine:
         echoed = [t for t in (pids + rids)[1:] if t != bos]
         end = len(echoed)
         if len(values) not in (end, end + 1) or bos in rids:
-            raise _Misaligned(f"the server tokenised prompt + response into {len(values)} tokens, ours has {end} "
-                              "(text prompts: use a server that takes token ids, e.g. vllm, for exact alignment)")
-        theirs = "".join(tokens[end - len(rids):end - 1])
+            raise _Misaligned(
+                f"the server tokenised prompt + response into {len(values)} tokens, ours has {end} "
+                "(text prompts: use a server that takes token ids, e.g. vllm, for exact alignment)"
+            )
+        theirs = "".join(tokens[end - len(rids) : end - 1])
         mine = self.tokenizer.decode(rids[:-1])
         if theirs != mine and mine.isascii():  # non-ASCII pieces come back with split bytes dropped
             raise _Misaligned("the server's response tokens spell another text than ours")
-        got = values[end - len(rids):end]
+        got = values[end - len(rids) : end]
         if any(v is None for v in got):
             raise _Misaligned("the server returned no log-prob for a response token")
         return [float(v) for v in got]
@@ -425,8 +491,10 @@ def _token_id(token: str) -> int:
     try:
         return int(str(token).rsplit(":", 1)[-1])
     except ValueError:
-        raise ValueError(f"openai backend: the server returned token {token!r}, not 'token_id:<n>' "
-                         "(is it vLLM? set engine.options.server)") from None
+        raise ValueError(
+            f"openai backend: the server returned token {token!r}, not 'token_id:<n>' "
+            "(is it vLLM? set engine.options.server)"
+        ) from None
 
 
 def _message(payload: Any) -> str:

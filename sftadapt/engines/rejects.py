@@ -24,8 +24,9 @@ from typing import Any
 from sftadapt.engines.base import RequestRejected
 
 
-def keep_going(items: Sequence[Any], work: Callable[[Sequence[Any]], list[Any]]
-               ) -> tuple[list[Any], list[tuple[Any, str]]]:
+def keep_going(
+    items: Sequence[Any], work: Callable[[Sequence[Any]], list[Any]]
+) -> tuple[list[Any], list[tuple[Any, str]]]:
     """(rows of the items the backend accepted, (item, reason) of each item it refused)."""
     try:
         return list(work(items)), []
@@ -70,8 +71,13 @@ def restore(root: str | os.PathLike, done: Sequence[int], rejects_file: str | os
         return 0
     from sftadapt.data.sources import read_rejects, write_rejects
 
-    earlier = [json.loads(line) for i in done if _shard_file(root, i).is_file()
-               for line in _shard_file(root, i).read_text().splitlines() if line.strip()]
+    earlier = [
+        json.loads(line)
+        for i in done
+        if _shard_file(root, i).is_file()
+        for line in _shard_file(root, i).read_text().splitlines()
+        if line.strip()
+    ]
     if earlier:
         present = read_rejects(rejects_file)
         seen = {json.dumps(r, sort_keys=True) for r in present}

@@ -44,18 +44,31 @@ def vllm_unavailable() -> str | None:
 
 
 class VLLMEngine:
-    OPTIONS = ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
-               "enforce_eager", "seed", "llm_kwargs")
+    OPTIONS = (
+        "tensor_parallel_size",
+        "data_parallel_size",
+        "gpu_memory_utilization",
+        "max_model_len",
+        "enforce_eager",
+        "seed",
+        "llm_kwargs",
+    )
 
     def __init__(self, llm, tokenizer, name: str, precision: dict):
         self.llm, self.tokenizer, self.name, self.precision = llm, tokenizer, name, precision
-        self.stats = {"generated_tokens": 0, "scored_tokens": 0, "generate_seconds": 0.0, "score_seconds": 0.0,
-                      "startup_seconds": 0.0}
+        self.stats = {
+            "generated_tokens": 0,
+            "scored_tokens": 0,
+            "generate_seconds": 0.0,
+            "score_seconds": 0.0,
+            "startup_seconds": 0.0,
+        }
         self._eos = P.end_token_id(tokenizer)
 
     @classmethod
-    def from_config(cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None,
-                    batch_size: int = 32) -> VLLMEngine:
+    def from_config(
+        cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None, batch_size: int = 32
+    ) -> VLLMEngine:
         unknown = sorted(set(options) - set(cls.OPTIONS))
         if unknown:
             raise ValueError(f"engine.options {unknown} are not vllm options; vllm takes {', '.join(cls.OPTIONS)}")
@@ -70,22 +83,38 @@ class VLLMEngine:
 
         folder = resolve_model(spec)
         kwargs = dict(options.get("llm_kwargs") or {})
-        for key in ("tensor_parallel_size", "data_parallel_size", "gpu_memory_utilization", "max_model_len",
-                    "enforce_eager", "seed"):
+        for key in (
+            "tensor_parallel_size",
+            "data_parallel_size",
+            "gpu_memory_utilization",
+            "max_model_len",
+            "enforce_eager",
+            "seed",
+        ):
             if key in options:
                 kwargs[key] = options[key]
         # batch_size is hf's knob; vLLM schedules its own batches (max_num_seqs in llm_kwargs if needed)
         start = time.perf_counter()
-        llm = LLM(model=folder, tokenizer=folder, dtype=dtype if dtype != "auto" else "auto",
-                  logprobs_mode="raw_logprobs", **kwargs)
+        llm = LLM(
+            model=folder,
+            tokenizer=folder,
+            dtype=dtype if dtype != "auto" else "auto",
+            logprobs_mode="raw_logprobs",
+            **kwargs,
+        )
         served = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
-        engine = cls(llm, load_tokenizer(spec), spec,
-                     {"generate": served, "score": served, "detail": f"vllm in-process, {kwargs or 'defaults'}"})
+        engine = cls(
+            llm,
+            load_tokenizer(spec),
+            spec,
+            {"generate": served, "score": served, "detail": f"vllm in-process, {kwargs or 'defaults'}"},
+        )
         engine.stats["startup_seconds"] = time.perf_counter() - start
         return engine
 
-    def generate(self, prompts: Sequence[str], params: Sampling,
-                 seeds: Sequence[Sequence[int]] | None = None) -> list[list[Completion]]:
+    def generate(
+        self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None
+    ) -> list[list[Completion]]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
@@ -96,9 +125,17 @@ class VLLMEngine:
             for j in range(params.n):
                 seed = seeds[i][j] if seeds is not None else derive_seed(params.seed, text, j)
                 inputs.append(TokensPrompt(prompt_token_ids=ids))
-                sampling.append(SamplingParams(
-                    n=1, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
-                    stop=list(params.stop) or None, seed=seed % (2 ** 63), logprobs=0))
+                sampling.append(
+                    SamplingParams(
+                        n=1,
+                        temperature=params.temperature,
+                        top_p=params.top_p,
+                        max_tokens=params.max_new_tokens,
+                        stop=list(params.stop) or None,
+                        seed=seed % (2**63),
+                        logprobs=0,
+                    )
+                )
                 where.append((i, j, seed))
         outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
@@ -108,20 +145,23 @@ class VLLMEngine:
             logprobs = [step[tok].logprob for step, tok in zip(o.logprobs or [], ids)]
             reason = "length" if o.finish_reason == "length" else "stop"
             if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token
-                ids, logprobs = ids[:-1], logprobs[:len(ids) - 1]
+                ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
             self.stats["generated_tokens"] += len(ids) + (reason == "stop")
             results[i][j] = Completion(text=o.text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
         self.stats["generate_seconds"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
-    def score(self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False,
-              hidden: bool = False) -> list[TokenScores]:
+    def score(
+        self, prompts: Sequence[str], responses: Sequence[str], entropy: bool = False, hidden: bool = False
+    ) -> list[TokenScores]:
         from vllm import SamplingParams
         from vllm.inputs import TokensPrompt
 
         if hidden:
-            raise ValueError("the vllm backend returns no hidden states (the Patch reward's diversity needs them): "
-                             "score with engine.backend hf for this role")
+            raise ValueError(
+                "the vllm backend returns no hidden states (the Patch reward's diversity needs them): "
+                "score with engine.backend hf for this role"
+            )
         if entropy:
             raise ValueError("the vllm backend cannot score entropies (it returns top-k log-probs): use hf")
         start = time.perf_counter()
@@ -130,9 +170,10 @@ class VLLMEngine:
         outputs = self.llm.generate([TokensPrompt(prompt_token_ids=p + r) for p, r in pairs], params, use_tqdm=False)
         results = []
         for (pids, rids), out in zip(pairs, outputs):
-            steps = out.prompt_logprobs[len(pids):len(pids) + len(rids)]
-            results.append(TokenScores(token_ids=list(rids),
-                                       logprobs=[step[tok].logprob for step, tok in zip(steps, rids)]))
+            steps = out.prompt_logprobs[len(pids) : len(pids) + len(rids)]
+            results.append(
+                TokenScores(token_ids=list(rids), logprobs=[step[tok].logprob for step, tok in zip(steps, rids)])
+            )
         self.stats["score_seconds"] += time.perf_counter() - start
         self.stats["scored_tokens"] += sum(len(r) for _, r in pairs)
         return results

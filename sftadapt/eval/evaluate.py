@@ -57,8 +57,15 @@ def apply_answer_format(verdict: str, rule: str | None, answer_format: str) -> s
     return verdict
 
 
-def run_chunk(engine, verifier, tokenizer, protocol: Protocol, problems: Sequence[Problem],
-              benchmark: str | Sequence[str], prompt_hash: str) -> list[Attempt]:
+def run_chunk(
+    engine,
+    verifier,
+    tokenizer,
+    protocol: Protocol,
+    problems: Sequence[Problem],
+    benchmark: str | Sequence[str],
+    prompt_hash: str,
+) -> list[Attempt]:
     """Sample and verify `protocol.n` responses for each problem; one Attempt per sample, in order.
     `benchmark` names the benchmark of all problems, or of each problem (one call may mix benchmarks)."""
     names = [benchmark] * len(problems) if isinstance(benchmark, str) else list(benchmark)
@@ -80,15 +87,28 @@ def run_chunk(engine, verifier, tokenizer, protocol: Protocol, problems: Sequenc
         for j, c in enumerate(outs):
             v = verdicts[k]
             k += 1
-            attempts.append(Attempt(
-                problem_id=problem.id, stage=STAGE, index=j, prompt_hash=prompt_hash, text=c.text,
-                token_logprobs=None,  # n x 4096 floats per problem would dwarf the text; the sum is kept below
-                finish_reason=c.finish_reason, seed=c.seed,
-                verdict=apply_answer_format(v.verdict, v.rule, protocol.answer_format),
-                extracted=v.extracted, rule=v.rule,
-                meta={"benchmark": name, "n_tokens": len(c.token_ids), "logprob_sum": float(sum(c.logprobs)),
-                      "generate_s": generate_s * share, "verify_s": verify_s * share},
-            ))
+            attempts.append(
+                Attempt(
+                    problem_id=problem.id,
+                    stage=STAGE,
+                    index=j,
+                    prompt_hash=prompt_hash,
+                    text=c.text,
+                    token_logprobs=None,  # n x 4096 floats per problem would dwarf the text; the sum is kept below
+                    finish_reason=c.finish_reason,
+                    seed=c.seed,
+                    verdict=apply_answer_format(v.verdict, v.rule, protocol.answer_format),
+                    extracted=v.extracted,
+                    rule=v.rule,
+                    meta={
+                        "benchmark": name,
+                        "n_tokens": len(c.token_ids),
+                        "logprob_sum": float(sum(c.logprobs)),
+                        "generate_s": generate_s * share,
+                        "verify_s": verify_s * share,
+                    },
+                )
+            )
     return attempts
 
 
@@ -112,14 +132,16 @@ def benchmark_result(attempts: Sequence[Attempt], n_boot: int = 1000, seed: int 
     samples = group_attempts(attempts)
     result = summarize_samples(samples, n_boot=n_boot, seed=seed)
     tokens = [int(a.meta.get("n_tokens", 0)) for a in attempts]
-    result.update({
-        "truncated": sum(a.finish_reason == "length" for a in attempts),
-        "tokens_generated": sum(tokens),
-        "mean_tokens": sum(tokens) / max(len(tokens), 1),
-        "generate_s": sum(float(a.meta.get("generate_s", 0.0)) for a in attempts),
-        "verify_s": sum(float(a.meta.get("verify_s", 0.0)) for a in attempts),
-        "per_problem": {s.problem_id: [s.n_correct, s.n, maj_correct(s)] for s in samples},
-    })
+    result.update(
+        {
+            "truncated": sum(a.finish_reason == "length" for a in attempts),
+            "tokens_generated": sum(tokens),
+            "mean_tokens": sum(tokens) / max(len(tokens), 1),
+            "generate_s": sum(float(a.meta.get("generate_s", 0.0)) for a in attempts),
+            "verify_s": sum(float(a.meta.get("verify_s", 0.0)) for a in attempts),
+            "per_problem": {s.problem_id: [s.n_correct, s.n, maj_correct(s)] for s in samples},
+        }
+    )
     return result
 
 
@@ -136,8 +158,9 @@ def benchmark_label(spec: str) -> str:
     return label or "benchmark"
 
 
-def _named_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields, rejects_file: Path
-                      ) -> dict[str, list[Problem] | None]:
+def _named_benchmarks(
+    specs: Sequence[str], limit: int | None, data_dir, fields, rejects_file: Path
+) -> dict[str, list[Problem] | None]:
     """{label: problems} in the order given: registered names map to None (`_problem_list` loads them); the
     benchmarks given as data (a JSONL/JSON/Parquet file, a save_to_disk folder or an hf: id) are read here with
     the user's field-map options, and their unusable rows go to OUT/rejects.jsonl with file, line and field (the
@@ -150,8 +173,10 @@ def _named_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields,
 
         fields = build_config(FieldOptions, fields, "fields")
     if fields is not None and not fields.is_default() and all(is_registered(s) for s in specs):
-        raise SourceError(f"field-map options given, but every benchmark ({', '.join(specs)}) is a registered one "
-                          "with its own format: they apply to benchmark files")
+        raise SourceError(
+            f"field-map options given, but every benchmark ({', '.join(specs)}) is a registered one "
+            "with its own format: they apply to benchmark files"
+        )
     out: dict[str, list[Problem] | None] = {}
     rejects: list[dict[str, Any]] = []
     for spec in specs:
@@ -162,8 +187,9 @@ def _named_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields,
             raise unknown_benchmark(spec)
         label = benchmark_label(spec)
         if label in out or (is_registered(label) and label in specs):
-            raise SourceError(f"benchmark {spec}: its name '{label}' is taken by another benchmark of this run; "
-                              "rename the file")
+            raise SourceError(
+                f"benchmark {spec}: its name '{label}' is taken by another benchmark of this run; rename the file"
+            )
         loaded = load_dataset_spec(spec, limit=limit, data_dir=data_dir, fields=fields)
         out[label] = loaded.problems
         rejects += loaded.rejects
@@ -172,8 +198,9 @@ def _named_benchmarks(specs: Sequence[str], limit: int | None, data_dir, fields,
     return out
 
 
-def _problem_list(benchmark: str, problems: Sequence[Problem] | None, limit: int | None,
-                  data_dir: str | os.PathLike | None = None) -> list[Problem]:
+def _problem_list(
+    benchmark: str, problems: Sequence[Problem] | None, limit: int | None, data_dir: str | os.PathLike | None = None
+) -> list[Problem]:
     if problems is None:
         problems = load_benchmark(benchmark, limit, data_dir=data_dir)
     problems = list(problems)[:limit] if limit is not None else list(problems)
@@ -199,14 +226,31 @@ def _batches(indices: list[int], shard_samples: int, batch_size: int) -> list[li
     return list(groups.values())
 
 
-def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Problem]], protocol: Protocol,
-             out_dir: str | os.PathLike, limit: int | None = None, *, engine_config: EngineConfig | None = None,
-             dtype: str = "auto", batch_size: int = 32, data_dir: str | os.PathLike | None = None,
-             shard_problems: int | None = None, engine=None, verifier=None, verify_timeout: float = 5.0,
-             n_boot: int = 1000, force: bool = False, progress: bool = True, print_summary: bool = True,
-             max_prompt_tokens: int | None = None, report_to: str = "none",
-             tracking_dir: str | os.PathLike | None = None, online: bool | None = None,
-             fields: Any = None) -> dict[str, Any]:
+def evaluate(
+    model_spec: str,
+    benchmarks: Sequence[str] | dict[str, Sequence[Problem]],
+    protocol: Protocol,
+    out_dir: str | os.PathLike,
+    limit: int | None = None,
+    *,
+    engine_config: EngineConfig | None = None,
+    dtype: str = "auto",
+    batch_size: int = 32,
+    data_dir: str | os.PathLike | None = None,
+    shard_problems: int | None = None,
+    engine=None,
+    verifier=None,
+    verify_timeout: float = 5.0,
+    n_boot: int = 1000,
+    force: bool = False,
+    progress: bool = True,
+    print_summary: bool = True,
+    max_prompt_tokens: int | None = None,
+    report_to: str = "none",
+    tracking_dir: str | os.PathLike | None = None,
+    online: bool | None = None,
+    fields: Any = None,
+) -> dict[str, Any]:
     """Evaluate `model_spec` on each benchmark under `protocol`; write attempts and `OUT/results.json`.
 
     `benchmarks` are names for `sources.load_benchmark`, data specs (a file, a save_to_disk folder, an hf: id;
@@ -226,9 +270,13 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     tracking.check_report_to(report_to)  # a missing tracker package: one line, before any work
     out_dir = Path(out_dir)
     from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
+
     claim(out_dir, "eval", force=force)
-    given = benchmarks if isinstance(benchmarks, dict) else \
-        _named_benchmarks(list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl")
+    given = (
+        benchmarks
+        if isinstance(benchmarks, dict)
+        else _named_benchmarks(list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl")
+    )
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
     problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in given}
     model = model_info(model_spec)
@@ -249,19 +297,36 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
     engine_precision = getattr(engine, "precision", None) or {"generate": dtype}
     from sftadapt.data import budget  # issue 13: over-long problems become rejects (OUT/rejects.jsonl), not a crash
-    problem_lists = {name: budget.screen_stage(engine, ps, protocol.max_new_tokens, out_dir / "rejects.jsonl",
-                                               budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
-                                               tokenizer=tokenizer, max_prompt_tokens=max_prompt_tokens)[0]
-                     for name, ps in problem_lists.items()}
+
+    problem_lists = {
+        name: budget.screen_stage(
+            engine,
+            ps,
+            protocol.max_new_tokens,
+            out_dir / "rejects.jsonl",
+            budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
+            tokenizer=tokenizer,
+            max_prompt_tokens=max_prompt_tokens,
+        )[0]
+        for name, ps in problem_lists.items()
+    }
     per_shard = shard_problems or max(1, SHARD_SAMPLES // protocol.n)
     results: dict[str, Any] = {
-        "protocol": protocol.record(), "model": model, "prompt_hash": prompt_hash, "limit": limit,
+        "protocol": protocol.record(),
+        "model": model,
+        "prompt_hash": prompt_hash,
+        "limit": limit,
         "precision": engine_precision,
-        "benchmarks": {}, "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "benchmarks": {},
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    tracker = tracking.open_tracker(report_to, out=out_dir, tracking_dir=tracking_dir, online=online,
-                                    config={"model": model, "protocol": protocol.record(), "limit": limit,
-                                            "benchmarks": list(problem_lists)})
+    tracker = tracking.open_tracker(
+        report_to,
+        out=out_dir,
+        tracking_dir=tracking_dir,
+        online=online,
+        config={"model": model, "protocol": protocol.record(), "limit": limit, "benchmarks": list(problem_lists)},
+    )
     try:
         # One store per benchmark; the shards of all benchmarks are laid end to end and grouped into engine
         # calls by absolute position, so benchmarks share calls (decoding a 135M model is memory-bound: a call
@@ -270,39 +335,69 @@ def evaluate(model_spec: str, benchmarks: Sequence[str] | dict[str, Sequence[Pro
         stores, parts, units = {}, {}, []
         for name, problems in problem_lists.items():
             # What decides this benchmark's samples; a mismatch with existing shards is refused by the store.
-            decided = {"protocol": protocol.hash, "model": model.get("revision") or model["spec"],
-                       "precision": engine_precision["generate"],
-                       "prompt_hash": prompt_hash, "benchmark": name,
-                       "problems": config_hash({"ids": [p.id for p in problems]}), "shard_problems": per_shard}
+            decided = {
+                "protocol": protocol.hash,
+                "model": model.get("revision") or model["spec"],
+                "precision": engine_precision["generate"],
+                "prompt_hash": prompt_hash,
+                "benchmark": name,
+                "problems": config_hash({"ids": [p.id for p in problems]}),
+                "shard_problems": per_shard,
+            }
             stores[name] = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=force)
-            parts[name] = [problems[i:i + per_shard] for i in range(0, len(problems), per_shard)]
+            parts[name] = [problems[i : i + per_shard] for i in range(0, len(problems), per_shard)]
             units += [(name, i) for i in range(len(parts[name]))]
         todo = [g for g, (name, i) in enumerate(units) if not stores[name].has(i)]
         from sftadapt.engines import rejects as engine_rejects
 
         for name in problem_lists:  # engine rejects of shards an earlier (killed) run finished stay listed
-            engine_rejects.restore(stores[name].root, [i for i in range(len(parts[name])) if stores[name].has(i)],
-                                   out_dir / "rejects.jsonl")
+            engine_rejects.restore(
+                stores[name].root,
+                [i for i in range(len(parts[name])) if stores[name].has(i)],
+                out_dir / "rejects.jsonl",
+            )
         total = sum(len(ps) for ps in problem_lists.values()) * protocol.n
         done = total - sum(len(parts[units[g][0]][units[g][1]]) for g in todo) * protocol.n
         counts = {"correct": 0, "no_answer": 0}
-        with tqdm(total=total, initial=done, desc="eval " + ",".join(problem_lists), unit="sample",
-                  disable=not progress, dynamic_ncols=True) as bar:
+        with tqdm(
+            total=total,
+            initial=done,
+            desc="eval " + ",".join(problem_lists),
+            unit="sample",
+            disable=not progress,
+            dynamic_ncols=True,
+        ) as bar:
             for group in _batches(todo, per_shard * protocol.n, batch_size):
                 # Several small shards share one generate call (full engine batches); each is stored on
                 # its own, so what a kill can lose is at most one call's work.
                 chunk = [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]
                 # a problem the backend refuses (a server's 4xx) becomes a reject; the others are kept
-                attempts, refused = engine_rejects.keep_going(chunk, lambda part: run_chunk(
-                    engine, verifier, tokenizer, protocol, [p for _, p in part], [name for name, _ in part],
-                    prompt_hash))
+                attempts, refused = engine_rejects.keep_going(
+                    chunk,
+                    lambda part: run_chunk(
+                        engine,
+                        verifier,
+                        tokenizer,
+                        protocol,
+                        [p for _, p in part],
+                        [name for name, _ in part],
+                        prompt_hash,
+                    ),
+                )
                 for g in group:
                     name, i = units[g]
                     ids = {p.id for p in parts[name][i]}
                     stores[name].write(i, [a for a in attempts if a.meta["benchmark"] == name and a.problem_id in ids])
-                    engine_rejects.record(stores[name].root, i, [
-                        engine_rejects.reject_row(p, why, benchmark=name)
-                        for (bench, p), why in refused if bench == name and p.id in ids], out_dir / "rejects.jsonl")
+                    engine_rejects.record(
+                        stores[name].root,
+                        i,
+                        [
+                            engine_rejects.reject_row(p, why, benchmark=name)
+                            for (bench, p), why in refused
+                            if bench == name and p.id in ids
+                        ],
+                        out_dir / "rejects.jsonl",
+                    )
                 for a in attempts:
                     if a.verdict in counts:
                         counts[a.verdict] += 1
@@ -331,25 +426,32 @@ def summary_table(results: dict[str, Any]) -> str:
     """The short markdown table printed at the end of `sftadapt eval`."""
     proto = results["protocol"]
     n = proto["n"]
-    lines = [f"model {results['model'].get('spec')} | protocol {proto['name']} ({proto['hash']}): n={n}, "
-             f"T={proto['temperature']}, top_p={proto['top_p']}, max_new_tokens={proto['max_new_tokens']}",
-             f"| benchmark | problems | avg@{n} [95% CI] | pass@{n} | maj@{n} | no_answer | timeout | error "
-             "| truncated | tokens/sample | gen s |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"model {results['model'].get('spec')} | protocol {proto['name']} ({proto['hash']}): n={n}, "
+        f"T={proto['temperature']}, top_p={proto['top_p']}, max_new_tokens={proto['max_new_tokens']}",
+        f"| benchmark | problems | avg@{n} [95% CI] | pass@{n} | maj@{n} | no_answer | timeout | error "
+        "| truncated | tokens/sample | gen s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for name, r in results["benchmarks"].items():
         avg, pas, maj = r[f"avg@{n}"], r.get(f"pass@{n}", {}), r[f"maj@{n}"]
         c = r["counts"]
         lines.append(
             f"| {name} | {r['n_problems']} | {100 * avg['value']:.1f} [{100 * avg['lo']:.1f}, {100 * avg['hi']:.1f}]"
             f" | {100 * pas.get('value', float('nan')):.1f} | {100 * maj['value']:.1f} | {c['no_answer']} "
-            f"| {c['timeout']} | {c['error']} | {r['truncated']} | {r['mean_tokens']:.0f} | {r['generate_s']:.0f} |")
+            f"| {c['timeout']} | {c['error']} | {r['truncated']} | {r['mean_tokens']:.0f} | {r['generate_s']:.0f} |"
+        )
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- harness sanity check
-def gold_sanity(benchmark: str, limit: int | None = None, verifier=None,
-                problems: Sequence[Problem] | None = None, data_dir: str | os.PathLike | None = None
-                ) -> dict[str, Any]:
+def gold_sanity(
+    benchmark: str,
+    limit: int | None = None,
+    verifier=None,
+    problems: Sequence[Problem] | None = None,
+    data_dir: str | os.PathLike | None = None,
+) -> dict[str, Any]:
     """Score the gold solutions (`Problem.solution`) of a benchmark as if a model had written them.
 
     A correct harness gets (almost) all of them right; each failure is a verifier bug or a data issue."""
@@ -369,8 +471,15 @@ def gold_sanity(benchmark: str, limit: int | None = None, verifier=None,
     for p, v in zip(problems, verdicts):
         counts[v.verdict] = counts.get(v.verdict, 0) + 1
         if v.verdict != "correct":
-            failures.append({"id": p.id, "gold": p.answer, "extracted": v.extracted, "rule": v.rule,
-                             "verdict": v.verdict})
+            failures.append(
+                {"id": p.id, "gold": p.answer, "extracted": v.extracted, "rule": v.rule, "verdict": v.verdict}
+            )
     n = len(problems)
-    return {"benchmark": benchmark, "n": n, "correct": counts.get("correct", 0),
-            "rate": counts.get("correct", 0) / n if n else float("nan"), "counts": counts, "failures": failures}
+    return {
+        "benchmark": benchmark,
+        "n": n,
+        "correct": counts.get("correct", 0),
+        "rate": counts.get("correct", 0) / n if n else float("nan"),
+        "counts": counts,
+        "failures": failures,
+    }

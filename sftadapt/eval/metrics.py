@@ -134,9 +134,14 @@ def _resampled_means(rng: np.random.Generator, scores: np.ndarray, n_boot: int) 
     return scores[rng.integers(0, scores.size, size=(n_boot, scores.size))].mean(axis=1)
 
 
-def bootstrap_macro_delta(groups: Sequence[Sequence[float]], baseline_groups: Sequence[Sequence[float]] | None = None,
-                          paired: Sequence[bool] | None = None, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                          confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
+def bootstrap_macro_delta(
+    groups: Sequence[Sequence[float]],
+    baseline_groups: Sequence[Sequence[float]] | None = None,
+    paired: Sequence[bool] | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, float]:
     """Mean over groups (benchmarks) of the per-group mean score, minus the same for `baseline_groups` if given,
     with a percentile-bootstrap interval; each group's problems are resampled independently (seeded).
 
@@ -145,8 +150,11 @@ def bootstrap_macro_delta(groups: Sequence[Sequence[float]], baseline_groups: Se
     Unpaired groups resample each side on its own. Returns {"value", "lo", "hi"}."""
     arrays = [np.asarray(g, dtype=float) for g in groups]
     bases = [np.asarray(g, dtype=float) for g in baseline_groups] if baseline_groups is not None else None
-    if not arrays or any(a.size == 0 for a in arrays) or (bases is not None and (
-            len(bases) != len(arrays) or any(b.size == 0 for b in bases))):
+    if (
+        not arrays
+        or any(a.size == 0 for a in arrays)
+        or (bases is not None and (len(bases) != len(arrays) or any(b.size == 0 for b in bases)))
+    ):
         raise ValueError("bootstrap: every group needs at least one problem (and a baseline group of its own)")
     paired = list(paired) if paired is not None else [False] * len(arrays)
     rng = np.random.default_rng(seed)
@@ -168,24 +176,34 @@ def bootstrap_macro_delta(groups: Sequence[Sequence[float]], baseline_groups: Se
     return {"value": float(value / len(arrays)), "lo": float(lo), "hi": float(hi)}
 
 
-def bootstrap_mean(scores: Sequence[float], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                   confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
+def bootstrap_mean(
+    scores: Sequence[float], n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0, confidence: float = DEFAULT_CONFIDENCE
+) -> dict[str, float]:
     """Mean of per-problem scores with a percentile-bootstrap interval over problems (resampled with
     replacement, `n_boot` times, seeded). Returns {"value", "lo", "hi"}."""
     return bootstrap_macro_delta([scores], n_boot=n_boot, seed=seed, confidence=confidence)
 
 
-def bootstrap_delta(scores: Sequence[float], baseline: Sequence[float], paired: bool,
-                    n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                    confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
+def bootstrap_delta(
+    scores: Sequence[float],
+    baseline: Sequence[float],
+    paired: bool,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, float]:
     """`mean(scores) - mean(baseline)` with a bootstrap interval; paired = same problems in the same order
     (resample problems once, average the differences), else each side is resampled on its own."""
     return bootstrap_macro_delta([scores], [baseline], [paired], n_boot=n_boot, seed=seed, confidence=confidence)
 
 
-def hierarchical_bootstrap(groups: Sequence[np.ndarray], baseline_groups: Sequence[np.ndarray] | None = None,
-                           n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0,
-                           confidence: float = DEFAULT_CONFIDENCE) -> dict[str, float]:
+def hierarchical_bootstrap(
+    groups: Sequence[np.ndarray],
+    baseline_groups: Sequence[np.ndarray] | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    confidence: float = DEFAULT_CONFIDENCE,
+) -> dict[str, float]:
     """Mean over groups (benchmarks) of a seeds × problems score matrix's mean, minus the same for
     `baseline_groups` if given, with a two-level percentile-bootstrap interval: seeds, then problems.
 
@@ -204,8 +222,10 @@ def hierarchical_bootstrap(groups: Sequence[np.ndarray], baseline_groups: Sequen
     if baseline_groups is not None:
         bases = [np.atleast_2d(np.asarray(g, dtype=float)) for g in baseline_groups]
         if len(bases) != len(arrays) or any(a.shape != b.shape for a, b in zip(arrays, bases)):
-            raise ValueError("hierarchical bootstrap: each baseline group needs the arm's seeds × problems shape, got "
-                             f"{[a.shape for a in arrays]} and {[b.shape for b in bases]}")
+            raise ValueError(
+                "hierarchical bootstrap: each baseline group needs the arm's seeds × problems shape, got "
+                f"{[a.shape for a in arrays]} and {[b.shape for b in bases]}"
+            )
         arrays = [a - b for a, b in zip(arrays, bases)]
     if not arrays or any(a.size == 0 for a in arrays) or len({a.shape[0] for a in arrays}) != 1:
         raise ValueError("hierarchical bootstrap: every group needs problems, and all groups the same seeds")
@@ -235,9 +255,11 @@ def describe_delta(value: float, lo: float, hi: float, scale: float = 100.0, uni
     if hi < 0:
         return f"lower by {-scale * value:.1f}{unit} (95% interval {scale * lo:+.1f} to {scale * hi:+.1f})"
     loss, gain = max(-scale * lo, 0.0) + 0.0, max(scale * hi, 0.0) + 0.0  # + 0.0: never print "-0.0"
-    return (f"no detectable difference: {scale * value:+.1f}{unit}, and the 95% interval "
-            f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {loss:.1f} to a gain of "
-            f"{gain:.1f}")
+    return (
+        f"no detectable difference: {scale * value:+.1f}{unit}, and the 95% interval "
+        f"({scale * lo:+.1f} to {scale * hi:+.1f}) allows anything from a loss of {loss:.1f} to a gain of "
+        f"{gain:.1f}"
+    )
 
 
 # ---------------------------------------------------------------- summary
@@ -259,8 +281,9 @@ def verdict_counts(samples: Sequence[ProblemSamples]) -> dict[str, int]:
     return {v: counts.get(v, 0) for v in VERDICTS}
 
 
-def summarize_samples(samples: Sequence[ProblemSamples], ks: Sequence[int] | None = None,
-              n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> dict:
+def summarize_samples(
+    samples: Sequence[ProblemSamples], ks: Sequence[int] | None = None, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0
+) -> dict:
     """All metrics of one benchmark: `avg@n`, `pass@k` for each k, `maj@n`, each {"value","lo","hi"};
     plus `n`, `n_problems`, `n_samples` and verdict `counts`. Every problem must have the same n."""
     if not samples:

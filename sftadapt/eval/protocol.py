@@ -40,8 +40,8 @@ class Protocol:
     answer_format: str = option(
         "boxed",
         help="'boxed': the prompt asks for \\boxed{} and the verifier's extraction chain applies (last \\boxed, "
-             "'The answer is', last number — as the Qwen2.5-Math evaluation does); 'boxed_strict': only a "
-             "\\boxed{} answer counts, anything else is no_answer",
+        "'The answer is', last number — as the Qwen2.5-Math evaluation does); 'boxed_strict': only a "
+        "\\boxed{} answer counts, anything else is no_answer",
     )
 
     def validate(self) -> None:
@@ -65,8 +65,9 @@ class Protocol:
         return config_hash(self, exclude=("name",))
 
     def sampling(self) -> Sampling:
-        return Sampling(n=self.n, temperature=self.temperature, top_p=self.top_p,
-                        max_new_tokens=self.max_new_tokens, seed=self.seed)
+        return Sampling(
+            n=self.n, temperature=self.temperature, top_p=self.top_p, max_new_tokens=self.max_new_tokens, seed=self.seed
+        )
 
     def record(self) -> dict:
         """What results.json stores: every field plus the hash."""
@@ -74,10 +75,28 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, dict] = {
-    "paper": dict(name="paper", template="solve", chat=True, n=16, temperature=1.0, top_p=1.0,
-                  max_new_tokens=4096, seed=0, answer_format="boxed"),
-    "quick": dict(name="quick", template="solve", chat=True, n=1, temperature=0.0, top_p=1.0,
-                  max_new_tokens=256, seed=0, answer_format="boxed"),
+    "paper": dict(
+        name="paper",
+        template="solve",
+        chat=True,
+        n=16,
+        temperature=1.0,
+        top_p=1.0,
+        max_new_tokens=4096,
+        seed=0,
+        answer_format="boxed",
+    ),
+    "quick": dict(
+        name="quick",
+        template="solve",
+        chat=True,
+        n=1,
+        temperature=0.0,
+        top_p=1.0,
+        max_new_tokens=256,
+        seed=0,
+        answer_format="boxed",
+    ),
 }
 
 

@@ -36,9 +36,13 @@ class SampleConfig:
     max_new_tokens: int = option(256, help="generation budget per sample")
     seed: int = option(0, help="base seed; each sample's seed derives from (seed, problem id, index)")
     chat: bool = option(True, help="apply the model's chat template")
-    dtype: str = option("auto", help="auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16")
+    dtype: str = option(
+        "auto", help="auto (bf16 only where the hardware runs it natively, else float32) | float32 | bfloat16"
+    )
     batch_size: int = option(32, help="sequences per generate call")
-    engine: EngineConfig = field(default_factory=EngineConfig, metadata={"help": "the backend that samples (engine.backend, engine.options)"})
+    engine: EngineConfig = field(
+        default_factory=EngineConfig, metadata={"help": "the backend that samples (engine.backend, engine.options)"}
+    )
     shard_size: int = option(16, help="problems per resumable shard")
     data_dir: str | None = option(None, help="benchmark data folder (default: find shared/data)")
     force: bool = option(False, help="set aside shards of a different config instead of refusing")
@@ -53,8 +57,15 @@ class SampleConfig:
         normalize(self.dtype)
 
 
-def sample_attempts(engine: Engine, verifier, problems: Sequence[Problem], sampling: Sampling, stage: str,
-                    prompt_for: Callable[[Problem], str], prompt_hash: str) -> list[list[Attempt]]:
+def sample_attempts(
+    engine: Engine,
+    verifier,
+    problems: Sequence[Problem],
+    sampling: Sampling,
+    stage: str,
+    prompt_for: Callable[[Problem], str],
+    prompt_hash: str,
+) -> list[list[Attempt]]:
     """`sampling.n` verified attempts per problem; seeds from (base seed, problem id, stage, index)."""
     prompts = [prompt_for(p) for p in problems]
     seeds = [[derive_seed(sampling.seed, p.id, stage, j) for j in range(sampling.n)] for p in problems]
@@ -67,11 +78,22 @@ def sample_attempts(engine: Engine, verifier, problems: Sequence[Problem], sampl
         for j, comp in enumerate(outs):
             v = verdicts[k]
             k += 1
-            attempts[i].append(Attempt(
-                problem_id=problem.id, stage=stage, index=j, prompt_hash=prompt_hash, text=comp.text,
-                token_logprobs=comp.logprobs, finish_reason=comp.finish_reason, seed=comp.seed,
-                verdict=v.verdict, extracted=v.extracted, rule=v.rule,
-                meta={"n_tokens": len(comp.token_ids)}))
+            attempts[i].append(
+                Attempt(
+                    problem_id=problem.id,
+                    stage=stage,
+                    index=j,
+                    prompt_hash=prompt_hash,
+                    text=comp.text,
+                    token_logprobs=comp.logprobs,
+                    finish_reason=comp.finish_reason,
+                    seed=comp.seed,
+                    verdict=v.verdict,
+                    extracted=v.extracted,
+                    rule=v.rule,
+                    meta={"n_tokens": len(comp.token_ids)},
+                )
+            )
     return attempts
 
 
@@ -96,37 +118,73 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
     from sftadapt.verify import Verifier
 
     # issue 13: over-long prompts become rejects before they reach the engine
-    problems, _ = budget.screen_stage(engine, problems, cfg.max_new_tokens, out / "rejects.jsonl",
-                                      budget.solve_checks(engine.tokenizer, cfg.chat),
-                                      max_prompt_tokens=cfg.max_prompt_tokens)
+    problems, _ = budget.screen_stage(
+        engine,
+        problems,
+        cfg.max_new_tokens,
+        out / "rejects.jsonl",
+        budget.solve_checks(engine.tokenizer, cfg.chat),
+        max_prompt_tokens=cfg.max_prompt_tokens,
+    )
     tmpl_hash = P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat)
-    params = Sampling(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens,
-                      seed=cfg.seed)
+    params = Sampling(
+        n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
+    )
     ids_hash = config_hash({"ids": [p.id for p in problems]})
-    store = ShardStore(out / "shards", config_hash({**without_engine_options(config_dict(cfg)), "ids": ids_hash,
-                                                    "tmpl": tmpl_hash,
-                                                    "resolved_dtype": getattr(engine, "precision", None)},
-                                                   exclude=("out", "batch_size", "force", "online", "max_prompt_tokens")),
-                       config_dict(cfg), force=cfg.force)
+    store = ShardStore(
+        out / "shards",
+        config_hash(
+            {
+                **without_engine_options(config_dict(cfg)),
+                "ids": ids_hash,
+                "tmpl": tmpl_hash,
+                "resolved_dtype": getattr(engine, "precision", None),
+            },
+            exclude=("out", "batch_size", "force", "online", "max_prompt_tokens"),
+        ),
+        config_dict(cfg),
+        force=cfg.force,
+    )
     with Verifier() as verifier:
+
         def work(chunk):
-            rows = sample_attempts(engine, verifier, chunk, params, "sample",
-                                   lambda p: P.solve_prompt(engine.tokenizer, p.problem, cfg.chat), tmpl_hash)
+            rows = sample_attempts(
+                engine,
+                verifier,
+                chunk,
+                params,
+                "sample",
+                lambda p: P.solve_prompt(engine.tokenizer, p.problem, cfg.chat),
+                tmpl_hash,
+            )
             return [a for per_problem in rows for a in per_problem]
 
-        shards = run_sharded(store, problems, cfg.shard_size, work, desc=f"sample {cfg.data}", progress=progress,
-                             unit="problem",
-                             rejects_file=out / "rejects.jsonl")
+        shards = run_sharded(
+            store,
+            problems,
+            cfg.shard_size,
+            work,
+            desc=f"sample {cfg.data}",
+            progress=progress,
+            unit="problem",
+            rejects_file=out / "rejects.jsonl",
+        )
     n_rows = store.finalize(out / "attempts.jsonl", expected_shards=shards)
     rows = list(store.rows())
     counts: dict[str, int] = {}
     for row in rows:
         counts[row["verdict"]] = counts.get(row["verdict"], 0) + 1
     summary = {
-        "model": cfg.model, "data": cfg.data, "problems": len(problems), "samples": n_rows,
-        "accuracy": counts.get("correct", 0) / max(n_rows, 1), "verdicts": counts,
-        "rejected_rows": rejected, "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
-        "seconds": round(time.perf_counter() - start, 1), "prompt_template_hash": tmpl_hash,
+        "model": cfg.model,
+        "data": cfg.data,
+        "problems": len(problems),
+        "samples": n_rows,
+        "accuracy": counts.get("correct", 0) / max(n_rows, 1),
+        "verdicts": counts,
+        "rejected_rows": rejected,
+        "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
+        "seconds": round(time.perf_counter() - start, 1),
+        "prompt_template_hash": tmpl_hash,
         "precision": getattr(engine, "precision", None),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))

@@ -39,7 +39,7 @@ def arm_gap(arm: str, results: dict[str, dict[str, Any]]) -> float | None:
         return None
     stage, key = gap_source(arm)
     last_stages = [chain[-1] for chain in arms.SOURCE_STAGES.values() if chain]
-    for name in ([stage] + last_stages if key == "expert_set" else [stage]):
+    for name in [stage] + last_stages if key == "expert_set" else [stage]:
         gap = (results.get(name) or {}).get("gap") or {}
         if gap.get(key) is not None:
             return float(gap[key])
@@ -53,8 +53,14 @@ def _compute_file(folder: Path) -> dict[str, Any]:
 
 def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Tokens generated / scored / trained, optimiser steps and seconds that producing `arm` took."""
-    total = {"tokens_generated": 0, "tokens_scored": 0, "tokens_trained": 0, "optimizer_steps": 0, "seconds": 0.0,
-             "score_seconds": 0.0}
+    total = {
+        "tokens_generated": 0,
+        "tokens_scored": 0,
+        "tokens_trained": 0,
+        "optimizer_steps": 0,
+        "seconds": 0.0,
+        "score_seconds": 0.0,
+    }
     for stage in adapt_stages(arm):
         res = results.get(stage) or {}
         comp = _compute_file(root / stage)
@@ -64,13 +70,18 @@ def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dic
         total["tokens_trained"] += int(comp.get("policy_tokens_processed", 0) or 0)  # mapper RL's policy
         total["optimizer_steps"] += int(comp.get("optimizer_steps", 0) or 0)
         total["seconds"] += float(res.get("stage_seconds", 0.0))
-        total["score_seconds"] += float(comp.get("score_seconds", comp.get("target_score_seconds_this_run",
-                                                                          totals.get("score_seconds", 0.0))) or 0.0)
+        total["score_seconds"] += float(
+            comp.get("score_seconds", comp.get("target_score_seconds_this_run", totals.get("score_seconds", 0.0)))
+            or 0.0
+        )
     if arm == "direct_rl":
         res, comp = results.get("direct_rl") or {}, _compute_file(root / "direct_rl")
-        total.update(tokens_generated=int(comp.get("tokens_generated", 0)),
-                     tokens_trained=int(comp.get("policy_tokens_processed", 0)),
-                     optimizer_steps=int(comp.get("optimizer_steps", 0)), seconds=float(res.get("stage_seconds", 0)))
+        total.update(
+            tokens_generated=int(comp.get("tokens_generated", 0)),
+            tokens_trained=int(comp.get("policy_tokens_processed", 0)),
+            optimizer_steps=int(comp.get("optimizer_steps", 0)),
+            seconds=float(res.get("stage_seconds", 0)),
+        )
     train = results.get(f"train_{arm}")
     if train:
         rows = max(int(train.get("rows", 0)), 1)

@@ -112,8 +112,9 @@ def discover(results: dict[str, Any]) -> dict[str, Any]:
     if (folder / "train_log.jsonl").exists():
         found["train_log"] = folder / "train_log.jsonl"
     if (folder / "rl_log.jsonl").exists():
-        found["rl_logs"].append(("direct RL" if folder.name.startswith("direct_rl") else folder.name,
-                                 folder / "rl_log.jsonl"))
+        found["rl_logs"].append(
+            ("direct RL" if folder.name.startswith("direct_rl") else folder.name, folder / "rl_log.jsonl")
+        )
     config = (_read_json(folder / "train_config.json") or {}).get("config") or {}
     for data in config.get("data") or []:
         data = Path(data)
@@ -125,8 +126,9 @@ def discover(results: dict[str, Any]) -> dict[str, Any]:
         if str(mapper) not in ("", ".") and (mapper / "rl_log.jsonl").exists():
             # the Patch arm's mapper is trained like DART's, with reward kind patch: its own curve, its own name
             kind = ((_read_json(mapper / "rl_config.json") or {}).get("reward") or {}).get("kind")
-            found["rl_logs"].append(("Patch mapper RL" if kind == "patch" else "DART mapper RL",
-                                     mapper / "rl_log.jsonl"))
+            found["rl_logs"].append(
+                ("Patch mapper RL" if kind == "patch" else "DART mapper RL", mapper / "rl_log.jsonl")
+            )
     return found
 
 
@@ -156,8 +158,9 @@ class ProblemTexts:
             mine.setdefault(p.id, [p.problem, p.answer])
 
 
-def eval_samples(run_index: int, run: RunRef, results: dict[str, Any], problems: ProblemTexts,
-                 max_samples: int, notes: list[str]) -> list[dict[str, Any]]:
+def eval_samples(
+    run_index: int, run: RunRef, results: dict[str, Any], problems: ProblemTexts, max_samples: int, notes: list[str]
+) -> list[dict[str, Any]]:
     """Compact rows of every stored eval attempt of one run (whole problems, up to `max_samples` per benchmark)."""
     out = []
     for bench in results.get("benchmarks") or {}:
@@ -171,13 +174,25 @@ def eval_samples(run_index: int, run: RunRef, results: dict[str, Any], problems:
             seen.add(pid)
             kept.append(a)
         if len(kept) < len(rows):
-            notes.append(f"{run.label} / {bench}: showing {len(kept)} of {len(rows)} samples "
-                         f"(the first {len(seen)} problems)")
+            notes.append(
+                f"{run.label} / {bench}: showing {len(kept)} of {len(rows)} samples (the first {len(seen)} problems)"
+            )
         for a in kept:
             meta = a.get("meta") or {}
-            out.append({"r": run_index, "b": bench, "p": str(a.get("problem_id")), "i": a.get("index"),
-                        "v": a.get("verdict") or "error", "x": a.get("extracted"), "u": a.get("rule"),
-                        "t": a.get("text") or "", "f": a.get("finish_reason"), "n": meta.get("n_tokens")})
+            out.append(
+                {
+                    "r": run_index,
+                    "b": bench,
+                    "p": str(a.get("problem_id")),
+                    "i": a.get("index"),
+                    "v": a.get("verdict") or "error",
+                    "x": a.get("extracted"),
+                    "u": a.get("rule"),
+                    "t": a.get("text") or "",
+                    "f": a.get("finish_reason"),
+                    "n": meta.get("n_tokens"),
+                }
+            )
     return out
 
 
@@ -197,14 +212,33 @@ def adapted_rows(name: str, path: Path, limit: int) -> list[dict[str, Any]]:
     out = []
     for r in _read_jsonl(path, limit):
         meta = r.get("meta") or {}
-        out.append({"s": name, "id": str(r.get("id")), "q": r.get("problem") or "", "g": r.get("answer"),
-                    "o": r.get("origin"), "gap": _num(r.get("target_logprob_mean")),
-                    "pr": _num(r.get("self_pass_rate") if r.get("self_pass_rate") is not None
-                               else meta.get("mapper_pass_rate")),
-                    "t": r.get("response") or "",
-                    "a": [{"st": a.get("stage"), "i": a.get("index"), "v": a.get("verdict"), "x": a.get("extracted"),
-                           "u": a.get("rule"), "w": _attempt_why(a), "t": a.get("text") or ""}
-                          for a in (r.get("attempts") or []) if isinstance(a, dict)]})
+        out.append(
+            {
+                "s": name,
+                "id": str(r.get("id")),
+                "q": r.get("problem") or "",
+                "g": r.get("answer"),
+                "o": r.get("origin"),
+                "gap": _num(r.get("target_logprob_mean")),
+                "pr": _num(
+                    r.get("self_pass_rate") if r.get("self_pass_rate") is not None else meta.get("mapper_pass_rate")
+                ),
+                "t": r.get("response") or "",
+                "a": [
+                    {
+                        "st": a.get("stage"),
+                        "i": a.get("index"),
+                        "v": a.get("verdict"),
+                        "x": a.get("extracted"),
+                        "u": a.get("rule"),
+                        "w": _attempt_why(a),
+                        "t": a.get("text") or "",
+                    }
+                    for a in (r.get("attempts") or [])
+                    if isinstance(a, dict)
+                ],
+            }
+        )
     return out
 
 
@@ -215,35 +249,71 @@ def table_from_study(study: dict[str, Any]) -> dict[str, Any]:
     for a in study["arms"]:
         cells = {}
         for b, c in a["benchmarks"].items():
-            cells[b] = {"mean": c["mean"], "lo": c["ci"][0], "hi": c["ci"][1], "sd": c.get("sd"),
-                        "delta": c.get("delta"), "dlo": (c.get("delta_ci") or [None, None])[0],
-                        "dhi": (c.get("delta_ci") or [None, None])[1]}
-        rows.append({"arm": a["arm"], "label": a["label"], "gap": a.get("gap"), "cells": cells,
-                     "compute": a.get("compute")})
+            cells[b] = {
+                "mean": c["mean"],
+                "lo": c["ci"][0],
+                "hi": c["ci"][1],
+                "sd": c.get("sd"),
+                "delta": c.get("delta"),
+                "dlo": (c.get("delta_ci") or [None, None])[0],
+                "dhi": (c.get("delta_ci") or [None, None])[1],
+            }
+        rows.append(
+            {"arm": a["arm"], "label": a["label"], "gap": a.get("gap"), "cells": cells, "compute": a.get("compute")}
+        )
     n = len(study["seeds"])
-    note = ("95% bootstrap interval over problems" if n == 1 else
-            f"mean over {n} seeds [95% bootstrap interval over problems] and sd of the per-seed accuracies")
-    return {"benchmarks": list(study["benchmarks"]), "rows": rows, "metric": study["metric"], "note": note,
-            "protocol": study["protocol"], "baseline": "base"}
+    note = (
+        "95% bootstrap interval over problems"
+        if n == 1
+        else f"mean over {n} seeds [95% bootstrap interval over problems] and sd of the per-seed accuracies"
+    )
+    return {
+        "benchmarks": list(study["benchmarks"]),
+        "rows": rows,
+        "metric": study["metric"],
+        "note": note,
+        "protocol": study["protocol"],
+        "baseline": "base",
+    }
 
 
 def table_from_report(rep: dict[str, Any], computes: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """Rows of `report.build_report`'s table in the same shape as `table_from_study`'s."""
+
     def cell(c):
         d = c.get("delta") or {}
-        return {"mean": c["value"], "lo": c["lo"], "hi": c["hi"], "sd": None, "delta": d.get("value"),
-                "dlo": d.get("lo"), "dhi": d.get("hi")}
+        return {
+            "mean": c["value"],
+            "lo": c["lo"],
+            "hi": c["hi"],
+            "sd": None,
+            "delta": d.get("value"),
+            "dlo": d.get("lo"),
+            "dhi": d.get("hi"),
+        }
 
     rows = []
     for r in rep["runs"]:
         cells = {b: cell(c) for b, c in r["benchmarks"].items()}
         if r.get("mean"):
             cells["mean"] = cell(r["mean"])
-        rows.append({"arm": r["name"], "label": r["name"], "gap": (r.get("gap") or {}).get("gap"), "cells": cells,
-                     "compute": (computes or {}).get(r["name"])})
-    return {"benchmarks": list(rep["benchmarks"]), "rows": rows, "metric": rep["metric"],
-            "note": f"95% bootstrap interval over problems (B={rep['n_boot']})", "protocol": rep["protocol"],
-            "baseline": rep.get("baseline")}
+        rows.append(
+            {
+                "arm": r["name"],
+                "label": r["name"],
+                "gap": (r.get("gap") or {}).get("gap"),
+                "cells": cells,
+                "compute": (computes or {}).get(r["name"]),
+            }
+        )
+    return {
+        "benchmarks": list(rep["benchmarks"]),
+        "rows": rows,
+        "metric": rep["metric"],
+        "note": f"95% bootstrap interval over problems (B={rep['n_boot']})",
+        "protocol": rep["protocol"],
+        "baseline": rep.get("baseline"),
+    }
 
 
 def _pct(v: float | None, signed: bool = False) -> str:
@@ -254,8 +324,12 @@ def table_html(table: dict[str, Any]) -> str:
     benches = table["benchmarks"]
     cols = benches + (["mean"] if any("mean" in r["cells"] for r in table["rows"]) else [])
     base = table.get("baseline")
-    head = ("<tr><th>arm</th><th>gap</th>" + "".join(f"<th>{escape(b)}</th>" for b in cols)
-            + (f"<th>Δ mean vs {escape(base)}</th>" if base else "") + "</tr>")
+    head = (
+        "<tr><th>arm</th><th>gap</th>"
+        + "".join(f"<th>{escape(b)}</th>" for b in cols)
+        + (f"<th>Δ mean vs {escape(base)}</th>" if base else "")
+        + "</tr>"
+    )
     body = []
     for r in table["rows"]:
         gap = "–" if r["gap"] is None else f"{r['gap']:.3f}"
@@ -274,10 +348,12 @@ def table_html(table: dict[str, Any]) -> str:
             if m.get("delta") is None:
                 tds.append("<td>–</td>")
             else:
-                tds.append(f"<td>{_pct(m['delta'], True)} <span class=ci>[{_pct(m['dlo'], True)}, "
-                           f"{_pct(m['dhi'], True)}]</span></td>")
+                tds.append(
+                    f"<td>{_pct(m['delta'], True)} <span class=ci>[{_pct(m['dlo'], True)}, "
+                    f"{_pct(m['dhi'], True)}]</span></td>"
+                )
         body.append(f'<tr class="arm-row" data-arm="{escape(r["arm"])}">' + "".join(tds) + "</tr>")
-    return (f'<table id="study-table"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>')
+    return f'<table id="study-table"><thead>{head}</thead><tbody>{"".join(body)}</tbody></table>'
 
 
 # ---------------------------------------------------------------- plots
@@ -290,19 +366,40 @@ def summary_plots(table: dict[str, Any]) -> list[str]:
     colors = _colors(r["arm"] for r in table["rows"])
     metric = table["metric"]
     out = []
-    gap_pts = [Point(r["label"], r["gap"], 100 * r["cells"]["mean"]["mean"], 100 * r["cells"]["mean"]["lo"],
-                     100 * r["cells"]["mean"]["hi"], colors[r["arm"]])
-               for r in table["rows"] if r["gap"] is not None and "mean" in r["cells"]]
-    out.append(scatter(gap_pts, "gap vs accuracy", "training-set gap: mean target log-prob per token "
-                       "(higher = closer)", f"{metric} (%), mean", y_include=(0, 10)))
+    gap_pts = [
+        Point(
+            r["label"],
+            r["gap"],
+            100 * r["cells"]["mean"]["mean"],
+            100 * r["cells"]["mean"]["lo"],
+            100 * r["cells"]["mean"]["hi"],
+            colors[r["arm"]],
+        )
+        for r in table["rows"]
+        if r["gap"] is not None and "mean" in r["cells"]
+    ]
+    out.append(
+        scatter(
+            gap_pts,
+            "gap vs accuracy",
+            "training-set gap: mean target log-prob per token (higher = closer)",
+            f"{metric} (%), mean",
+            y_include=(0, 10),
+        )
+    )
     comp = [r for r in table["rows"] if r.get("compute") and "mean" in r["cells"]]
-    for key, xlabel in (("seconds", "wall seconds beyond the warm-up"),
-                        ("tokens", "tokens generated + scored + trained")):
+    for key, xlabel in (
+        ("seconds", "wall seconds beyond the warm-up"),
+        ("tokens", "tokens generated + scored + trained"),
+    ):
         pts = []
         for r in comp:
             c = r["compute"]
-            x = (c.get("seconds", 0.0) if key == "seconds" else
-                 sum(float(c.get(k, 0) or 0) for k in ("tokens_generated", "tokens_scored", "tokens_trained")))
+            x = (
+                c.get("seconds", 0.0)
+                if key == "seconds"
+                else sum(float(c.get(k, 0) or 0) for k in ("tokens_generated", "tokens_scored", "tokens_trained"))
+            )
             m = r["cells"]["mean"]
             pts.append(Point(r["label"], float(x), 100 * m["mean"], 100 * m["lo"], 100 * m["hi"], colors[r["arm"]]))
         out.append(scatter(pts, f"compute vs accuracy ({key})", xlabel, f"{metric} (%), mean", y_include=(0, 10)))
@@ -310,8 +407,10 @@ def summary_plots(table: dict[str, Any]) -> list[str]:
 
 
 def training_plot(curves: dict[str, list[dict[str, Any]]], colors: dict[str, str]) -> str:
-    series = [Series(name, [(r.get("step"), _num(r.get("loss"))) for r in rows], colors.get(name))
-              for name, rows in curves.items()]
+    series = [
+        Series(name, [(r.get("step"), _num(r.get("loss"))) for r in rows], colors.get(name))
+        for name, rows in curves.items()
+    ]
     return line_chart(series, "training loss per arm", "optimiser step", "loss")
 
 
@@ -324,16 +423,33 @@ def rl_plots(name: str, rows: list[dict[str, Any]]) -> list[str]:
 
     reward_key = "reward_mean" if any(_num(r.get("reward_mean")) is not None for r in rows) else "reward"
     out = [line_chart([series(reward_key, "reward", PALETTE[0])], f"{name}: reward", "step", "mean reward")]
-    rates = [series(k, k, c) for k, c in (("gate_pass_rate", PALETTE[2]), ("accuracy", PALETTE[1]))
-             if any(_num(r.get(k)) is not None for r in rows)]
+    rates = [
+        series(k, k, c)
+        for k, c in (("gate_pass_rate", PALETTE[2]), ("accuracy", PALETTE[1]))
+        if any(_num(r.get(k)) is not None for r in rows)
+    ]
     if rates:
-        out.append(line_chart(rates, f"{name}: " + " / ".join(s.name.replace("_", " ") for s in rates), "step",
-                              "share of rollouts", y_include=(0, 1)))
+        out.append(
+            line_chart(
+                rates,
+                f"{name}: " + " / ".join(s.name.replace("_", " ") for s in rates),
+                "step",
+                "share of rollouts",
+                y_include=(0, 1),
+            )
+        )
     reasons = sorted({k for r in rows for k in r if k.startswith("fail_")})
     used = [k for k in reasons if any((_num(r.get(k)) or 0) > 0 for r in rows)]
     if reasons:
-        out.append(line_chart([series(k, k[5:], PALETTE[(i + 3) % len(PALETTE)]) for i, k in enumerate(used)],
-                              f"{name}: gate reasons (share of rollouts)", "step", "rate", y_include=(0, 1)))
+        out.append(
+            line_chart(
+                [series(k, k[5:], PALETTE[(i + 3) % len(PALETTE)]) for i, k in enumerate(used)],
+                f"{name}: gate reasons (share of rollouts)",
+                "step",
+                "rate",
+                y_include=(0, 1),
+            )
+        )
     return out
 
 
@@ -346,8 +462,13 @@ def json_for_script(data: Any) -> str:
     """JSON that can sit inside <script type="application/json">: no `<`, `>`, `&`, U+2028 or U+2029 left raw
     (so neither `</script>` nor `<!--` can end or change the block), and still the same JSON once parsed."""
     text = json.dumps(data, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str)
-    for raw, esc in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"), ("\u2028", "\\u2028"),
-                     ("\u2029", "\\u2029")):
+    for raw, esc in (
+        ("<", "\\u003c"),
+        (">", "\\u003e"),
+        ("&", "\\u0026"),
+        ("\u2028", "\\u2028"),
+        ("\u2029", "\\u2029"),
+    ):
         text = text.replace(raw, esc)
     return text
 
@@ -368,13 +489,22 @@ def _csp_hash(text: str) -> str:
 
 
 def protocol_text(p: dict[str, Any]) -> str:
-    return (f"protocol {p.get('name')} ({p.get('hash')}): n={p.get('n')}, T={p.get('temperature')}, "
-            f"top_p={p.get('top_p')}, {p.get('max_new_tokens')} new tokens, chat={p.get('chat')}, "
-            f"answers {p.get('answer_format')}, seed={p.get('seed')}")
+    return (
+        f"protocol {p.get('name')} ({p.get('hash')}): n={p.get('n')}, T={p.get('temperature')}, "
+        f"top_p={p.get('top_p')}, {p.get('max_new_tokens')} new tokens, chat={p.get('chat')}, "
+        f"answers {p.get('answer_format')}, seed={p.get('seed')}"
+    )
 
 
-def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max_samples: int = MAX_SAMPLES,
-               data_dir: str | Path | None = None, source: str = "") -> str:
+def build_page(
+    title: str,
+    table: dict[str, Any],
+    runs: Sequence[RunRef],
+    *,
+    max_samples: int = MAX_SAMPLES,
+    data_dir: str | Path | None = None,
+    source: str = "",
+) -> str:
     """The whole page as one string."""
     notes: list[str] = []
     problems = ProblemTexts(data_dir)
@@ -400,14 +530,27 @@ def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max
     colors = _colors(train_curves)
     plots = summary_plots(table)
     plots.append(training_plot(train_curves, colors) if train_curves else "")
-    rl_html = "".join(f'<h3>{escape(name)}</h3><div class="plots">{"".join(rl_plots(name, _read_jsonl(p)))}</div>'
-                      for name, p in rl_logs.items()) or "<p class=muted>No RL stage in this report.</p>"
-    data = _clean({"runs": [{"key": r.key, "label": r.label, "arm": r.arm, "seed": r.seed} for r in runs],
-                   "problems": problems.by_bench, "samples": samples, "adapted": adapted_data,
-                   "verdicts": list(VERDICTS)})
+    rl_html = (
+        "".join(
+            f'<h3>{escape(name)}</h3><div class="plots">{"".join(rl_plots(name, _read_jsonl(p)))}</div>'
+            for name, p in rl_logs.items()
+        )
+        or "<p class=muted>No RL stage in this report.</p>"
+    )
+    data = _clean(
+        {
+            "runs": [{"key": r.key, "label": r.label, "arm": r.arm, "seed": r.seed} for r in runs],
+            "problems": problems.by_bench,
+            "samples": samples,
+            "adapted": adapted_data,
+            "verdicts": list(VERDICTS),
+        }
+    )
     script, style = _asset("report.js"), _asset("report.css")
-    csp = (f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; img-src data:; "
-           "base-uri 'none'; form-action 'none'")
+    csp = (
+        f"default-src 'none'; script-src {_csp_hash(script)}; style-src {_csp_hash(style)}; img-src data:; "
+        "base-uri 'none'; form-action 'none'"
+    )
     notes_html = "".join(f"<li>{escape(n)}</li>" for n in notes)
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
@@ -417,14 +560,14 @@ def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max
 <style>{style}</style></head>
 <body>
 <header><h1>{escape(title)}</h1>
-<p class=muted>{escape(protocol_text(table['protocol']))}. Metric {escape(table['metric'])} in %; cells:
-{escape(table['note'])}. Generated {escape(time.strftime('%Y-%m-%d %H:%M:%S'))}{' from ' + escape(source) if source else ''}.</p>
+<p class=muted>{escape(protocol_text(table["protocol"]))}. Metric {escape(table["metric"])} in %; cells:
+{escape(table["note"])}. Generated {escape(time.strftime("%Y-%m-%d %H:%M:%S"))}{" from " + escape(source) if source else ""}.</p>
 <nav><a href="#table">Table</a> <a href="#plots">Plots</a> <a href="#rl">RL</a> <a href="#samples">Samples</a>
 <a href="#adapted">Adapted sets</a></nav></header>
 <section id="table"><h2>Accuracy per arm</h2>{table_html(table)}
 <p class=muted>Gap: mean target log-prob per token of the arm's training set (higher = closer to the target).</p>
 </section>
-<section id="plots"><h2>Plots</h2><div class="plots">{''.join(plots)}</div></section>
+<section id="plots"><h2>Plots</h2><div class="plots">{"".join(plots)}</div></section>
 <section id="rl"><h2>RL: reward, gate pass rate, gate reasons</h2>{rl_html}</section>
 <section id="samples"><h2>Samples</h2>
 <div class="controls"><label>arm <select id="f-run"></select></label>
@@ -439,7 +582,7 @@ def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max
 <label>search <input id="a-search" type="search" placeholder="problem, response, id"></label>
 <span class="count"><span id="adapted-count">0</span> of <span id="adapted-total">0</span> rows</span></div>
 <div id="adapted-list"></div><button id="adapted-more" type="button" hidden>show more</button></section>
-{f'<section id="notes"><h2>Notes</h2><ul>{notes_html}</ul></section>' if notes else ''}
+{f'<section id="notes"><h2>Notes</h2><ul>{notes_html}</ul></section>' if notes else ""}
 <script type="application/json" id="sftadapt-data">{json_for_script(data)}</script>
 <script>{script}</script>
 </body></html>
@@ -447,18 +590,31 @@ def build_page(title: str, table: dict[str, Any], runs: Sequence[RunRef], *, max
 
 
 # ---------------------------------------------------------------- entry points
-def write_study_html(study: dict[str, Any], seed_roots: dict[int, Path], out: Path,
-                     max_samples: int = MAX_SAMPLES) -> Path:
+def write_study_html(
+    study: dict[str, Any], seed_roots: dict[int, Path], out: Path, max_samples: int = MAX_SAMPLES
+) -> Path:
     """`RUN/report/study.html` from the study dict (study_report.write_study_report) and each seed's run folder."""
     from sftadapt.arms import ARM_LABELS
 
     many = len(seed_roots) > 1
-    runs = [RunRef(key=f"{a['arm']}@{seed}", label=ARM_LABELS.get(a["arm"], a["arm"]) + (f" · seed {seed}" if many
-                                                                                          else ""),
-                   arm=a["arm"], seed=seed, eval_dir=root / f"eval_{a['arm']}")
-            for seed, root in seed_roots.items() for a in study["arms"]]
-    html = build_page(f"{study['name']}: study report", table_from_study(study), runs, max_samples=max_samples,
-                      source=str(Path(out).resolve().parent))
+    runs = [
+        RunRef(
+            key=f"{a['arm']}@{seed}",
+            label=ARM_LABELS.get(a["arm"], a["arm"]) + (f" · seed {seed}" if many else ""),
+            arm=a["arm"],
+            seed=seed,
+            eval_dir=root / f"eval_{a['arm']}",
+        )
+        for seed, root in seed_roots.items()
+        for a in study["arms"]
+    ]
+    html = build_page(
+        f"{study['name']}: study report",
+        table_from_study(study),
+        runs,
+        max_samples=max_samples,
+        source=str(Path(out).resolve().parent),
+    )
     path = Path(out) / "study.html"
     path.write_text(html, encoding="utf-8")
     return path
@@ -471,8 +627,16 @@ def write_report_html(rep: dict[str, Any], out: Path, max_samples: int = MAX_SAM
         comp = pipeline_compute(Path(row["dir"]))
         if comp is not None:
             computes[row["name"]] = comp
-    runs = [RunRef(key=row["name"], label=row["name"], arm=row["name"].removeprefix("eval_"), seed=None,
-                   eval_dir=Path(row["dir"])) for row in rep["runs"]]
+    runs = [
+        RunRef(
+            key=row["name"],
+            label=row["name"],
+            arm=row["name"].removeprefix("eval_"),
+            seed=None,
+            eval_dir=Path(row["dir"]),
+        )
+        for row in rep["runs"]
+    ]
     html = build_page("Evaluation report", table_from_report(rep, computes), runs, max_samples=max_samples)
     path = Path(out) / "report.html"
     path.write_text(html, encoding="utf-8")

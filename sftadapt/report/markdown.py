@@ -72,10 +72,16 @@ def write_gap(run_dir: str | os.PathLike, train_file: str | os.PathLike, model: 
     rows = read_records(train_file, Example)
     values = [r.target_logprob_mean for r in rows if r.target_logprob_mean is not None]
     if not values:
-        raise ReportError(f"{train_file}: no row has target_logprob_mean, so its gap is unknown "
-                          "(adapt stages write it; score the set with the target first)")
-    record = {"gap": float(np.mean(values)), "train_set": str(train_file), "n_examples": len(values),
-              "model": model or (rows[0].provenance.get("model") if rows[0].provenance else None)}
+        raise ReportError(
+            f"{train_file}: no row has target_logprob_mean, so its gap is unknown "
+            "(adapt stages write it; score the set with the target first)"
+        )
+    record = {
+        "gap": float(np.mean(values)),
+        "train_set": str(train_file),
+        "n_examples": len(values),
+        "model": model or (rows[0].provenance.get("model") if rows[0].provenance else None),
+    }
     Path(run_dir, GAP).write_text(json.dumps(record, indent=1))
     return record
 
@@ -86,13 +92,15 @@ def check_same_protocol(runs: Sequence[dict[str, Any]]) -> dict[str, Any]:
     for run in runs[1:]:
         other = run["results"]["protocol"]
         if other.get("hash") != first.get("hash"):
-            fields = sorted(k for k in set(first) | set(other) if k not in ("name", "hash")
-                            and first.get(k) != other.get(k))
+            fields = sorted(
+                k for k in set(first) | set(other) if k not in ("name", "hash") and first.get(k) != other.get(k)
+            )
             diff = ", ".join(f"{k}: {first.get(k)!r} vs {other.get(k)!r}" for k in fields)
             raise ReportError(
                 f"runs '{runs[0]['name']}' (protocol {first.get('name')} {first.get('hash')}) and '{run['name']}' "
                 f"(protocol {other.get('name')} {other.get('hash')}) were evaluated under different protocols "
-                f"({diff or 'hash differs'}); their numbers do not belong in one table: report them separately")
+                f"({diff or 'hash differs'}); their numbers do not belong in one table: report them separately"
+            )
     return first
 
 
@@ -126,8 +134,13 @@ def aligned(a: tuple[list[str], np.ndarray], b: tuple[list[str], np.ndarray]):
     return sa, sb, False
 
 
-def build_report(runs: Sequence[dict[str, Any]], baseline: str | None = None, metric: str = "avg",
-                 n_boot: int = DEFAULT_BOOTSTRAP, seed: int | None = None) -> dict[str, Any]:
+def build_report(
+    runs: Sequence[dict[str, Any]],
+    baseline: str | None = None,
+    metric: str = "avg",
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int | None = None,
+) -> dict[str, Any]:
     """The report as a dict (what report.json holds): protocol, metric, benchmarks, one row per run.
 
     The bootstrap seed defaults to the protocol's, so a run's own intervals match those `sftadapt eval`
@@ -144,14 +157,21 @@ def build_report(runs: Sequence[dict[str, Any]], baseline: str | None = None, me
     seed = protocol.get("seed", 0) if seed is None else seed
     benchmarks = list(dict.fromkeys(b for r in runs for b in r["results"]["benchmarks"]))
     common = [b for b in benchmarks if all(b in r["results"]["benchmarks"] for r in runs)]
-    scores = {r["name"]: {b: problem_scores(r["results"]["benchmarks"][b], metric)
-                          for b in r["results"]["benchmarks"]} for r in runs}
+    scores = {
+        r["name"]: {b: problem_scores(r["results"]["benchmarks"][b], metric) for b in r["results"]["benchmarks"]}
+        for r in runs
+    }
     base = scores.get(baseline) if baseline else None
     rows = []
     for run in runs:
         mine = scores[run["name"]]
-        row: dict[str, Any] = {"name": run["name"], "dir": run["dir"], "model": run["results"]["model"],
-                               "gap": run["gap"], "benchmarks": {}}
+        row: dict[str, Any] = {
+            "name": run["name"],
+            "dir": run["dir"],
+            "model": run["results"]["model"],
+            "gap": run["gap"],
+            "benchmarks": {},
+        }
         for b in benchmarks:
             if b not in mine:
                 continue
@@ -159,21 +179,33 @@ def build_report(runs: Sequence[dict[str, Any]], baseline: str | None = None, me
             cell["n_problems"] = len(mine[b][0])
             if base is not None and run["name"] != baseline and b in base:
                 a, bb, paired = aligned(mine[b], base[b])
-                cell["delta"] = {**bootstrap_macro_delta([a], [bb], [paired], n_boot=n_boot, seed=seed),
-                                 "paired": paired}
+                cell["delta"] = {
+                    **bootstrap_macro_delta([a], [bb], [paired], n_boot=n_boot, seed=seed),
+                    "paired": paired,
+                }
             row["benchmarks"][b] = cell
         if common:
             row["mean"] = bootstrap_macro_delta([mine[b][1] for b in common], n_boot=n_boot, seed=seed)
             if base is not None and run["name"] != baseline:
                 pairs = [aligned(mine[b], base[b]) for b in common]
                 row["mean"]["delta"] = {
-                    **bootstrap_macro_delta([p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs],
-                                            n_boot=n_boot, seed=seed),
-                    "paired": all(p[2] for p in pairs)}
+                    **bootstrap_macro_delta(
+                        [p[0] for p in pairs], [p[1] for p in pairs], [p[2] for p in pairs], n_boot=n_boot, seed=seed
+                    ),
+                    "paired": all(p[2] for p in pairs),
+                }
         rows.append(row)
-    return {"protocol": protocol, "metric": key, "baseline": baseline, "benchmarks": benchmarks,
-            "mean_over": common, "n_boot": n_boot, "runs": rows, "created": time.strftime("%Y-%m-%d %H:%M:%S"),
-            "details": {r["name"]: _details(r["results"]) for r in runs}}
+    return {
+        "protocol": protocol,
+        "metric": key,
+        "baseline": baseline,
+        "benchmarks": benchmarks,
+        "mean_over": common,
+        "n_boot": n_boot,
+        "runs": rows,
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "details": {r["name"]: _details(r["results"]) for r in runs},
+    }
 
 
 def _details(results: dict[str, Any]) -> dict[str, Any]:
@@ -188,22 +220,34 @@ def _pct(cell: dict[str, float], signed: bool = False) -> str:
 
 
 def protocol_line(protocol: dict[str, Any]) -> str:
-    return (f"protocol **{protocol['name']}** (hash `{protocol['hash']}`): template `{protocol['template']}`, "
-            f"chat template {'on' if protocol['chat'] else 'off'}, n={protocol['n']}, T={protocol['temperature']}, "
-            f"top_p={protocol['top_p']}, max_new_tokens={protocol['max_new_tokens']}, seed={protocol['seed']}, "
-            f"answers `{protocol['answer_format']}`")
+    return (
+        f"protocol **{protocol['name']}** (hash `{protocol['hash']}`): template `{protocol['template']}`, "
+        f"chat template {'on' if protocol['chat'] else 'off'}, n={protocol['n']}, T={protocol['temperature']}, "
+        f"top_p={protocol['top_p']}, max_new_tokens={protocol['max_new_tokens']}, seed={protocol['seed']}, "
+        f"answers `{protocol['answer_format']}`"
+    )
 
 
 def to_markdown(report: dict[str, Any]) -> str:
     bench = report["benchmarks"]
     has_mean = bool(report["mean_over"]) and len(bench) > 1
     cols = bench + (["mean"] if has_mean else [])
-    out = [f"# Evaluation report ({report['created']})", "",
-           f"All numbers below come from one {protocol_line(report['protocol'])}.", "",
-           f"Metric: **{report['metric']}**, in %, with 95% bootstrap intervals over problems "
-           f"(B={report['n_boot']})." + (f" Deltas are against **{report['baseline']}**: paired over problems "
-                                           "where both runs scored the same problems; † = unpaired (different "
-                                           "problem sets)." if report["baseline"] else ""), ""]
+    out = [
+        f"# Evaluation report ({report['created']})",
+        "",
+        f"All numbers below come from one {protocol_line(report['protocol'])}.",
+        "",
+        f"Metric: **{report['metric']}**, in %, with 95% bootstrap intervals over problems "
+        f"(B={report['n_boot']})."
+        + (
+            f" Deltas are against **{report['baseline']}**: paired over problems "
+            "where both runs scored the same problems; † = unpaired (different "
+            "problem sets)."
+            if report["baseline"]
+            else ""
+        ),
+        "",
+    ]
     if has_mean:
         out += [f"`mean` = unweighted mean over {', '.join(report['mean_over'])}.", ""]
     out += ["| run | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
@@ -221,26 +265,43 @@ def to_markdown(report: dict[str, Any]) -> str:
         label = row["name"] + (" (baseline)" if row["name"] == report["baseline"] else "")
         out.append(f"| {label} | " + " | ".join(cells) + " |")
     n = report["protocol"]["n"]
-    out += ["", "## Details", "", f"| run | benchmark | problems | avg@{n} | pass@{n} | maj@{n} | no_answer | timeout "
-            "| error | truncated | tokens/sample |", "|---" * 11 + "|"]
+    out += [
+        "",
+        "## Details",
+        "",
+        f"| run | benchmark | problems | avg@{n} | pass@{n} | maj@{n} | no_answer | timeout "
+        "| error | truncated | tokens/sample |",
+        "|---" * 11 + "|",
+    ]
     for name, benches in report["details"].items():
         for b, r in benches.items():
             c = r["counts"]
-            out.append(f"| {name} | {b} | {r['n_problems']} | {_pct(r[f'avg@{n}'])} | {_pct(r[f'pass@{n}'])} "
-                       f"| {_pct(r[f'maj@{n}'])} | {c['no_answer']} | {c['timeout']} | {c['error']} "
-                       f"| {r.get('truncated', '–')} | {r.get('mean_tokens', float('nan')):.0f} |")
+            out.append(
+                f"| {name} | {b} | {r['n_problems']} | {_pct(r[f'avg@{n}'])} | {_pct(r[f'pass@{n}'])} "
+                f"| {_pct(r[f'maj@{n}'])} | {c['no_answer']} | {c['timeout']} | {c['error']} "
+                f"| {r.get('truncated', '–')} | {r.get('mean_tokens', float('nan')):.0f} |"
+            )
     gaps = [r for r in report["runs"] if r["gap"]]
     if gaps:
-        out += ["", "## Training-set gap", "", "| run | gap (mean target log-prob) | training set | rows |",
-                "|---|---|---|---|"]
-        out += [f"| {r['name']} | {r['gap']['gap']:.3f} | {r['gap'].get('train_set')} | {r['gap'].get('n_examples')} |"
-                for r in gaps]
+        out += [
+            "",
+            "## Training-set gap",
+            "",
+            "| run | gap (mean target log-prob) | training set | rows |",
+            "|---|---|---|---|",
+        ]
+        out += [
+            f"| {r['name']} | {r['gap']['gap']:.3f} | {r['gap'].get('train_set')} | {r['gap'].get('n_examples')} |"
+            for r in gaps
+        ]
     out += ["", "![accuracy per benchmark](accuracy.png)"]
     if any(r["gap"] and r.get("mean") for r in report["runs"]):
         out += ["", "![gap vs accuracy](gap_vs_accuracy.png)"]
     out += ["", "Models:", ""]
-    out += [f"- {r['name']}: `{r['model'].get('spec')}` (weights {r['model'].get('revision', '?')}), {r['dir']}"
-            for r in report["runs"]]
+    out += [
+        f"- {r['name']}: `{r['model'].get('spec')}` (weights {r['model'].get('revision', '?')}), {r['dir']}"
+        for r in report["runs"]
+    ]
     return "\n".join(out) + "\n"
 
 
@@ -259,14 +320,20 @@ def plot_accuracy(report: dict[str, Any], path: Path) -> Path:
     for k, row in enumerate(runs):
         cells = [row.get("mean") if b == "mean" else row["benchmarks"].get(b) for b in bench]
         val = np.array([100 * c["value"] if c else np.nan for c in cells])
-        err = np.array([[100 * (c["value"] - c["lo"]) if c else 0 for c in cells],
-                        [100 * (c["hi"] - c["value"]) if c else 0 for c in cells]])
+        err = np.array(
+            [
+                [100 * (c["value"] - c["lo"]) if c else 0 for c in cells],
+                [100 * (c["hi"] - c["value"]) if c else 0 for c in cells],
+            ]
+        )
         ax.bar(x + (k - (len(runs) - 1) / 2) * width, val, width, yerr=err, capsize=3, label=row["name"])
     ax.set_xticks(x, bench)
     ax.set_ylabel(f"{report['metric']} (%)")
     p = report["protocol"]
-    ax.set_title(f"protocol {p['name']} ({p['hash']}): n={p['n']}, T={p['temperature']}, "
-                 f"{p['max_new_tokens']} tokens; 95% CI", fontsize=9)
+    ax.set_title(
+        f"protocol {p['name']} ({p['hash']}): n={p['n']}, T={p['temperature']}, {p['max_new_tokens']} tokens; 95% CI",
+        fontsize=9,
+    )
     ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -287,10 +354,16 @@ def plot_gap(report: dict[str, Any], path: Path) -> Path | None:
     fig, ax = plt.subplots(figsize=(5, 4))
     for r in rows:
         m = r["mean"]
-        ax.errorbar([r["gap"]["gap"]], [100 * m["value"]], capsize=3, fmt="o",
-                    yerr=[[100 * (m["value"] - m["lo"])], [100 * (m["hi"] - m["value"])]])
-        ax.annotate(r["name"], (r["gap"]["gap"], 100 * m["value"]), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8)
+        ax.errorbar(
+            [r["gap"]["gap"]],
+            [100 * m["value"]],
+            capsize=3,
+            fmt="o",
+            yerr=[[100 * (m["value"] - m["lo"])], [100 * (m["hi"] - m["value"])]],
+        )
+        ax.annotate(
+            r["name"], (r["gap"]["gap"], 100 * m["value"]), textcoords="offset points", xytext=(5, 5), fontsize=8
+        )
     ax.set_xlabel("training-set gap: mean target log-prob per token (higher = closer)")
     ax.set_ylabel(f"{report['metric']} (%), mean over {len(report['mean_over'])} benchmarks")
     fig.tight_layout()
@@ -299,9 +372,14 @@ def plot_gap(report: dict[str, Any], path: Path) -> Path | None:
     return path
 
 
-def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, baseline: str | None = None,
-           metric: str = "avg", gaps: dict[str, str] | None = None, n_boot: int = DEFAULT_BOOTSTRAP
-           ) -> dict[str, Any]:
+def report(
+    run_dirs: Sequence[str | os.PathLike],
+    out_dir: str | os.PathLike,
+    baseline: str | None = None,
+    metric: str = "avg",
+    gaps: dict[str, str] | None = None,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+) -> dict[str, Any]:
     """Load the runs, (optionally) write gap.json files, build the report, write report.md/json and plots."""
     by_name = {Path(d).resolve().name: d for d in run_dirs}
     for name, train_file in (gaps or {}).items():
@@ -314,8 +392,10 @@ def report(run_dirs: Sequence[str | os.PathLike], out_dir: str | os.PathLike, ba
     from sftadapt.runtime.outdir import claim
 
     claim(out_dir, "report")
-    rep["files"] = {"markdown": str(out_dir / "report.md"),
-                    "accuracy_plot": str(plot_accuracy(rep, out_dir / "accuracy.png"))}
+    rep["files"] = {
+        "markdown": str(out_dir / "report.md"),
+        "accuracy_plot": str(plot_accuracy(rep, out_dir / "accuracy.png")),
+    }
     gap_plot = plot_gap(rep, out_dir / "gap_vs_accuracy.png")
     if gap_plot:
         rep["files"]["gap_plot"] = str(gap_plot)

@@ -39,8 +39,9 @@ def _arm_scores(eval_dir: Path, metric: str) -> dict[str, tuple[list[str], np.nd
     return {b: problem_scores(bench, metric) for b, bench in load_run(eval_dir)["results"]["benchmarks"].items()}
 
 
-def seed_matrix(per_seed: Sequence[tuple[list[str], np.ndarray]],
-                ids: Sequence[str] | None = None) -> tuple[list[str], np.ndarray]:
+def seed_matrix(
+    per_seed: Sequence[tuple[list[str], np.ndarray]], ids: Sequence[str] | None = None
+) -> tuple[list[str], np.ndarray]:
     """Seeds × problems scores on the problems every seed scored (in the first seed's order, or `ids`')."""
     maps = [dict(zip(pids, scores)) for pids, scores in per_seed]
     ids = [pid for pid in (ids if ids is not None else per_seed[0][0]) if all(pid in m for m in maps)]
@@ -55,8 +56,9 @@ def seed_averaged(per_seed: Sequence[tuple[list[str], np.ndarray]]) -> tuple[lis
     return ids, matrix.mean(axis=0)
 
 
-def paired_matrices(arm: Sequence[tuple[list[str], np.ndarray]], base: Sequence[tuple[list[str], np.ndarray]]
-                    ) -> tuple[np.ndarray, np.ndarray]:
+def paired_matrices(
+    arm: Sequence[tuple[list[str], np.ndarray]], base: Sequence[tuple[list[str], np.ndarray]]
+) -> tuple[np.ndarray, np.ndarray]:
     """The arm's and base's seeds × problems matrices on the problems both scored in every seed, same column
     order; row s of each is seed s (the study lists both arms' seeds in one order)."""
     if len(arm) != len(base):
@@ -65,9 +67,12 @@ def paired_matrices(arm: Sequence[tuple[list[str], np.ndarray]], base: Sequence[
     return seed_matrix(arm, ids)[1], base_matrix
 
 
-def pooled_cells(arm: dict[str, list[tuple[list[str], np.ndarray]]],
-                 base: dict[str, list[tuple[list[str], np.ndarray]]] | None = None,
-                 n_boot: int | None = None, seed: int = 0) -> dict[str, dict[str, Any]]:
+def pooled_cells(
+    arm: dict[str, list[tuple[list[str], np.ndarray]]],
+    base: dict[str, list[tuple[list[str], np.ndarray]]] | None = None,
+    n_boot: int | None = None,
+    seed: int = 0,
+) -> dict[str, dict[str, Any]]:
     """One cell per benchmark and a `mean` cell (unweighted over benchmarks) for an arm scored by several seeds:
     {benchmark: [(problem ids, per-problem scores) per seed]} -> mean over seeds with a bootstrap interval over
     problems, sd and values per seed, and (given the base arm's scores) the paired delta with its interval, both
@@ -82,12 +87,18 @@ def pooled_cells(arm: dict[str, list[tuple[list[str], np.ndarray]]],
     cells: dict[str, dict[str, Any]] = {}
     for name, bench in [(b, [b]) for b in arm] + [("mean", list(arm))]:
         est = hierarchical_bootstrap([matrices[b] for b in bench], n_boot=n_boot, seed=seed)
-        cell = {"mean": est["value"], "ci": [est["lo"], est["hi"]], "per_seed": per_seed[name],
-                "sd": statistics.stdev(per_seed[name]) if len(per_seed[name]) > 1 else None,
-                "delta": None, "delta_ci": None}
+        cell = {
+            "mean": est["value"],
+            "ci": [est["lo"], est["hi"]],
+            "per_seed": per_seed[name],
+            "sd": statistics.stdev(per_seed[name]) if len(per_seed[name]) > 1 else None,
+            "delta": None,
+            "delta_ci": None,
+        }
         if pairs:
-            d = hierarchical_bootstrap([pairs[b][0] for b in bench], [pairs[b][1] for b in bench], n_boot=n_boot,
-                                       seed=seed)
+            d = hierarchical_bootstrap(
+                [pairs[b][0] for b in bench], [pairs[b][1] for b in bench], n_boot=n_boot, seed=seed
+            )
             cell.update(delta=d["value"], delta_ci=[d["lo"], d["hi"]])
         cells[name] = cell
     return cells
@@ -105,49 +116,73 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
         for arm in arms:
             gap = arm_gap(arm, stages.results)
             if gap is not None:
-                (stages.root / f"eval_{arm}" / "gap.json").write_text(json.dumps(
-                    {"gap": gap, "train_set": arm_table.TRAINED_ARMS[arm][0] if arm in arm_table.TRAINED_ARMS else None,
-                     "model": res["paths"].get("warmup") or cfg.model}))
-        rep = report([stages.root / f"eval_{a}" for a in arms], out / f"seed-{seed}", baseline="eval_base",
-                     metric=metric)
+                (stages.root / f"eval_{arm}" / "gap.json").write_text(
+                    json.dumps(
+                        {
+                            "gap": gap,
+                            "train_set": arm_table.TRAINED_ARMS[arm][0] if arm in arm_table.TRAINED_ARMS else None,
+                            "model": res["paths"].get("warmup") or cfg.model,
+                        }
+                    )
+                )
+        rep = report(
+            [stages.root / f"eval_{a}" for a in arms], out / f"seed-{seed}", baseline="eval_base", metric=metric
+        )
         rows = {r["name"].removeprefix("eval_"): r for r in rep["runs"]}
-        seeds[seed] = {"report": rep, "rows": rows,
-                       "compute": {a: arm_compute(a, stages.root, stages.results) for a in arms},
-                       "warmup": stages.results.get("warmup"), "stages_run": list(stages.ran)}
+        seeds[seed] = {
+            "report": rep,
+            "rows": rows,
+            "compute": {a: arm_compute(a, stages.root, stages.results) for a in arms},
+            "warmup": stages.results.get("warmup"),
+            "stages_run": list(stages.ran),
+        }
     first = next(iter(seeds.values()))
     benchmarks = first["report"]["benchmarks"]
     n_boot, boot_seed = first["report"]["n_boot"], first["report"]["protocol"].get("seed", 0)
-    scores = {arm: {s: _arm_scores(per_seed[s]["stages"].root / f"eval_{arm}", metric) for s in seeds}
-              for arm in first["rows"]}
+    scores = {
+        arm: {s: _arm_scores(per_seed[s]["stages"].root / f"eval_{arm}", metric) for s in seeds}
+        for arm in first["rows"]
+    }
     table = []
     for arm in first["rows"]:
         entry: dict[str, Any] = {"arm": arm, "label": arm_table.ARM_LABELS.get(arm, arm)}
         base = scores["base"] if arm != "base" and "base" in scores else None
         entry["benchmarks"] = pooled_cells(
             {b: [scores[arm][s][b] for s in seeds] for b in benchmarks},
-            {b: [base[s][b] for s in seeds] for b in benchmarks} if base else None, n_boot=n_boot, seed=boot_seed)
+            {b: [base[s][b] for s in seeds] for b in benchmarks} if base else None,
+            n_boot=n_boot,
+            seed=boot_seed,
+        )
         gaps = [s["rows"][arm]["gap"]["gap"] for s in seeds.values() if s["rows"][arm].get("gap")]
         entry["gap"] = statistics.fmean(gaps) if gaps else None
         comps = [s["compute"][arm] for s in seeds.values()]
         entry["compute"] = {k: statistics.fmean(c[k] for c in comps) for k in comps[0]}
         table.append(entry)
-    study = {"name": cfg.name, "protocol": first["report"]["protocol"], "metric": first["report"]["metric"],
-             "seeds": list(seeds), "benchmarks": benchmarks, "arms": table,
-             "warmup": {s: v["warmup"] for s, v in seeds.items()},
-             "stages_run": {s: v["stages_run"] for s, v in seeds.items()},
-             "plots": {s: v["report"]["files"] for s, v in seeds.items()}}
+    study = {
+        "name": cfg.name,
+        "protocol": first["report"]["protocol"],
+        "metric": first["report"]["metric"],
+        "seeds": list(seeds),
+        "benchmarks": benchmarks,
+        "arms": table,
+        "warmup": {s: v["warmup"] for s, v in seeds.items()},
+        "stages_run": {s: v["stages_run"] for s, v in seeds.items()},
+        "plots": {s: v["report"]["files"] for s, v in seeds.items()},
+    }
     (out / "study.json").write_text(json.dumps(study, indent=1, default=str))
     md = to_markdown(study)
     (out / "study.md").write_text(md)
     study["markdown"] = md
     study["markdown_path"] = str(out / "study.md")
-    study["html_path"] = write_html(study, {s: per_seed[s]["stages"].root for s in seeds}, out,
-                                    cfg.report.get("html_samples"))
+    study["html_path"] = write_html(
+        study, {s: per_seed[s]["stages"].root for s in seeds}, out, cfg.report.get("html_samples")
+    )
     return study
 
 
-def write_html(study: dict[str, Any], seed_roots: dict[int, Path], out: Path, max_samples: int | None = None
-               ) -> str | None:
+def write_html(
+    study: dict[str, Any], seed_roots: dict[int, Path], out: Path, max_samples: int | None = None
+) -> str | None:
     """`study.html` beside study.md (report_html.py). The viewer is no reason to fail a finished study: if it
     cannot be built, one line says why and the run goes on (study.json and study.md are already written)."""
     from sftadapt.report.html import MAX_SAMPLES, write_study_html
@@ -180,34 +215,56 @@ def _delta(c: dict[str, Any] | None) -> str:
 def to_markdown(study: dict[str, Any]) -> str:
     p = study["protocol"]
     n_seeds = len(study["seeds"])
-    spread = ("95% bootstrap interval over problems" if n_seeds == 1 else
-              f"mean over {n_seeds} seeds (seeds {', '.join(map(str, study['seeds']))}) [95% hierarchical bootstrap "
-              "interval: seeds resampled, then problems] and the sd of the per-seed accuracies; Δ paired within "
-              "seeds and problems. A Δ interval that holds 0 means no detectable difference, not no difference")
-    lines = [f"# {study['name']}: {study['metric']} (%) per arm", "",
-             f"Protocol `{p['name']}` ({p['hash']}): n={p['n']}, T={p['temperature']}, top_p={p['top_p']}, "
-             f"{p['max_new_tokens']} new tokens, chat={p['chat']}, seed={p['seed']}. Cells: {spread}. "
-             "Gap: mean target log-prob per token of the arm's training set (higher = closer to the target).", "",
-             "| arm | gap | " + " | ".join(study["benchmarks"]) + " | mean | Δ mean vs base |",
-             "|---|---|" + "---|" * len(study["benchmarks"]) + "---|---|"]
+    spread = (
+        "95% bootstrap interval over problems"
+        if n_seeds == 1
+        else f"mean over {n_seeds} seeds (seeds {', '.join(map(str, study['seeds']))}) [95% hierarchical bootstrap "
+        "interval: seeds resampled, then problems] and the sd of the per-seed accuracies; Δ paired within "
+        "seeds and problems. A Δ interval that holds 0 means no detectable difference, not no difference"
+    )
+    lines = [
+        f"# {study['name']}: {study['metric']} (%) per arm",
+        "",
+        f"Protocol `{p['name']}` ({p['hash']}): n={p['n']}, T={p['temperature']}, top_p={p['top_p']}, "
+        f"{p['max_new_tokens']} new tokens, chat={p['chat']}, seed={p['seed']}. Cells: {spread}. "
+        "Gap: mean target log-prob per token of the arm's training set (higher = closer to the target).",
+        "",
+        "| arm | gap | " + " | ".join(study["benchmarks"]) + " | mean | Δ mean vs base |",
+        "|---|---|" + "---|" * len(study["benchmarks"]) + "---|---|",
+    ]
     for a in study["arms"]:
         b = a["benchmarks"]
         gap = "–" if a["gap"] is None else f"{a['gap']:.3f}"
-        lines.append(f"| {a['label']} | {gap} | " + " | ".join(_cell(b.get(x)) for x in study["benchmarks"])
-                     + f" | {_cell(b.get('mean'))} | {_delta(b.get('mean'))} |")
-    readings = [f"- {a['label']}: {describe_delta(c['delta'], *c['delta_ci'])}" for a in study["arms"]
-                if (c := a["benchmarks"].get("mean")) and c.get("delta") is not None and c.get("delta_ci")]
+        lines.append(
+            f"| {a['label']} | {gap} | "
+            + " | ".join(_cell(b.get(x)) for x in study["benchmarks"])
+            + f" | {_cell(b.get('mean'))} | {_delta(b.get('mean'))} |"
+        )
+    readings = [
+        f"- {a['label']}: {describe_delta(c['delta'], *c['delta_ci'])}"
+        for a in study["arms"]
+        if (c := a["benchmarks"].get("mean")) and c.get("delta") is not None and c.get("delta_ci")
+    ]
     if readings:
         lines += ["", "Mean over benchmarks against base, in words:", "", *readings]
-    lines += ["", "## Compute per arm (beyond the shared warm-up)", "",
-              "| arm | tokens generated | tokens scored | tokens trained | optimizer steps | wall s | scoring s |",
-              "|---|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Compute per arm (beyond the shared warm-up)",
+        "",
+        "| arm | tokens generated | tokens scored | tokens trained | optimizer steps | wall s | scoring s |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for a in study["arms"]:
         c = a["compute"]
-        lines.append(f"| {a['label']} | {c['tokens_generated']:.0f} | {c['tokens_scored']:.0f} | "
-                     f"{c['tokens_trained']:.0f} | {c['optimizer_steps']:.0f} | {c['seconds']:.0f} | "
-                     f"{c.get('score_seconds', 0):.0f} |")
-    lines += ["", "tokens trained: response tokens through the SFT loss, plus, for GRPO (direct RL, and DART's "
-              "mapper RL), the prompt + completion tokens through the policy. scoring s: seconds the frozen target "
-              "spent scoring (part of wall s). Arms sharing an adaptation are each charged its full cost."]
+        lines.append(
+            f"| {a['label']} | {c['tokens_generated']:.0f} | {c['tokens_scored']:.0f} | "
+            f"{c['tokens_trained']:.0f} | {c['optimizer_steps']:.0f} | {c['seconds']:.0f} | "
+            f"{c.get('score_seconds', 0):.0f} |"
+        )
+    lines += [
+        "",
+        "tokens trained: response tokens through the SFT loss, plus, for GRPO (direct RL, and DART's "
+        "mapper RL), the prompt + completion tokens through the policy. scoring s: seconds the frozen target "
+        "spent scoring (part of wall s). Arms sharing an adaptation are each charged its full cost.",
+    ]
     return "\n".join(lines) + "\n"

@@ -40,8 +40,14 @@ class CorrectnessReward:
     counters: RewardCounters = field(default_factory=RewardCounters)
     __name__ = "correctness"  # not a field: TRL logs the reward under rewards/correctness/mean
 
-    def __call__(self, completions: list, answer: list[str], completion_ids: list[list[int]] | None = None,
-                 log_metric: Callable[[str, float], None] | None = None, **_: Any) -> list[float | None]:
+    def __call__(
+        self,
+        completions: list,
+        answer: list[str],
+        completion_ids: list[list[int]] | None = None,
+        log_metric: Callable[[str, float], None] | None = None,
+        **_: Any,
+    ) -> list[float | None]:
         texts = [c if isinstance(c, str) else str(c[-1].get("content", "")) for c in completions]
         verdicts = [answer_verdict(v.verdict, v.rule, self.answer_format) for v in self.verify(list(answer), texts)]
         rewards = [1.0 if v == "correct" else 0.0 if v in ("wrong", "no_answer") else None for v in verdicts]
@@ -70,8 +76,11 @@ class DirectRLConfig:
     data_dir: str | None = option(None, help="shared data folder for dataset names (default: find shared/data)")
     grpo: GRPOOptions = field(default_factory=GRPOOptions, metadata={"help": "GRPO trainer options"})
     max_prompt_tokens: int | None = budget.max_prompt_tokens_option()
-    force: bool = option(False, help="set aside checkpoints written with other options instead of refusing them, "
-                         "and write into a folder another command made")
+    force: bool = option(
+        False,
+        help="set aside checkpoints written with other options instead of refusing them, "
+        "and write into a folder another command made",
+    )
     report_to: str = tracking.report_to_option()
     tracking_dir: str | None = tracking.tracking_dir_option()
     online: bool = tracking.online_option()
@@ -80,8 +89,10 @@ class DirectRLConfig:
         tracking.check_report_to(self.report_to)
         self.grpo.validate()
         if self.grpo.stop_pass_rate is not None:  # direct RL logs no gate pass rate: the rule could never fire
-            raise ValueError("grpo.stop_pass_rate: the stop rule reads the DART gate's pass rate; direct RL has no "
-                             "gate (leave it null and set max_steps)")
+            raise ValueError(
+                "grpo.stop_pass_rate: the stop rule reads the DART gate's pass rate; direct RL has no "
+                "gate (leave it null and set max_steps)"
+            )
         if self.answer_format not in GATE_ANSWER_FORMATS:
             raise ValueError(f"answer_format = '{self.answer_format}': choose one of {', '.join(GATE_ANSWER_FORMATS)}")
 
@@ -97,19 +108,36 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
     problems, rejected = load_problems(cfg, out, require_solution=False)
     tok = load_tokenizer(cfg.model)
     # issue 13: an over-long prompt is a reject, not a rollout torch cannot hold
-    problems, _ = budget.screen_stage(None, problems, cfg.grpo.max_completion_length, out / "rejects.jsonl",
-                                      budget.solve_checks(tok, cfg.chat), tokenizer=tok, model_spec=cfg.model,
-                                      max_prompt_tokens=cfg.max_prompt_tokens)
-    rows = [{"prompt": P.solve_prompt(tok, p.problem, cfg.chat), "answer": p.answer, "problem_id": p.id}
-            for p in problems]
+    problems, _ = budget.screen_stage(
+        None,
+        problems,
+        cfg.grpo.max_completion_length,
+        out / "rejects.jsonl",
+        budget.solve_checks(tok, cfg.chat),
+        tokenizer=tok,
+        model_spec=cfg.model,
+        max_prompt_tokens=cfg.max_prompt_tokens,
+    )
+    rows = [
+        {"prompt": P.solve_prompt(tok, p.problem, cfg.chat), "answer": p.answer, "problem_id": p.id} for p in problems
+    ]
     with Owned() as owned:
         if verifier is None:
             verifier = owned.add(make_verifier(cfg))
         reward = CorrectnessReward(verify=verifier.verify_many, answer_format=cfg.answer_format)
-        summary = run_grpo(cfg.model, rows, reward, cfg.grpo, out, stage="direct_rl", log_keys=RL_LOG_KEYS,
-                           progress=progress, extra_compute={"problems": len(rows)}, force=cfg.force,
-                           tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
-                           config={"data": cfg.data, "chat": cfg.chat,
-                                   "solve_template_hash": P.template_hash(tok, P.SOLVE, cfg.chat)})
+        summary = run_grpo(
+            cfg.model,
+            rows,
+            reward,
+            cfg.grpo,
+            out,
+            stage="direct_rl",
+            log_keys=RL_LOG_KEYS,
+            progress=progress,
+            extra_compute={"problems": len(rows)},
+            force=cfg.force,
+            tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
+            config={"data": cfg.data, "chat": cfg.chat, "solve_template_hash": P.template_hash(tok, P.SOLVE, cfg.chat)},
+        )
     summary["rejected_input_rows"] = rejected
     return summary

@@ -63,10 +63,15 @@ class GRPOOptions:
     lora_alpha: int = option(32, help="LoRA alpha")
     lora_dropout: float = option(0.05, help="LoRA dropout")
     lora_target_modules: str = option("all-linear", help="peft target_modules: all-linear or comma-separated names")
-    dtype: str = option("auto", help="compute dtype: auto (bf16 autocast only where the hardware runs bf16 "
-                        "natively) | float32 | bfloat16 (autocast over fp32 weights)")
-    weights_dtype: str = option("float32", help="policy weights: float32 (master copy) | bfloat16 (pure bf16: most "
-                                "small updates are rounded away)")
+    dtype: str = option(
+        "auto",
+        help="compute dtype: auto (bf16 autocast only where the hardware runs bf16 "
+        "natively) | float32 | bfloat16 (autocast over fp32 weights)",
+    )
+    weights_dtype: str = option(
+        "float32",
+        help="policy weights: float32 (master copy) | bfloat16 (pure bf16: most small updates are rounded away)",
+    )
     gradient_checkpointing: bool = option(False, help="recompute activations: less memory, slower")
     seed: int = option(0, help="seed of data order, sampling and LoRA init")
     logging_steps: int = option(1, help="log every this many steps")
@@ -80,12 +85,18 @@ class GRPOOptions:
     vllm_server_port: int = option(8000, help="vLLM server port (server mode)")
     vllm_gpu_memory_utilization: float = option(0.3, help="vLLM GPU memory share (colocate mode)")
     vllm_tensor_parallel_size: int = option(1, help="vLLM tensor parallel size (colocate mode)")
-    stop_pass_rate: float | None = option(None, help="stop rule: end before max_steps once the gate pass rate, "
-                                          "averaged over stop_window logged steps, exceeds this (SPEC: 0.9) and "
-                                          "r_align has plateaued; None = run max_steps (mapper RL only)")
+    stop_pass_rate: float | None = option(
+        None,
+        help="stop rule: end before max_steps once the gate pass rate, "
+        "averaged over stop_window logged steps, exceeds this (SPEC: 0.9) and "
+        "r_align has plateaued; None = run max_steps (mapper RL only)",
+    )
     stop_window: int = option(8, help="stop rule: logged steps per window")
-    stop_plateau: float = option(0.01, help="stop rule: r_align has plateaued when its window mean moved less than "
-                                            "this (nats/token) from the window before")
+    stop_plateau: float = option(
+        0.01,
+        help="stop rule: r_align has plateaued when its window mean moved less than "
+        "this (nats/token) from the window before",
+    )
     trl_args: dict = option({}, help="any other GRPOConfig field, passed through as is (wins over the above)")
 
     def validate(self) -> None:
@@ -93,8 +104,16 @@ class GRPOOptions:
             from trl import GRPOConfig
 
             check_passthrough(self.trl_args, GRPOConfig, "trl_args")
-        for name in ("max_steps", "num_generations", "prompts_per_step", "max_completion_length", "logging_steps",
-                     "save_steps", "lora_r", "stop_window"):
+        for name in (
+            "max_steps",
+            "num_generations",
+            "prompts_per_step",
+            "max_completion_length",
+            "logging_steps",
+            "save_steps",
+            "lora_r",
+            "stop_window",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
         if self.num_generations < 2:
@@ -133,27 +152,52 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, track
     from sftadapt.runtime.precision import autocast_bf16
 
     kwargs: dict[str, Any] = dict(
-        output_dir=str(out), max_steps=opts.max_steps, learning_rate=opts.learning_rate,
-        per_device_train_batch_size=opts.num_generations, gradient_accumulation_steps=opts.prompts_per_step,
-        num_generations=opts.num_generations, max_completion_length=opts.max_completion_length,
-        temperature=opts.temperature, top_p=opts.top_p, beta=opts.beta, loss_type=opts.loss_type,
-        scale_rewards=opts.scale_rewards, lr_scheduler_type=opts.scheduler, warmup_steps=opts.warmup_ratio,
-        max_grad_norm=opts.max_grad_norm, seed=opts.seed, data_seed=opts.seed, logging_steps=opts.logging_steps,
-        save_steps=opts.save_steps, save_total_limit=opts.save_total_limit, save_strategy="steps",
+        output_dir=str(out),
+        max_steps=opts.max_steps,
+        learning_rate=opts.learning_rate,
+        per_device_train_batch_size=opts.num_generations,
+        gradient_accumulation_steps=opts.prompts_per_step,
+        num_generations=opts.num_generations,
+        max_completion_length=opts.max_completion_length,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        beta=opts.beta,
+        loss_type=opts.loss_type,
+        scale_rewards=opts.scale_rewards,
+        lr_scheduler_type=opts.scheduler,
+        warmup_steps=opts.warmup_ratio,
+        max_grad_norm=opts.max_grad_norm,
+        seed=opts.seed,
+        data_seed=opts.seed,
+        logging_steps=opts.logging_steps,
+        save_steps=opts.save_steps,
+        save_total_limit=opts.save_total_limit,
+        save_strategy="steps",
         log_completions=opts.log_completions,
-        use_cpu=not torch.cuda.is_available(), bf16=autocast_bf16(*opts.precision()),
+        use_cpu=not torch.cuda.is_available(),
+        bf16=autocast_bf16(*opts.precision()),
         activation_checkpointing=opts.gradient_checkpointing,
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
-        dataloader_num_workers=0, disable_tqdm=not progress,
-        use_vllm=opts.use_vllm, vllm_mode=opts.vllm_mode, vllm_server_host=opts.vllm_server_host,
-        vllm_server_port=opts.vllm_server_port, vllm_gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
+        dataloader_num_workers=0,
+        disable_tqdm=not progress,
+        use_vllm=opts.use_vllm,
+        vllm_mode=opts.vllm_mode,
+        vllm_server_host=opts.vllm_server_host,
+        vllm_server_port=opts.vllm_server_port,
+        vllm_gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=opts.vllm_tensor_parallel_size,
     )
     from sftadapt.runtime import tracking
 
     tracker = tracker or {}
-    kwargs.update(tracking.trainer_args(tracker.get("report_to", "none"), out=out,
-                                        tracking_dir=tracker.get("tracking_dir"), online=tracker.get("online")))
+    kwargs.update(
+        tracking.trainer_args(
+            tracker.get("report_to", "none"),
+            out=out,
+            tracking_dir=tracker.get("tracking_dir"),
+            online=tracker.get("online"),
+        )
+    )
     kwargs.update(opts.trl_args)
     return GRPOConfig(**kwargs)
 
@@ -164,9 +208,13 @@ def _peft_config(opts: GRPOOptions):
     from peft import LoraConfig
 
     targets = opts.lora_target_modules
-    return LoraConfig(r=opts.lora_r, lora_alpha=opts.lora_alpha, lora_dropout=opts.lora_dropout,
-                      target_modules=targets if targets == "all-linear" else
-                      [t.strip() for t in targets.split(",") if t.strip()], task_type="CAUSAL_LM")
+    return LoraConfig(
+        r=opts.lora_r,
+        lora_alpha=opts.lora_alpha,
+        lora_dropout=opts.lora_dropout,
+        target_modules=targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()],
+        task_type="CAUSAL_LM",
+    )
 
 
 # ---------------------------------------------------------------- log + compute counters
@@ -189,9 +237,14 @@ class RLLogCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if not state.is_world_process_zero or not logs or "loss" not in logs:
             return
-        row = {"step": state.global_step, **{k: logs.get(k) for k in self.keys}, **logs,
-               **{f"cum_{k}": v for k, v in self.counters.as_dict().items()},
-               "cum_policy_tokens": int(state.num_input_tokens_seen), "cum_seconds": round(self.seconds, 3)}
+        row = {
+            "step": state.global_step,
+            **{k: logs.get(k) for k in self.keys},
+            **logs,
+            **{f"cum_{k}": v for k, v in self.counters.as_dict().items()},
+            "cum_policy_tokens": int(state.num_input_tokens_seen),
+            "cum_seconds": round(self.seconds, 3),
+        }
         with open(self.path, "a", encoding="utf-8") as fh:
             fh.write(json.dumps(row) + "\n")
 
@@ -232,10 +285,12 @@ def should_stop(history: list[dict[str, Any]], pass_rate: float, window: int, pl
     if len(rates) < window or len(aligns) < 2 * window:
         return None
     rate = sum(rates[-window:]) / window
-    last, before = sum(aligns[-window:]) / window, sum(aligns[-2 * window:-window]) / window
+    last, before = sum(aligns[-window:]) / window, sum(aligns[-2 * window : -window]) / window
     if rate > pass_rate and abs(last - before) < plateau:
-        return (f"gate pass rate {rate:.3f} > {pass_rate} over the last {window} logged steps and r_align moved "
-                f"{last - before:+.4f} < {plateau} from the {window} before")
+        return (
+            f"gate pass rate {rate:.3f} > {pass_rate} over the last {window} logged steps and r_align moved "
+            f"{last - before:+.4f} < {plateau} from the {window} before"
+        )
     return None
 
 
@@ -265,9 +320,15 @@ def _resume_checkpoint(opts: GRPOOptions, out: Path, force: bool = False) -> str
     """The checkpoint to continue from; `auto` refuses checkpoints written with other GRPO options. A larger
     `max_steps` extends a run when the schedule does not depend on it (constant, no warm-up)."""
     extendable = opts.scheduler == "constant" and opts.warmup_ratio == 0
-    return resume_checkpoint(opts.resume, out, config_dict(opts), read_saved_options(out / RL_CONFIG, "grpo"),
-                             _BOOKKEEPING + (("max_steps",) if extendable else ()), force=force,
-                             run_files=(RL_CONFIG, LOG_FILE, COMPUTE_FILE))
+    return resume_checkpoint(
+        opts.resume,
+        out,
+        config_dict(opts),
+        read_saved_options(out / RL_CONFIG, "grpo"),
+        _BOOKKEEPING + (("max_steps",) if extendable else ()),
+        force=force,
+        run_files=(RL_CONFIG, LOG_FILE, COMPUTE_FILE),
+    )
 
 
 def write_compute(out: str | Path, section: dict[str, Any]) -> dict[str, Any]:
@@ -279,10 +340,20 @@ def write_compute(out: str | Path, section: dict[str, Any]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------- the run
-def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptions, out: str | Path, stage: str,
-             log_keys: tuple[str, ...] = (), progress: bool = True, extra_compute: dict[str, Any] | None = None,
-             config: dict[str, Any] | None = None, force: bool = False,
-             tracker: dict[str, Any] | None = None) -> dict[str, Any]:
+def run_grpo(
+    policy: str,
+    rows: list[dict[str, Any]],
+    reward_fn,
+    opts: GRPOOptions,
+    out: str | Path,
+    stage: str,
+    log_keys: tuple[str, ...] = (),
+    progress: bool = True,
+    extra_compute: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    force: bool = False,
+    tracker: dict[str, Any] | None = None,
+) -> dict[str, Any]:
     """Train `policy` (model spec) with GRPO on `rows` (each with a rendered text `prompt` and the columns
     `reward_fn` reads); `reward_fn.counters` is the reward's `RewardCounters`. Saves the policy in `out`, writes
     `rl_log.jsonl`, `compute.json` and `rl_config.json`; returns the summary. `force`: set aside checkpoints of
@@ -291,14 +362,20 @@ def run_grpo(policy: str, rows: list[dict[str, Any]], reward_fn, opts: GRPOOptio
     from sftadapt.runtime import tracking
 
     tracker = tracker or {}
-    with tracking.trainer_env(tracker.get("report_to", "none"), out=out, tracking_dir=tracker.get("tracking_dir"),
-                              online=tracker.get("online")):
-        return _run_grpo(policy, rows, reward_fn, opts, out, stage, log_keys, progress, extra_compute, config,
-                         force, tracker)
+    with tracking.trainer_env(
+        tracker.get("report_to", "none"),
+        out=out,
+        tracking_dir=tracker.get("tracking_dir"),
+        online=tracker.get("online"),
+    ):
+        return _run_grpo(
+            policy, rows, reward_fn, opts, out, stage, log_keys, progress, extra_compute, config, force, tracker
+        )
 
 
-def _run_grpo(policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, progress, extra_compute, config,
-              force, tracker) -> dict[str, Any]:
+def _run_grpo(
+    policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, progress, extra_compute, config, force, tracker
+) -> dict[str, Any]:
     import datasets
     from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
@@ -322,17 +399,33 @@ def _run_grpo(policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, 
         log_path.unlink()
     compute_dtype, weights_dtype = opts.precision()
     # written before training so that a resumed run can check it continues the same options
-    (out / RL_CONFIG).write_text(json.dumps({"stage": stage, "policy": policy, "grpo": config_dict(opts),
-                                             "precision": {"compute": compute_dtype, "weights": weights_dtype},
-                                             **(config or {})}, indent=2, default=str))
+    (out / RL_CONFIG).write_text(
+        json.dumps(
+            {
+                "stage": stage,
+                "policy": policy,
+                "grpo": config_dict(opts),
+                "precision": {"compute": compute_dtype, "weights": weights_dtype},
+                **(config or {}),
+            },
+            indent=2,
+            default=str,
+        )
+    )
     logger = RLLogCallback(log_path, counters, log_keys, base_seconds)
     callbacks: list[TrainerCallback] = [logger]
     stop_rule = StopRuleCallback(opts, read_rl_log(out)) if opts.stop_pass_rate is not None else None
     if stop_rule is not None:
         callbacks.append(stop_rule)
-    trainer = GRPOTrainer(model=model, reward_funcs=reward_fn, args=args,
-                          train_dataset=datasets.Dataset.from_list(rows), processing_class=tokenizer,
-                          peft_config=_peft_config(opts), callbacks=callbacks)
+    trainer = GRPOTrainer(
+        model=model,
+        reward_funcs=reward_fn,
+        args=args,
+        train_dataset=datasets.Dataset.from_list(rows),
+        processing_class=tokenizer,
+        peft_config=_peft_config(opts),
+        callbacks=callbacks,
+    )
     if hasattr(reward_fn, "stop_ids"):  # DART's truncation gate: TRL's own end-of-rollout test (reward.py)
         reward_fn.stop_ids = frozenset([*trainer.eos_token_ids, tokenizer.pad_token_id]) - {None}
     bar_only_progress(trainer)  # the per-step dicts transformers would print are in rl_log.jsonl
@@ -347,19 +440,30 @@ def _run_grpo(policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, 
         tokenizer.save_pretrained(str(out))
     state = trainer.state
     compute = {
-        "stage": stage, "policy": policy, "optimizer_steps": state.global_step,
-        "rollouts": counters.rollouts, "tokens_generated": counters.rollout_tokens,
-        "tokens_scored": counters.scored_tokens, "policy_tokens_processed": int(state.num_input_tokens_seen),
-        "train_seconds": round(logger.seconds, 3), "wall_seconds_this_run": round(time.perf_counter() - wall_start, 3),
-        "resumed_from": resume_from, "stopped_early": stop_rule.stopped if stop_rule else None,
+        "stage": stage,
+        "policy": policy,
+        "optimizer_steps": state.global_step,
+        "rollouts": counters.rollouts,
+        "tokens_generated": counters.rollout_tokens,
+        "tokens_scored": counters.scored_tokens,
+        "policy_tokens_processed": int(state.num_input_tokens_seen),
+        "train_seconds": round(logger.seconds, 3),
+        "wall_seconds_this_run": round(time.perf_counter() - wall_start, 3),
+        "resumed_from": resume_from,
+        "stopped_early": stop_rule.stopped if stop_rule else None,
         "notes": "tokens_generated = rollout tokens sampled by the policy; tokens_scored = response tokens the reward "
-                 "teacher-forced through a separate model (the frozen target); policy_tokens_processed = prompt + "
-                 "completion tokens through the policy (TRL num_input_tokens_seen); train_seconds sums resumed "
-                 "segments, wall_seconds_this_run is this process only (model loading included)",
+        "teacher-forced through a separate model (the frozen target); policy_tokens_processed = prompt + "
+        "completion tokens through the policy (TRL num_input_tokens_seen); train_seconds sums resumed "
+        "segments, wall_seconds_this_run is this process only (model loading included)",
         **(extra_compute or {}),
     }
     if trainer.is_world_process_zero():
         write_compute(out, compute)
     log = read_rl_log(out)
-    return {"out": str(out), "steps": state.global_step, "compute": compute, "log": str(log_path),
-            "last_log": log[-1] if log else None}
+    return {
+        "out": str(out),
+        "steps": state.global_step,
+        "compute": compute,
+        "log": str(log_path),
+        "last_log": log[-1] if log else None,
+    }

@@ -88,9 +88,17 @@ def _build_tiny(out: Path) -> None:
 
     tok = AutoTokenizer.from_pretrained(resolve_model(DEFAULT_MODEL))
     config = LlamaConfig(
-        vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
-        bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+        vocab_size=len(tok),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        tie_word_embeddings=True,
+        bos_token_id=tok.bos_token_id,
+        eos_token_id=tok.eos_token_id,
+        pad_token_id=tok.pad_token_id,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
@@ -203,8 +211,11 @@ def inference_dtype(spec: str, requested: str = "auto", device: str | None = Non
     if resolved == "bfloat16" and adapter_of(spec) is not None:
         if requested == "auto":
             return "float32"
-        warn_once(f"lora-bf16:{spec}", f"{spec} carries a trained LoRA update and is loaded in bfloat16 as asked: "
-                  "bf16 inference erases most of a small update (dtype auto loads it in float32)")
+        warn_once(
+            f"lora-bf16:{spec}",
+            f"{spec} carries a trained LoRA update and is loaded in bfloat16 as asked: "
+            "bf16 inference erases most of a small update (dtype auto loads it in float32)",
+        )
     return resolved
 
 
@@ -214,7 +225,8 @@ def load_model(spec: str, dtype: str = "auto", device: str | None = None, trust_
 
     resolved = inference_dtype(spec, dtype, device)
     model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(spec), dtype=torch_dtype(resolved), trust_remote_code=trust_remote_code)
+        resolve_model(spec), dtype=torch_dtype(resolved), trust_remote_code=trust_remote_code
+    )
     model.to(device or default_device())
     model.eval()
     return model

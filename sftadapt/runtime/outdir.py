@@ -29,13 +29,40 @@ from pathlib import Path
 MARKER = ".sftadapt-owner.json"
 
 # What `sftadapt train` writes into its folder: the Trainer's checkpoints and logs, the HF model files, ours.
-TRAIN_OUTPUTS = ("checkpoint-*", "checkpoints.old-*", "tracking", "README.md", "config.json", "generation_config.json", "*.safetensors",
-                 "*.bin", "tokenizer*", "special_tokens_map.json", "vocab.json", "merges.txt", "chat_template*",
-                 "added_tokens.json", "adapter", "adapter_*", "train_config.json", "train_log.jsonl", "runs",
-                 "sftadapt_adapter.json")
+TRAIN_OUTPUTS = (
+    "checkpoint-*",
+    "checkpoints.old-*",
+    "tracking",
+    "README.md",
+    "config.json",
+    "generation_config.json",
+    "*.safetensors",
+    "*.bin",
+    "tokenizer*",
+    "special_tokens_map.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template*",
+    "added_tokens.json",
+    "adapter",
+    "adapter_*",
+    "train_config.json",
+    "train_log.jsonl",
+    "runs",
+    "sftadapt_adapter.json",
+)
 # What the sharded stages (sample, rewrite, map synthesize, eval, ...) write.
-STAGE_OUTPUTS = ("shards", "shards.old-*", "tracking", "train.jsonl", "attempts.jsonl", "summary.json", "rejects.jsonl",
-                 "results.json", "*.tmp")
+STAGE_OUTPUTS = (
+    "shards",
+    "shards.old-*",
+    "tracking",
+    "train.jsonl",
+    "attempts.jsonl",
+    "summary.json",
+    "rejects.jsonl",
+    "results.json",
+    "*.tmp",
+)
 # What the stages that write an adapted set (rewrite, map synthesize) add: its dataset card.
 ADAPTED_SET_OUTPUTS = (*STAGE_OUTPUTS, "README.md")
 
@@ -67,8 +94,7 @@ def _clashes(names: Iterable[str], protect: Iterable[str]) -> list[str]:
     return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
 
-def claim(out: str | os.PathLike, command: str, force: bool = False,
-          protect: Iterable[str] = STAGE_OUTPUTS) -> Path:
+def claim(out: str | os.PathLike, command: str, force: bool = False, protect: Iterable[str] = STAGE_OUTPUTS) -> Path:
     """Make `out` the output folder of `command` (creating it and its marker), or raise OutDirError."""
     out = Path(out)
     protect = tuple(protect)
@@ -83,25 +109,33 @@ def claim(out: str | os.PathLike, command: str, force: bool = False,
         if entries and not force:
             raise OutDirError(
                 f"{out}: the folder is not empty and was not made by sftadapt ({len(entries)} entries, e.g. "
-                f"{entries[0]!r}); use a new --out folder, or --force to write beside its files")
+                f"{entries[0]!r}); use a new --out folder, or --force to write beside its files"
+            )
         foreign = entries
     elif owner is not None and owner["command"] != command and not force:
-        raise OutDirError(f"{out}: this folder holds the output of `sftadapt {owner['command']}`; use another "
-                          f"--out folder for `sftadapt {command}`, or --force to write into it anyway")
+        raise OutDirError(
+            f"{out}: this folder holds the output of `sftadapt {owner['command']}`; use another "
+            f"--out folder for `sftadapt {command}`, or --force to write into it anyway"
+        )
     clash = _clashes(foreign, protect)
     if clash:
         raise OutDirError(
             f"{out}: holds {', '.join(repr(c) for c in clash[:5])} that sftadapt did not write and "
             f"`sftadapt {command}` would overwrite or delete (the Trainer's checkpoint rotation removes any "
-            "checkpoint-* folder); move them away or use a new --out folder")
+            "checkpoint-* folder); move them away or use a new --out folder"
+        )
     out.mkdir(parents=True, exist_ok=True)
     commands = list(owner.get("commands", [owner["command"]])) if owner else []
     if owner is None or command not in commands or foreign != owner.get("foreign", []):
         from sftadapt import __version__
 
-        record = {"command": owner["command"] if owner else command, "commands": sorted({*commands, command}),
-                  "created": owner.get("created", time.time()) if owner else time.time(),
-                  "sftadapt": __version__, "foreign": foreign}
+        record = {
+            "command": owner["command"] if owner else command,
+            "commands": sorted({*commands, command}),
+            "created": owner.get("created", time.time()) if owner else time.time(),
+            "sftadapt": __version__,
+            "foreign": foreign,
+        }
         tmp = out / f"{MARKER}.{os.getpid()}.tmp"  # several ranks of one launch may claim at once
         tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
         os.replace(tmp, out / MARKER)
@@ -126,8 +160,7 @@ def _looks_like_problem_records(path: Path) -> bool:
     return {"id", "problem", "answer", "source", "meta"} <= names
 
 
-def check_output_file(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (),
-                      force: bool = False) -> Path:
+def check_output_file(out: str | os.PathLike, inputs: Iterable[str | os.PathLike] = (), force: bool = False) -> Path:
     """Refuse an output file that is an input, a folder, or an existing file sftadapt did not write
     (an existing file of Problem records is taken as ours; `force` overrides that last check only)."""
     out = Path(out)
@@ -137,6 +170,7 @@ def check_output_file(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     if out.is_dir():
         raise OutDirError(f"{out}: names a folder; the output must be a .jsonl or .parquet file")
     if out.exists() and out.stat().st_size and not force and not _looks_like_problem_records(out):
-        raise OutDirError(f"{out}: exists and was not written by sftadapt; refusing to overwrite it "
-                          "(name a new file, or --force)")
+        raise OutDirError(
+            f"{out}: exists and was not written by sftadapt; refusing to overwrite it (name a new file, or --force)"
+        )
     return out

@@ -57,12 +57,16 @@ def capability() -> dict[str, object]:
         pass
     avx512_bf16 = bool(flags.get("avx512_bf16", getattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)()))
     amx_bf16 = bool(flags.get("amx_bf16", getattr(torch.cpu, "_is_amx_tile_supported", lambda: False)()))
-    info.update(avx2=bool(flags.get("avx2", info["cpu_capability"] != "DEFAULT")), avx512_bf16=avx512_bf16,
-                amx_bf16=amx_bf16)
+    info.update(
+        avx2=bool(flags.get("avx2", info["cpu_capability"] != "DEFAULT")), avx512_bf16=avx512_bf16, amx_bf16=amx_bf16
+    )
     # torch's kernel level must be AVX-512 too: ATEN_CPU_CAPABILITY=avx2 (or a CPU without AVX-512) runs the
     # non-matmul bf16 kernels through the emulated AVX2 path even when the instructions exist.
-    info["cpu_bf16_native"] = info["cpu_capability"] in ("AVX512", "AMX") and (avx512_bf16 or amx_bf16) \
+    info["cpu_bf16_native"] = (
+        info["cpu_capability"] in ("AVX512", "AMX")
+        and (avx512_bf16 or amx_bf16)
         and os.environ.get("SFTADAPT_CPU_BF16", "") != "0"
+    )
     info["cuda"] = torch.cuda.is_available()
     if info["cuda"]:
         info["cuda_device"] = torch.cuda.get_device_name(0)
@@ -96,10 +100,14 @@ def resolve_dtype(requested: str = "auto", device: str | None = None) -> str:
         return "bfloat16" if native else "float32"
     if requested == "bfloat16" and not native:
         cap = capability()
-        warn_once("bf16-emulated", (
-            f"dtype bfloat16 was asked for, but this CPU has no native bf16 (torch reports "
-            f"{cap['cpu_capability']}, avx512_bf16={cap['avx512_bf16']}, amx_bf16={cap['amx_bf16']}): bf16 is "
-            "emulated, about 100x slower than float32 (132x measured on an AVX2-only CPU). Use dtype: auto."))
+        warn_once(
+            "bf16-emulated",
+            (
+                f"dtype bfloat16 was asked for, but this CPU has no native bf16 (torch reports "
+                f"{cap['cpu_capability']}, avx512_bf16={cap['avx512_bf16']}, amx_bf16={cap['amx_bf16']}): bf16 is "
+                "emulated, about 100x slower than float32 (132x measured on an AVX2-only CPU). Use dtype: auto."
+            ),
+        )
     return requested
 
 
@@ -107,9 +115,13 @@ def resolve_weights_dtype(requested: str = "float32") -> str:
     """Training weights: float32 master weights unless pure bf16 is asked for explicitly (then a warning)."""
     requested = normalize(requested, WEIGHT_DTYPES, "weights_dtype")
     if requested == "bfloat16":
-        warn_once("bf16-weights", (
-            "weights_dtype bfloat16: training pure bf16 weights with no fp32 master copy; at lr 1e-4 only ~13% of "
-            "the entries move in a step (most small updates are rounded away). Keep float32 unless you know."))
+        warn_once(
+            "bf16-weights",
+            (
+                "weights_dtype bfloat16: training pure bf16 weights with no fp32 master copy; at lr 1e-4 only ~13% of "
+                "the entries move in a step (most small updates are rounded away). Keep float32 unless you know."
+            ),
+        )
     return requested
 
 
@@ -152,9 +164,15 @@ def describe(requested: str, resolved: str, device: str | None = None) -> dict[s
     """The provenance entry of a stage's precision: what was asked, what ran, and why."""
     cap = capability()
     device = device or default_device()
-    out = {"requested": requested, "resolved": resolved, "device": device,
-           "cpu_capability": cap["cpu_capability"], "avx512_bf16": cap["avx512_bf16"], "amx_bf16": cap["amx_bf16"],
-           "bf16_native": bf16_native(device)}
+    out = {
+        "requested": requested,
+        "resolved": resolved,
+        "device": device,
+        "cpu_capability": cap["cpu_capability"],
+        "avx512_bf16": cap["avx512_bf16"],
+        "amx_bf16": cap["amx_bf16"],
+        "bf16_native": bf16_native(device),
+    }
     if cap.get("cuda"):
         out["cuda_device"] = cap.get("cuda_device")
     return out

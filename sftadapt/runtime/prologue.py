@@ -35,24 +35,34 @@ def open_stage(cfg: Any, command: str, protect: Sequence[str] | None = None) -> 
     cfg.validate()
     offline.honour(getattr(cfg, "online", False))
     out = Path(cfg.out)
-    claim(out, command, force=getattr(cfg, "force", False),
-          protect=tuple(protect) if protect is not None else STAGE_OUTPUTS)
+    claim(
+        out,
+        command,
+        force=getattr(cfg, "force", False),
+        protect=tuple(protect) if protect is not None else STAGE_OUTPUTS,
+    )
     return out
 
 
-def load_problems(cfg: Any, out: Path, *, require_solution: bool, problems: Sequence[Any] | None = None,
-                  needs: str = "this stage") -> tuple[list[Any], int]:
+def load_problems(
+    cfg: Any, out: Path, *, require_solution: bool, problems: Sequence[Any] | None = None, needs: str = "this stage"
+) -> tuple[list[Any], int]:
     """The stage's problems and how many input rows were rejected (see the module docstring)."""
     from sftadapt.data.sources import SourceError, load_dataset_spec, write_rejects
 
     rejects_file = out / "rejects.jsonl"
     rejected = 0
     if problems is None:
-        loaded = load_dataset_spec(cfg.data, limit=cfg.limit, require_solution=require_solution,
-                                   data_dir=getattr(cfg, "data_dir", None), fields=getattr(cfg, "fields", None))
+        loaded = load_dataset_spec(
+            cfg.data,
+            limit=cfg.limit,
+            require_solution=require_solution,
+            data_dir=getattr(cfg, "data_dir", None),
+            fields=getattr(cfg, "fields", None),
+        )
         write_rejects(loaded.rejects, rejects_file)
         problems, rejected = loaded.problems, len(loaded.rejects)
-    problems = list(problems)[:cfg.limit] if cfg.limit is not None else list(problems)
+    problems = list(problems)[: cfg.limit] if cfg.limit is not None else list(problems)
     if not problems:
         where = f" (the rejected rows and why: {rejects_file})" if rejects_file.exists() else ""
         kind = "problems with an expert solution" if require_solution else "problems"

@@ -44,8 +44,12 @@ from typing import Any
 
 TRACKERS = ("none", "tensorboard", "wandb", "trackio", "mlflow")
 # tracker -> (module that must be importable, the extra that installs it)
-PACKAGES = {"tensorboard": ("tensorboard", "tensorboard"), "wandb": ("wandb", "wandb"),
-            "trackio": ("trackio", "trackio"), "mlflow": ("mlflow", "mlflow")}
+PACKAGES = {
+    "tensorboard": ("tensorboard", "tensorboard"),
+    "wandb": ("wandb", "wandb"),
+    "trackio": ("trackio", "trackio"),
+    "mlflow": ("mlflow", "mlflow"),
+}
 PROJECT = "sftadapt"
 FOLDER = "tracking"  # the default tracking folder inside a stage's output folder
 
@@ -58,8 +62,9 @@ def check_report_to(report_to: str, field: str = "report_to") -> None:
         return
     module, extra = PACKAGES[report_to]
     if importlib.util.find_spec(module) is None:
-        raise ValueError(f"{field} = {report_to}: the {module} package is not installed; "
-                         f"pip install 'sftadapt[{extra}]'")
+        raise ValueError(
+            f"{field} = {report_to}: the {module} package is not installed; pip install 'sftadapt[{extra}]'"
+        )
 
 
 def tracking_folder(out: str | os.PathLike, tracking_dir: str | os.PathLike | None) -> Path:
@@ -106,8 +111,11 @@ def scalars(metrics: Mapping[str, Any], prefix: str = "") -> dict[str, float]:
 def report_to_option() -> Any:
     from sftadapt.config import option
 
-    return option("none", help="experiment tracker: " + " | ".join(TRACKERS) + " (the package must be installed: "
-                  "pip install 'sftadapt[NAME]'; offline unless online)")
+    return option(
+        "none",
+        help="experiment tracker: " + " | ".join(TRACKERS) + " (the package must be installed: "
+        "pip install 'sftadapt[NAME]'; offline unless online)",
+    )
 
 
 def tracking_dir_option() -> Any:
@@ -187,8 +195,14 @@ class _Wandb(Tracker):
         import wandb
 
         folder.mkdir(parents=True, exist_ok=True)
-        self.run = wandb.init(project=os.environ.get("WANDB_PROJECT", PROJECT), name=name, dir=str(folder),
-                              config=config, mode="online" if online else "offline", reinit="create_new")
+        self.run = wandb.init(
+            project=os.environ.get("WANDB_PROJECT", PROJECT),
+            name=name,
+            dir=str(folder),
+            config=config,
+            mode="online" if online else "offline",
+            reinit="create_new",
+        )
 
     def _log(self, values, step):
         self.run.log(values, step=step)
@@ -211,9 +225,15 @@ class _Trackio(Tracker):
 
             self.trackio = trackio
             # no CPU/GPU sampler thread: a stage's metrics are what we log
-            self.run = trackio.init(project=PROJECT, name=name, config=config, resume="allow",
-                                    auto_log_cpu=False, auto_log_gpu=False,
-                                    **({} if online else {"space_id": None}))
+            self.run = trackio.init(
+                project=PROJECT,
+                name=name,
+                config=config,
+                resume="allow",
+                auto_log_cpu=False,
+                auto_log_gpu=False,
+                **({} if online else {"space_id": None}),
+            )
         self.online = online
 
     def _log(self, values, step):
@@ -288,9 +308,15 @@ def mlflow_uri(folder: Path, online: bool) -> str:
 _KINDS = {"tensorboard": _TensorBoard, "wandb": _Wandb, "trackio": _Trackio, "mlflow": _MLflow}
 
 
-def open_tracker(report_to: str, *, out: str | os.PathLike, tracking_dir: str | os.PathLike | None = None,
-                 config: Mapping[str, Any] | None = None, online: bool | None = None,
-                 name: str | None = None) -> Tracker:
+def open_tracker(
+    report_to: str,
+    *,
+    out: str | os.PathLike,
+    tracking_dir: str | os.PathLike | None = None,
+    config: Mapping[str, Any] | None = None,
+    online: bool | None = None,
+    name: str | None = None,
+) -> Tracker:
     """The stage's tracker (`none`: one that records nothing). `online` None = what `--online` decided."""
     check_report_to(report_to)
     if report_to == "none":
@@ -304,20 +330,39 @@ def open_tracker(report_to: str, *, out: str | os.PathLike, tracking_dir: str | 
 def rewrite_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Rewrite (Mind the Gap and its baselines): each origin's share of the rows, the gap, stage counts, cost."""
     rows = max(int(summary.get("rows") or 0), 1)
-    origins = {o: {"rows": v["rows"], "share": v["rows"] / rows, "target_logprob_mean": v["target_logprob_mean"]}
-               for o, v in (summary.get("origins") or {}).items()}
-    return {"rows": summary.get("rows"), "problems": summary.get("problems"), "origins": origins,
-            "gap": summary.get("gap") or {}, "self_pass_rate_mean": summary.get("self_pass_rate_mean"),
-            "counts": summary.get("counts") or {}, "rejected_input_rows": summary.get("rejected_input_rows"),
-            "compute": summary.get("totals") or {}}
+    origins = {
+        o: {"rows": v["rows"], "share": v["rows"] / rows, "target_logprob_mean": v["target_logprob_mean"]}
+        for o, v in (summary.get("origins") or {}).items()
+    }
+    return {
+        "rows": summary.get("rows"),
+        "problems": summary.get("problems"),
+        "origins": origins,
+        "gap": summary.get("gap") or {},
+        "self_pass_rate_mean": summary.get("self_pass_rate_mean"),
+        "counts": summary.get("counts") or {},
+        "rejected_input_rows": summary.get("rejected_input_rows"),
+        "compute": summary.get("totals") or {},
+    }
 
 
 def synthesis_metrics(summary: Mapping[str, Any]) -> dict[str, Any]:
     """Map synthesize (DART / prompted rewrite): gate pass rate, each gate reason's rate, mapped share, gap."""
-    keys = ("rows", "rollouts", "gate_pass_rate", "mapped_rate", "fallback_rate", "r_align_kept_mean",
-            "rejected_input_rows")
-    return {**{k: summary.get(k) for k in keys}, "gate_reasons": summary.get("gate_failures") or {},
-            "gap": summary.get("gap") or {}, "compute": summary.get("compute") or {}}
+    keys = (
+        "rows",
+        "rollouts",
+        "gate_pass_rate",
+        "mapped_rate",
+        "fallback_rate",
+        "r_align_kept_mean",
+        "rejected_input_rows",
+    )
+    return {
+        **{k: summary.get(k) for k in keys},
+        "gate_reasons": summary.get("gate_failures") or {},
+        "gap": summary.get("gap") or {},
+        "compute": summary.get("compute") or {},
+    }
 
 
 def eval_metrics(results: Mapping[str, Any]) -> dict[str, Any]:
@@ -365,16 +410,19 @@ def _note_trackio_dir(wanted: Path) -> None:
     chosen = getattr(utils, "TRACKIO_DIR", None)
     if chosen is not None and Path(chosen).resolve() != wanted.resolve() and not _TRACKIO_WARNED:
         _TRACKIO_WARNED.append(str(chosen))
-        warnings.warn(f"trackio writes to {chosen} in this process (trackio fixes its folder when first "
-                      f"imported), not {wanted}", stacklevel=3)
+        warnings.warn(
+            f"trackio writes to {chosen} in this process (trackio fixes its folder when first imported), not {wanted}",
+            stacklevel=3,
+        )
 
 
 _TRACKIO_WARNED: list[str] = []
 
 
 @contextlib.contextmanager
-def trainer_env(report_to: str, *, out: str | os.PathLike, tracking_dir: str | os.PathLike | None = None,
-                online: bool | None = None) -> Iterator[None]:
+def trainer_env(
+    report_to: str, *, out: str | os.PathLike, tracking_dir: str | os.PathLike | None = None, online: bool | None = None
+) -> Iterator[None]:
     """While a trainer is built and trains: its tracker callback writes into the tracking folder and stays
     offline unless online (environment variables the transformers callbacks read, restored afterwards)."""
     if report_to == "none":
@@ -397,14 +445,16 @@ def trainer_env(report_to: str, *, out: str | os.PathLike, tracking_dir: str | o
             values["TRACKIO_SPACE_ID"] = None
     elif report_to == "mlflow":
         _mlflow_offline(online)
-        values.update(MLFLOW_TRACKING_URI=mlflow_uri(folder, online), MLFLOW_EXPERIMENT_NAME=PROJECT,
-                      **_MLFLOW_FILE_STORE)
+        values.update(
+            MLFLOW_TRACKING_URI=mlflow_uri(folder, online), MLFLOW_EXPERIMENT_NAME=PROJECT, **_MLFLOW_FILE_STORE
+        )
     with _patched_env(values):
         yield
 
 
-def trainer_args(report_to: str, *, out: str | os.PathLike, tracking_dir: str | os.PathLike | None = None,
-                 online: bool | None = None) -> dict[str, Any]:
+def trainer_args(
+    report_to: str, *, out: str | os.PathLike, tracking_dir: str | os.PathLike | None = None, online: bool | None = None
+) -> dict[str, Any]:
     """TrainingArguments / GRPOConfig fields for `report_to`: the integration, the run name, the project."""
     if report_to == "none":
         return {"report_to": []}

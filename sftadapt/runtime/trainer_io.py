@@ -48,17 +48,26 @@ def bar_only_progress(trainer) -> None:
         trainer.add_callback(BarOnlyProgress)
 
 
-def resume_checkpoint(resume: Any, out: str | Path, options: dict[str, Any], saved: dict[str, Any] | None,
-                      bookkeeping: tuple[str, ...] = (), force: bool = False,
-                      run_files: tuple[str, ...] = ()) -> str | None:
+def resume_checkpoint(
+    resume: Any,
+    out: str | Path,
+    options: dict[str, Any],
+    saved: dict[str, Any] | None,
+    bookkeeping: tuple[str, ...] = (),
+    force: bool = False,
+    run_files: tuple[str, ...] = (),
+) -> str | None:
     """The checkpoint to continue from. `resume`: auto/True (newest in `out`, if its run's `saved` options
     equal `options` but for `bookkeeping`) | no/False (start over) | a checkpoint folder (continue it anyway).
     Checkpoints of other options are refused, or with `force` set aside with `run_files` (start over)."""
     out = Path(out)
     if resume in (False, "no"):
         if out.is_dir() and any(out.glob("checkpoint-*")):
-            warnings.warn(f"{out} already holds checkpoints; resume=no starts over and overwrites them step by "
-                          "step (a later resume=auto could pick up an old, higher-numbered one)", stacklevel=3)
+            warnings.warn(
+                f"{out} already holds checkpoints; resume=no starts over and overwrites them step by "
+                "step (a later resume=auto could pick up an old, higher-numbered one)",
+                stacklevel=3,
+            )
         return None
     if resume not in ("auto", True):
         if not (Path(resume) / "trainer_state.json").exists():
@@ -71,14 +80,18 @@ def resume_checkpoint(resume: Any, out: str | Path, options: dict[str, Any], sav
         changed = [k for k in options if k not in bookkeeping and saved.get(k) != options[k]]
         if changed and force:
             aside = set_aside(out, run_files)
-            warnings.warn(f"{out}: checkpoints of a run with other options ({', '.join(changed)} changed) were set "
-                          f"aside in {aside.name} (force); training starts over", stacklevel=3)
+            warnings.warn(
+                f"{out}: checkpoints of a run with other options ({', '.join(changed)} changed) were set "
+                f"aside in {aside.name} (force); training starts over",
+                stacklevel=3,
+            )
             return None
         if changed:
             raise ConfigError(
                 f"{out} holds checkpoints of a run with other options ({', '.join(changed)} changed): use "
                 f"another out folder, resume=no to start over, resume=<checkpoint folder> to continue anyway, or "
-                f"force=true to set them aside")
+                f"force=true to set them aside"
+            )
     return last
 
 

@@ -59,8 +59,11 @@ def _read_expert(spec: str, fields=None) -> tuple[list[Example], Path | None, in
     result = sources.load_dataset_spec(spec, require_solution=True, fields=fields)
     if result.rejects:  # e.g. math_train's two rows with an empty \boxed{}: said out loud, never silent
         first = result.rejects[0]
-        warnings.warn(f"{spec}: skipped {len(result.rejects)} unusable row(s); first: {first['file']}:"
-                      f"{first['line']} field '{first['field']}': {first['reason']}", stacklevel=3)
+        warnings.warn(
+            f"{spec}: skipped {len(result.rejects)} unusable row(s); first: {first['file']}:"
+            f"{first['line']} field '{first['field']}': {first['reason']}",
+            stacklevel=3,
+        )
     path = Path(spec) if Path(spec).exists() else None
     if path is None and spec in sources.BENCHMARKS:
         path = sources.find_data_dir() / sources.BENCHMARKS[spec][0]
@@ -69,8 +72,12 @@ def _read_expert(spec: str, fields=None) -> tuple[list[Example], Path | None, in
 
 def expert_example(problem: Problem) -> Example:
     return Example(
-        id=problem.id, problem=problem.problem, response=prompts.ensure_boxed(problem.solution or "", problem.answer),
-        answer=problem.answer, origin="expert", provenance={"source": problem.source or "expert"},
+        id=problem.id,
+        problem=problem.problem,
+        response=prompts.ensure_boxed(problem.solution or "", problem.answer),
+        answer=problem.answer,
+        origin="expert",
+        provenance={"source": problem.source or "expert"},
     )
 
 
@@ -89,11 +96,16 @@ def load_examples(paths: list[str], fields=None) -> tuple[list[Example], list[di
             rows, path, rejected = _read_expert(spec, fields)
             kind = "expert problems"
         examples.extend(rows)
-        provenance.append({
-            "path": str(path.resolve()) if path else spec, "sha256": file_sha256(path) if path and path.is_file() else None,
-            "kind": kind, "rows": len(rows), "rejected": rejected,
-            "origins": dict(sorted(Counter(r.origin for r in rows).items())),
-        })
+        provenance.append(
+            {
+                "path": str(path.resolve()) if path else spec,
+                "sha256": file_sha256(path) if path and path.is_file() else None,
+                "kind": kind,
+                "rows": len(rows),
+                "rejected": rejected,
+                "origins": dict(sorted(Counter(r.origin for r in rows).items())),
+            }
+        )
     return examples, provenance
 
 
@@ -105,8 +117,9 @@ class TokenizedRows:
     dropped: list[str] = field(default_factory=list)  # ids of rows whose prompt alone fills max_length
 
 
-def tokenize_example(tokenizer, example: Example, max_length: int, chat: bool = True,
-                     dft_origins: frozenset[str] = frozenset()) -> tuple[dict | None, bool]:
+def tokenize_example(
+    tokenizer, example: Example, max_length: int, chat: bool = True, dft_origins: frozenset[str] = frozenset()
+) -> tuple[dict | None, bool]:
     """One row as token lists (input_ids, labels, behavior_logprobs, has_behavior, dft_row: its origin is in
     `dft_origins`) and whether it was truncated.
 
@@ -136,8 +149,9 @@ def tokenize_example(tokenizer, example: Example, max_length: int, chat: bool = 
     }, truncated
 
 
-def tokenize_examples(tokenizer, examples: list[Example], max_length: int, chat: bool = True,
-                      dft_origins: frozenset[str] = frozenset()) -> TokenizedRows:
+def tokenize_examples(
+    tokenizer, examples: list[Example], max_length: int, chat: bool = True, dft_origins: frozenset[str] = frozenset()
+) -> TokenizedRows:
     out = TokenizedRows(rows=[])
     for example in examples:
         row, truncated = tokenize_example(tokenizer, example, max_length, chat, dft_origins)

@@ -67,8 +67,9 @@ def token_weights(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-token weights (detached, 0 off the mask) and a bool tensor of the tokens whose ratio was clipped.
     `dft_rows` (B,) bool: rows whose weights are DFT's whatever `loss_type` says."""
-    weights, clipped = _loss_weights(logp, mask, loss_type, behavior_logprobs, has_behavior, dft_floor, is_clip,
-                                     is_level)
+    weights, clipped = _loss_weights(
+        logp, mask, loss_type, behavior_logprobs, has_behavior, dft_floor, is_clip, is_level
+    )
     if dft_rows is not None and loss_type != "dft" and bool(dft_rows.any()):
         rows = dft_rows.bool().view(-1, 1)
         dft, _ = _loss_weights(logp, mask, "dft", dft_floor=dft_floor)
@@ -76,8 +77,9 @@ def token_weights(
     return weights, clipped
 
 
-def _loss_weights(logp, mask, loss_type, behavior_logprobs=None, has_behavior=None, dft_floor=0.0, is_clip=5.0,
-                  is_level="token") -> tuple[torch.Tensor, torch.Tensor]:
+def _loss_weights(
+    logp, mask, loss_type, behavior_logprobs=None, has_behavior=None, dft_floor=0.0, is_clip=5.0, is_level="token"
+) -> tuple[torch.Tensor, torch.Tensor]:
     mask = mask.bool()
     logp = logp.detach()
     no_clip = torch.zeros_like(mask)

@@ -77,13 +77,18 @@ class TrainConfig:
     is_clip: float = option(5.0, help="is: clip the ratio at this value (0 = no clipping)")
     is_level: str = option("token", help="is: token (one ratio per token) | sequence (geometric mean per row)")
     is_self_normalize: bool = option(False, help="is: rescale weights to mean 1 over the optimiser step")
-    fallback: str = option("keep", help="expert-fallback rows (origin expert) of an adapted set: keep (train them "
-                           "with `loss`) | drop (leave them out) | dft (DFT's weight for them, `loss` for the rest)")
+    fallback: str = option(
+        "keep",
+        help="expert-fallback rows (origin expert) of an adapted set: keep (train them "
+        "with `loss`) | drop (leave them out) | dft (DFT's weight for them, `loss` for the rest)",
+    )
     lr: float = option(5e-5, help="peak learning rate (Mind the Gap: 5e-5 full fine-tuning; LoRA often 1e-4)")
     epochs: float = option(1.0, help="passes over the data (ignored when max_steps > 0)")
     max_steps: int = option(-1, help="optimiser steps; -1 = from epochs")
     batch_size: int = option(4, help="rows per micro-batch per device")
-    grad_accum: int = option(4, help="micro-batches per optimiser step (global batch = batch_size × grad_accum × ranks)")
+    grad_accum: int = option(
+        4, help="micro-batches per optimiser step (global batch = batch_size × grad_accum × ranks)"
+    )
     max_length: int = option(1024, help="prompt + response tokens; longer rows lose the end of the response")
     warmup_ratio: float = option(0.1, help="fraction of the steps with linear warmup")
     scheduler: str = option("cosine", help="learning-rate schedule: " + " | ".join(SCHEDULERS))
@@ -95,23 +100,36 @@ class TrainConfig:
     lora_alpha: int = option(32, help="LoRA alpha")
     lora_dropout: float = option(0.05, help="LoRA dropout")
     lora_target_modules: str = option("all-linear", help="peft target_modules: all-linear or comma-separated names")
-    dtype: str = option("auto", help="compute dtype of forward/backward: auto (bf16 autocast only where the "
-                        "hardware runs bf16 natively; float32 for the is loss) | float32 | bfloat16 (autocast)")
-    weights_dtype: str = option("float32", help="stored weights: float32 (the master copy; keep it) | bfloat16 (pure "
-                                "bf16 training: most small updates are rounded away; a warning says so)")
+    dtype: str = option(
+        "auto",
+        help="compute dtype of forward/backward: auto (bf16 autocast only where the "
+        "hardware runs bf16 natively; float32 for the is loss) | float32 | bfloat16 (autocast)",
+    )
+    weights_dtype: str = option(
+        "float32",
+        help="stored weights: float32 (the master copy; keep it) | bfloat16 (pure "
+        "bf16 training: most small updates are rounded away; a warning says so)",
+    )
     gradient_checkpointing: bool = option(False, help="recompute activations: less memory, ~35% slower")
     chat: bool = option(True, help="apply the model's chat template to the prompt")
     save_steps: int = option(200, help="checkpoint every this many optimiser steps")
     save_total_limit: int = option(2, help="checkpoints kept (oldest deleted)")
-    resume: bool | str = option("auto", help="auto/true: from the last checkpoint in out, if any; false: start over; "
-                                "or a checkpoint folder")
+    resume: bool | str = option(
+        "auto", help="auto/true: from the last checkpoint in out, if any; false: start over; or a checkpoint folder"
+    )
     report_to: str = tracking.report_to_option()
     tracking_dir: str | None = tracking.tracking_dir_option()
     online: bool = tracking.online_option()
-    force: bool = option(False, help="set aside checkpoints written with other options (in checkpoints.old-<time>/) "
-                         "instead of refusing them, and write into a folder another command made")
-    trainer_args: dict = option({}, help="any other transformers TrainingArguments field, passed through as is "
-                                         "(e.g. {optim: adafactor}); our options above set their own fields")
+    force: bool = option(
+        False,
+        help="set aside checkpoints written with other options (in checkpoints.old-<time>/) "
+        "instead of refusing them, and write into a folder another command made",
+    )
+    trainer_args: dict = option(
+        {},
+        help="any other transformers TrainingArguments field, passed through as is "
+        "(e.g. {optim: adafactor}); our options above set their own fields",
+    )
     logging_steps: int = option(1, help="log every this many optimiser steps")
 
     def validate(self) -> None:
@@ -143,11 +161,16 @@ class TrainConfig:
             # scores in float32; bf16 moves single tokens by up to 0.5 nats, so a self row would start at weight
             # e^±0.5 instead of 1. So is trains in float32 whatever `dtype` says (shared study configs set it).
             if weights == "bfloat16":
-                raise ValueError("loss is: π_θ must be computed in float32, the precision π_β was scored in; "
-                                 "pure bf16 weights cannot do that (use weights_dtype float32)")
+                raise ValueError(
+                    "loss is: π_θ must be computed in float32, the precision π_β was scored in; "
+                    "pure bf16 weights cannot do that (use weights_dtype float32)"
+                )
             if compute == "bfloat16":
-                warn_once("is-fp32", "loss is trains in float32 (π_θ in the precision π_β was scored in); "
-                                     "dtype bfloat16 is not used for it")
+                warn_once(
+                    "is-fp32",
+                    "loss is trains in float32 (π_θ in the precision π_β was scored in); "
+                    "dtype bfloat16 is not used for it",
+                )
             return "float32", weights
         return training_dtypes(compute, weights)
 
@@ -211,8 +234,14 @@ class SFTLossTrainer(Trainer):
         with self.compute_loss_context_manager():
             for batch in batches:
                 logp, mask, behavior = self._token_logprobs(self.model_wrapped, batch)
-                weights, _ = token_weights(logp, mask, behavior_logprobs=behavior, has_behavior=batch["has_behavior"],
-                                           dft_rows=self._dft_rows(batch), **self._loss_kwargs())
+                weights, _ = token_weights(
+                    logp,
+                    mask,
+                    behavior_logprobs=behavior,
+                    has_behavior=batch["has_behavior"],
+                    dft_rows=self._dft_rows(batch),
+                    **self._loss_kwargs(),
+                )
                 total += weights.sum()
         if self.args.world_size > 1:
             total = self.accelerator.gather(total).sum().view(1)
@@ -221,9 +250,15 @@ class SFTLossTrainer(Trainer):
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         logp, mask, behavior = self._token_logprobs(model, inputs)
         loss, stats = sft_loss(
-            logp, mask, num_tokens=num_items_in_batch, behavior_logprobs=behavior,
-            has_behavior=inputs["has_behavior"], is_self_normalize=self.loss_config.is_self_normalize,
-            weight_total=self._step_weight_total, dft_rows=self._dft_rows(inputs), **self._loss_kwargs(),
+            logp,
+            mask,
+            num_tokens=num_items_in_batch,
+            behavior_logprobs=behavior,
+            has_behavior=inputs["has_behavior"],
+            is_self_normalize=self.loss_config.is_self_normalize,
+            weight_total=self._step_weight_total,
+            dft_rows=self._dft_rows(inputs),
+            **self._loss_kwargs(),
         )
         if model.training:
             self._stats = stats if self._stats is None else self._stats + stats
@@ -277,23 +312,36 @@ def _trim_log(path: Path, last_step: int) -> None:
     """On resume, forget entries logged after the checkpoint: those steps are about to be trained again."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip() and json.loads(line).get("step", 0) <= last_step]
+    kept = [
+        line
+        for line in path.read_text(encoding="utf-8").splitlines()
+        if line.strip() and json.loads(line).get("step", 0) <= last_step
+    ]
     path.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
 
 
 # ---------------------------------------------------------------- the stage
 # Options that change neither the trained weights nor the data order: a resumed run may change them freely.
-_BOOKKEEPING = ("out", "resume", "save_steps", "save_total_limit", "report_to", "logging_steps", "tracking_dir",
-                "online", "force")
+_BOOKKEEPING = (
+    "out",
+    "resume",
+    "save_steps",
+    "save_total_limit",
+    "report_to",
+    "logging_steps",
+    "tracking_dir",
+    "online",
+    "force",
+)
 CONFIG_FILE = "train_config.json"
 
 
 def _resume_checkpoint(cfg: TrainConfig) -> str | None:
     """The checkpoint to continue from; `auto` refuses checkpoints written with different training options."""
     saved = read_saved_options(Path(cfg.out) / CONFIG_FILE, "config")
-    return resume_checkpoint(cfg.resume, cfg.out, config_dict(cfg), saved, _BOOKKEEPING, force=cfg.force,
-                             run_files=(CONFIG_FILE, LOG_FILE))
+    return resume_checkpoint(
+        cfg.resume, cfg.out, config_dict(cfg), saved, _BOOKKEEPING, force=cfg.force, run_files=(CONFIG_FILE, LOG_FILE)
+    )
 
 
 def _write_config(cfg: TrainConfig) -> None:
@@ -302,28 +350,57 @@ def _write_config(cfg: TrainConfig) -> None:
 
 
 # TrainingArguments fields our own options set (trainer_args may not set them behind the option's back)
-_OURS = {"output_dir": "out", "per_device_train_batch_size": "batch_size", "gradient_accumulation_steps": "grad_accum",
-         "learning_rate": "lr", "num_train_epochs": "epochs", "max_steps": "max_steps",
-         "lr_scheduler_type": "scheduler", "warmup_steps": "warmup_ratio", "weight_decay": "weight_decay",
-         "max_grad_norm": "max_grad_norm", "seed": "seed", "data_seed": "seed", "logging_steps": "logging_steps",
-         "save_steps": "save_steps", "save_total_limit": "save_total_limit", "report_to": "report_to",
-         "run_name": "report_to", "project": "report_to", "trackio_static_space_id": "online",
-         "activation_checkpointing": "gradient_checkpointing", "bf16": "dtype"}
+_OURS = {
+    "output_dir": "out",
+    "per_device_train_batch_size": "batch_size",
+    "gradient_accumulation_steps": "grad_accum",
+    "learning_rate": "lr",
+    "num_train_epochs": "epochs",
+    "max_steps": "max_steps",
+    "lr_scheduler_type": "scheduler",
+    "warmup_steps": "warmup_ratio",
+    "weight_decay": "weight_decay",
+    "max_grad_norm": "max_grad_norm",
+    "seed": "seed",
+    "data_seed": "seed",
+    "logging_steps": "logging_steps",
+    "save_steps": "save_steps",
+    "save_total_limit": "save_total_limit",
+    "report_to": "report_to",
+    "run_name": "report_to",
+    "project": "report_to",
+    "trackio_static_space_id": "online",
+    "activation_checkpointing": "gradient_checkpointing",
+    "bf16": "dtype",
+}
 
 
 def _training_args(cfg: TrainConfig) -> TrainingArguments:
     return TrainingArguments(
-        output_dir=cfg.out, per_device_train_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
-        learning_rate=cfg.lr, num_train_epochs=cfg.epochs, max_steps=cfg.max_steps, lr_scheduler_type=cfg.scheduler,
-        warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
-        seed=cfg.seed, data_seed=cfg.seed, logging_steps=cfg.logging_steps, save_steps=cfg.save_steps,
+        output_dir=cfg.out,
+        per_device_train_batch_size=cfg.batch_size,
+        gradient_accumulation_steps=cfg.grad_accum,
+        learning_rate=cfg.lr,
+        num_train_epochs=cfg.epochs,
+        max_steps=cfg.max_steps,
+        lr_scheduler_type=cfg.scheduler,
+        warmup_steps=cfg.warmup_ratio,
+        weight_decay=cfg.weight_decay,
+        max_grad_norm=cfg.max_grad_norm,
+        seed=cfg.seed,
+        data_seed=cfg.seed,
+        logging_steps=cfg.logging_steps,
+        save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit,
         **tracking.trainer_args(cfg.report_to, out=cfg.out, tracking_dir=cfg.tracking_dir, online=cfg.online or None),
-        use_cpu=not torch.cuda.is_available(), activation_checkpointing=cfg.gradient_checkpointing,
+        use_cpu=not torch.cuda.is_available(),
+        activation_checkpointing=cfg.gradient_checkpointing,
         # fp32 master weights under bf16 autocast; with pure bf16 weights autocast is moot
         bf16=autocast_bf16(*cfg.precision()),
         remove_unused_columns=False,  # our collator's columns (behaviour log-probs) are not model arguments
-        dataloader_num_workers=0, save_strategy="steps", logging_strategy="steps",
+        dataloader_num_workers=0,
+        save_strategy="steps",
+        logging_strategy="steps",
         disable_tqdm=os.environ.get("SFTADAPT_QUIET") == "1",  # `sftadapt -q`
         **cfg.trainer_args,
     )
@@ -344,10 +421,16 @@ def _load_model(cfg: TrainConfig):
         targets = cfg.lora_target_modules
         target_modules = targets if targets == "all-linear" else [t.strip() for t in targets.split(",") if t.strip()]
         torch.manual_seed(cfg.seed)
-        model = get_peft_model(model, LoraConfig(
-            r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-            target_modules=target_modules, task_type="CAUSAL_LM",
-        ))
+        model = get_peft_model(
+            model,
+            LoraConfig(
+                r=cfg.lora_r,
+                lora_alpha=cfg.lora_alpha,
+                lora_dropout=cfg.lora_dropout,
+                target_modules=target_modules,
+                task_type="CAUSAL_LM",
+            ),
+        )
     return model
 
 
@@ -356,8 +439,10 @@ def _check_behavior_precision(examples: list[Example]) -> None:
     for e in examples:
         scored = ((e.provenance or {}).get("precision") or {}).get("score")
         if e.behavior_logprobs is not None and scored not in (None, "float32"):
-            raise ValueError(f"example '{e.id}': its behaviour log-probs were scored in {scored}, but the is loss "
-                             "divides by them in float32; re-run the rewrite with score_dtype float32")
+            raise ValueError(
+                f"example '{e.id}': its behaviour log-probs were scored in {scored}, but the is loss "
+                "divides by them in float32; re-run the rewrite with score_dtype float32"
+            )
 
 
 @dataclass
@@ -374,13 +459,16 @@ def fallback_rows(examples: list[Example], fallback: str, data: list[str]) -> li
         return examples
     kept = [e for e in examples if e.origin != "expert"]
     if not kept:
-        raise ValueError(f"fallback = drop leaves no row: all {len(examples)} rows of {', '.join(data)} are expert "
-                         "rows (an expert set, or an adaptation that adapted nothing); use keep or dft")
+        raise ValueError(
+            f"fallback = drop leaves no row: all {len(examples)} rows of {', '.join(data)} are expert "
+            "rows (an expert set, or an adaptation that adapted nothing); use keep or dft"
+        )
     return kept
 
 
-def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None
-                  ) -> tuple[SFTLossTrainer, TrainingData, str | None]:
+def build_trainer(
+    cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None
+) -> tuple[SFTLossTrainer, TrainingData, str | None]:
     """Data, model and trainer for `cfg`, and the checkpoint to resume from (None: a fresh start)."""
     from transformers import set_seed
 
@@ -389,6 +477,7 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
     from sftadapt.runtime.outdir import TRAIN_OUTPUTS, claim  # issue 13: never delete a user's checkpoint-* folder
+
     claim(out, "train", force=cfg.force, protect=TRAIN_OUTPUTS)
     resume_from = _resume_checkpoint(cfg)  # first: a refused resume should not wait for data and model
     set_seed(cfg.seed)
@@ -399,8 +488,13 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
     examples = fallback_rows(examples, cfg.fallback, cfg.data)
     if cfg.loss == "is":
         _check_behavior_precision(examples)
-    tokenized = tokenize_examples(tokenizer, examples, cfg.max_length, chat=cfg.chat,
-                                  dft_origins=frozenset({"expert"} if cfg.fallback == "dft" else ()))
+    tokenized = tokenize_examples(
+        tokenizer,
+        examples,
+        cfg.max_length,
+        chat=cfg.chat,
+        dft_origins=frozenset({"expert"} if cfg.fallback == "dft" else ()),
+    )
     if not tokenized.rows:
         raise ValueError(f"no trainable rows: all {len(examples)} prompts are longer than max_length={cfg.max_length}")
     response_tokens = sum(sum(t != IGNORE_INDEX for t in r["labels"]) for r in tokenized.rows)
@@ -416,8 +510,12 @@ def build_trainer(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = No
         elif log_path.exists():
             log_path.unlink()
     trainer = SFTLossTrainer(
-        model=model, args=args, train_dataset=RowDataset(tokenized.rows), processing_class=tokenizer,
-        data_collator=Collator(pad_token_id=tokenizer.pad_token_id), loss_config=cfg,
+        model=model,
+        args=args,
+        train_dataset=RowDataset(tokenized.rows),
+        processing_class=tokenizer,
+        data_collator=Collator(pad_token_id=tokenizer.pad_token_id),
+        loss_config=cfg,
         callbacks=[JsonlLogCallback(log_path), *(callbacks or [])],
     )
     bar_only_progress(trainer)
@@ -439,11 +537,19 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
 
     # ---- final save: a plain HF model folder (LoRA merged) + tokenizer + model card -------------------------
     summary = {
-        "out": str(out), "loss": cfg.loss, "steps": trainer.state.global_step, "train_loss": result.training_loss,
-        "rows": len(tokenized.rows), "dropped_too_long": len(tokenized.dropped), "truncated": tokenized.truncated,
-        "response_tokens": data.response_tokens, "resumed_from": resume_from,
-        "origins": dict(sorted(Counter(e.origin for e in examples).items())), "fallback": cfg.fallback,
-        "global_batch": cfg.batch_size * cfg.grad_accum * trainer.args.world_size, "log": str(out / LOG_FILE),
+        "out": str(out),
+        "loss": cfg.loss,
+        "steps": trainer.state.global_step,
+        "train_loss": result.training_loss,
+        "rows": len(tokenized.rows),
+        "dropped_too_long": len(tokenized.dropped),
+        "truncated": tokenized.truncated,
+        "response_tokens": data.response_tokens,
+        "resumed_from": resume_from,
+        "origins": dict(sorted(Counter(e.origin for e in examples).items())),
+        "fallback": cfg.fallback,
+        "global_batch": cfg.batch_size * cfg.grad_accum * trainer.args.world_size,
+        "log": str(out / LOG_FILE),
         "seconds": round(time.time() - started, 1),
         "precision": _precision_record(cfg),
     }
@@ -467,8 +573,12 @@ def _precision_record(cfg: TrainConfig) -> dict[str, Any]:
     from sftadapt.runtime.precision import describe
 
     compute, weights = cfg.precision()
-    return {"compute": compute, "weights": weights, "autocast_bf16": autocast_bf16(compute, weights),
-            **{k: v for k, v in describe(cfg.dtype, compute).items() if k not in ("requested", "resolved")}}
+    return {
+        "compute": compute,
+        "weights": weights,
+        "autocast_bf16": autocast_bf16(compute, weights),
+        **{k: v for k, v in describe(cfg.dtype, compute).items() if k not in ("requested", "resolved")},
+    }
 
 
 def model_card(cfg: TrainConfig, data_provenance: list[dict[str, Any]], summary: dict[str, Any]) -> str:
@@ -478,38 +588,70 @@ def model_card(cfg: TrainConfig, data_provenance: list[dict[str, Any]], summary:
     from sftadapt import __version__
     from sftadapt.runtime.models import model_revision
 
-    loss_options = {"nll": {}, "dft": {"dft_floor": cfg.dft_floor},
-                    "is": {"is_clip": cfg.is_clip, "is_level": cfg.is_level,
-                           "is_self_normalize": cfg.is_self_normalize}}[cfg.loss]
-    formulas = {"nll": "L = -Σ_t log π(y_t) / N", "dft": "L = -Σ_t sg(max(p_t, floor)) · log π(y_t) / N",
-                "is": "L = -Σ_t sg(min(π(y_t)/π_β(y_t), c)) · log π(y_t) / N  (π_β = 1 for expert rows)"}
+    loss_options = {
+        "nll": {},
+        "dft": {"dft_floor": cfg.dft_floor},
+        "is": {"is_clip": cfg.is_clip, "is_level": cfg.is_level, "is_self_normalize": cfg.is_self_normalize},
+    }[cfg.loss]
+    formulas = {
+        "nll": "L = -Σ_t log π(y_t) / N",
+        "dft": "L = -Σ_t sg(max(p_t, floor)) · log π(y_t) / N",
+        "is": "L = -Σ_t sg(min(π(y_t)/π_β(y_t), c)) · log π(y_t) / N  (π_β = 1 for expert rows)",
+    }
     lines = [
-        "---", f"base_model: {cfg.model}", "library_name: transformers", f"tags: [sftadapt, sft, {cfg.loss}]", "---",
-        f"# {Path(cfg.out).name}", "",
+        "---",
+        f"base_model: {cfg.model}",
+        "library_name: transformers",
+        f"tags: [sftadapt, sft, {cfg.loss}]",
+        "---",
+        f"# {Path(cfg.out).name}",
+        "",
         f"Fine-tuned by `sftadapt train` (sftadapt {__version__}) with the **{cfg.loss}** loss"
-        + (" (LoRA, merged; adapter in `adapter/`)." if cfg.lora else " (full fine-tuning)."), "",
-        "## Base model", f"- {json.dumps(model_revision(cfg.model))}", "",
-        "## Loss", f"- `{cfg.loss}`: {formulas[cfg.loss]}; N = response tokens of the optimiser step",
-        f"- options: {json.dumps(loss_options)}", "",
-        "## Data", "| file | sha256 | kind | rows | rejected | origins |", "|---|---|---|---|---|---|",
-        *[f"| `{d['path']}` | `{d['sha256']}` | {d['kind']} | {d['rows']} | {d['rejected']} | {json.dumps(d['origins'])} |"
-          for d in data_provenance], "",
+        + (" (LoRA, merged; adapter in `adapter/`)." if cfg.lora else " (full fine-tuning)."),
+        "",
+        "## Base model",
+        f"- {json.dumps(model_revision(cfg.model))}",
+        "",
+        "## Loss",
+        f"- `{cfg.loss}`: {formulas[cfg.loss]}; N = response tokens of the optimiser step",
+        f"- options: {json.dumps(loss_options)}",
+        "",
+        "## Data",
+        "| file | sha256 | kind | rows | rejected | origins |",
+        "|---|---|---|---|---|---|",
+        *[
+            f"| `{d['path']}` | `{d['sha256']}` | {d['kind']} | {d['rows']} | {d['rejected']} | {json.dumps(d['origins'])} |"
+            for d in data_provenance
+        ],
+        "",
         f"- trained rows: {summary['rows']} (truncated: {summary['truncated']}, dropped as too long: "
-        f"{summary['dropped_too_long']}), response tokens: {summary['response_tokens']}", "",
+        f"{summary['dropped_too_long']}), response tokens: {summary['response_tokens']}",
+        "",
         "## Training",
         f"- steps: {summary['steps']}, global batch: {summary['global_batch']}, final loss: {summary.get('final_loss')},"
         f" final nll: {summary.get('final_nll')}, mean loss: {summary['train_loss']:.6g}",
         f"- precision: {json.dumps(summary['precision'])}",
         f"- resumed from: {summary['resumed_from']}; versions: torch {torch.__version__}, "
-        f"transformers {transformers.__version__}; config hash: {config_hash(cfg, exclude=_BOOKKEEPING)}", "",
-        "## Config", "```yaml", yaml.safe_dump(config_dict(cfg), sort_keys=False).rstrip(), "```", "",
+        f"transformers {transformers.__version__}; config hash: {config_hash(cfg, exclude=_BOOKKEEPING)}",
+        "",
+        "## Config",
+        "```yaml",
+        yaml.safe_dump(config_dict(cfg), sort_keys=False).rstrip(),
+        "```",
+        "",
     ]
     return "\n".join(lines)
 
 
 # ---------------------------------------------------------------- command line
-def train_command(model: str | None = None, data: list[str] | None = None, out: str | None = None,
-                  loss: str | None = None, config: str | None = None, overrides: list[str] | None = None) -> dict:
+def train_command(
+    model: str | None = None,
+    data: list[str] | None = None,
+    out: str | None = None,
+    loss: str | None = None,
+    config: str | None = None,
+    overrides: list[str] | None = None,
+) -> dict:
     """Options as `sftadapt train` takes them: --model/--data/--out/--loss, then the YAML, then `--set k=v`."""
     given = {"model": model, "data": list(data) if data else None, "out": out, "loss": loss}
     cfg = load_config(TrainConfig, config, overrides, base={k: v for k, v in given.items() if v is not None})

@@ -8,15 +8,23 @@
 """
 
 from sftadapt.verify.extract import (
-                                     RULES,
-                                     Verdict,
-                                     extract_answer,
-                                     quick_verdict,
-                                     verifier_version,
-                                     verify_item,
-                                     verify_one,
+    RULES,
+    Verdict,
+    extract_answer,
+    quick_verdict,
+    verifier_version,
+    verify_item,
+    verify_one,
 )
 from sftadapt.verify.pool import Verifier
 
-__all__ = ["RULES", "Verdict", "Verifier", "extract_answer", "quick_verdict", "verifier_version", "verify_item",
-           "verify_one"]
+__all__ = [
+    "RULES",
+    "Verdict",
+    "Verifier",
+    "extract_answer",
+    "quick_verdict",
+    "verifier_version",
+    "verify_item",
+    "verify_one",
+]

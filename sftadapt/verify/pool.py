@@ -347,8 +347,12 @@ class Verifier:
                     position, started_at = worker.current()
                     index, again = worker.take_back(position)
                     worker.process.join(timeout=1)
-                    results[index] = _failed(items[index], "error", time.monotonic() - started_at,
-                                             f"the verifier worker died (exit code {worker.process.exitcode})")
+                    results[index] = _failed(
+                        items[index],
+                        "error",
+                        time.monotonic() - started_at,
+                        f"the verifier worker died (exit code {worker.process.exitcode})",
+                    )
                     remaining -= 1
                     queue.extendleft(reversed(again))
                     self._replace(slot)
@@ -371,11 +375,19 @@ class Verifier:
                     continue
                 index, again = worker.take_back(position)
                 if worker.progress[2] == 1.0:  # stuck parsing the gold: the item cannot be verified at all
-                    results[index] = _failed(items[index], "error", now - started_at,
-                                             f"the gold answer did not parse within the {self.timeout:g} s limit")
+                    results[index] = _failed(
+                        items[index],
+                        "error",
+                        now - started_at,
+                        f"the gold answer did not parse within the {self.timeout:g} s limit",
+                    )
                 else:
-                    results[index] = _failed(items[index], "timeout", now - started_at,
-                                             f"over the {self.timeout:g} s wall-clock limit; worker killed")
+                    results[index] = _failed(
+                        items[index],
+                        "timeout",
+                        now - started_at,
+                        f"over the {self.timeout:g} s wall-clock limit; worker killed",
+                    )
                 remaining -= 1
                 # Its other items (done but not yet sent, or not started) go first, to any worker.
                 queue.extendleft(reversed(again))

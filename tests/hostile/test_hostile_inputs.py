@@ -30,8 +30,21 @@ def _no_traceback(result):
     assert "Traceback" not in result.output
 
 
-NAMES = ["mixed_rows", "empty", "blank", "crlf_bom", "folder", "missing", "device", "corrupt_parquet",
-         "truncated_parquet", "binary", "bad_first_row", "mixed_formats", "unknown_fields"]
+NAMES = [
+    "mixed_rows",
+    "empty",
+    "blank",
+    "crlf_bom",
+    "folder",
+    "missing",
+    "device",
+    "corrupt_parquet",
+    "truncated_parquet",
+    "binary",
+    "bad_first_row",
+    "mixed_formats",
+    "unknown_fields",
+]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -86,8 +99,9 @@ def test_every_row_of_the_mixed_file_is_accounted_for(corpus):
 
 def test_a_stage_refuses_an_empty_input_with_one_line(corpus, tmp_path):
     for name in ("empty", "blank", "binary"):
-        result = runner.invoke(app, ["-q", "sample", "--model", "tiny-random", "--data", corpus[name].path, "--out",
-                                     str(tmp_path / name)])
+        result = runner.invoke(
+            app, ["-q", "sample", "--model", "tiny-random", "--data", corpus[name].path, "--out", str(tmp_path / name)]
+        )
         _no_traceback(result)
         assert result.exit_code == 2 and ("no rows" in result.output or "no usable problems" in result.output)
 
@@ -95,6 +109,11 @@ def test_a_stage_refuses_an_empty_input_with_one_line(corpus, tmp_path):
 @pytest.mark.parametrize("name", ["folder", "corrupt_parquet", "device", "unknown_fields", "mixed_rows"])
 def test_the_real_command_prints_no_traceback(corpus, name):
     case = corpus[name]
-    proc = subprocess.run([sys.executable, "-m", "sftadapt.cli", "data", "check", case.path], capture_output=True,
-                          text=True, timeout=120, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "sftadapt.cli", "data", "check", case.path],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
     assert "Traceback" not in proc.stderr and proc.returncode == case.check_exit, proc.stderr[-1500:]
