@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sftadapt.data.records import FALLBACKS
+
 
 @dataclass(frozen=True)
 class Arm:
@@ -58,7 +60,6 @@ SOURCE_STAGES: dict[str, tuple[str, ...]] = {
     "prompted": ("prompted",),
     "patch": ("mapper_train_patch", "mapper_patch"),
 }
-FALLBACKS = ("keep", "drop", "dft")
 # the arms a study runs unless its config lists them (the ablations are opt-in: they add training and eval runs)
 DEFAULT_ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft", "direct_rl")
 

@@ -124,7 +124,8 @@ def test_mapper_rl_smoke_logs_trains_and_resumes(tiny_engine, data_file, tmp_pat
     assert compute["optimizer_steps"] == 2 and compute["rollouts"] == 4  # 2 steps x 1 prompt x 2 rollouts
     assert 0 < compute["tokens_generated"] <= 4 * 16
     assert compute["tokens_scored"] == log[-1]["cum_scored_tokens"] > 0
-    assert compute["target_score_seconds_this_run"] > 0  # read after RL, when the target has scored
+    # the reward times the target's scoring passes itself: a counter in rl_log, so a resume keeps it
+    assert compute["score_seconds"] == log[-1]["cum_score_seconds"] > 0
     assert summary["steps"] == 2
 
     # resume: one more step continues from checkpoint-2 with the counters where they were
@@ -133,6 +134,7 @@ def test_mapper_rl_smoke_logs_trains_and_resumes(tiny_engine, data_file, tmp_pat
     log = read_rl_log(out)
     assert [row["step"] for row in log] == [1, 2, 3]
     assert log[-1]["cum_rollouts"] == 6
+    assert log[-1]["cum_score_seconds"] > log[1]["cum_score_seconds"]  # counted on from the checkpoint's value
     compute = json.loads((out / "compute.json").read_text())
     assert compute["optimizer_steps"] == 3 and compute["resumed_from"].endswith("checkpoint-2")
     assert compute["stopped_early"] is None  # the stop rule is off by default

@@ -242,7 +242,6 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
                 }
             )
         reward = make_reward(engine, verifier, cfg.reward, cfg.chat)
-        score_seconds = engine.stats.get("score_seconds", 0.0)  # the target may be shared with earlier work
         summary = run_grpo(
             mapper_spec,
             rows,
@@ -265,12 +264,6 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
                 "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat),
             },
         )
-        # seconds the frozen target spent scoring rollouts: known only once RL has run (this process's part; a
-        # resumed run's earlier segments are not in it, as for wall_seconds_this_run)
-        summary["compute"]["target_score_seconds_this_run"] = round(
-            engine.stats.get("score_seconds", 0.0) - score_seconds, 3
-        )
-        write_compute(out, summary["compute"])
     summary["rejected_input_rows"] = rejects
     return summary
 

@@ -20,6 +20,9 @@ from typing import Any, TypeVar
 
 VERDICTS = ("correct", "wrong", "no_answer", "timeout", "error")
 ORIGINS = ("self", "guided", "expert", "mapper", "rewrite", "select")
+# what training does with an adapted set's expert-fallback rows (origin "expert": no self, guided or mapped
+# response): keep them, drop them, or train them with DFT weights while the rest use the arm's loss
+FALLBACKS = ("keep", "drop", "dft")
 
 
 @dataclass

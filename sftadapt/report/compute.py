@@ -70,10 +70,10 @@ def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dic
         total["tokens_trained"] += int(comp.get("policy_tokens_processed", 0) or 0)  # mapper RL's policy
         total["optimizer_steps"] += int(comp.get("optimizer_steps", 0) or 0)
         total["seconds"] += float(res.get("stage_seconds", 0.0))
-        total["score_seconds"] += float(
-            comp.get("score_seconds", comp.get("target_score_seconds_this_run", totals.get("score_seconds", 0.0)))
-            or 0.0
-        )
+        # mapper RL: the reward's counter; synthesis and rewrite: the engine's totals. Records of mapper RL
+        # written before that counter existed (2026-12-03) carry target_score_seconds_this_run instead.
+        legacy = comp.get("target_score_seconds_this_run", totals.get("score_seconds", 0.0))
+        total["score_seconds"] += float(comp.get("score_seconds", legacy) or 0.0)
     if arm == "direct_rl":
         res, comp = results.get("direct_rl") or {}, _compute_file(root / "direct_rl")
         total.update(

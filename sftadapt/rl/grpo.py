@@ -446,13 +446,15 @@ def _run_grpo(
         "rollouts": counters.rollouts,
         "tokens_generated": counters.rollout_tokens,
         "tokens_scored": counters.scored_tokens,
+        "score_seconds": round(counters.score_seconds, 3),
         "policy_tokens_processed": int(state.num_input_tokens_seen),
         "train_seconds": round(logger.seconds, 3),
         "wall_seconds_this_run": round(time.perf_counter() - wall_start, 3),
         "resumed_from": resume_from,
         "stopped_early": stop_rule.stopped if stop_rule else None,
         "notes": "tokens_generated = rollout tokens sampled by the policy; tokens_scored = response tokens the reward "
-        "teacher-forced through a separate model (the frozen target); policy_tokens_processed = prompt + "
+        "teacher-forced through a separate model (the frozen target) in score_seconds (resumed segments included); "
+        "policy_tokens_processed = prompt + "
         "completion tokens through the policy (TRL num_input_tokens_seen); train_seconds sums resumed "
         "segments, wall_seconds_this_run is this process only (model loading included)",
         **(extra_compute or {}),

@@ -45,7 +45,7 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 
 from sftadapt.config import check_passthrough, config_dict, config_hash, load_config, option
 from sftadapt.data.formats import FieldOptions, fields_option
-from sftadapt.data.records import Example
+from sftadapt.data.records import FALLBACKS, Example
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
 from sftadapt.runtime.trainer_io import bar_only_progress, read_saved_options, resume_checkpoint, save_merged
@@ -61,8 +61,6 @@ from sftadapt.train.losses import (
 )
 
 SCHEDULERS = ("cosine", "linear", "constant", "constant_with_warmup")
-# what to do with an adapted set's expert-fallback rows (origin "expert": no self, guided or mapped response)
-FALLBACKS = ("keep", "drop", "dft")
 LOG_FILE = "train_log.jsonl"
 
 
