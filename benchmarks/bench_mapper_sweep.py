@@ -159,7 +159,8 @@ def moving(values: list[float | None], window: int) -> list[float | None]:
     return out
 
 
-def plot(log: list[dict], out: Path, window: int) -> Path:
+def plot(log: list[dict], out: Path, window: int, name: str = "mapper_sweep.png", title: str = "") -> Path:
+    """Reward, gate pass rate and each gate reason per GRPO step (moving mean over `window`) into OUT/name."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -169,7 +170,7 @@ def plot(log: list[dict], out: Path, window: int) -> Path:
     fig, axes = plt.subplots(1, 3, figsize=(15, 4))
     for key, label in (("reward_mean", "reward (mean)"), ("r_align_pass_mean", "r_align of passing")):
         axes[0].plot(steps, moving([r.get(key) for r in log], window), label=label)
-    axes[0].set_title(f"reward, moving mean over {window} steps")
+    axes[0].set_title(f"{title}reward, moving mean over {window} steps")
     axes[1].plot(steps, moving([r.get("gate_pass_rate") for r in log], window), label="gate pass rate", lw=2)
     axes[1].plot(
         steps,
@@ -190,7 +191,7 @@ def plot(log: list[dict], out: Path, window: int) -> Path:
         ax.set_xlabel("GRPO step")
         ax.legend(fontsize=7)
     fig.tight_layout()
-    path = out / "mapper_sweep.png"
+    path = out / name
     fig.savefig(path, dpi=90)
     return path
 
