@@ -2,7 +2,7 @@
 
     sftadapt data check FILE            validate a dataset, print counts, write rejects
     sftadapt sample --model M --data D  sample a model, verify, print accuracy
-    sftadapt rewrite | map | train | eval | report | run | quickstart
+    sftadapt rewrite | map | train | eval | report | run | pool | quickstart
 
 Nothing reaches the network unless you pass `--online` (then a hub model/dataset id may be downloaded).
 """
@@ -705,6 +705,19 @@ def run_cmd(
         typer.echo(f"dry run: {len(rows)} stages, {len(rows) - todo} cached, {todo} to run; nothing was written")
         return
     _finish_study(_guard(lambda: run(cfg, progress=progress_on())))
+
+
+@app.command("pool")
+def pool_cmd(
+    folders: List[Path] = typer.Argument(..., help="finished `sftadapt run` folders (single- or multi-seed)"),
+    out: Path = typer.Option(..., "--out", help="folder for the pooled study.md, study.json and study.html"),
+) -> None:
+    """One study report over seeds run apart (other sittings, other machines): reads the runs' records,
+    re-runs nothing, and refuses runs made with different options."""
+    from sftadapt.pipeline import pool
+
+    study = _guard(lambda: pool(folders, out))
+    _finish_study(study)
 
 
 @app.command()
