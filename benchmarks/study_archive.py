@@ -3,15 +3,18 @@
 A study's seeds need not run in one sitting: each seed is its own folder (RUN/seed-<s>/) and every finished
 stage is found again by its hash (stage.json). What the report needs of a finished seed is small - the data
 sets, each stage's record, the training and RL logs, every eval sample - while the models are hundreds of MB.
-`pack` writes those small files into one archive; `unpack` restores them; a later `sftadapt run` over the
-restored folder then finds every stage of that seed done and pools it with the seeds run since.
+`pack` writes those small files into one archive; `unpack` restores them; `sftadapt pool` then reports the
+restored seeds together with the seeds run since.
 
-    python benchmarks/study_archive.py pack RUN/seed-0 benchmarks/results/embedded_study/seed-0.tar.xz
-    python benchmarks/study_archive.py unpack benchmarks/results/embedded_study/seed-0.tar.xz RUN/seed-0
-    sftadapt run configs/embedded_study.yaml --set out=RUN --set seeds=[0] --dry-run   # every stage: cached
+    sftadapt run configs/embedded_study.yaml --set seeds=[1] --set out=/work/runs/study-s1
+    python benchmarks/study_archive.py pack /work/runs/study-s1 benchmarks/results/embedded_study/seed-1.tar.xz
+    python benchmarks/study_archive.py unpack benchmarks/results/embedded_study/seed-1.tar.xz   # where it was
+    sftadapt pool /work/runs/study /work/runs/study-s1 /work/runs/study-s2 --out /work/runs/study-pooled
 
-Stage hashes contain the run's absolute paths (each stage's `out` and inputs), so a restored seed is cached
-only in the folder it was packed from: `unpack` restores there unless told otherwise and says so. The archive
+A folder is a single-seed run (its run_config.json, stages and eval folders; its report/ and tracking/ are left
+out) or one seed-<s>/ folder of a multi-seed run. Stage hashes contain the run's absolute paths, so a restored
+seed is also cached for `sftadapt run` in the folder it was packed from: `unpack` restores there unless told
+otherwise and says so. The archive
 carries a manifest (`<name>.manifest.json` beside it): the folder, commit, date, CPU, each file's sha256, and
 what was left out with its size. Nothing is overwritten: `unpack` refuses a file that exists with other bytes.
 Without the weights nothing downstream can re-run from the archive: a stage whose options change re-runs from
@@ -34,7 +37,8 @@ from pathlib import Path
 # weights, optimiser state and the tokenizer copies every model folder carries: large and rebuilt by a re-run
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".npy")
 SKIP_NAMES = ("tokenizer.json", "vocab.json", "merges.txt")
-SKIP_DIRS = ("tracking",)  # tracker event files: the logs the report reads are kept
+# a run's own top-level folders that a pool rebuilds or does not read: the report, tracker event files
+SKIP_TOP = ("report", "tracking")
 
 
 def _skipped(rel: Path) -> bool:
@@ -42,7 +46,8 @@ def _skipped(rel: Path) -> bool:
     return (
         rel.suffix in SKIP_SUFFIXES
         or rel.name in SKIP_NAMES
-        or any(p.startswith("checkpoint-") or p in SKIP_DIRS or ".old-" in p for p in parts[:-1])
+        or (len(parts) > 1 and parts[0] in SKIP_TOP)
+        or any(p.startswith("checkpoint-") or ".old-" in p for p in parts[:-1])
     )
 
 
@@ -69,7 +74,7 @@ def _commit() -> str:
 
 def pack(seed_dir: Path, archive: Path) -> dict:
     seed_dir = seed_dir.resolve()
-    if not (seed_dir / "data" / "stage.json").exists():
+    if not (seed_dir / "data" / "stage.json").exists():  # every study seed starts with its data stage
         sys.exit(f"{seed_dir}: not a seed folder of a study (no data/stage.json)")
     running = [p.parent.name for p in seed_dir.glob("*/stage.json") if json.loads(p.read_text())["status"] != "done"]
     if running:

@@ -27,6 +27,9 @@ def _seed(root: Path) -> Path:
         "train_sft/checkpoint-4/trainer_state.json": "{}",
         "eval_base/stage.json": json.dumps({"status": "done", "hash": "c"}),
         "eval_base/samples.jsonl": '{"id": "t1", "correct": true}\n',
+        "run_config.json": "{}",
+        "report/study.html": "<html>",
+        "tracking/events.out": "E",
     }
     for rel, text in files.items():
         (seed / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -48,12 +51,15 @@ def test_pack_leaves_weights_out_and_unpack_restores_the_rest(tmp_path, capsys):
         "train_sft/config.json",
         "eval_base/stage.json",
         "eval_base/samples.jsonl",
+        "run_config.json",
     }
     assert set(manifest["left_out"]) == {
         "train_sft/model.safetensors",
         "train_sft/tokenizer.json",
         "train_sft/checkpoint-4/optimizer.pt",
         "train_sft/checkpoint-4/trainer_state.json",
+        "report/study.html",
+        "tracking/events.out",
     }
     assert json.loads((tmp_path / "keep" / "seed-0.manifest.json").read_text())["folder"] == str(seed.resolve())
 
