@@ -61,28 +61,36 @@ def details(run: Path) -> str:
         "",
         "## Adaptation per seed",
         "",
-        "| seed | rewrite: self / guided / expert rows | gap expert → DR set | DART: mapped / fallback | "
-        "gap DART set | PR: mapped / fallback | gap PR set | mapper gate pass rate (1st → 2nd half) | "
-        "direct GRPO accuracy (1st → 2nd half) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "Rows of each adapted set by origin (self / guided for Mind the Gap, rewrite for SDFT, mapper for DART, "
+        "Patch and the prompted rewrite; expert = fallback), the set's gap (mean target log-prob per token), and "
+        "for RL stages the gate pass rate (direct RL: accuracy) first half -> second half of the steps.",
+        "",
+        "| seed | set | rows by origin | gap (expert set -> this set) | RL 1st -> 2nd half |",
+        "|---|---|---|---|---|",
     ]
+    sets = (
+        ("rewrite", "Mind the Gap", None),
+        ("sdft", "SDFT (one rewrite)", None),
+        ("mapper", "DART", "mapper_train"),
+        ("prompted", "PR best-of-k", None),
+        ("mapper_patch", "Patch", "mapper_train_patch"),
+    )
     for s in seeds:
-        rw, mp, pr = _result(s / "rewrite"), _result(s / "mapper"), _result(s / "prompted")
-        o = rw.get("origins", {})
-        rows = " / ".join(str(o.get(k, {}).get("rows", 0)) for k in ("self", "guided", "expert"))
-        gap = rw.get("gap", {})
-
-        def mapped(r: dict) -> str:
-            return f"{r.get('origins', {}).get('mapper', 0)} / {r.get('origins', {}).get('expert', 0)}"
-
-        out.append(
-            f"| {s.name} | {rows} | {gap.get('expert_set', float('nan')):.3f} → "
-            f"{gap.get('final_set', float('nan')):.3f} | {mapped(mp)} | "
-            f"{mp.get('gap', {}).get('final_set', float('nan')):.3f} | {mapped(pr)} | "
-            f"{pr.get('gap', {}).get('final_set', float('nan')):.3f} | "
-            f"{_halves(s / 'mapper_train' / 'rl_log.jsonl', 'gate_pass_rate')} | "
-            f"{_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |"
-        )
+        for stage, label, rl in sets:
+            res = _result(s / stage)
+            if not res:
+                continue
+            origins = " / ".join(
+                f"{k} {v.get('rows', 0) if isinstance(v, dict) else v}" for k, v in res.get("origins", {}).items()
+            )
+            gap = res.get("gap", {})
+            curve = _halves(s / rl / "rl_log.jsonl", "gate_pass_rate") if rl else "–"
+            out.append(
+                f"| {s.name} | {label} | {origins} | {gap.get('expert_set', float('nan')):.3f} -> "
+                f"{gap.get('final_set', float('nan')):.3f} | {curve} |"
+            )
+        if (s / "direct_rl" / "rl_log.jsonl").exists():
+            out.append(f"| {s.name} | direct RL | – | – | {_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |")
     return "\n".join(out) + "\n"
 
 
