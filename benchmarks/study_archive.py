@@ -27,12 +27,14 @@ import argparse
 import hashlib
 import io
 import json
-import platform
 import subprocess
 import sys
 import tarfile
 import time
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_engines import lscpu  # noqa: E402  (a sibling script: the one lscpu reader of benchmarks/)
 
 # weights, optimiser state and the tokenizer copies every model folder carries: large and rebuilt by a re-run
 SKIP_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf", ".ckpt", ".npy")
@@ -53,17 +55,6 @@ def _skipped(rel: Path) -> bool:
 
 def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def _cpu() -> str:
-    try:
-        info = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-    except OSError:
-        return platform.processor()
-    name = next((line.split(":", 1)[1].strip() for line in info.splitlines() if line.startswith("Model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in info.splitlines() if line.startswith("Flags")), [])
-    keep = [f for f in flags if f.startswith(("avx2", "avx512f", "avx512_bf16", "amx"))]
-    return f"{name} ({' '.join(keep)})"
 
 
 def _commit() -> str:
@@ -92,7 +83,7 @@ def pack(seed_dir: Path, archive: Path) -> dict:
         "folder": str(seed_dir),
         "commit": _commit(),
         "packed": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-        "cpu": _cpu(),
+        "cpu": lscpu(),  # model name, CPU count and the flags that decide dtype speed
         "files": {rel: _sha(path.read_bytes()) for rel, path in kept.items()},
         "left_out_bytes": sum(left.values()),
         "left_out": left,

@@ -763,11 +763,12 @@ def pool(folders: list[str | Path], out: str | Path) -> dict[str, Any]:
 
 def _evaluated(cfg: RunConfig, stages: _Finished) -> list[str]:
     """The arms run_seed evaluated, in its order: raw, base, the trained arms, direct RL."""
-    order = ["raw", "base", *[a for a in cfg.arms if a in arm_table.TRAINED_ARMS], "direct_rl"]
     missing = [a for a in cfg.arms if f"eval_{a}" not in stages.results]
     if missing:
         raise ConfigError(f"{stages.root}: no finished evaluation of arm(s) {', '.join(missing)}")
-    return [a for a in order if f"eval_{a}" in stages.results and a in ("raw", "base", *cfg.arms)]
+    trained = [a for a in cfg.arms if a in arm_table.TRAINED_ARMS]
+    order = ["raw", "base", *trained, *(["direct_rl"] if "direct_rl" in cfg.arms else [])]
+    return [a for a in order if f"eval_{a}" in stages.results]  # raw: only where the run evaluated it
 
 
 def load_run_config(path: str | Path | None, overrides: list[str] | None = None) -> RunConfig:
