@@ -30,13 +30,18 @@ def _halves(log: Path, key: str) -> str:
     return f"{statistics.fmean(values[:half]):.2f} → {statistics.fmean(values[half:]):.2f}"
 
 
-def seed_dirs(run: Path) -> list[Path]:
-    found = sorted(run.glob("seed-*"), key=lambda p: int(p.name.split("-", 1)[1]))
-    return found or [run]
+def seed_dirs(run: Path) -> list[tuple[int, Path]]:
+    """(seed, folder) of each seed: seed-<s>/ of a multi-seed run, or the run itself when it ran one seed."""
+    found = sorted((int(d.name.split("-", 1)[1]), d) for d in run.glob("seed-*") if d.is_dir())
+    if found:
+        return found
+    return [(int(json.loads((run / "run_config.json").read_text())["seeds"][0]), run)]
 
 
 def details(run: Path) -> str:
-    seeds = seed_dirs(run)
+    found = seed_dirs(run)
+    seeds = [d for _, d in found]
+    names = [f"seed {s}" for s, _ in found]
     stages = sorted(
         {p.parent.name for s in seeds for p in s.glob("*/stage.json")},
         key=lambda n: min((s / n / "stage.json").stat().st_mtime for s in seeds if (s / n / "stage.json").exists()),
@@ -44,7 +49,7 @@ def details(run: Path) -> str:
     out = [
         "## Wall time per stage (s)",
         "",
-        "| stage | " + " | ".join(s.name for s in seeds) + " |",
+        "| stage | " + " | ".join(names) + " |",
         "|---|" + "---|" * len(seeds),
     ]
     totals = [0.0] * len(seeds)
@@ -75,7 +80,7 @@ def details(run: Path) -> str:
         ("prompted", "PR best-of-k", None),
         ("mapper_patch", "Patch", "mapper_train_patch"),
     )
-    for s in seeds:
+    for name, s in zip(names, seeds):
         for stage, label, rl in sets:
             res = _result(s / stage)
             if not res:
@@ -86,11 +91,11 @@ def details(run: Path) -> str:
             gap = res.get("gap", {})
             curve = _halves(s / rl / "rl_log.jsonl", "gate_pass_rate") if rl else "–"
             out.append(
-                f"| {s.name} | {label} | {origins} | {gap.get('expert_set', float('nan')):.3f} -> "
+                f"| {name} | {label} | {origins} | {gap.get('expert_set', float('nan')):.3f} -> "
                 f"{gap.get('final_set', float('nan')):.3f} | {curve} |"
             )
         if (s / "direct_rl" / "rl_log.jsonl").exists():
-            out.append(f"| {s.name} | direct RL | – | – | {_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |")
+            out.append(f"| {name} | direct RL | – | – | {_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |")
     return "\n".join(out) + "\n"
 
 

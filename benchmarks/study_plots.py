@@ -16,20 +16,21 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_mapper_sweep import plot  # noqa: E402  (a sibling script, not a package)
+from bench_mapper_sweep import plot  # noqa: E402  (sibling scripts, not a package)
+from study_details import seed_dirs  # noqa: E402
 
 RL_STAGES = {"mapper_train": "DART mapper: ", "mapper_train_patch": "Patch mapper: ", "direct_rl": "direct RL: "}
 
 
 def rl_curves(run: Path, out: Path) -> list[Path]:
     paths = []
-    for seed_dir in sorted(run.glob("seed-*")):
+    for seed, seed_dir in seed_dirs(run):
         for stage, title in RL_STAGES.items():
             log_path = seed_dir / stage / "rl_log.jsonl"
             if not log_path.exists():
                 continue
             log = [r for r in map(json.loads, log_path.read_text().splitlines()) if "step" in r]
-            name = f"study_rl_{stage}_seed{seed_dir.name.split('-')[1]}.png"
+            name = f"study_rl_{stage}_seed{seed}.png"
             paths.append(plot(log, out, 4, name=name, title=title))
     return paths
 

@@ -61,6 +61,21 @@ SOURCE_STAGES: dict[str, tuple[str, ...]] = {
     "patch": ("mapper_train_patch", "mapper_patch"),
 }
 # the arms a study runs unless its config lists them (the ablations are opt-in: they add training and eval runs)
+# The comparisons the study is for, beyond "each arm vs base" (arm, reference, the question it answers). The study
+# report gives each pair whose two arms ran a paired delta over seeds and problems.
+CONTRASTS: tuple[tuple[str, str, str], ...] = (
+    ("dft", "sft", "DFT vs SFT on the expert set"),
+    ("dr_sft", "sft", "Mind the Gap rewriting vs the expert set (SFT)"),
+    ("dr_dft", "dr_sft", "DFT vs SFT on the rewritten set"),
+    ("dr_is", "dr_sft", "importance-weighted vs plain SFT on the rewritten set"),
+    ("dart_sft", "pr_sft", "DART's trained mapper vs the untrained one (same synthesis)"),
+    ("dart_sft", "sdft_sft", "DART vs SDFT's single verified rewrite"),
+    ("patch_sft", "dart_sft", "the Patch reward vs DART's r_align"),
+    ("dart_sft_nofb", "dart_sft", "DART's set without its expert-fallback rows"),
+    ("dart_sft_fbdft", "dart_sft", "DART's fallback rows trained by DFT"),
+    ("pr_sft_nofb", "pr_sft", "PR's set without its expert-fallback rows"),
+    ("direct_rl", "dart_sft", "direct RL on the target vs DART+SFT"),
+)
 DEFAULT_ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft", "direct_rl")
 
 ARMS: tuple[str, ...] = ()

@@ -1,5 +1,7 @@
 """The across-seed cells of the study table (`study_report.pooled_cells`): pure numbers, no models."""
 
+import json
+
 import numpy as np
 import pytest
 
@@ -109,3 +111,28 @@ def test_a_delta_whose_interval_holds_zero_reads_as_no_detectable_difference():
     assert describe_delta(-0.05, -0.09, -0.01).startswith("lower by 5.0 points")
     assert describe_delta(0.0, 0.0, 0.0) == "+0.0 points on every resample (no spread to measure)"
     assert "a gain of 0.0" in describe_delta(-0.08, -0.2, -0.0)
+
+
+def test_arm_against_arm_contrasts_are_the_pairs_that_ran_as_paired_deltas(tmp_path):
+    import html_fixture as fx
+
+    from sftadapt.report.study import _arm_scores
+
+    study = fx.build(tmp_path, seeds=(0, 1))
+    pairs = [(c["arm"], c["reference"]) for c in study["contrasts"]]
+    assert pairs == [("dr_sft", "sft"), ("direct_rl", "dart_sft")]  # the CONTRASTS whose two arms are in the run
+    scores = {
+        arm: {s: _arm_scores(tmp_path / f"seed-{s}" / f"eval_{arm}", "avg") for s in (0, 1)}
+        for arm in ("dr_sft", "sft")
+    }
+    ref = pooled_cells(
+        {b: [scores["dr_sft"][s][b] for s in (0, 1)] for b in fx.BENCHMARKS},
+        {b: [scores["sft"][s][b] for s in (0, 1)] for b in fx.BENCHMARKS},
+        n_boot=json.loads((tmp_path / "report" / "seed-0" / "report.json").read_text())["n_boot"],
+        seed=0,
+    )["mean"]
+    first = study["contrasts"][0]
+    assert first["delta"] == pytest.approx(ref["delta"]) and first["delta_ci"] == pytest.approx(ref["delta_ci"])
+    assert first["delta"] > 0  # the fixture's DR+SFT (45%) is built above its SFT (20%)
+    md = (tmp_path / "report" / "study.md").read_text()
+    assert "## Arm against arm" in md and "| Mind the Gap rewriting vs the expert set (SFT) | DR+SFT | SFT |" in md

@@ -158,6 +158,24 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
         comps = [s["compute"][arm] for s in seeds.values()]
         entry["compute"] = {k: statistics.fmean(c[k] for c in comps) for k in comps[0]}
         table.append(entry)
+    contrasts = []
+    for arm, ref, question in arm_table.CONTRASTS:
+        if arm in scores and ref in scores:
+            cell = pooled_cells(
+                {b: [scores[arm][s][b] for s in seeds] for b in benchmarks},
+                {b: [scores[ref][s][b] for s in seeds] for b in benchmarks},
+                n_boot=n_boot,
+                seed=boot_seed,
+            )["mean"]
+            contrasts.append(
+                {
+                    "arm": arm,
+                    "reference": ref,
+                    "question": question,
+                    "delta": cell["delta"],
+                    "delta_ci": cell["delta_ci"],
+                }
+            )
     study = {
         "name": cfg.name,
         "protocol": first["report"]["protocol"],
@@ -165,6 +183,7 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
         "seeds": list(seeds),
         "benchmarks": benchmarks,
         "arms": table,
+        "contrasts": contrasts,
         "warmup": {s: v["warmup"] for s, v in seeds.items()},
         "stages_run": {s: v["stages_run"] for s, v in seeds.items()},
         "plots": {s: v["report"]["files"] for s, v in seeds.items()},
@@ -247,6 +266,20 @@ def to_markdown(study: dict[str, Any]) -> str:
     ]
     if readings:
         lines += ["", "Mean over benchmarks against base, in words:", "", *readings]
+    labels = {a["arm"]: a["label"] for a in study["arms"]}
+    if study.get("contrasts"):
+        lines += [
+            "",
+            "## Arm against arm (mean over benchmarks, paired on seeds and problems)",
+            "",
+            "| question | arm | against | Δ mean | in words |",
+            "|---|---|---|---|---|",
+        ]
+        for c in study["contrasts"]:
+            lines.append(
+                f"| {c['question']} | {labels[c['arm']]} | {labels[c['reference']]} | {_delta(c)} | "
+                f"{describe_delta(c['delta'], *c['delta_ci'])} |"
+            )
     lines += [
         "",
         "## Compute per arm (beyond the shared warm-up)",
@@ -263,8 +296,8 @@ def to_markdown(study: dict[str, Any]) -> str:
         )
     lines += [
         "",
-        "tokens trained: response tokens through the SFT loss, plus, for GRPO (direct RL, and DART's "
-        "mapper RL), the prompt + completion tokens through the policy. scoring s: seconds the frozen target "
+        "tokens trained: response tokens through the SFT loss, plus, for GRPO (direct RL, and the mapper "
+        "RL of DART and Patch), the prompt + completion tokens through the policy. scoring s: seconds the frozen target "
         "spent scoring (part of wall s). Arms sharing an adaptation are each charged its full cost.",
     ]
     return "\n".join(lines) + "\n"
