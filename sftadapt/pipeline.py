@@ -357,20 +357,36 @@ class Stages:
                 shutil.rmtree(old, ignore_errors=True)
                 _say(f"{tag} removed {old.name} (keep_superseded={self.keep_superseded})")
         folder.mkdir(parents=True, exist_ok=True)
-        write_json(meta_path, {"hash": digest, "status": "running", "spec": spec})
+        earlier = _earlier_segments(folder, meta) if meta and meta.get("hash") == digest else 0.0
+        running = {"hash": digest, "status": "running", "spec": spec, "started_at": time.time()}
+        write_json(meta_path, {**running, "earlier_segments_seconds": round(earlier, 1)})
         _say(f"{tag} running (run elapsed {self.clock.elapsed()})")
         start = time.perf_counter()
         result = fn(folder)
         if not self.keep_checkpoints:  # a finished stage is never resumed: its checkpoints are dead weight
             _drop_checkpoints(folder)
         seconds = time.perf_counter() - start
-        result = {**_jsonable(result), "stage_seconds": round(seconds, 1)}
+        result = {**_jsonable(result), "stage_seconds": round(seconds + earlier, 1)}
+        if earlier:
+            result["earlier_segments_seconds"] = round(earlier, 1)
         write_json(meta_path, {"hash": digest, "status": "done", "spec": spec, "result": result})
         self.hashes[name], self.results[name] = digest, result
         self.ran.append(name)
         self.clock.finished(seconds)
         _say(f"{tag} done in {_hms(seconds)}; run elapsed {self.clock.elapsed()}{self.clock.eta()}")
         return result
+
+
+def _earlier_segments(folder: Path, meta: dict[str, Any]) -> float:
+    """Seconds the interrupted runs of a resumed stage spent, so its stage_seconds counts the whole stage: the
+    segments already counted by earlier resumes, plus the last one, from its start to the newest file it wrote
+    (a killed process cannot record its own end; work after its last write is lost anyway, and redone)."""
+    done = float(meta.get("earlier_segments_seconds", 0.0))
+    started = meta.get("started_at")
+    if started is None:  # written before stages recorded their start
+        return done
+    files = [p.stat().st_mtime for p in folder.rglob("*") if p.is_file() and p.name != "stage.json"]
+    return done + max(0.0, max(files, default=started) - started)
 
 
 class _Clock:

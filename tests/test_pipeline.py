@@ -211,6 +211,30 @@ def test_stages_say_what_changed_and_keep_only_the_newest_superseded_outputs(tmp
     assert "cached" in capsys.readouterr().out
 
 
+def test_a_resumed_stage_counts_the_time_of_its_interrupted_runs(tmp_path):
+    """A stage killed twice and then finished: stage_seconds = both lost segments (start to last file written,
+    here 100 s and 40 s) + the finishing run's own time."""
+
+    def interrupted(seconds):
+        def work(folder):
+            (folder / f"shard-{seconds}.jsonl").write_text("{}\n")  # its last write: now
+            meta = json.loads((folder / "stage.json").read_text())
+            meta["started_at"] -= seconds  # as if this run had started `seconds` before that write
+            (folder / "stage.json").write_text(json.dumps(meta))
+            raise KeyboardInterrupt  # as a kill would end it: no result, stage.json left "running"
+
+        return work
+
+    for seconds in (100, 40):
+        with pytest.raises(KeyboardInterrupt):
+            Stages(tmp_path).run("eval_x", {"n": 1}, [], interrupted(seconds))
+    result = Stages(tmp_path).run("eval_x", {"n": 1}, [], lambda folder: {"ok": True})
+    assert result["earlier_segments_seconds"] == pytest.approx(140, abs=0.2)
+    assert 140 <= result["stage_seconds"] < 150
+    fresh = Stages(tmp_path / "other").run("eval_x", {"n": 1}, [], lambda folder: {"ok": True})
+    assert "earlier_segments_seconds" not in fresh and fresh["stage_seconds"] < 10
+
+
 def test_spec_changes_lists_leaves_and_truncates():
     old = {"options": {"a": 1, "nested": {"b": "x"}, "gone": 1}, "inputs": {"data": "h1"}}
     new = {"options": {"a": 1, "nested": {"b": "y" * 80}}, "inputs": {"data": "h2"}}
