@@ -22,9 +22,10 @@ quickstart: setup
 test: setup
 	$(PY) -m pytest -q -m "slow or not slow" --durations=15
 
-# The openai backend against a real llama_cpp.server: builds it (`make server`, a one-time compile of ~8 min on 2
-# cores, cached in .cache/) and runs tests/test_engine_openai.py, where a missing server is then a failure. Not part
-# of `make test` yet: compile + these tests do not fit CI's 25 minutes beside the rest on a 2-core CPU.
+# The openai backend against both real servers: `make test` (and so CI) already runs tests/test_engine_openai.py
+# against llama.cpp's own server (the xllamacpp wheel of the test extra); this adds llama-cpp-python's
+# llama_cpp.server, the one that can score (`make server`: a one-time compile of ~6-18 min on 2 cores, cached in
+# .cache/), where a missing server is then a failure. Not in `make test`: the compile does not fit CI's 25 minutes.
 test-server: setup server
 	SFTADAPT_SERVER_TESTS=1 $(PY) -m pytest -q -m "slow or not slow" --durations=5 tests/test_engine_openai.py
 
@@ -36,10 +37,10 @@ lint: setup
 	$(VENV)/bin/ruff check sftadapt tests benchmarks
 	$(VENV)/bin/ruff format --check sftadapt tests benchmarks
 
-# The real OpenAI-compatible server the `openai` backend's tests start (llama-cpp-python[server], pinned, in its
-# own venv so its pins never touch ours; compiled once, wheel cached in .cache/llama-cpp-python). Without it
-# those tests are skipped with that reason (with SFTADAPT_SERVER_TESTS=1, as `make test-server` sets, they fail
-# instead). See .ci/server.sh.
+# The scoring-capable server the `openai` backend's tests start (llama-cpp-python[server], pinned, in its own venv
+# so its pins never touch ours; compiled once, wheel cached in .cache/llama-cpp-python). Without it those tests
+# are skipped with that reason (with SFTADAPT_SERVER_TESTS=1, as `make test-server` sets, they fail instead).
+# See .ci/server.sh.
 server:
 	.ci/server.sh $(SERVER_VENV)
 

@@ -4,8 +4,10 @@ The job: 64 prompts x 4 samples x up to 256 new tokens (T=1, top_p=1, per-sample
 responses (the job's own samples) under their prompts. Arms:
 
 - `hf`: `HFEngine` in this process (`--dtype`, batch `--batch-size`);
-- `openai`: our backend against `--servers` local llama_cpp.server processes (started here on the F32 GGUF of
-  the model, `sftadapt.engines.local_server`; or `--base-urls` of running servers, e.g. `vllm serve` on a GPU);
+- `openai`: our backend against `--servers` local servers started here on the F32 GGUF of the model
+  (`--server llama-server`: llama.cpp's C++ server from xllamacpp, generation only, it cannot echo prompt
+  log-probs; `--server llama-cpp-python`: `make server`'s llama_cpp.server; `sftadapt.engines.local_server`), or
+  `--base-urls` of running servers, e.g. `vllm serve` on a GPU;
 - `direct`: the same server(s) driven with plain HTTP and the same request bodies, without sftadapt (a thread
   pool of the same size, json in and out): `openai` / `direct` is the overhead ratio, goal >= 0.9;
 - `vllm`: `VLLMEngine` in this process, where `import vllm` works (`--tp` tensor-parallel size).
@@ -14,7 +16,7 @@ Tokens/s counts generated tokens up to and including the end token (as `stats["g
 scoring tokens/s counts response tokens. Start-up = engine construction (hf, vllm: model load; openai: server
 start + tokenizer). Prints a markdown table and writes JSON (`--out`) with the date, `lscpu` model name and flags.
 
-    python benchmarks/bench_engines.py --model smollm2-135m --arms hf,openai,direct --servers 1
+    python benchmarks/bench_engines.py --model smollm2-135m --arms hf,openai,direct --servers 1 --server llama-server
     python benchmarks/bench_engines.py --model Qwen/Qwen2.5-Math-7B --arms hf,vllm,openai,direct --tp 1 \
         --base-urls http://127.0.0.1:8000/v1 --served-model Qwen/Qwen2.5-Math-7B --server vllm --dtype bfloat16
 """
@@ -73,17 +75,14 @@ def run_engine(engine, prompts, params, seeds, score_n):
     gen_s = time.perf_counter() - start
     gen_tokens = sum(len(c.token_ids) + (c.finish_reason == "stop") for o in outs for c in o)
     pairs = [(prompts[i], c.text) for i, o in enumerate(outs) for c in o][:score_n]
+    row = {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s}
+    if not score_n:
+        return row, pairs
     start = time.perf_counter()
     scores = engine.score([p for p, _ in pairs], [r for _, r in pairs])
     score_s = time.perf_counter() - start
-    return {
-        "generate_s": gen_s,
-        "generated_tokens": gen_tokens,
-        "gen_tok_s": gen_tokens / gen_s,
-        "score_s": score_s,
-        "scored_tokens": sum(len(s.logprobs) for s in scores),
-        "score_tok_s": sum(len(s.logprobs) for s in scores) / score_s,
-    }, pairs
+    scored = sum(len(s.logprobs) for s in scores)
+    return {**row, "score_s": score_s, "scored_tokens": scored, "score_tok_s": scored / score_s}, pairs
 
 
 def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency, server):
@@ -97,11 +96,15 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
         with urllib.request.urlopen(req, timeout=3600) as resp:
             return json.loads(resp.read())
 
-    extra = (
-        {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
-        if server == "llama-cpp-python"
-        else {"return_tokens_as_token_ids": True}
-    )
+    extra = {
+        "llama-cpp-python": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0},
+        "llama-server": {
+            "top_k": 0,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
+            "samplers": ["temperature", "top_k", "top_p", "min_p"],
+        },
+    }.get(server, {"return_tokens_as_token_ids": True})
     bodies = []
     for i, p in enumerate(prompts):
         prompt = p if server == "llama-cpp-python" else P.prompt_token_ids(tok, p)
@@ -126,6 +129,9 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
     gen_s = time.perf_counter() - start
     # tokens as the server counts them (completion_tokens; +1 for the end token of a stopped sample)
     gen_tokens = sum(o["usage"]["completion_tokens"] + (o["choices"][0]["finish_reason"] == "stop") for o in outs)
+    row = {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s}
+    if not pairs:  # the server cannot score (llama-server)
+        return row
     score_bodies = [
         {
             "model": model,
@@ -146,14 +152,7 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
         list(pool.map(post, enumerate(score_bodies)))
     score_s = time.perf_counter() - start
     scored = sum(len(P.response_token_ids(tok, r)) for _, r in pairs)
-    return {
-        "generate_s": gen_s,
-        "generated_tokens": gen_tokens,
-        "gen_tok_s": gen_tokens / gen_s,
-        "score_s": score_s,
-        "scored_tokens": scored,
-        "score_tok_s": scored / score_s,
-    }
+    return {**row, "score_s": score_s, "scored_tokens": scored, "score_tok_s": scored / score_s}
 
 
 def main() -> None:
@@ -167,11 +166,15 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=64, help="hf batch")
     ap.add_argument("--tp", type=int, default=1, help="vllm tensor_parallel_size")
-    ap.add_argument("--servers", type=int, default=1, help="local llama_cpp.server processes to start")
+    ap.add_argument("--servers", type=int, default=1, help="local servers to start (see --server)")
     ap.add_argument("--threads-per-server", type=int, default=None)
     ap.add_argument("--base-urls", default=None, help="running servers instead (comma-separated)")
     ap.add_argument("--served-model", default=None)
-    ap.add_argument("--server", default="llama-cpp-python", help="vllm | llama-cpp-python (with --base-urls)")
+    ap.add_argument(
+        "--server",
+        default="llama-server",
+        help="llama-server | llama-cpp-python: the kind started here; vllm too with --base-urls",
+    )
     ap.add_argument("--concurrency", type=int, default=4, help="requests in flight per server")
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None, help="JSON results file")
@@ -203,13 +206,15 @@ def main() -> None:
                 base_urls, served = args.base_urls.split(","), args.served_model or args.model
                 server_kind = args.server
             else:
-                from sftadapt.engines.local_server import LlamaCppServer
+                from sftadapt.engines.local_server import LlamaCppServer, LlamaServer
 
+                kind = LlamaServer if args.server == "llama-server" else LlamaCppServer
                 threads = args.threads_per_server or max(1, len(__import__("os").sched_getaffinity(0)) // args.servers)
                 start = time.perf_counter()
-                servers = [LlamaCppServer(args.model, n_ctx=4096, threads=threads).start() for _ in range(args.servers)]
+                servers = [kind(args.model, n_ctx=4096, threads=threads).start() for _ in range(args.servers)]
                 results["server_startup_s"] = time.perf_counter() - start
-                base_urls, served, server_kind = [s.base_url for s in servers], servers[0].alias, "llama-cpp-python"
+                base_urls, served, server_kind = [s.base_url for s in servers], servers[0].alias, servers[0].SERVER
+        results["server"] = server_kind if {"openai", "direct"} & set(arms) else None
         for arm in arms:
             if arm == "direct":
                 continue
@@ -242,7 +247,8 @@ def main() -> None:
                     ),
                 )
             startup = time.perf_counter() - start + (results.get("server_startup_s", 0) if arm == "openai" else 0)
-            row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score)
+            scores = not (arm == "openai" and server_kind == "llama-server")  # it cannot echo prompt log-probs
+            row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score if scores else 0)
             engine.close()
             row["startup_s"] = startup
             results["arms"][arm] = row
@@ -251,6 +257,8 @@ def main() -> None:
         if "direct" in arms:
             if pairs is None:
                 raise SystemExit("the direct arm scores the responses of another arm: list one before it")
+            if server_kind == "llama-server":
+                pairs = []
             row = run_direct(base_urls, served, tok, prompts, params, seeds, pairs, args.concurrency, server_kind)
             row["startup_s"] = results.get("server_startup_s", 0.0)
             results["arms"]["direct"] = row
@@ -262,11 +270,13 @@ def main() -> None:
     ratios = {}
     if "openai" in a and "direct" in a:
         ratios["openai/direct generate"] = a["openai"]["gen_tok_s"] / a["direct"]["gen_tok_s"]
-        ratios["openai/direct score"] = a["openai"]["score_tok_s"] / a["direct"]["score_tok_s"]
+        if "score_tok_s" in a["openai"]:
+            ratios["openai/direct score"] = a["openai"]["score_tok_s"] / a["direct"]["score_tok_s"]
     for other in ("vllm", "openai"):
         if other in a and "hf" in a and "gen_tok_s" in a[other]:
             ratios[f"{other}/hf generate"] = a[other]["gen_tok_s"] / a["hf"]["gen_tok_s"]
-            ratios[f"{other}/hf score"] = a[other]["score_tok_s"] / a["hf"]["score_tok_s"]
+            if "score_tok_s" in a[other]:
+                ratios[f"{other}/hf score"] = a[other]["score_tok_s"] / a["hf"]["score_tok_s"]
     results["ratios"] = ratios
     print("\n| arm | start-up s | generate tok/s | generated tokens | score tok/s | scored tokens |")
     print("|---|---|---|---|---|---|")
@@ -274,10 +284,8 @@ def main() -> None:
         if "skipped" in r:
             print(f"| {arm} | skipped: {r['skipped']} | | | | |")
         else:
-            print(
-                f"| {arm} | {r['startup_s']:.1f} | {r['gen_tok_s']:.1f} | {r['generated_tokens']} | "
-                f"{r['score_tok_s']:.1f} | {r['scored_tokens']} |"
-            )
+            score = f"{r['score_tok_s']:.1f} | {r['scored_tokens']}" if "score_tok_s" in r else "– | –"
+            print(f"| {arm} | {r['startup_s']:.1f} | {r['gen_tok_s']:.1f} | {r['generated_tokens']} | {score} |")
     for k, v in ratios.items():
         print(f"{k}: {v:.3f}")
     if args.out:

@@ -1,14 +1,24 @@
-"""A real OpenAI-compatible server on this machine, for the `openai` backend's tests and benchmarks.
+"""Real OpenAI-compatible servers on this machine, for the `openai` backend's tests and benchmarks.
 
-The server is llama-cpp-python's `llama_cpp.server` (llama.cpp under a FastAPI app), installed by
-`make server` (.ci/server.sh) in its own virtual environment, `.venv-server` (or `$SFTADAPT_SERVER_VENV`), so
-its pins never meet ours. It serves an **F32 GGUF written from our converted HF folder** (llama.cpp's
-`convert_hf_to_gguf.py`, run from the unpacked sdist that server.sh keeps in `.cache/llama-cpp-python/src`):
-the hf backend dequantises the embedded Q4_1 GGUF to fp32, and converting that folder back to an F32 GGUF
-gives the server the very same fp32 weights, so hf and server outputs can be compared token for token.
+Two servers, each serving an **F32 GGUF of our converted HF folder** on 127.0.0.1, so that hf and the server run
+the very same fp32 weights and their outputs can be compared token for token:
 
-    from sftadapt.engines.local_server import LlamaCppServer
-    with LlamaCppServer("smollm2-135m", n_ctx=2048) as server:
+- `LlamaServer`: llama.cpp's own C++ server (`llama-server`: continuous batching, token-id prompts, per-request
+  seeds), from the prebuilt CPU wheel of `xllamacpp` (pinned in the `test` extra: a 34 MB download, no compile).
+  It runs in a child process (`python -m sftadapt.engines.local_server --kind llama-server`), so a test can kill it
+  as a crash would. It does not echo prompt log-probs (this build answers an `echo` request without them; older
+  ones refuse it), so the backend refuses `score` on it with that reason: generation roles only.
+- `LlamaCppServer`: llama-cpp-python's `llama_cpp.server` (llama.cpp under a Python FastAPI app), which can echo
+  prompt log-probs (`--logits_all`), so scoring is tested on it. It has no wheel on PyPI: `make server`
+  (.ci/server.sh) compiles it once into its own virtual environment, `.venv-server` (or
+  `$SFTADAPT_SERVER_VENV`), so its pins never meet ours.
+
+The F32 GGUF: for the embedded model, its own GGUF dequantised tensor by tensor (`gguf`'s reader and writer; the
+hf backend loads the same dequantised values); for any other HF folder, llama.cpp's `convert_hf_to_gguf.py` from
+the sdist that server.sh unpacks in `.cache/llama-cpp-python/src`.
+
+    from sftadapt.engines.local_server import LlamaServer
+    with LlamaServer("smollm2-135m", n_ctx=2048) as server:
         engine = make_engine("smollm2-135m", EngineConfig("openai", server.engine_options()))
 
     python -m sftadapt.engines.local_server --model smollm2-135m --port 8000   # serve until Ctrl-C
@@ -26,11 +36,12 @@ import urllib.request
 from pathlib import Path
 
 VERSION = "0.3.36"  # .ci/server.sh pins the same
+XLLAMACPP = "2026.10.11549"  # pyproject's test extra pins the same
 REPO = Path(__file__).resolve().parents[2]
 
 
 class ServerMissing(RuntimeError):
-    """llama-cpp-python[server] (or the sources its GGUF converter comes from) is not installed."""
+    """The server's package (or the sources its GGUF converter comes from) is not installed."""
 
 
 def server_python() -> Path:
@@ -89,14 +100,62 @@ def f32_gguf(spec: str = "smollm2-135m") -> Path:
     return out
 
 
+def dequantized_gguf(spec: str = "smollm2-135m") -> Path | None:
+    """An F32 copy of the GGUF that `spec`'s HF folder was converted from (the embedded model), or None.
+
+    Every tensor is dequantised to float32 with `gguf`'s own kernels and the metadata is copied as is, so the
+    server gets the values transformers loaded (our HF folder is that same dequantisation) with the tokenizer
+    and chat template the GGUF came with."""
+    from sftadapt.runtime.models import cache_dir, resolve_model
+
+    folder = Path(resolve_model(spec))
+    source = folder / "SFTADAPT_SOURCE.json"
+    if not source.exists() or "gguf" not in json.loads(source.read_text()):
+        return None
+    original = Path(json.loads(source.read_text())["gguf"])
+    out = cache_dir() / "gguf" / f"{folder.name}-f32-dequantized.gguf"
+    if out.exists():
+        return out
+    import numpy as np
+    from gguf import GGMLQuantizationType, GGUFReader, GGUFValueType, GGUFWriter, LlamaFileType
+    from gguf.quants import dequantize
+
+    reader = GGUFReader(original)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(out.name + f".tmp{os.getpid()}")
+    writer = GGUFWriter(tmp, str(reader.fields["general.architecture"].contents()))
+    for key, value in reader.fields.items():
+        if key.startswith("GGUF.") or key == "general.architecture":  # the writer adds these itself
+            continue
+        kind = value.types[0]
+        if key == "general.file_type":
+            writer.add_key_value(key, int(LlamaFileType.ALL_F32), kind)
+            continue
+        writer.add_key_value(key, value.contents(), kind, value.types[-1] if kind == GGUFValueType.ARRAY else None)
+    for tensor in reader.tensors:
+        data = tensor.data
+        if tensor.tensor_type != GGMLQuantizationType.F32:
+            data = dequantize(data, tensor.tensor_type)
+        writer.add_tensor(tensor.name, np.ascontiguousarray(data, dtype=np.float32))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    os.replace(tmp, out)
+    return out
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
 
 
-class LlamaCppServer:
-    """`python -m llama_cpp.server` on 127.0.0.1 serving `spec` as F32; `stop()`/`start()` keep the port."""
+class _LocalServer:
+    """One server process on 127.0.0.1 serving `spec` as F32; `stop()`/`start()` keep the port."""
+
+    NAME = ""
+    SERVER = ""  # the openai backend's `server` option for it
 
     def __init__(
         self,
@@ -114,7 +173,6 @@ class LlamaCppServer:
         self.api_key, self.alias = api_key, alias or spec
         self.log = Path(log) if log else None
         self.startup_timeout = startup_timeout
-        self.python, self.gguf = server_python(), f32_gguf(spec)
         self.proc: subprocess.Popen | None = None
         self.startup_seconds: float | None = None
 
@@ -126,12 +184,75 @@ class LlamaCppServer:
         return {
             "base_urls": [self.base_url],
             "model": self.alias,
-            "server": "llama-cpp-python",
+            "server": self.SERVER,
             "served_dtype": "float32",
             **more,
         }
 
-    def start(self) -> LlamaCppServer:
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def start(self) -> _LocalServer:
+        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
+        start = time.perf_counter()
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        while time.perf_counter() - start < self.startup_timeout:
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"{self.NAME} exited with {self.proc.returncode} at start-up"
+                    + (f" (log: {self.log})" if self.log else "")
+                )
+            if self.ready():
+                self.startup_seconds = time.perf_counter() - start
+                return self
+            time.sleep(0.25)
+        self.stop()
+        raise RuntimeError(f"{self.NAME} not ready after {self.startup_timeout:.0f} s")
+
+    def ready(self) -> bool:
+        req = urllib.request.Request(
+            self.base_url + "/models", headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                return resp.status == 200 and bool(json.loads(resp.read()).get("data"))
+        except (OSError, ValueError):
+            return False
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.proc = None
+
+    def kill(self) -> None:
+        """SIGKILL, as a crashed server: in-flight requests see a reset connection."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc = None
+
+    def __enter__(self) -> _LocalServer:
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+class LlamaCppServer(_LocalServer):
+    """`python -m llama_cpp.server` (llama-cpp-python, from `make server`): generation and echo scoring."""
+
+    NAME, SERVER = "llama_cpp.server", "llama-cpp-python"
+
+    def __init__(self, spec: str = "smollm2-135m", **kw):
+        super().__init__(spec, **kw)
+        self.python, self.gguf = server_python(), f32_gguf(spec)
+
+    def command(self) -> list[str]:
         cmd = [
             str(self.python),
             "-m",
@@ -155,69 +276,89 @@ class LlamaCppServer:
             "--n_batch",
             str(min(self.n_ctx, 512)),
         ]
-        if self.api_key:
-            cmd += ["--api_key", self.api_key]
-        out = open(self.log, "ab") if self.log else subprocess.DEVNULL
-        start = time.perf_counter()
-        self.proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-        while time.perf_counter() - start < self.startup_timeout:
-            if self.proc.poll() is not None:
-                raise RuntimeError(
-                    f"llama_cpp.server exited with {self.proc.returncode} at start-up"
-                    + (f" (log: {self.log})" if self.log else "")
-                )
-            if self.ready():
-                self.startup_seconds = time.perf_counter() - start
-                return self
-            time.sleep(0.25)
-        self.stop()
-        raise RuntimeError(f"llama_cpp.server not ready after {self.startup_timeout:.0f} s")
+        return cmd + (["--api_key", self.api_key] if self.api_key else [])
 
-    def ready(self) -> bool:
-        req = urllib.request.Request(
-            self.base_url + "/models", headers={"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        )
+
+class LlamaServer(_LocalServer):
+    """llama.cpp's own C++ server (`llama-server`, from the `xllamacpp` wheel) in a child process: generation.
+
+    `parallel` slots share the context (llama-server splits `n_ctx` over them), so each slot gets `n_ctx`
+    tokens here: the server is started with `n_ctx * parallel`."""
+
+    NAME, SERVER = "llama-server (xllamacpp)", "llama-server"
+
+    def __init__(self, spec: str = "smollm2-135m", parallel: int = 4, **kw):
+        super().__init__(spec, **kw)
         try:
-            with urllib.request.urlopen(req, timeout=2) as resp:
-                return resp.status == 200 and bool(json.loads(resp.read()).get("data"))
-        except OSError:
-            return False
+            import xllamacpp
+        except ImportError:
+            raise ServerMissing(
+                f"xllamacpp is not installed: pip install xllamacpp=={XLLAMACPP} (in the test extra: `make setup`)"
+            ) from None
+        if xllamacpp.__version__ != XLLAMACPP:
+            raise ServerMissing(f"xllamacpp {xllamacpp.__version__} is installed, the tests pin {XLLAMACPP}")
+        self.parallel = parallel
+        self.gguf = dequantized_gguf(spec) or f32_gguf(spec)
 
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc = None
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "sftadapt.engines.local_server", "--kind", "llama-server", "--child"]
+        cmd += ["--gguf", str(self.gguf), "--alias", self.alias, "--port", str(self.port)]
+        cmd += ["--n-ctx", str(self.n_ctx), "--threads", str(self.threads), "--parallel", str(self.parallel)]
+        # the key goes through the environment, not the command line (which `ps` shows to every user)
+        return cmd + (["--api-key-env", "SFTADAPT_LLAMA_SERVER_KEY"] if self.api_key else [])
 
-    def kill(self) -> None:
-        """SIGKILL, as a crashed server: in-flight requests see a reset connection."""
-        if self.proc is not None:
-            self.proc.kill()
-            self.proc.wait()
-        self.proc = None
+    def start(self) -> _LocalServer:
+        if self.api_key:
+            os.environ["SFTADAPT_LLAMA_SERVER_KEY"] = self.api_key
+        return super().start()
 
-    def __enter__(self) -> LlamaCppServer:
-        return self.start()
 
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def _serve_llama_server(args) -> None:
+    """The child process: llama.cpp's server from xllamacpp on 127.0.0.1 until it is terminated."""
+    import signal
+
+    import xllamacpp
+
+    params = xllamacpp.CommonParams()
+    params.model.path = args.gguf
+    params.model_alias = {args.alias}
+    params.hostnames = ["127.0.0.1"]
+    params.port = args.port
+    params.n_parallel = args.parallel
+    params.n_ctx = args.n_ctx * args.parallel  # split over the slots
+    params.n_batch = params.n_ubatch = 512
+    params.cpuparams.n_threads = params.cpuparams_batch.n_threads = args.threads
+    params.warmup = False
+    if args.api_key_env:
+        params.api_keys = [os.environ[args.api_key_env]]
+    server = xllamacpp.Server(params)
+    print(f"llama-server (xllamacpp {xllamacpp.__version__}) at {server.listening_address}", flush=True)
+    signal.sigwait({signal.SIGTERM, signal.SIGINT})
 
 
 def main(argv: list[str] | None = None) -> None:
     import argparse
 
-    parser = argparse.ArgumentParser(description="serve a model's F32 GGUF with llama_cpp.server on 127.0.0.1")
+    parser = argparse.ArgumentParser(description="serve a model's F32 GGUF on 127.0.0.1 (OpenAI-compatible)")
+    parser.add_argument("--kind", choices=("llama-server", "llama-cpp-python"), default="llama-server")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--n-ctx", type=int, default=2048)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    for hidden in ("--gguf", "--alias", "--api-key-env"):
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=max(1, len(os.sched_getaffinity(0))), help=argparse.SUPPRESS)
+    parser.add_argument("--parallel", type=int, default=4)
     args = parser.parse_args(argv)
-    server = LlamaCppServer(args.model, n_ctx=args.n_ctx, port=args.port).start()
+    if args.child:
+        _serve_llama_server(args)
+        return
+    kind = LlamaServer if args.kind == "llama-server" else LlamaCppServer
+    server = kind(args.model, n_ctx=args.n_ctx, port=args.port).start()
     print(
-        f"serving {args.model} at {server.base_url} (ready in {server.startup_seconds:.1f} s); Ctrl-C stops", flush=True
+        f"{server.NAME} serving {args.model} at {server.base_url} (ready in {server.startup_seconds:.1f} s; "
+        f"engine options: server={server.SERVER}); Ctrl-C stops",
+        flush=True,
     )
     try:
         server.proc.wait()

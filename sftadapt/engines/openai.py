@@ -23,6 +23,17 @@ what the server sees depends on `server`:
   tokens at the end of the echo; when the server's token count or spelling there does not match ours, the
   row is refused with that reason instead of being mis-aligned. llama.cpp's defaults (top_k 40, min_p 0.05, repeat
   penalty 1.1) are switched off so that temperature/top-p mean what they mean for hf and vLLM.
+- `llama-server` (llama.cpp's own C++ server; `xllamacpp` runs it from Python): the prompt goes as token ids,
+  as for vLLM; each generated token comes back with its id and log-prob (`logprobs.content[i].id/.logprob`).
+  Those log-probs are a softmax of the raw logits (llama.cpp's default, `post_sampling_probs` off), i.e.
+  untempered. The sampler chain is set to temperature -> top-k -> top-p (llama.cpp's default applies top-p
+  before temperature) with top_k, min_p and the repeat penalty off, so temperature/top-p mean what they mean for
+  hf and vLLM. llama.cpp's server returns no prompt log-probs (depending on its version it refuses `echo`, "Only
+  no echo is supported", or ignores it), so `score` is refused on it with that reason: use it for sampling and
+  evaluation, and score with hf, vllm or a server that echoes. It batches concurrent requests continuously and
+  reuses cached prompt prefixes, so a seeded T > 0 request is not reproducible from run to run (the numerics
+  depend on what ran beside it: 1 of 4 prompts sampled another text in a second identical run): a resumed shard
+  then samples afresh rather than regenerating the killed run's text. Greedy output was stable in our tests.
 
 Transport: `concurrency` requests in flight per server (threads; the servers batch them), requests spread
 round-robin over `base_urls`, a retry going to the next server. Timeouts, refused/reset connections, 429 and
@@ -61,7 +72,8 @@ from typing import Any
 from sftadapt.data import prompts as P
 from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed
 
-SERVERS = ("vllm", "llama-cpp-python")
+SERVERS = ("vllm", "llama-cpp-python", "llama-server")
+_TOKEN_ID_PROMPTS = ("vllm", "llama-server")  # servers that take the prompt as our token ids
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # Recent responses, kept (up to this many characters) for a chunk that is re-run problem by problem after a
 # reject: the re-run's requests are the same bodies (same seeds), so they are answered from here, once each.
@@ -325,7 +337,7 @@ class OpenAIEngine:
 
     # ------------------------------------------------------------ generate
     def _prompt(self, text: str, ids: list[int]) -> Any:
-        return ids if self.server == "vllm" else text
+        return ids if self.server in _TOKEN_ID_PROMPTS else text
 
     def _body(self, prompt: Any, **fields) -> dict:
         body = {"model": self.model, "prompt": prompt, **fields}
@@ -333,6 +345,8 @@ class OpenAIEngine:
             body["return_tokens_as_token_ids"] = True
         else:  # llama.cpp's sampler defaults, off: temperature/top_p mean the same as for hf and vLLM
             body.update({"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0})
+            if self.server == "llama-server":  # temperature first, as hf and vLLM apply it
+                body["samplers"] = ["temperature", "top_k", "top_p", "min_p"]
         body.update(self.extra_body)
         return body
 
@@ -377,8 +391,12 @@ class OpenAIEngine:
         reason = "length" if choice.get("finish_reason") == "length" else "stop"
         lp = choice.get("logprobs") or {}
         logprobs = [float(x) for x in (lp.get("token_logprobs") or []) if x is not None]
-        if self.server == "vllm":
-            ids = [_token_id(t) for t in lp.get("tokens") or []]
+        if self.server == "llama-server":  # chat-style entries: {id, token, logprob, ...} per generated token
+            entries = lp.get("content") or []
+            ids, logprobs = [int(e["id"]) for e in entries], [float(e["logprob"]) for e in entries]
+        if self.server in _TOKEN_ID_PROMPTS:
+            if self.server == "vllm":
+                ids = [_token_id(t) for t in lp.get("tokens") or []]
             if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token; so do ours
                 ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
         else:
@@ -403,6 +421,12 @@ class OpenAIEngine:
             raise ValueError(
                 "the openai backend cannot return hidden states (the Patch reward's diversity needs "
                 "them): score with engine.backend hf for this role"
+            )
+        if self.server == "llama-server":
+            raise ValueError(
+                "the openai backend cannot score on llama.cpp's own server: it does not echo prompt log-probs "
+                "(it refuses or ignores `echo`); score with engine.backend hf or vllm, or a vllm / "
+                "llama-cpp-python server, for this role"
             )
         if entropy:
             raise ValueError(
