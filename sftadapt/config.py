@@ -283,8 +283,13 @@ def without_engine_options(values: Any) -> Any:
     if isinstance(values, dict):
         if set(values) == {"backend", "options"}:
             return {"backend": values["backend"]}
-        return {k: without_engine_options(v) for k, v in values.items()}
+        # a `same` engine block (a scoring role served by the stage's engine) adds nothing to decide
+        return {k: without_engine_options(v) for k, v in values.items() if not _same_engine(v)}
     return values
+
+
+def _same_engine(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {"backend", "options"} and value["backend"] == "same"
 
 
 def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:

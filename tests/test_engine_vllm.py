@@ -31,7 +31,7 @@ def engines():
     why = vllm_unavailable()
     if why:
         pytest.skip(
-            f"{why}; {_cpu_note()} (a real OpenAI-compatible server is tested by `make test-server`: tests/test_engine_openai.py with SFTADAPT_SERVER_TESTS=1)"
+            f"{why}; {_cpu_note()} (real OpenAI-compatible servers are tested by tests/test_engine_openai.py: llama.cpp's in `make test`, llama-cpp-python's in `make test-server`)"
         )
 
     options = {"enforce_eager": True, "max_model_len": 2048, "seed": 0}

@@ -64,7 +64,7 @@ from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
-from sftadapt.engines.base import EngineConfig, Sampling
+from sftadapt.engines.base import SAME, EngineConfig, Sampling, ScoreEngineConfig
 from sftadapt.eval.sample import sample_attempts
 from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
@@ -128,7 +128,16 @@ class RewriteConfig:
     batch_size: int = option(32, help="sequences per generate call (results are identical only at equal sizes)")
     engine: EngineConfig = field(
         default_factory=EngineConfig,
-        metadata={"help": "the backend that samples and scores the target (engine.backend, engine.options)"},
+        metadata={
+            "help": "the backend that samples (and, by default, scores) the target (engine.backend, engine.options)"
+        },
+    )
+    score_engine: ScoreEngineConfig = field(
+        default_factory=ScoreEngineConfig,
+        metadata={
+            "help": "the backend that scores the target (gap metric, behaviour log-probs): same = `engine`; e.g. "
+            "hf beside an openai server that cannot echo prompt log-probs"
+        },
     )
     shard_size: int = option(16, help="problems per resumable shard")
     verifier_workers: int = option(2, help="verifier processes")
@@ -190,8 +199,9 @@ class RewriteConfig:
 
 # ---------------------------------------------------------------- shared state of one run
 class _Run:
-    def __init__(self, cfg: RewriteConfig, engine, verifier, problems: Sequence[Problem]):
+    def __init__(self, cfg: RewriteConfig, engine, verifier, problems: Sequence[Problem], scorer=None):
         self.cfg, self.engine, self.verifier = cfg, engine, verifier
+        self.scorer = scorer or engine
         self.tok = engine.tokenizer
         self.problems = {p.id: p for p in problems}
         self.sampling = cfg.samplings()
@@ -208,7 +218,7 @@ class _Run:
     def score(self, kind: str, pairs: Sequence[tuple[Problem, str]]) -> list[list[float]]:
         if not pairs:
             return []
-        scores = self.engine.score([self.prompt(kind, p) for p, _ in pairs], [text for _, text in pairs])
+        scores = self.scorer.score([self.prompt(kind, p) for p, _ in pairs], [text for _, text in pairs])
         return [list(s.logprobs) for s in scores]
 
     def sample(self, stage: str, kind: str, problems: Sequence[Problem]) -> list[list[Attempt]]:
@@ -380,11 +390,12 @@ def rewrite(
     problems: Sequence[Problem] | None = None,
     progress: bool = True,
     print_summary: bool = True,
+    scorer=None,
 ) -> dict[str, Any]:
     """Run the stage; writes OUT/train.jsonl, OUT/summary.json (returned) and OUT/rejects.jsonl if any.
 
-    `engine`, `verifier` and `problems` may be passed in (tests, benchmarks); otherwise they are built from
-    `cfg` and the engine and verifier are closed at the end."""
+    `engine`, `scorer` (the scoring role: default `engine`, or `cfg.score_engine`'s), `verifier` and `problems`
+    may be passed in (tests, benchmarks); otherwise they are built from `cfg` and closed at the end."""
 
     from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS
     from sftadapt.runtime.prologue import Owned, load_problems, make_verifier, open_stage
@@ -412,6 +423,20 @@ def rewrite(
                     cfg.model, cfg.engine, dtype=cfg.dtype, score_dtype=cfg.score_dtype, batch_size=cfg.batch_size
                 )
             )
+        if scorer is None and cfg.score_engine.backend != SAME:
+            from sftadapt.engines import make_engine
+
+            scorer = owned.add(
+                make_engine(
+                    cfg.model,
+                    EngineConfig(cfg.score_engine.backend, cfg.score_engine.options),
+                    dtype=cfg.dtype,
+                    score_dtype=cfg.score_dtype,
+                    batch_size=cfg.batch_size,
+                )
+            )
+        scorer = scorer or engine
+        _same_tokenizer(engine, scorer)
         # issue 13: over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(
             engine,
@@ -422,13 +447,13 @@ def rewrite(
             max_prompt_tokens=cfg.max_prompt_tokens,
         )
         rejects += len(over)
-        run = _Run(cfg, engine, verifier, problems)
+        run = _Run(cfg, engine, verifier, problems, scorer)
         model = model_info(cfg.model)
         decided = {
             **decided_options(cfg),
             "model": model,
             "templates": run.hashes,
-            "precision": _precision(engine, cfg),
+            "precision": _precision(engine, cfg, scorer),
             "problems": config_hash({"rows": [[p.id, p.problem, p.answer, p.solution] for p in problems]}),
         }
         run_id = config_hash(decided)
@@ -436,7 +461,7 @@ def rewrite(
             "method": cfg.method,
             "run_id": run_id,
             "model": model,
-            "precision": _precision(engine, cfg),
+            "precision": _precision(engine, cfg, scorer),
             "chat": cfg.chat,
             "keep": cfg.keep,
             "templates": run.hashes,
@@ -462,7 +487,7 @@ def rewrite(
                 desc=f"rewrite {stage}",
                 progress=progress,
                 unit="problem",
-                engines=(engine,),
+                engines=(engine, scorer),
                 postfix=_postfix(stage),
                 rejects_file=out / "rejects.jsonl",
             )
@@ -479,7 +504,7 @@ def rewrite(
         stores["final"].finalize(out / "train.jsonl", expected_shards=n_shards)
         summary = rewrite_summary(cfg, stores, problems, earlier, run_id, model, rejects)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
-        summary["precision"] = _precision(engine, cfg)
+        summary["precision"] = _precision(engine, cfg, scorer)
         tracker.summary(tracking.rewrite_metrics(summary))
     write_json(out / "summary.json", summary)
     _write_card(out, summary, cfg.data)
@@ -488,10 +513,27 @@ def rewrite(
     return summary
 
 
-def _precision(engine, cfg: RewriteConfig) -> dict[str, str]:
+def _precision(engine, cfg: RewriteConfig, scorer=None) -> dict[str, str]:
     """The dtypes that really ran (an injected engine may not say: then the config's words)."""
     found = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.score_dtype}
-    return {"generate": found["generate"], "score": found["score"]}
+    scored = getattr(scorer or engine, "precision", None) or {"score": cfg.score_dtype}
+    return {"generate": found["generate"], "score": scored["score"]}
+
+
+def _same_tokenizer(engine, scorer) -> None:
+    """Sampling and scoring engines must tokenise alike: the per-token lists are aligned by token ids."""
+    if scorer is engine:
+        return
+
+    def signature(tok) -> tuple:
+        size = len(tok) if hasattr(tok, "__len__") else None
+        return size, getattr(tok, "eos_token_id", None), getattr(tok, "bos_token_id", None)
+
+    if signature(engine.tokenizer) != signature(scorer.tokenizer):
+        raise ValueError(
+            "score_engine: its tokenizer differs from engine's (vocabulary or special tokens): both roles must "
+            "serve the same model"
+        )
 
 
 # ---------------------------------------------------------------- summary

@@ -93,6 +93,23 @@ class EngineConfig:
             raise ValueError(f"engine.backend '{self.backend}' is not one of {', '.join(BACKENDS)}")
 
 
+SAME = "same"
+
+
+@dataclass
+class ScoreEngineConfig(EngineConfig):
+    """The backend of a stage's scoring role where the stage also samples (the rewrite's gap metric and behaviour
+    log-probs): `same` scores with the stage's `engine`; any backend name builds a second engine for the same
+    model, e.g. sampling on an `openai` server that cannot echo prompt log-probs and scoring with `hf`. A `same`
+    block decides nothing, so it stays out of every hash (config.without_engine_options)."""
+
+    backend: str = option(SAME, help="same (the stage's engine) | hf | vllm | openai (a server that echoes log-probs)")
+
+    def validate(self) -> None:
+        if self.backend != SAME:
+            super().validate()
+
+
 class Engine(Protocol):
     name: str  # model id/path, recorded in provenance
     tokenizer: Any  # HF tokenizer: prompts.py renders and tokenises with it, budget.py measures with it
