@@ -1,6 +1,6 @@
 """The papers' kind of protocol on one seed of a finished study: T = 1 with n samples, avg@n and pass@n.
 
-    python benchmarks/study_sampled.py RUN_OR_SEED_DIR OUT [--n 4] [--temperature 1.0] [--limit 50]
+    python benchmarks/study_sampled.py RUN_OR_SEED_DIR OUT [--n 4] [--temperature 1.0] [--limit 50] [--dtype float32]
 
 The study evaluates every arm greedily (protocol `quick`, one sample). This re-evaluates the very models the
 study evaluated - each `eval_<arm>` stage's model folder, benchmarks, dtype and token limit, read from its
@@ -43,6 +43,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--temperature", type=float, default=1.0)
     ap.add_argument("--limit", type=int, default=50, help="first N problems of each benchmark")
     ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument(
+        "--dtype",
+        help="evaluate in this dtype instead of each stage's own (the study's evaluation dtype depends on its arm "
+        "list: a subset without LoRA arms resolves `auto` to bf16 where the CPU runs it natively)",
+    )
     ap.add_argument("--arms", help="comma-separated subset (default: every evaluated arm)")
     args = ap.parse_args(argv)
     cli = shutil.which("sftadapt") or str(Path(sys.executable).with_name("sftadapt"))
@@ -55,7 +60,14 @@ def main(argv: list[str] | None = None) -> None:
         cmd = [cli, "eval", "--model", opts["model"], "--benchmarks", ",".join(opts["benchmarks"])]
         cmd += ["--protocol", proto["name"], "--set", f"n={args.n}", "--set", f"temperature={args.temperature}"]
         cmd += ["--set", f"max_new_tokens={proto['max_new_tokens']}", "--limit", str(args.limit)]
-        cmd += ["--dtype", opts["dtype"], "--batch-size", str(args.batch_size), "--out", str(args.out / arm)]
+        cmd += [
+            "--dtype",
+            args.dtype or opts["dtype"],
+            "--batch-size",
+            str(args.batch_size),
+            "--out",
+            str(args.out / arm),
+        ]
         print(f"== {arm}: {' '.join(cmd)}", flush=True)
         subprocess.run(cmd, check=True)
     folders = [str(args.out / arm) for arm in arms]

@@ -63,6 +63,18 @@ def test_training_sets_need_a_solution(tmp_path):
     assert result.rejects[0]["field"] == "solution"
 
 
+def test_a_text_rule_on_a_non_text_answer_says_what_it_found(tmp_path):
+    path = tmp_path / "g.jsonl"
+    rows = [{"question": "q1", "answer": "so\n#### 4"}, {"question": "q2", "answer": {"a": 1}}]
+    rows += [{"question": "q3", "answer": 5}, {"question": "q4", "answer": [1]}]
+    _write(path, [json.dumps(r).encode() for r in rows])
+    result = load_problems(path, fmt="gsm8k")
+    assert [p.answer for p in result.problems] == ["4"]
+    reasons = [(r["line"], r["field"], r["reason"].split(" where ")[0]) for r in result.rejects]
+    assert reasons == [(2, "answer", "an object"), (3, "answer", "the number 5"), (4, "answer", "a list")]
+    assert all("--answer-rule field:answer" in r["reason"] for r in result.rejects)
+
+
 def test_user_field_mapping_and_stable_ids(tmp_path):
     path = tmp_path / "custom.jsonl"
     _write(path, [json.dumps({"q": "Q1", "sol": "... \\boxed{\\frac{1}{2}}", "meta": {"src": "x"}}).encode()])

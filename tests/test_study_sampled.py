@@ -53,3 +53,6 @@ def test_each_arm_is_evaluated_with_its_own_model_dtype_and_token_limit(tmp_path
         assert cmd[cmd.index("--dtype") + 1] == "float32" and cmd[cmd.index("--limit") + 1] == "10"
     assert [c[c.index("--metric") + 1] for c in reports] == ["avg", "pass@4"]
     assert all(c[1] == "report" and c[c.index("--baseline") + 1] == "base" for c in reports)
+    calls.clear()  # --dtype: every arm in the asked dtype instead of its stage's own
+    sampled.main([str(tmp_path), str(tmp_path / "out"), "--dtype", "bfloat16"])
+    assert [c[c.index("--dtype") + 1] for c in calls[:2]] == ["bfloat16", "bfloat16"]

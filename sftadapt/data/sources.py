@@ -154,8 +154,20 @@ def _answer(row: dict[str, Any], fmap: FieldMap) -> tuple[str | None, str]:
         order = [n for n in order if n] or ["solution"]
         name = next((n for n in order if get_path(row, n) is not None), order[0])
         text = get_path(row, name)
-        if not isinstance(text, str):
+        if text is None:
             return None, name
+        if not isinstance(text, str):  # an object, a list, a number...: say so, not "missing"
+            try:
+                kind = f"the number {scalar_text(text)}"
+            except ValueError as err:
+                kind = str(err).split(", expected")[0]
+            raise RecordError(
+                "",
+                0,
+                name,
+                f"{kind} where the {rule} rule reads the answer from text (a plain answer field: "
+                f"--answer-rule field:{name})",
+            )
         if rule == "gsm8k":
             return (text.split("####")[-1].strip().replace(",", "") if "####" in text else None), name
         return (last_boxed(text) if rule == "boxed" else last_number(text)), name
