@@ -146,12 +146,20 @@ VALUES = {
 }
 
 
-def run(tmp_path, out="run", engine=None, problems=PROBLEMS, script=SCRIPT, **opts):
+def run(tmp_path, out="run", engine=None, problems=PROBLEMS, script=SCRIPT, scorer=None, **opts):
     cfg = load_config(
         RewriteConfig, None, None, base={"model": "scripted", "out": str(tmp_path / out), "shard_size": 3, **opts}
     )
     engine = engine or ScriptedEngine(problems, script, VALUES)
-    return rewrite(cfg, engine=engine, verifier=BoxedVerifier(), problems=problems, progress=False, print_summary=False)
+    return rewrite(
+        cfg,
+        engine=engine,
+        scorer=scorer,
+        verifier=BoxedVerifier(),
+        problems=problems,
+        progress=False,
+        print_summary=False,
+    )
 
 
 def rows(tmp_path, out="run"):
@@ -238,18 +246,7 @@ class SamplingOnly(ScriptedEngine):
 def test_a_separate_score_engine_scores_and_the_set_is_the_same(tmp_path):
     run(tmp_path, out="one")
     sampler, scorer = SamplingOnly(PROBLEMS, SCRIPT, VALUES), ScriptedEngine(PROBLEMS, SCRIPT, VALUES)
-    cfg = load_config(
-        RewriteConfig, None, None, base={"model": "scripted", "out": str(tmp_path / "two"), "shard_size": 3}
-    )
-    summary = rewrite(
-        cfg,
-        engine=sampler,
-        scorer=scorer,
-        verifier=BoxedVerifier(),
-        problems=PROBLEMS,
-        progress=False,
-        print_summary=False,
-    )
+    summary = run(tmp_path, out="two", engine=sampler, scorer=scorer)
     # the same texts and scores, so the same rows; every log-prob came from the scorer
     assert (tmp_path / "one" / "train.jsonl").read_bytes() == (tmp_path / "two" / "train.jsonl").read_bytes()
     assert sampler.stats["scored_tokens"] == 0 and scorer.stats["generated_tokens"] == 0
