@@ -38,6 +38,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sftadapt.data import prompts as P  # noqa: E402
 from sftadapt.engines import EngineConfig, Sampling, derive_seed, make_engine  # noqa: E402
+from sftadapt.engines.openai import ECHO_SERVERS, SERVER_FIELDS  # noqa: E402
 
 
 def lscpu() -> dict:
@@ -96,15 +97,7 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
         with urllib.request.urlopen(req, timeout=3600) as resp:
             return json.loads(resp.read())
 
-    extra = {
-        "llama-cpp-python": {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0},
-        "llama-server": {
-            "top_k": 0,
-            "min_p": 0.0,
-            "repeat_penalty": 1.0,
-            "samplers": ["temperature", "top_k", "top_p", "min_p"],
-        },
-    }.get(server, {"return_tokens_as_token_ids": True})
+    extra = SERVER_FIELDS[server]  # the fields our backend adds for this server kind, as plain data
     bodies = []
     for i, p in enumerate(prompts):
         prompt = p if server == "llama-cpp-python" else P.prompt_token_ids(tok, p)
@@ -130,7 +123,7 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
     # tokens as the server counts them (completion_tokens; +1 for the end token of a stopped sample)
     gen_tokens = sum(o["usage"]["completion_tokens"] + (o["choices"][0]["finish_reason"] == "stop") for o in outs)
     row = {"generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s}
-    if not pairs:  # the server cannot score (llama-server)
+    if not pairs:  # the server cannot score (not in ECHO_SERVERS)
         return row
     score_bodies = [
         {
@@ -247,7 +240,7 @@ def main() -> None:
                     ),
                 )
             startup = time.perf_counter() - start + (results.get("server_startup_s", 0) if arm == "openai" else 0)
-            scores = not (arm == "openai" and server_kind == "llama-server")  # it cannot echo prompt log-probs
+            scores = arm != "openai" or server_kind in ECHO_SERVERS
             row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score if scores else 0)
             engine.close()
             row["startup_s"] = startup
@@ -257,7 +250,7 @@ def main() -> None:
         if "direct" in arms:
             if pairs is None:
                 raise SystemExit("the direct arm scores the responses of another arm: list one before it")
-            if server_kind == "llama-server":
+            if server_kind not in ECHO_SERVERS:
                 pairs = []
             row = run_direct(base_urls, served, tok, prompts, params, seeds, pairs, args.concurrency, server_kind)
             row["startup_s"] = results.get("server_startup_s", 0.0)

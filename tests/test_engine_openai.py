@@ -68,7 +68,9 @@ def server(request, tmp_path_factory):
 
 
 def _scores(server) -> bool:
-    return server.SERVER != "llama-server"  # llama.cpp's own server cannot echo prompt log-probs
+    from sftadapt.engines.openai import ECHO_SERVERS
+
+    return server.SERVER in ECHO_SERVERS  # llama.cpp's own server cannot echo prompt log-probs
 
 
 def _options(server, **more):

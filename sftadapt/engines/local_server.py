@@ -110,9 +110,9 @@ def dequantized_gguf(spec: str = "smollm2-135m") -> Path | None:
 
     folder = Path(resolve_model(spec))
     source = folder / "SFTADAPT_SOURCE.json"
-    if not source.exists() or "gguf" not in json.loads(source.read_text()):
+    original = json.loads(source.read_text()).get("gguf") if source.exists() else None
+    if original is None:
         return None
-    original = Path(json.loads(source.read_text())["gguf"])
     out = cache_dir() / "gguf" / f"{folder.name}-f32-dequantized.gguf"
     if out.exists():
         return out
@@ -192,10 +192,14 @@ class _LocalServer:
     def command(self) -> list[str]:
         raise NotImplementedError
 
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment (None: ours)."""
+        return None
+
     def start(self) -> _LocalServer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         start = time.perf_counter()
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.environment())
         while time.perf_counter() - start < self.startup_timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -279,6 +283,9 @@ class LlamaCppServer(_LocalServer):
         return cmd + (["--api_key", self.api_key] if self.api_key else [])
 
 
+_KEY_ENV = "SFTADAPT_LLAMA_SERVER_KEY"  # how LlamaServer hands its API key to the child
+
+
 class LlamaServer(_LocalServer):
     """llama.cpp's own C++ server (`llama-server`, from the `xllamacpp` wheel) in a child process: generation.
 
@@ -305,12 +312,10 @@ class LlamaServer(_LocalServer):
         cmd += ["--gguf", str(self.gguf), "--alias", self.alias, "--port", str(self.port)]
         cmd += ["--n-ctx", str(self.n_ctx), "--threads", str(self.threads), "--parallel", str(self.parallel)]
         # the key goes through the environment, not the command line (which `ps` shows to every user)
-        return cmd + (["--api-key-env", "SFTADAPT_LLAMA_SERVER_KEY"] if self.api_key else [])
+        return cmd + (["--api-key-env", _KEY_ENV] if self.api_key else [])
 
-    def start(self) -> _LocalServer:
-        if self.api_key:
-            os.environ["SFTADAPT_LLAMA_SERVER_KEY"] = self.api_key
-        return super().start()
+    def environment(self) -> dict[str, str] | None:
+        return {**os.environ, _KEY_ENV: self.api_key} if self.api_key else None
 
 
 def _serve_llama_server(args) -> None:

@@ -74,6 +74,16 @@ from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenSc
 
 SERVERS = ("vllm", "llama-cpp-python", "llama-server")
 _TOKEN_ID_PROMPTS = ("vllm", "llama-server")  # servers that take the prompt as our token ids
+ECHO_SERVERS = ("vllm", "llama-cpp-python")  # servers that echo prompt log-probs, so `score` works on them
+# Fields every request to a server kind carries. llama.cpp's sampler defaults (top_k 40, min_p 0.05, a repeat
+# penalty) are off so that temperature/top_p mean what they mean for hf and vLLM; llama-server also applies
+# temperature first, as hf and vLLM do. benchmarks/bench_engines.py's direct arm sends the same fields.
+_LLAMA_CPP_SAMPLING = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
+SERVER_FIELDS: dict[str, dict] = {
+    "vllm": {"return_tokens_as_token_ids": True},
+    "llama-cpp-python": _LLAMA_CPP_SAMPLING,
+    "llama-server": {**_LLAMA_CPP_SAMPLING, "samplers": ["temperature", "top_k", "top_p", "min_p"]},
+}
 _RETRY_STATUS = {408, 429, 500, 502, 503, 504}
 # Recent responses, kept (up to this many characters) for a chunk that is re-run problem by problem after a
 # reject: the re-run's requests are the same bodies (same seeds), so they are answered from here, once each.
@@ -340,15 +350,7 @@ class OpenAIEngine:
         return ids if self.server in _TOKEN_ID_PROMPTS else text
 
     def _body(self, prompt: Any, **fields) -> dict:
-        body = {"model": self.model, "prompt": prompt, **fields}
-        if self.server == "vllm":
-            body["return_tokens_as_token_ids"] = True
-        else:  # llama.cpp's sampler defaults, off: temperature/top_p mean the same as for hf and vLLM
-            body.update({"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0})
-            if self.server == "llama-server":  # temperature first, as hf and vLLM apply it
-                body["samplers"] = ["temperature", "top_k", "top_p", "min_p"]
-        body.update(self.extra_body)
-        return body
+        return {"model": self.model, "prompt": prompt, **fields, **SERVER_FIELDS[self.server], **self.extra_body}
 
     def generate(
         self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None
@@ -391,16 +393,15 @@ class OpenAIEngine:
         reason = "length" if choice.get("finish_reason") == "length" else "stop"
         lp = choice.get("logprobs") or {}
         logprobs = [float(x) for x in (lp.get("token_logprobs") or []) if x is not None]
-        if self.server == "llama-server":  # chat-style entries: {id, token, logprob, ...} per generated token
+        if self.server == "vllm":
+            ids = [_token_id(t) for t in lp.get("tokens") or []]
+        elif self.server == "llama-server":  # chat-style entries: {id, token, logprob, ...} per generated token
             entries = lp.get("content") or []
             ids, logprobs = [int(e["id"]) for e in entries], [float(e["logprob"]) for e in entries]
-        if self.server in _TOKEN_ID_PROMPTS:
-            if self.server == "vllm":
-                ids = [_token_id(t) for t in lp.get("tokens") or []]
-            if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token; so do ours
-                ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
         else:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if self.server in _TOKEN_ID_PROMPTS and ids and ids[-1] == self._eos:
+            ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]  # hf's token_ids stop before the end token
         with self._lock:
             self.stats["generated_tokens"] += len(ids) + (reason == "stop")
         return Completion(text=text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
@@ -422,7 +423,7 @@ class OpenAIEngine:
                 "the openai backend cannot return hidden states (the Patch reward's diversity needs "
                 "them): score with engine.backend hf for this role"
             )
-        if self.server == "llama-server":
+        if self.server not in ECHO_SERVERS:
             raise ValueError(
                 "the openai backend cannot score on llama.cpp's own server: it does not echo prompt log-probs "
                 "(it refuses or ignores `echo`); score with engine.backend hf or vllm, or a vllm / "
