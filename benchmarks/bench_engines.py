@@ -1,24 +1,28 @@
-"""One sampling + scoring job through every backend, and the same server driven directly, side by side.
+"""One sampling + scoring job through every backend, and the same engines driven directly, side by side.
 
 The job: 64 prompts x 4 samples x up to 256 new tokens (T=1, top_p=1, per-sample seeds), then scoring 256
-responses (the job's own samples) under their prompts. Arms:
+responses (the job's own samples) under their prompts. Arms, in-process ones first, then the servers are started:
 
 - `hf`: `HFEngine` in this process (`--dtype`, batch `--batch-size`);
-- `openai`: our backend against `--servers` local servers started here on the F32 GGUF of the model
-  (`--server llama-server`: llama.cpp's C++ server from xllamacpp, generation only, it cannot echo prompt
-  log-probs; `--server llama-cpp-python`: `make server`'s llama_cpp.server; `sftadapt.engines.local_server`), or
-  `--base-urls` of running servers, e.g. `vllm serve` on a GPU;
+- `vllm`: `VLLMEngine` in this process, where `import vllm` works (`--tp` tensor-parallel size, `--eager`);
+- `vllm-direct`: the same `vllm.LLM` driven as a user script would, without sftadapt (same token ids, seeds and
+  sampling parameters): `vllm` / `vllm-direct` is the in-process overhead ratio, goal >= 0.9;
+- `openai`: our backend against `--servers` local servers started here (`--server vllm`: `vllm serve` from
+  .venv-vllm, serving the HF folder; `llama-server`: llama.cpp's C++ server from xllamacpp, generation only, it
+  cannot echo prompt log-probs; `llama-cpp-python`: `make server`'s llama_cpp.server; all from
+  `sftadapt.engines.local_server`), or `--base-urls` of running servers, e.g. `vllm serve` on a GPU;
 - `direct`: the same server(s) driven with plain HTTP and the same request bodies, without sftadapt (a thread
-  pool of the same size, json in and out): `openai` / `direct` is the overhead ratio, goal >= 0.9;
-- `vllm`: `VLLMEngine` in this process, where `import vllm` works (`--tp` tensor-parallel size).
+  pool of the same size, json in and out): `openai` / `direct` is the overhead ratio, goal >= 0.9.
 
 Tokens/s counts generated tokens up to and including the end token (as `stats["generated_tokens"]`);
 scoring tokens/s counts response tokens. Start-up = engine construction (hf, vllm: model load; openai: server
 start + tokenizer). Prints a markdown table and writes JSON (`--out`) with the date, `lscpu` model name and flags.
+The vllm arms need vLLM's venv (`make vllm`; its transformers is 5.19, so hf runs on that there too):
 
+    PYTHONPATH=. .venv-vllm/bin/python benchmarks/bench_engines.py --server vllm --data-dir ../shared/data
     python benchmarks/bench_engines.py --model smollm2-135m --arms hf,openai,direct --servers 1 --server llama-server
-    python benchmarks/bench_engines.py --model Qwen/Qwen2.5-Math-7B --arms hf,vllm,openai,direct --tp 1 \
-        --base-urls http://127.0.0.1:8000/v1 --served-model Qwen/Qwen2.5-Math-7B --server vllm --dtype bfloat16
+    python benchmarks/bench_engines.py --model Qwen/Qwen2.5-Math-7B --tp 4 --dtype bfloat16 --no-eager \
+        --base-urls http://127.0.0.1:8000/v1 --served-model Qwen/Qwen2.5-Math-7B --server vllm     # on a GPU node
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -148,10 +153,57 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
     return {**row, "score_s": score_s, "scored_tokens": scored, "score_tok_s": scored / score_s}
 
 
+def run_vllm_direct(args, tok, prompts, params, seeds, pairs):
+    """`vllm.LLM` driven as a user script would, without sftadapt: the same token ids, seeds and requests."""
+    from vllm import LLM, SamplingParams
+    from vllm.inputs import TokensPrompt
+
+    from sftadapt.engines.vllm import CPU_ENV
+    from sftadapt.runtime.models import resolve_model
+
+    for key, value in CPU_ENV.items():  # as the vllm backend sets them on a CPU
+        os.environ.setdefault(key, value)
+    start = time.perf_counter()
+    folder = resolve_model(args.model)
+    llm = LLM(model=folder, dtype=args.dtype, tensor_parallel_size=args.tp, enforce_eager=args.eager, seed=0)
+    startup = time.perf_counter() - start
+    inputs, sampling = [], []
+    for i, p in enumerate(prompts):
+        ids = P.prompt_token_ids(tok, p)
+        for j in range(params.n):
+            inputs.append(TokensPrompt(prompt_token_ids=ids))
+            sampling.append(
+                SamplingParams(
+                    temperature=params.temperature,
+                    top_p=params.top_p,
+                    max_tokens=params.max_new_tokens,
+                    seed=seeds[i][j] % 2**63,
+                    logprobs=0,
+                )
+            )
+    start = time.perf_counter()
+    outs = llm.generate(inputs, sampling, use_tqdm=False)
+    gen_s = time.perf_counter() - start
+    gen_tokens = sum(len(o.outputs[0].token_ids) for o in outs)  # vLLM's ids include the end token
+    row = {"startup_s": startup, "generate_s": gen_s, "generated_tokens": gen_tokens, "gen_tok_s": gen_tokens / gen_s}
+    if pairs:
+        full = [
+            TokensPrompt(prompt_token_ids=P.prompt_token_ids(tok, p) + P.response_token_ids(tok, r)) for p, r in pairs
+        ]
+        start = time.perf_counter()
+        llm.generate(full, SamplingParams(max_tokens=1, temperature=0.0, prompt_logprobs=0), use_tqdm=False)
+        score_s = time.perf_counter() - start
+        scored = sum(len(P.response_token_ids(tok, r)) for _, r in pairs)
+        row.update(score_s=score_s, scored_tokens=scored, score_tok_s=scored / score_s)
+    llm.llm_engine.engine_core.shutdown()
+    del llm
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
-    ap.add_argument("--arms", default="hf,openai,direct,vllm")
+    ap.add_argument("--arms", default="hf,vllm,vllm-direct,openai,direct")
     ap.add_argument("--prompts", type=int, default=64)
     ap.add_argument("--samples", type=int, default=4)
     ap.add_argument("--max-new-tokens", type=int, default=256)
@@ -159,6 +211,7 @@ def main() -> None:
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--batch-size", type=int, default=64, help="hf batch")
     ap.add_argument("--tp", type=int, default=1, help="vllm tensor_parallel_size")
+    ap.add_argument("--eager", action=argparse.BooleanOptionalAction, default=True, help="vllm enforce_eager")
     ap.add_argument("--servers", type=int, default=1, help="local servers to start (see --server)")
     ap.add_argument("--threads-per-server", type=int, default=None)
     ap.add_argument("--base-urls", default=None, help="running servers instead (comma-separated)")
@@ -166,7 +219,7 @@ def main() -> None:
     ap.add_argument(
         "--server",
         default="llama-server",
-        help="llama-server | llama-cpp-python: the kind started here; vllm too with --base-urls",
+        help="vllm | llama-server | llama-cpp-python: the kind started here (or running at --base-urls)",
     )
     ap.add_argument("--concurrency", type=int, default=4, help="requests in flight per server")
     ap.add_argument("--data-dir", default=None)
@@ -193,66 +246,70 @@ def main() -> None:
         "arms": {},
     }
     servers, pairs = [], None
+    in_process = [arm for arm in arms if arm in ("hf", "vllm", "vllm-direct")]
+    remote = [arm for arm in arms if arm in ("openai", "direct")]
+    unknown = sorted(set(arms) - set(in_process) - set(remote))
+    if unknown:
+        raise SystemExit(f"unknown arms {unknown}: hf, vllm, vllm-direct, openai, direct")
+    results["server"] = args.server if remote else None
     try:
-        if {"openai", "direct"} & set(arms):
-            if args.base_urls:
-                base_urls, served = args.base_urls.split(","), args.served_model or args.model
-                server_kind = args.server
-            else:
-                from sftadapt.engines.local_server import LlamaCppServer, LlamaServer
-
-                kind = LlamaServer if args.server == "llama-server" else LlamaCppServer
-                threads = args.threads_per_server or max(1, len(__import__("os").sched_getaffinity(0)) // args.servers)
-                start = time.perf_counter()
-                servers = [kind(args.model, n_ctx=4096, threads=threads).start() for _ in range(args.servers)]
-                results["server_startup_s"] = time.perf_counter() - start
-                base_urls, served, server_kind = [s.base_url for s in servers], servers[0].alias, servers[0].SERVER
-        results["server"] = server_kind if {"openai", "direct"} & set(arms) else None
-        for arm in arms:
-            if arm == "direct":
-                continue
-            if arm == "vllm":
+        # in-process arms first, servers after: an idle server still polls, and two engines on 2 cores would
+        # slow each other down
+        for arm in in_process:
+            if arm != "hf":
                 from sftadapt.engines.vllm import vllm_unavailable
 
                 why = vllm_unavailable()
                 if why:
-                    results["arms"]["vllm"] = {"skipped": why}
-                    print(f"vllm: skipped ({why})", flush=True)
+                    results["arms"][arm] = {"skipped": why}
+                    print(f"{arm}: skipped ({why})", flush=True)
                     continue
             start = time.perf_counter()
-            if arm == "hf":
-                engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
-            elif arm == "vllm":
-                engine = make_engine(
-                    args.model, EngineConfig("vllm", {"tensor_parallel_size": args.tp}), dtype=args.dtype
-                )
+            if arm == "vllm-direct":
+                row = run_vllm_direct(args, tok, prompts, params, seeds, pairs)
             else:
-                engine = make_engine(
-                    args.model,
-                    EngineConfig(
-                        "openai",
-                        {
-                            "base_urls": base_urls,
-                            "model": served,
-                            "server": server_kind,
-                            "concurrency": args.concurrency,
-                        },
-                    ),
-                )
-            startup = time.perf_counter() - start + (results.get("server_startup_s", 0) if arm == "openai" else 0)
-            scores = arm != "openai" or server_kind in ECHO_SERVERS
+                if arm == "hf":
+                    engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
+                else:
+                    options = {"tensor_parallel_size": args.tp, "enforce_eager": args.eager, "seed": 0}
+                    engine = make_engine(args.model, EngineConfig("vllm", options), dtype=args.dtype)
+                startup = time.perf_counter() - start
+                row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score)
+                engine.close()
+                row["startup_s"] = startup
+                pairs = pairs or arm_pairs
+            results["arms"][arm] = row
+            print(f"{arm}: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+        if remote:
+            if args.base_urls:
+                base_urls, served = args.base_urls.split(","), args.served_model or args.model
+            else:
+                from sftadapt.engines.local_server import SERVER_KINDS
+
+                threads = args.threads_per_server or max(1, len(os.sched_getaffinity(0)) // args.servers)
+                start = time.perf_counter()
+                kind = SERVER_KINDS[args.server]
+                servers = [kind(args.model, n_ctx=4096, threads=threads).start() for _ in range(args.servers)]
+                results["server_startup_s"] = time.perf_counter() - start
+                base_urls, served = [s.base_url for s in servers], servers[0].alias
+            scores = args.server in ECHO_SERVERS
+        if "openai" in remote:
+            start = time.perf_counter()
+            options = {"base_urls": base_urls, "model": served, "server": args.server, "concurrency": args.concurrency}
+            engine = make_engine(args.model, EngineConfig("openai", options))
+            startup = time.perf_counter() - start + results.get("server_startup_s", 0)
             row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score if scores else 0)
             engine.close()
             row["startup_s"] = startup
-            results["arms"][arm] = row
+            results["arms"]["openai"] = row
             pairs = pairs or arm_pairs
-            print(f"{arm}: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
-        if "direct" in arms:
+            print(f"openai: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+        if "direct" in remote:
             if pairs is None:
                 raise SystemExit("the direct arm scores the responses of another arm: list one before it")
-            if server_kind not in ECHO_SERVERS:
-                pairs = []
-            row = run_direct(base_urls, served, tok, prompts, params, seeds, pairs, args.concurrency, server_kind)
+            row = run_direct(
+                base_urls, served, tok, prompts, params, seeds, pairs if scores else [], args.concurrency, args.server
+            )
             row["startup_s"] = results.get("server_startup_s", 0.0)
             results["arms"]["direct"] = row
             print(f"direct: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
@@ -261,6 +318,9 @@ def main() -> None:
             s.stop()
     a = results["arms"]
     ratios = {}
+    if "gen_tok_s" in a.get("vllm", {}) and "gen_tok_s" in a.get("vllm-direct", {}):
+        ratios["vllm/vllm-direct generate"] = a["vllm"]["gen_tok_s"] / a["vllm-direct"]["gen_tok_s"]
+        ratios["vllm/vllm-direct score"] = a["vllm"]["score_tok_s"] / a["vllm-direct"]["score_tok_s"]
     if "openai" in a and "direct" in a:
         ratios["openai/direct generate"] = a["openai"]["gen_tok_s"] / a["direct"]["gen_tok_s"]
         if "score_tok_s" in a["openai"]:

@@ -9,6 +9,13 @@ around `verify_many`) and everything else (prompt rendering, policy, shard I/O, 
     python benchmarks/bench_rewrite.py --model smollm2-135m --problems 64                 # the real benchmark
     python benchmarks/bench_rewrite.py --model tiny-random --problems 4 --max-new-tokens 16 --no-record   # smoke
 
+`--engines hf,openai,vllm` runs the same stage once per backend, side by side, on fresh folders (`openai` against
+a `--server` started here from `sftadapt.engines.local_server`: `vllm` serves and scores; `llama-server` samples
+and the stage scores with hf; the `vllm` arm needs .venv-vllm, `make vllm`):
+
+    PYTHONPATH=. .venv-vllm/bin/python benchmarks/bench_rewrite.py --engines hf,openai,vllm --server vllm \
+        --dtype float32 --max-new-tokens 256 --no-record --json runs/bench_rewrite_engines.json
+
 With `--record` (the default) the result is written to benchmarks/results/bench_rewrite-<model>.json.
 """
 
@@ -17,7 +24,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
 import tempfile
 import time
@@ -39,33 +45,18 @@ class TimedVerifier:
             self.items += len(texts)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", default="smollm2-135m")
-    parser.add_argument("--data", default="gsm8k_train")
-    parser.add_argument("--problems", type=int, default=64)
-    parser.add_argument("--max-new-tokens", type=int, default=512)
-    parser.add_argument("--dtype", default="bfloat16")
-    parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--shard-size", type=int, default=16)
-    parser.add_argument("--out", default=None, help="output folder of the stage (default: a temporary folder)")
-    parser.add_argument(
-        "--record",
-        action=argparse.BooleanOptionalAction,
-        default=True,
-        help="write benchmarks/results/bench_rewrite-<model>.json",
-    )
-    args = parser.parse_args()
-
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+def run_arm(args, arm: str) -> dict:
+    """The rewrite stage once on `arm`'s backend, in a fresh folder; its timings and outcome."""
     import torch
 
     from sftadapt.adapt.rewrite import RewriteConfig, rewrite
-    from sftadapt.engines import make_engine
+    from sftadapt.engines import EngineConfig, make_engine
+    from sftadapt.runtime.precision import cpu_model_name
     from sftadapt.verify import Verifier
 
-    out = Path(args.out or tempfile.mkdtemp(prefix="bench_rewrite-"))
+    out = Path(
+        args.out + (f"-{arm}" if "," in args.engines else "") if args.out else tempfile.mkdtemp(prefix="bench_rewrite-")
+    )
     shutil.rmtree(out, ignore_errors=True)  # a fresh run: no shards to resume from
     cfg = RewriteConfig(
         model=args.model,
@@ -79,17 +70,35 @@ def main() -> None:
     )
     load_start = time.perf_counter()
     verifier = TimedVerifier(Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout))
-    engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
+    server, score_engine = None, None
+    if arm == "openai":
+        from sftadapt.engines.local_server import SERVER_KINDS
+        from sftadapt.engines.openai import ECHO_SERVERS
+
+        server = SERVER_KINDS[args.server](args.model, n_ctx=4096).start()
+        engine = make_engine(args.model, EngineConfig("openai", server.engine_options(concurrency=8)))
+        if args.server not in ECHO_SERVERS:  # a server that cannot score: hf scores, as score_engine would
+            score_engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
+    elif arm == "vllm":
+        engine = make_engine(args.model, EngineConfig("vllm", {"enforce_eager": True, "seed": 0}), dtype=args.dtype)
+    else:
+        engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
     load_seconds = time.perf_counter() - load_start
     try:
         start = time.perf_counter()
-        summary = rewrite(cfg, engine=engine, verifier=verifier, progress=True, print_summary=True)
+        summary = rewrite(cfg, engine=engine, scorer=score_engine, verifier=verifier, progress=True, print_summary=True)
         wall = time.perf_counter() - start
     finally:
         engine.close()
         verifier.inner.close()
-    engine_s = engine.stats["generate_seconds"] + engine.stats["score_seconds"]
+        if score_engine is not None:
+            score_engine.close()
+        if server is not None:
+            server.stop()
+    scorer = score_engine or engine
+    engine_s = engine.stats["generate_seconds"] + scorer.stats["score_seconds"]
     result = {
+        "engine": arm + (f" ({args.server})" if arm == "openai" else ""),
         "model": args.model,
         "data": args.data,
         "problems": summary["problems"],
@@ -98,18 +107,18 @@ def main() -> None:
         "batch_size": args.batch_size,
         "shard_size": args.shard_size,
         "threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
+        "cpu": cpu_model_name(),
         "load_seconds": round(load_seconds, 2),
         "stage_wall_seconds": round(wall, 2),
         "engine_seconds": round(engine_s, 2),
         "generate_seconds": round(engine.stats["generate_seconds"], 2),
-        "score_seconds": round(engine.stats["score_seconds"], 2),
+        "score_seconds": round(scorer.stats["score_seconds"], 2),
         "verify_seconds": round(verifier.seconds, 2),
         "verified_items": verifier.items,
         "other_seconds": round(wall - engine_s - verifier.seconds, 2),
         "overhead_fraction": round((wall - engine_s) / wall, 4),
         "generated_tokens": int(engine.stats["generated_tokens"]),
-        "scored_tokens": int(engine.stats["scored_tokens"]),
+        "scored_tokens": int(scorer.stats["scored_tokens"]),
         "rows_per_origin": {o: v["rows"] for o, v in summary["origins"].items()},
         "gap": summary["gap"],
         "date": time.strftime("%Y-%m-%d %H:%M"),
@@ -121,13 +130,58 @@ def main() -> None:
         f"{result['other_seconds']:.1f} s -> overhead {100 * result['overhead_fraction']:.1f}% ({verdict}, "
         "target <= 15%)"
     )
+    if args.out is None:
+        shutil.rmtree(out, ignore_errors=True)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="smollm2-135m")
+    parser.add_argument("--data", default="gsm8k_train")
+    parser.add_argument("--problems", type=int, default=64)
+    parser.add_argument("--max-new-tokens", type=int, default=512)
+    parser.add_argument("--dtype", default="bfloat16")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--shard-size", type=int, default=16)
+    parser.add_argument("--out", default=None, help="output folder of the stage (default: a temporary folder)")
+    parser.add_argument("--engines", default="hf", help="backends to run the stage on, in turn: hf,openai,vllm")
+    parser.add_argument("--server", default="vllm", help="the openai arm's local server kind (local_server)")
+    parser.add_argument("--json", default=None, help="also write every arm's result to this file")
+    parser.add_argument(
+        "--record",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="write benchmarks/results/bench_rewrite-<model>.json",
+    )
+    args = parser.parse_args()
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+    results = []
+    for arm in args.engines.split(","):
+        results.append(run_arm(args, arm))
+    if args.json:
+        Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.json).write_text(json.dumps(results, indent=2) + "\n")
+    if len(results) > 1:
+        base = results[0]["stage_wall_seconds"]
+        print("\n| engine | stage wall s | generate s | score s | generated tokens | rows self/guided/expert | gap |")
+        print("|---|---|---|---|---|---|---|")
+        for r in results:
+            rows = "/".join(str(r["rows_per_origin"].get(o, 0)) for o in ("self", "guided", "expert"))
+            print(
+                f"| {r['engine']} | {r['stage_wall_seconds']:.1f} ({r['stage_wall_seconds'] / base:.2f}x) | "
+                f"{r['generate_seconds']:.1f} | {r['score_seconds']:.1f} | {r['generated_tokens']} | {rows} | "
+                f"{r['gap']} |"
+            )
+    result = results[0]
     if args.record:
         path = Path(__file__).resolve().parent / "results" / f"bench_rewrite-{args.model.replace('/', '_')}.json"
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(result, indent=2) + "\n")
         print(f"recorded -> {path}")
-    if args.out is None:
-        shutil.rmtree(out, ignore_errors=True)
 
 
 if __name__ == "__main__":

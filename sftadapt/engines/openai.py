@@ -80,7 +80,9 @@ ECHO_SERVERS = ("vllm", "llama-cpp-python")  # servers that echo prompt log-prob
 # temperature first, as hf and vLLM do. benchmarks/bench_engines.py's direct arm sends the same fields.
 _LLAMA_CPP_SAMPLING = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 SERVER_FIELDS: dict[str, dict] = {
-    "vllm": {"return_tokens_as_token_ids": True},
+    # vLLM (and SGLang) otherwise fill unset top_k / min_p / repetition_penalty from the checkpoint's
+    # generation_config.json (Qwen2.5's sets top_k 20 and a repetition penalty 1.05)
+    "vllm": {"return_tokens_as_token_ids": True, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0},
     "llama-cpp-python": _LLAMA_CPP_SAMPLING,
     "llama-server": {**_LLAMA_CPP_SAMPLING, "samplers": ["temperature", "top_k", "top_p", "min_p"]},
 }
