@@ -66,6 +66,9 @@ def main(
     from sftadapt.runtime import offline
 
     offline.apply(online)  # sets, not setdefault: an inherited HF_HUB_OFFLINE=0 does not open the network
+    from sftadapt.runtime.memory import keep_freed_memory
+
+    keep_freed_memory()  # CPU training steps re-fault gigabytes per step otherwise (runtime/memory.py)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from sftadapt.runtime.models import cache_dir
 

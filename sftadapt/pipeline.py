@@ -548,12 +548,15 @@ def run_seed(
     )
 
     # ---- warm-up: the target ---------------------------------------------------------------------------------
-    from sftadapt.train.stage import train
+    from sftadapt.train.stage import NoFinalCheckpoint, train
 
+    # the pipeline drops a finished stage's checkpoints: the one transformers writes after the last step
+    # (weights + optimizer state, ~1.6 GB for a 135M model) would be written only to be deleted
+    last = [] if cfg.keep_checkpoints else [NoFinalCheckpoint()]
     target, target_inputs = cfg.model, ["data"]
     configs = stage_configs(cfg, seed, target, paths)  # validate everything before long work starts
     if "warmup" in configs:
-        stages.run("warmup", configs["warmup"], ["data"], lambda folder: train(configs["warmup"]))
+        stages.run("warmup", configs["warmup"], ["data"], lambda folder: train(configs["warmup"], last))
         target, target_inputs = paths["warmup"], ["warmup"]
         configs = stage_configs(cfg, seed, target, paths)
     protocol = configs["protocol"]
@@ -580,7 +583,10 @@ def run_seed(
             source = arm_table.TRAINED_ARMS[arm][0]
             upstream = list(arm_table.SOURCE_STAGES[source][-1:]) or target_inputs
             stages.run(
-                f"train_{arm}", configs[f"train_{arm}"], upstream, lambda f, arm=arm: train(configs[f"train_{arm}"])
+                f"train_{arm}",
+                configs[f"train_{arm}"],
+                upstream,
+                lambda f, arm=arm: train(configs[f"train_{arm}"], last),
             )
             models[arm] = paths[f"train_{arm}"]
     if "direct_rl" in arms:

@@ -13,7 +13,7 @@ from transformers import TrainerCallback
 from sftadapt.data.prompts import prompt_token_ids, response_token_ids, solve_prompt
 from sftadapt.data.records import Example, write_records
 from sftadapt.train.data import IGNORE_INDEX, Collator, DataError, load_examples, tokenize_example, tokenize_examples
-from sftadapt.train.stage import TrainConfig, read_log, train
+from sftadapt.train.stage import NoFinalCheckpoint, TrainConfig, read_log, train
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 ROOT = Path(__file__).resolve().parents[1]
@@ -259,6 +259,21 @@ class StopAt(TrainerCallback):
     def on_step_end(self, args, state, control, **kwargs):
         if state.global_step >= self.step:
             control.should_training_stop = True
+
+
+def test_no_final_checkpoint_skips_only_the_save_after_the_last_step(tmp_path, tok):
+    data = tmp_path / "d.jsonl"
+    write_records(data, _examples(tok, 8))
+    plain = _config(tmp_path, data, "plain", max_steps=3, save_steps=2)
+    train(plain)
+    # transformers checkpoints the last step whatever save_steps says: the copy the pipeline used to delete
+    assert sorted(p.name for p in Path(plain.out).glob("checkpoint-*")) == ["checkpoint-2", "checkpoint-3"]
+    lean = _config(tmp_path, data, "lean", max_steps=3, save_steps=2)
+    summary = train(lean, callbacks=[NoFinalCheckpoint()])
+    assert sorted(p.name for p in Path(lean.out).glob("checkpoint-*")) == ["checkpoint-2"]  # periodic ones stay
+    assert summary["steps"] == 3 and (Path(lean.out) / "model.safetensors").is_file()
+    a, b = read_log(plain.out), read_log(lean.out)
+    assert [r["loss"] for r in a] == [r["loss"] for r in b]  # the same training, one file fewer
 
 
 def test_resume_continues_the_same_loss_curve(tmp_path, tok):

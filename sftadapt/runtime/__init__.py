@@ -1,2 +1,3 @@
-"""The machine a stage runs on: model loading (models), the dtype policy (precision), offline mode (offline),
-output folders the user owns (outdir), and what both trainers share around an HF Trainer (trainer_io)."""
+"""The machine a stage runs on: model loading (models), the dtype policy (precision), malloc settings for CPU
+training (memory), offline mode (offline), output folders the user owns (outdir), and what both trainers share
+around an HF Trainer (trainer_io)."""
