@@ -781,6 +781,7 @@ def env_cmd() -> None:
     import platform
 
     from sftadapt import __version__
+    from sftadapt.runtime import memory
     from sftadapt.runtime.models import cache_dir
     from sftadapt.runtime.precision import capability, cpu_model_name, resolve_dtype
 
@@ -797,6 +798,7 @@ def env_cmd() -> None:
         f"cuda: {cap.get('cuda_device', 'none')}" + (f", bf16 {cap.get('cuda_bf16')}" if cap["cuda"] else ""),
         f"dtype auto -> {resolve_dtype('auto')} (sampling, eval, target scoring; rewrite scoring: float32; training: fp32 weights"
         f"{' + bf16 autocast' if resolve_dtype('auto') == 'bfloat16' else ''}; the is loss: float32)",
+        f"malloc (SFTADAPT_MALLOC): {memory.applied()}",
         f"cache (SFTADAPT_CACHE): {cache_dir()}",
         f"HF_HOME: {os.environ.get('HF_HOME', '(default)')}",
         f"hub: {'offline' if os.environ.get('HF_HUB_OFFLINE') == '1' else 'online'}",

@@ -58,3 +58,16 @@ def test_the_cli_applies_it_at_start_up(monkeypatch):
     monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or "kept")
     assert CliRunner().invoke(cli.app, ["config", "show", "train"]).exit_code == 0
     assert calls == [1]
+
+
+@pytest.mark.skipif(glibc() is None, reason="the settings are glibc's; other C libraries are left alone")
+def test_env_reports_the_setting_and_the_opt_out(monkeypatch):
+    from typer.testing import CliRunner
+
+    from sftadapt import cli
+
+    result = CliRunner().invoke(cli.app, ["env"])
+    assert result.exit_code == 0 and "malloc (SFTADAPT_MALLOC): kept" in result.output, result.output
+    monkeypatch.setenv("SFTADAPT_MALLOC", "system")  # glibc's settings are not undone; only new processes obey
+    result = CliRunner().invoke(cli.app, ["env"])
+    assert "malloc (SFTADAPT_MALLOC): system (SFTADAPT_MALLOC=system)" in result.output, result.output

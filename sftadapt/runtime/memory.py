@@ -24,6 +24,7 @@ import sys
 M_TRIM_THRESHOLD = -1  # glibc's mallopt parameter numbers (malloc.h)
 M_MMAP_MAX = -4
 KEEP_BYTES = 1 << 30
+_applied = "system (keep_freed_memory was not called)"  # what this process runs with, for `sftadapt env`
 
 
 def glibc():
@@ -39,12 +40,20 @@ def glibc():
 
 
 def keep_freed_memory() -> str:
-    """Apply the settings above where the C library is glibc; says what was done."""
-    if os.environ.get("SFTADAPT_MALLOC", "").lower() == "system":
-        return "system (SFTADAPT_MALLOC=system)"
+    """Apply the settings above where the C library is glibc; says what was done (also `applied()` later)."""
+    global _applied
     libc = glibc()
-    if libc is None:
-        return "system (the C library is not glibc)"
-    if libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) != 1:
-        return "system (mallopt refused the settings)"
-    return "kept (glibc heap, no mmap, 1 GiB trim threshold)"
+    if os.environ.get("SFTADAPT_MALLOC", "").lower() == "system":
+        _applied = "system (SFTADAPT_MALLOC=system)"
+    elif libc is None:
+        _applied = "system (the C library is not glibc)"
+    elif libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) != 1:
+        _applied = "system (mallopt refused the settings)"
+    else:
+        _applied = "kept (glibc heap, no mmap, 1 GiB trim threshold)"
+    return _applied
+
+
+def applied() -> str:
+    """The malloc setting this process runs with."""
+    return _applied
