@@ -6,8 +6,10 @@
 Each arm runs in its own process (the malloc settings last for a process's life), in alternating rounds so that
 load from elsewhere falls on both alike. A process loads the model, trains one untimed step (first-touch of the
 heap is paid by both arms alike), then `--steps` timed steps of forward + backward + AdamW on the same batch:
-`--batch` warm-up-set rows (prompt + native solution, tokenised as training does, padded to the longest), fp32
-master weights, bf16 autocast only where `dtype: auto` would pick it. Reported per arm: median step seconds,
+`--batch` warm-up-set rows (prompt + native solution, tokenised by `prompts.score_pairs` as training tokenises
+them, padded to the longest), fp32 master weights, bf16 autocast only where `dtype: auto` would pick it. The loss
+covers every non-pad token, where training (train/data.py's Collator) masks the prompt: the tensors whose
+allocation is measured, the vocabulary-sized logits above all, have the same size either way. Reported per arm: median step seconds,
 kernel (system) CPU seconds per step and minor page faults per step, from `getrusage` around the timed steps;
 peak resident size of the process.
 """
