@@ -5,7 +5,8 @@ import torch
 
 from sftadapt.data import prompts as P
 from sftadapt.engines import Sampling
-from sftadapt.engines.hf import HFEngine, _top_p_filter
+from sftadapt.engines.decode import _top_p_filter
+from sftadapt.engines.hf import HFEngine
 
 PROBLEMS = ["What is 2+3?", "Tom has 3 apples and buys 4 more. How many apples does he have now?", "Compute 7*8."]
 
@@ -107,3 +108,47 @@ def test_top_p_keeps_smallest_prefix_reaching_mass():
     assert _top_p_filter(probs, 0.7)[0].tolist() == pytest.approx([0.625, 0.375, 0.0, 0.0])
     assert _top_p_filter(probs, 0.1)[0].tolist() == pytest.approx([1.0, 0.0, 0.0, 0.0])
     assert _top_p_filter(probs, 1.0 - 1e-9)[0].tolist() == pytest.approx(probs[0].tolist())
+
+
+@pytest.mark.parametrize("temperature", [0.0, 1.0])
+@pytest.mark.parametrize("drop_rows", [True, False])
+def test_decode_picks_the_tokens_generate_picks_while_rows_finish_at_different_steps(
+    tiny_engine, monkeypatch, temperature, drop_rows
+):
+    """float64, so the batch shrinking as rows finish cannot move a near-tie: the tokens must be identical."""
+    import copy
+
+    from sftadapt.engines import decode as D
+    from sftadapt.engines.hf import _left_pad
+
+    if not drop_rows:  # the path for caches that cannot drop rows (linear attention, static caches)
+        monkeypatch.setattr(D, "_can_drop_rows", lambda cache: False)
+    model = copy.deepcopy(tiny_engine.model).double()
+    # the tiny model's initialisation is so flat that greedy repeats one token: larger weights make rows differ
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() > 1:
+                p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
+    tok = tiny_engine.tokenizer
+    prompts = [P.prompt_token_ids(tok, P.solve_prompt(tok, q)) for q in PROBLEMS * 2]
+    input_ids, attention = _left_pad(prompts, tok.eos_token_id, "cpu")
+
+    def sampler():
+        return D.SeededSampler([torch.Generator().manual_seed(7 + r) for r in range(6)], temperature, 0.9)
+
+    def stop(ids):  # a stop rule that fires at a different step in each row
+        return ids[-1] % 11 == 0
+
+    free, _ = D.decode(model, input_ids, attention, sampler(), 16, eos=tok.eos_token_id)
+    eos = free[0][3]  # an end token row 0 reaches at step 3 at the latest
+    tokens, logprobs = D.decode(model, input_ids, attention, sampler(), 16, eos=eos, stop=stop)
+    ref_tokens, ref_logprobs = D.decode_with_generate(model, input_ids, attention, sampler(), 16, eos, stop)
+    assert tokens == ref_tokens
+    for row, ref in zip(logprobs, ref_logprobs):
+        assert row == pytest.approx(ref, abs=1e-9)
+    lengths = [len(t) for t in tokens]
+    assert len(set(lengths)) >= 3 and min(lengths) <= 4  # the batch really shrank, more than once
+    for row in tokens:  # each row ends at its first end condition, or at the limit
+        assert all(t != eos and not stop(row[: k + 1]) for k, t in enumerate(row[:-1]))
+        assert len(row) == 16 or row[-1] == eos or stop(row)

@@ -1,11 +1,11 @@
 """The `hf` backend: batched sampling and teacher-forced scoring on plain transformers (CPU or CUDA).
 
-Sampling: requests (prompt x n) are sorted by prompt length, left-padded and run through `model.generate`
-in batches. Each sequence gets its own `torch.Generator` seeded from (base seed, request), and the sampling
-itself happens in our logits processor (`_SeededSampler`), so a sample depends on its seed, not on which
-batch it landed in. The processor also records the log-prob of every sampled token under the untempered
-model, which is what `Completion.logprobs` holds (no full-vocabulary logits are kept: at batch 64 x 256
-steps they would take gigabytes).
+Sampling: requests (prompt x n) are sorted by prompt length, left-padded and decoded in batches by
+engines/decode.py, our loop over the model's forward pass and KV cache, which drops a row from the batch as
+soon as it finishes (`model.generate` decodes padding for it until the batch's longest row ends). Each
+sequence gets its own `torch.Generator` seeded from (base seed, request), so a sample depends on its seed, not
+on which batch it landed in. `Completion.logprobs` holds each sampled token's log-prob under the untempered
+model (no full-vocabulary logits are kept: at batch 64 x 256 steps they would take gigabytes).
 
 Scoring: prompt + response token ids (tokenised by prompts.py exactly as training does), left-padded with
 explicit position ids, one forward pass per batch; only the response positions' logits are computed
@@ -25,61 +25,7 @@ import torch
 
 from sftadapt.data import prompts as P
 from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
-
-
-class _SeededSampler:
-    """Logits processor that samples each row with its own generator and records the chosen token's log-prob.
-
-    It returns scores that are -inf everywhere but the chosen token, so `generate` in greedy mode just
-    takes our choice (and handles caching, EOS and padding of finished rows)."""
-
-    def __init__(self, generators: list[torch.Generator], temperature: float, top_p: float):
-        self.generators, self.temperature, self.top_p = generators, temperature, top_p
-        self.tokens: list[torch.Tensor] = []
-        self.logprobs: list[torch.Tensor] = []
-
-    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        logits = scores.float()
-        logprobs = torch.log_softmax(logits, dim=-1)
-        if self.temperature <= 0:
-            chosen = logits.argmax(dim=-1)
-        else:
-            probs = torch.softmax(logits / self.temperature, dim=-1)
-            if self.top_p < 1.0:
-                probs = _top_p_filter(probs, self.top_p)
-            cpu_probs = probs.cpu()
-            chosen = torch.stack(
-                [torch.multinomial(cpu_probs[r], 1, generator=g)[0] for r, g in enumerate(self.generators)]
-            ).to(logits.device)
-        self.tokens.append(chosen)
-        self.logprobs.append(logprobs.gather(1, chosen[:, None])[:, 0])
-        out = torch.full_like(scores, float("-inf"))
-        out.scatter_(1, chosen[:, None], 0.0)
-        return out
-
-
-def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
-    sorted_probs, order = probs.sort(dim=-1, descending=True)
-    # keep the smallest prefix whose mass reaches top_p (the first token is always kept)
-    drop = sorted_probs.cumsum(-1) - sorted_probs >= top_p
-    sorted_probs = sorted_probs.masked_fill(drop, 0.0)
-    filtered = torch.zeros_like(probs).scatter_(1, order, sorted_probs)
-    return filtered / filtered.sum(-1, keepdim=True)
-
-
-class _StopOnStrings:
-    """Per-row stopping on user stop strings (EOS is handled by generate itself)."""
-
-    def __init__(self, tokenizer, stops: list[str], prompt_len: int):
-        self.tokenizer, self.stops, self.prompt_len = tokenizer, stops, prompt_len
-        self.tail = max(len(s) for s in stops) + 8
-
-    def __call__(self, input_ids: torch.Tensor, scores, **kwargs) -> torch.Tensor:
-        done = []
-        for row in input_ids[:, self.prompt_len :]:
-            text = self.tokenizer.decode(row[-self.tail :], skip_special_tokens=True)
-            done.append(any(s in text for s in self.stops))
-        return torch.tensor(done, device=input_ids.device)
+from sftadapt.engines.decode import SeededSampler, decode, hits_stop
 
 
 class HFEngine:
@@ -153,8 +99,6 @@ class HFEngine:
     def generate(
         self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None
     ) -> list[list[Completion]]:
-        from transformers import GenerationConfig, LogitsProcessorList, StoppingCriteriaList
-
         start = time.perf_counter()
         prompt_ids = [P.prompt_token_ids(self.tokenizer, p) for p in prompts]
         requests = [
@@ -169,24 +113,11 @@ class HFEngine:
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b : b + self.batch_size]
             input_ids, attention = _left_pad([prompt_ids[i] for i, _, _ in batch], pad, self.device)
-            sampler = _SeededSampler(
+            sampler = SeededSampler(
                 [torch.Generator().manual_seed(s) for _, _, s in batch], params.temperature, params.top_p
             )
-            stopping = StoppingCriteriaList(
-                [_StopOnStrings(self.tokenizer, params.stop, input_ids.shape[1])] if params.stop else []
-            )
-            config = GenerationConfig(
-                do_sample=False, max_new_tokens=params.max_new_tokens, eos_token_id=eos, pad_token_id=pad
-            )
-            self.model.generate(
-                input_ids=input_ids,
-                attention_mask=attention,
-                generation_config=config,
-                logits_processor=LogitsProcessorList([sampler]),
-                stopping_criteria=stopping,
-            )
-            tokens = torch.stack(sampler.tokens, 1).tolist() if sampler.tokens else [[] for _ in batch]
-            logprobs = torch.stack(sampler.logprobs, 1).tolist() if sampler.logprobs else [[] for _ in batch]
+            stop = (lambda ids: hits_stop(self.tokenizer, ids, params.stop)) if params.stop else None
+            tokens, logprobs = decode(self.model, input_ids, attention, sampler, params.max_new_tokens, eos, stop)
             for row, (i, j, seed) in enumerate(batch):
                 results[i][j] = self._finish(tokens[row], logprobs[row], eos, params, seed)
         self.stats["generate_seconds"] += time.perf_counter() - start
