@@ -3,15 +3,13 @@
     python benchmarks/bench_memory.py                              # SmolLM2-135M, the recorded benchmark
     python benchmarks/bench_memory.py --model tiny-random --rounds 1 --steps 2   # a smoke check in seconds
 
-Each arm runs in its own process (the malloc settings last for a process's life), in alternating rounds so that
-load from elsewhere falls on both alike. A process loads the model, trains one untimed step (first-touch of the
-heap is paid by both arms alike), then `--steps` timed steps of forward + backward + AdamW on the same batch:
-`--batch` warm-up-set rows (prompt + native solution, tokenised by `prompts.score_pairs` as training tokenises
-them, padded to the longest), fp32 master weights, bf16 autocast only where `dtype: auto` would pick it. The loss
-covers every non-pad token, where training (train/data.py's Collator) masks the prompt: the tensors whose
-allocation is measured, the vocabulary-sized logits above all, have the same size either way. Reported per arm: median step seconds,
-kernel (system) CPU seconds per step and minor page faults per step, from `getrusage` around the timed steps;
-peak resident size of the process.
+Each arm runs in its own process (the malloc settings last for a process's life), in alternating rounds so that load
+from elsewhere falls on both alike. A process loads the model, trains one untimed step (first-touch of the heap is
+paid by both arms alike), then `--steps` timed steps of forward + backward + AdamW on the same batch: `--batch`
+warm-up-set rows, tokenised and right-padded by the training stage's own `tokenize_examples` and `Collator`
+(train/data.py: prompt tokens masked out of the loss), fp32 master weights, bf16 autocast only where `dtype: auto`
+would pick it. Reported per arm: median step seconds, kernel (system) CPU seconds per step and minor page faults per
+step, from `getrusage` around the timed steps; peak resident size of the process.
 """
 
 from __future__ import annotations
@@ -38,24 +36,19 @@ def worker(args: argparse.Namespace) -> dict:
     setting = keep_freed_memory()  # SFTADAPT_MALLOC=system (set by the parent) makes it a no-op
     import torch
 
-    from sftadapt.data import prompts as P
     from sftadapt.data.synthetic import warmup_set
     from sftadapt.runtime.models import load_model, load_tokenizer
     from sftadapt.runtime.precision import resolve_dtype
+    from sftadapt.train.data import Collator, expert_example, tokenize_examples
 
     tok = load_tokenizer(args.model)
     model = load_model(args.model, dtype="float32")
     model.train()
     autocast = resolve_dtype("auto", "cpu") == "bfloat16"
-    rows = warmup_set(args.batch, seed=0)
-    pairs = P.score_pairs(tok, [P.solve_prompt(tok, r.problem) for r in rows], [r.solution for r in rows])
-    seqs = [p + r for p, r in pairs]
-    longest = max(map(len, seqs))
-    ids = torch.full((len(seqs), longest), P.end_token_id(tok))
-    mask = torch.zeros_like(ids)
-    for i, s in enumerate(seqs):
-        ids[i, : len(s)], mask[i, : len(s)] = torch.tensor(s), 1
-    labels = ids.masked_fill(mask == 0, -100)
+    # the warm-up stage's rows, tokenised and padded by the training stage's own pieces (prompt tokens masked)
+    tokenized = tokenize_examples(tok, [expert_example(p) for p in warmup_set(args.batch, seed=0)], max_length=384)
+    batch = Collator(pad_token_id=tok.pad_token_id)(tokenized.rows)
+    ids, mask, labels = batch["input_ids"], batch["attention_mask"], batch["labels"]
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
 
     def step() -> float:
@@ -74,7 +67,7 @@ def worker(args: argparse.Namespace) -> dict:
     return {
         "setting": setting,
         "autocast_bf16": autocast,
-        "tokens": f"{len(seqs)} x {longest}",
+        "tokens": f"{ids.shape[0]} x {ids.shape[1]}",
         "step_s": times,
         "sys_s_per_step": (after.ru_stime - before.ru_stime) / args.steps,
         "minor_faults_per_step": (after.ru_minflt - before.ru_minflt) / args.steps,

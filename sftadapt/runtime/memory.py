@@ -4,8 +4,9 @@ A training step on a CPU allocates and frees tensors of tens to hundreds of MB (
 logits and their gradients). glibc's malloc serves every block above its mmap threshold (128 KiB, rising to at most
 32 MiB) with a fresh `mmap` and gives it back with `munmap` when freed, so the kernel zeroes and faults in the same
 gigabytes again at every step. Measured on SmolLM2-135M, 8 rows of 200 tokens, 2 cores (benchmarks/memory.md): one
-forward + backward + AdamW step took 11.1 s in fp32 with glibc's defaults and 9.1 s with the two settings below
-(6.94 s -> 5.84 s with bf16 autocast).
+forward + backward + AdamW step in fp32 took 11.1 s with glibc's defaults and 9.1 s with the two settings below in
+one run, 9.19 s and 8.49 s in another a few hours later (6.94 -> 5.84 s and 5.79 -> 5.43 s with bf16 autocast): the
+gain follows what a page fault costs on the host at the time.
 
 `keep_freed_memory()` asks glibc (through `mallopt`) to serve large blocks from its heap instead of `mmap`
 (`M_MMAP_MAX` 0) and to keep up to 1 GiB of freed memory at the heap's top instead of returning it at once
