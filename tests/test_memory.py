@@ -14,10 +14,10 @@ from sftadapt.runtime.memory import glibc
 # A fresh process per arm: the malloc settings last for the life of a process. It allocates and touches a 64 MiB
 # block twice (freeing it in between) and reports the minor page faults of the second round only.
 PROBE = """
-import ctypes, ctypes.util, json, resource
-from sftadapt.runtime.memory import keep_freed_memory
+import ctypes, json, resource
+from sftadapt.runtime.memory import glibc, keep_freed_memory
 setting = keep_freed_memory()
-libc = ctypes.CDLL(ctypes.util.find_library("c"))
+libc = glibc()
 libc.malloc.restype = ctypes.c_void_p
 libc.free.argtypes = [ctypes.c_void_p]
 size = 64 << 20

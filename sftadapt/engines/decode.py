@@ -92,9 +92,9 @@ def decode(
     keep_last = "logits_to_keep" in inspect.signature(model.forward).parameters
     extra = {"logits_to_keep": 1} if keep_last else {}
     rows = list(range(n))  # the batch row each position of the running batch stands for
-    alive = [True] * n  # only consulted when the cache cannot drop rows
+    alive = [True] * n  # a finished row stays in the running batch only when the cache cannot drop rows
     positions = (attention.cumsum(-1) - 1).clamp(min=0)
-    step_ids, step_positions, cache = input_ids, positions, None
+    step_ids, step_positions, cache, droppable = input_ids, positions, None, False
     for step in range(max_new_tokens):
         out = model(
             input_ids=step_ids,
@@ -104,23 +104,23 @@ def decode(
             use_cache=True,
             **extra,
         )
+        if cache is None:  # the model built its cache in the prefill; its kind does not change after
+            droppable = _can_drop_rows(out.past_key_values)
         cache = out.past_key_values
         chosen, chosen_logprobs = sampler.choose(out.logits[:, -1], rows)
-        finished = []
-        for k, (r, t, lp) in enumerate(zip(rows, chosen.tolist(), chosen_logprobs.tolist())):
-            if not alive[r]:
-                finished.append(k)
+        newly_finished = False
+        for r, t, lp in zip(rows, chosen.tolist(), chosen_logprobs.tolist()):
+            if not alive[r]:  # a row the cache could not drop
                 continue
             tokens[r].append(t)
             logprobs[r].append(lp)
             if t == eos or (stop is not None and stop(tokens[r])):
-                alive[r] = False
-                finished.append(k)
+                alive[r], newly_finished = False, True
         if step == max_new_tokens - 1 or not any(alive):
             break
         last = step_positions[:, -1:]
-        if finished and _can_drop_rows(cache):
-            keep = torch.tensor([k for k in range(len(rows)) if alive[rows[k]]], device=input_ids.device)
+        if newly_finished and droppable:
+            keep = torch.tensor([k for k, r in enumerate(rows) if alive[r]], device=input_ids.device)
             cache.batch_select_indices(keep)
             rows = [rows[k] for k in keep.tolist()]
             chosen, attention, last = chosen[keep], attention[keep], last[keep]

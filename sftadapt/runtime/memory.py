@@ -43,10 +43,9 @@ def glibc():
 def keep_freed_memory() -> str:
     """Apply the settings above where the C library is glibc; says what was done (also `applied()` later)."""
     global _applied
-    libc = glibc()
     if os.environ.get("SFTADAPT_MALLOC", "").lower() == "system":
         _applied = "system (SFTADAPT_MALLOC=system)"
-    elif libc is None:
+    elif (libc := glibc()) is None:
         _applied = "system (the C library is not glibc)"
     elif libc.mallopt(M_MMAP_MAX, 0) != 1 or libc.mallopt(M_TRIM_THRESHOLD, KEEP_BYTES) != 1:
         _applied = "system (mallopt refused the settings)"
