@@ -218,6 +218,99 @@ def test_two_ranks_equal_one_rank(tmp_path, tok):
         assert two[key] == pytest.approx(one[key], rel=1e-5), key
 
 
+@pytest.mark.parametrize("selective,split", [(True, False), (False, True), (True, True)])
+@pytest.mark.parametrize("lora", [False, True])
+def test_logprobs_without_work_on_masked_positions_equal_the_full_forwards(tok, monkeypatch, lora, selective, split):
+    """train/logits.py: the LM head run only where a target is, and the rows run in length groups trimmed of
+    their padding, give the log-probs and gradients of one forward over the padded batch with the full head, in
+    float64 (so any difference is a bug, not rounding), plain and under PEFT's LoRA."""
+    from peft import LoraConfig, get_peft_model
+
+    from sftadapt.runtime.models import load_model
+    from sftadapt.train import logits as L
+    from sftadapt.train.logits import length_groups, selective_logits, split_rows, target_logprobs
+
+    monkeypatch.setattr(L, "GROUP_OVERHEAD_TOKENS", 0)  # a group per length: the most splitting there can be
+
+    torch.manual_seed(0)
+    model = load_model("tiny-random", dtype="float32").double()
+    if lora:  # B initialised non-zero so the adapter changes the logits and receives its own gradients
+        model = get_peft_model(model, LoraConfig(r=4, target_modules="all-linear", init_lora_weights=False))
+    assert selective_logits(model) and split_rows(model)
+    tokenized = tokenize_examples(tok, _examples(tok, 5), max_length=384)
+    batch = Collator(pad_token_id=tok.pad_token_id)(tokenized.rows)
+    targets = torch.nn.functional.pad(batch["labels"][:, 1:], (0, 1), value=IGNORE_INDEX)
+    keep = targets != IGNORE_INDEX
+    assert (~keep).any(dim=1).all() and len(set(keep.sum(1).tolist())) > 1  # prompts masked; rows differ
+    groups = length_groups(batch["attention_mask"].sum(1).tolist())
+    assert len(groups) >= 3 and sorted(r for g in groups for r in g) == list(range(5))
+    results = []
+    for arm in ((False, False), (selective, split)):
+        model.zero_grad(set_to_none=True)
+        logp = target_logprobs(model, batch["input_ids"], batch["attention_mask"], targets, *arm)
+        (logp * torch.linspace(0.5, 1.5, logp.numel()).view_as(logp).double()).sum().backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        results.append((logp.detach(), grads))
+    (full, full_grads), (part, part_grads) = results
+    assert part.dtype == torch.float64 and (part[~keep] == 0).all() and (part[keep] < 0).all()
+    assert torch.allclose(part, full, rtol=0, atol=1e-10)
+    assert full_grads.keys() == part_grads.keys() and len(full_grads) > 0
+    for name, grad in full_grads.items():
+        assert torch.allclose(part_grads[name], grad, rtol=1e-9, atol=1e-12), name
+
+
+def test_length_groups_are_the_cheapest_of_all_groupings():
+    """The dynamic programme against every set partition of up to 6 rows (not only runs of the sorted rows)."""
+    import random
+
+    from sftadapt.train.logits import length_groups
+
+    def partitions(items):
+        if not items:
+            yield []
+            return
+        first, rest = items[0], items[1:]
+        for part in partitions(rest):
+            for k in range(len(part)):
+                yield part[:k] + [[first] + part[k]] + part[k + 1 :]
+            yield [[first]] + part
+
+    def cost(groups, lengths, overhead):
+        return sum(len(g) * max(lengths[i] for i in g) + overhead for g in groups)
+
+    rng = random.Random(0)
+    for _ in range(60):
+        lengths = [rng.randint(1, 300) for _ in range(rng.randint(1, 6))]
+        overhead = rng.choice([0, 8, 32, 200])
+        groups = length_groups(lengths, overhead)
+        assert sorted(i for g in groups for i in g) == list(range(len(lengths)))
+        best = min(cost(p, lengths, overhead) for p in partitions(list(range(len(lengths)))))
+        assert cost(groups, lengths, overhead) == best, (lengths, overhead)
+    assert length_groups([100, 100, 100]) == [[0, 1, 2]]  # equal rows: one forward
+    assert length_groups([300, 10]) == [[1], [0]]  # the short row would be 97% padding
+
+
+def test_head_on_trained_tokens_is_skipped_for_a_model_that_cannot_slice_its_logits(tok):
+    from sftadapt.train.logits import selective_logits, split_rows, target_logprobs
+
+    class OwnForward(torch.nn.Module):  # a remote-code style model: no logits_to_keep in its forward
+        def __init__(self):
+            super().__init__()
+            self.emb = torch.nn.Embedding(tok.vocab_size, 8)
+            self.head = torch.nn.Linear(8, tok.vocab_size)
+
+        def forward(self, input_ids, attention_mask=None, use_cache=None):
+            return type("Out", (), {"logits": self.head(self.emb(input_ids))})()
+
+    model = OwnForward()
+    assert not selective_logits(model) and split_rows(model)
+    ids = torch.tensor([[1, 2, 3, 4]])
+    targets = torch.tensor([[IGNORE_INDEX, 3, 4, IGNORE_INDEX]])
+    logp = target_logprobs(model, ids, torch.ones_like(ids), targets, selective=False)
+    expected = torch.log_softmax(model(ids).logits, -1)[0, [1, 2], [3, 4]]
+    assert torch.allclose(logp[0, 1:3], expected) and logp[0, 0] == 0 and logp[0, 3] == 0
+
+
 def test_behaviour_scored_by_the_engine_lines_up_with_the_trained_tokens(tmp_path, tok):
     """Across stages: log-probs from `engine.score` under the solve prompt are the current policy, so the
     first `is` step sees weight 1 on every token and equals `nll`; an off-by-one alignment would not."""

@@ -12,6 +12,9 @@ Built on the transformers `Trainer` (so `accelerate launch` with the DDP / DeepS
   tokens (labels != -100) over all the step's micro-batches and gathers the count across ranks; each
   micro-batch's loss is Σ/N_step (times the number of ranks, which average their gradients), and the Trainer is
   told the loss is already scaled for accumulation. Accumulating 4 micro-batches = one batch of 4.
+- no work on positions that train nothing (sftadapt/train/logits.py): the LM head runs only where a response
+  token is predicted, and on a CPU the rows go through in length groups, each trimmed to its longest row, so
+  no layer runs on padding. The same log-probs and gradients, faster steps (benchmarks/logits.md).
 - `is_self_normalize` with several micro-batches or ranks needs the step's Σw before the first backward: one
   extra no-grad forward over the step's micro-batches (about a third more compute; off by default).
 - logs per step (Trainer logs, `report_to`, and `<out>/train_log.jsonl`): loss, plain `nll` beside it, and
@@ -50,13 +53,13 @@ from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
 from sftadapt.runtime.trainer_io import bar_only_progress, read_saved_options, resume_checkpoint, save_merged
 from sftadapt.train.data import IGNORE_INDEX, Collator, RowDataset, TokenizedRows, load_examples, tokenize_examples
+from sftadapt.train.logits import selective_logits, split_rows, target_logprobs
 from sftadapt.train.losses import (
     IS_LEVELS,
     LOSS_TYPES,
     LossStats,
     loss_summary,
     sft_loss,
-    token_logprobs,
     token_weights,
 )
 
@@ -185,6 +188,8 @@ class SFTLossTrainer(Trainer):
         self._stats: LossStats | None = None
         self._stats_steps = 0  # optimiser steps pooled in _stats since the last log
         self._step_weight_total: torch.Tensor | None = None
+        # train/logits.py: the LM head only where a token is trained; on a CPU, no forward over padding
+        self._selective = selective_logits(self.model)
 
     def _loss_kwargs(self) -> dict[str, Any]:
         c = self.loss_config
@@ -203,8 +208,9 @@ class SFTLossTrainer(Trainer):
 
     def _token_logprobs(self, model, inputs) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         targets, behavior = self._shifted(inputs)
-        outputs = model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"], use_cache=False)
-        return token_logprobs(outputs.logits, targets), targets != IGNORE_INDEX, behavior
+        split = self.args.world_size == 1 and split_rows(model)
+        logp = target_logprobs(model, inputs["input_ids"], inputs["attention_mask"], targets, self._selective, split)
+        return logp, targets != IGNORE_INDEX, behavior
 
     def get_batch_samples(self, epoch_iterator, num_batches: int, device: torch.device):
         """The step's micro-batches and OUR normaliser: response tokens of all of them, summed over ranks."""
