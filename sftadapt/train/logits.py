@@ -47,13 +47,13 @@ def _unwrap(model):
 
 def selective_logits(model) -> bool:
     """Whether `model`'s forward takes a boolean (batch, seq) `logits_to_keep` and slices its hidden states with
-    transformers' `slice_logits_to_keep` (the modelling files that do import it into their own module)."""
-    base = _unwrap(model)
+    transformers' `slice_logits_to_keep` (the modelling file that defines the forward imports it)."""
+    forward = type(_unwrap(model)).forward
     try:
-        params = inspect.signature(type(base).forward).parameters
+        params = inspect.signature(forward).parameters
     except (TypeError, ValueError):
         return False
-    module = sys.modules.get(type(base).__module__)
+    module = sys.modules.get(getattr(forward, "__module__", None) or "")
     return "logits_to_keep" in params and getattr(module, "slice_logits_to_keep", None) is not None
 
 
