@@ -335,7 +335,12 @@ def test_behaviour_scored_by_the_engine_lines_up_with_the_trained_tokens(tmp_pat
 
 
 # ---------------------------------------------------------------- training runs
-def test_tiny_model_loss_falls_over_20_steps(tmp_path, tok):
+def test_tiny_model_loss_falls_over_20_steps(tmp_path, tok, monkeypatch):
+    from sftadapt.train import stage
+
+    calls = []  # the trainer's log-prob path: the head on trained tokens only, rows in length groups (a CPU)
+    real = stage.target_logprobs
+    monkeypatch.setattr(stage, "target_logprobs", lambda *a: calls.append(a[-2:]) or real(*a))
     data = tmp_path / "d.jsonl"
     write_records(data, _examples(tok, 8))
     cfg = _config(tmp_path, data, "fall", loss="nll", max_steps=20, batch_size=4)
@@ -343,6 +348,7 @@ def test_tiny_model_loss_falls_over_20_steps(tmp_path, tok):
     losses = [row["loss"] for row in read_log(cfg.out)]
     assert len(losses) == 20 and summary["steps"] == 20
     assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 1.0, losses
+    assert len(calls) == 20 and set(calls) == {(True, True)}
 
 
 class StopAt(TrainerCallback):
