@@ -6,13 +6,15 @@
 Four batches, tokenised (max_length 1024) and right-padded by the training stage's own `tokenize_examples` and
 `Collator` (train/data.py: prompt and padding masked out of the loss): the quickstart's warm-up batch (8
 native-style rows), one of its SFT arms' batches (4 rows with terse expert solutions), and the first 4 rows of
-the real GSM8K and MATH training sets (read from the shared data folder; skipped if it is not found). A step is forward + backward + AdamW, fp32
-master weights, bf16 autocast only where `dtype: auto` would pick it, the log-probs from `target_logprobs`: one
-forward over the padded batch with the full head (as before 2026-12-05); with the head only at trained tokens;
-and with that and the rows in length groups too (what `sftadapt train` does on a CPU). All arms share one process and one model: in each round every arm
-trains one untimed step per batch, then in each of `--rounds` rounds the arms alternate `--steps` timed steps,
-so load from elsewhere falls on all alike. Also printed: the largest difference between an arm's log-probs and the full head's on the batch (one
-no-grad forward each), so a speed-up can never come from computing something else.
+the real GSM8K and MATH training sets (read from the shared data folder; skipped if it is not found).
+
+A step is forward + backward + AdamW, fp32 master weights, bf16 autocast only where `dtype: auto` would pick it,
+the log-probs from `target_logprobs` in three arms: one forward over the padded batch with the full head (as
+before 2026-12-05); the head only at trained tokens; that and the rows in length groups (what `sftadapt train`
+does on a CPU). All arms share one process and one model. Per batch, every arm trains one untimed step, then in
+each of `--rounds` rounds the arms alternate `--steps` timed steps, so load from elsewhere falls on all alike.
+Also printed: the largest difference between an arm's log-probs and the full head's on the batch (one no-grad
+forward each), so a speed-up can never come from computing something else.
 """
 
 from __future__ import annotations
@@ -108,7 +110,7 @@ def main() -> None:
             "tokens": f"{ids.shape[0]} x {ids.shape[1]}",
             "real tokens": int(mask.sum()),
             "trained tokens": int((targets != IGNORE_INDEX).sum()),
-            "length groups": length_groups((mask.sum(1)).tolist()),
+            "length groups": length_groups(mask.sum(1).tolist()),
             "max |logp difference| vs full head": {
                 a: float((lp - logps["full head"]).abs().max()) for a, lp in logps.items()
             },

@@ -13,7 +13,7 @@ benchmarks/logits.md):
    transformers, a model that post-processes its hidden states its own way) gets the full head:
    `selective_logits` decides.
 2. **No forward over padding, on a CPU.** A batch is padded on the right to its longest row, and every layer runs
-   on the padding too (a third of the quickstart's warm-up batch). With the rows sorted by length, `length_groups`
+   on the padding too (a fifth of the quickstart's warm-up batch). With the rows sorted by length, `length_groups`
    cuts the batch into the groups that minimise the padded token count plus a fixed cost per extra forward, and
    each group runs trimmed to its own longest row. The padding never reached a real token (causal attention,
    right padding), so nothing changes but the work. All groups' graphs feed one backward. Only for a plain (or
