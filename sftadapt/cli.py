@@ -4,7 +4,8 @@
     sftadapt sample --model M --data D  sample a model, verify, print accuracy
     sftadapt rewrite | map | train | eval | report | run | pool | quickstart
 
-Nothing reaches the network unless you pass `--online` (then a hub model/dataset id may be downloaded).
+Nothing reaches the network unless you pass `--online` (then a hub model/dataset id may be downloaded, and an
+`openai` engine may use servers off this machine; offline it uses loopback or `engine.options.allow_hosts` ones).
 """
 
 from __future__ import annotations
@@ -57,7 +58,12 @@ def _version(value: bool) -> None:
 
 @app.callback()
 def main(
-    online: bool = typer.Option(False, "--online", help="allow hub downloads of named models/datasets"),
+    online: bool = typer.Option(
+        False,
+        "--online",
+        help="allow the network: hub downloads of named models/datasets, openai-backend servers off this "
+        "machine, hub pushes",
+    ),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="no progress bars"),
     version: bool = typer.Option(
         False, "--version", callback=_version, is_eager=True, help="print the version and exit"
@@ -264,7 +270,13 @@ def _check_or_convert(file, out, fields, training, rejects, max_row_bytes, stric
     try:
         if out:
             check_output_file(out, inputs=(file,), force=force)
-        result = load_problems(file, fields=field_opts, require_solution=training, max_row_bytes=max_row_bytes)
+        result = load_problems(
+            file,
+            fields=field_opts,
+            require_solution=training,
+            max_row_bytes=max_row_bytes,
+            limit_hint="raise --max-row-bytes if it is real",
+        )
         # rejects go where --rejects says, else beside the output; `data check` alone writes none (the data's
         # folder may be read-only, or someone else's)
         rejects_path = rejects or (out.with_name(out.stem + ".rejects.jsonl") if out else None)
@@ -413,6 +425,9 @@ def rewrite(
     config: Optional[Path] = typer.Option(None, help="YAML file of RewriteConfig options"),
     set_: List[str] = typer.Option([], "--set", help=overrides_help()),
     force: bool = typer.Option(False, "--force", help="set aside shards written with another config"),
+    max_row_bytes: Optional[int] = typer.Option(
+        None, help="reject input rows larger than this many bytes (default 1 MiB)"
+    ),
     fields: dict = None,
 ) -> None:
     """Mind the Gap rewriting (self -> guided -> expert fallback) or a cheap baseline; writes OUT/train.jsonl."""
@@ -433,6 +448,7 @@ def rewrite(
         seed=seed,
         dtype=dtype,
         force=force or None,
+        max_row_bytes=max_row_bytes,
     )
     cfg = _build(RewriteConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: run_rewrite(cfg, progress=progress_on()))
@@ -457,6 +473,9 @@ def train_cmd(
     force: bool = typer.Option(
         False, "--force", help="set aside checkpoints written with other options instead of refusing them"
     ),
+    max_row_bytes: Optional[int] = typer.Option(
+        None, help="reject input rows larger than this many bytes (default 1 MiB)"
+    ),
     fields: dict = None,
 ) -> None:
     """Fine-tune a model on (adapted) examples with nll, dft or is; resumes from the last checkpoint in OUT."""
@@ -469,6 +488,7 @@ def train_cmd(
         out=str(out) if out else None,
         loss=loss,
         force=force or None,
+        max_row_bytes=max_row_bytes,
     )
     cfg = _build(TrainConfig, {key: v for key, v in given.items() if v is not None}, set_, config)
     summary = _guard(lambda: train(cfg))  # DataError is a ValueError: one line
@@ -477,13 +497,24 @@ def train_cmd(
 
 
 def _engine_config(backend: str, items: List[str]):
-    """`--engine NAME --engine-option k=v ...` as the EngineConfig a stage config would hold."""
+    """`--engine NAME --engine-option k=v ...` as the EngineConfig a stage config would hold; offline, its
+    servers must be loopback or allow-listed (refused here, before the model is loaded)."""
     from sftadapt.config import build_config, parse_override
     from sftadapt.engines.base import EngineConfig
+    from sftadapt.runtime import network
 
-    return build_config(
+    cfg = build_config(
         EngineConfig, {"backend": backend, "options": dict(parse_override(i) for i in items)}, "--engine"
     )
+    if cfg.backend == "openai":
+        network.check_servers(
+            cfg.options.get("base_urls"),
+            cfg.options.get("allow_hosts"),
+            network.online_now(),
+            "--engine-option base_urls",
+            "--engine-option allow_hosts=HOST,...",
+        )
+    return cfg
 
 
 # ---------------------------------------------------------------- eval (evaluate.py)
@@ -491,12 +522,13 @@ def _engine_config(backend: str, items: List[str]):
 @field_options
 def eval_cmd(
     model: str = typer.Option("smollm2-135m", help="HF id, local folder, smollm2-135m or tiny-random"),
-    benchmarks: str = typer.Option(
-        "gsm8k,math500",
-        help="comma-separated: gsm8k, math500, aime24, amc23, "
+    benchmarks: List[str] = typer.Option(
+        ["gsm8k", "math500"],
+        "--benchmarks",
+        help="repeatable, or comma-separated: gsm8k, math500, aime24, amc23, "
         "minerva_math, olympiadbench, math_test, synthetic_id, synthetic_ood, or your "
         "own as a file / save_to_disk folder / hf:id (read with the field-map options, "
-        "reported under the file's stem)",
+        "reported under the file's stem); a file whose name holds a comma is taken whole when it exists",
     ),
     protocol: str = typer.Option("quick", help="paper | quick | a YAML file of protocol fields"),
     set_: List[str] = typer.Option([], "--set", help="override a protocol field: --set n=4 (repeatable)"),
@@ -516,15 +548,20 @@ def eval_cmd(
     ),
     report_to: str = typer.Option("none", help="none | tensorboard | wandb | trackio | mlflow"),
     tracking_dir: Optional[Path] = typer.Option(None, help="tracker output folder (default: OUT/tracking)"),
+    max_row_bytes: Optional[int] = typer.Option(
+        None, help="reject benchmark-file rows larger than this many bytes (default 1 MiB)"
+    ),
     fields: dict = None,
 ) -> None:
     """Evaluate a model on benchmarks under a protocol: avg@n, pass@k, maj@n with 95% intervals."""
     from sftadapt.eval.evaluate import evaluate
     from sftadapt.eval.protocol import load_protocol
 
-    names = [b.strip() for b in benchmarks.split(",") if b.strip()]
+    names = _benchmark_names(benchmarks)
     if limit is not None and limit < 1:
         fail(f"--limit = {limit}: must be >= 1")
+    if max_row_bytes is not None and max_row_bytes < 1:
+        fail(f"--max-row-bytes = {max_row_bytes}: must be >= 1")
     if not verify_timeout > 0 or verify_timeout == float("inf"):
         fail(f"--verify-timeout = {verify_timeout}: must be a finite number of seconds > 0")
     if max_prompt_tokens is not None and max_prompt_tokens < 1:
@@ -552,9 +589,28 @@ def eval_cmd(
             force=force,
             fields=fields or None,
             progress=progress_on(),
+            max_row_bytes=max_row_bytes,
+            row_limit_hint="raise --max-row-bytes if it is real",
         )
     )
     typer.echo(f"results -> {out / 'results.json'}")
+
+
+def _benchmark_names(values: List[str]) -> List[str]:
+    """The --benchmarks values as names. Each value may list several, comma-separated; but a run of items that,
+    joined back with their commas, names an existing file or folder is one item, so a file such as `a,b.jsonl`
+    can be given (alone or in a list) although the comma also separates names."""
+    names = []
+    for value in values:
+        pieces = value.split(",")
+        i = 0
+        while i < len(pieces):
+            # the longest run from i that exists (os.path.exists swallows a name too long or a loop: not a file)
+            j = next((j for j in range(len(pieces), i + 1, -1) if os.path.exists(",".join(pieces[i:j]).strip())), i + 1)
+            if ",".join(pieces[i:j]).strip():
+                names.append(",".join(pieces[i:j]).strip())
+            i = j
+    return names
 
 
 # ---------------------------------------------------------------- report (report.py)
@@ -817,27 +873,37 @@ def clean(
     run_dir: Path = typer.Argument(..., help="a `sftadapt run` folder"),
     yes: bool = typer.Option(False, "--yes", "-y", help="free without asking"),
 ) -> None:
-    """Free the superseded stage outputs (<stage>.old-<time>) of a run: lists them and their size first."""
-    import shutil
+    """Free what a run set aside (<stage>.old-<time>, checkpoints.old-*, shards.old-*): only inside a folder that
+    `sftadapt run` made, only folders it recorded as set aside, only the entries it wrote there (files of yours
+    in them stay, and are named); lists them and their size first, follows no link."""
+    from sftadapt.runtime import owned
 
-    from sftadapt.pipeline import superseded_outputs
-
-    if not run_dir.is_dir():
-        fail(f"no such folder: {run_dir}")
-    found = superseded_outputs(run_dir)
+    if run_dir.is_symlink() or not run_dir.is_dir():
+        fail(
+            f"{run_dir}: not a folder" + (" (a symbolic link; give the folder itself)" if run_dir.is_symlink() else "")
+        )
+    if not owned.is_run_folder(run_dir):
+        fail(
+            f"{run_dir}: not a folder that `sftadapt run` made (no {owned.MARKER} of `run` in it); clean frees only "
+            "what a run set aside, so nothing was removed"
+        )
+    found = [(path, *owned.plan_free(path)) for path in owned.find_set_aside(run_dir)]
     if not found:
-        typer.echo(f"{run_dir}: nothing superseded to free")
+        typer.echo(f"{run_dir}: nothing set aside to free")
         return
-    total = sum(size for _, size in found)
-    for path, size in found:
-        typer.echo(f"{size / 2**20:10.1f} MiB  {path}")
-    typer.echo(f"{total / 2**20:10.1f} MiB in {len(found)} superseded outputs")
+    total = sum(size for _, size, _ in found)
+    for path, size, left in found:
+        keeps = f"  (keeps {len(left)} entries sftadapt did not write: {', '.join(left[:3])})" if left else ""
+        typer.echo(f"{size / 2**20:10.1f} MiB  {path}{keeps}")
+    typer.echo(f"{total / 2**20:10.1f} MiB in {len(found)} set-aside outputs")
     if not yes and not typer.confirm("free them?", default=False):
         typer.echo("nothing freed")
         return
-    for path, _ in found:
-        shutil.rmtree(path)
-    typer.echo(f"freed {total / 2**20:.1f} MiB")
+    kept = [path for path, *_ in found if owned.free(path)]
+    typer.echo(
+        f"freed {total / 2**20:.1f} MiB"
+        + (f"; {len(kept)} folders kept for files sftadapt did not write" if kept else "")
+    )
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ from sftadapt.config import ConfigError, build_config, config_hash, load_config,
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import write_json
 from sftadapt.engines.base import EngineConfig
+from sftadapt.runtime import owned
 
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
 
@@ -125,7 +126,11 @@ class RunConfig:
         "mlflow (one run per stage; offline unless online)",
     )
     tracking_dir: str | None = option(None, help="tracker output folder of every stage (default: <out>/tracking)")
-    online: bool = option(False, help="allow the network (hub downloads, online trackers): the YAML twin of --online")
+    online: bool = option(
+        False,
+        help="allow the network (hub downloads and pushes, online trackers, remote engine servers): "
+        "the YAML twin of --online",
+    )
 
     def validate(self) -> None:
         unknown = [a for a in self.arms if a not in arm_table.ARMS]
@@ -326,7 +331,7 @@ class Stages:
         spec = {"options": _decided(options), "inputs": {i: self.hashes[i] for i in inputs}}
         digest = config_hash(spec)
         meta_path = folder / "stage.json"
-        meta = json.loads(meta_path.read_text()) if meta_path.exists() else None
+        meta = stage_record(meta_path) if meta_path.exists() else None
         tag = self.clock.next(name)
         if meta and meta.get("hash") == digest and meta.get("status") == "done":
             self.hashes[name], self.results[name] = digest, meta["result"]
@@ -350,12 +355,15 @@ class Stages:
             while aside.exists():  # two changes within one second
                 n += 1
                 aside = folder.with_name(f"{name}.old-{stamp}-{n}")
+            ours = owned.own_entries(folder)  # read before the move: the owner mark says what is the user's
             shutil.move(str(folder), aside)
+            owned.record_set_aside(aside, f"stage {name}", ours)
             changes = spec_changes(meta.get("spec", {}), spec)
             _say(f"{tag} changed: {'; '.join(changes) or 'inputs'}; old output set aside in {aside.name}")
             for old in superseded(folder.parent, name)[self.keep_superseded :]:
-                shutil.rmtree(old, ignore_errors=True)
-                _say(f"{tag} removed {old.name} (keep_superseded={self.keep_superseded})")
+                left = owned.free(old)
+                kept = f"; kept {old.name} for what sftadapt did not write in it: {', '.join(left[:5])}" if left else ""
+                _say(f"{tag} removed {old.name} (keep_superseded={self.keep_superseded}){kept}")
         folder.mkdir(parents=True, exist_ok=True)
         earlier = _earlier_segments(folder, meta) if meta and meta.get("hash") == digest else 0.0
         running = {"hash": digest, "status": "running", "spec": spec, "started_at": time.time()}
@@ -364,7 +372,7 @@ class Stages:
         start = time.perf_counter()
         result = fn(folder)
         if not self.keep_checkpoints:  # a finished stage is never resumed: its checkpoints are dead weight
-            _drop_checkpoints(folder)
+            owned.drop_checkpoints(folder)
         seconds = time.perf_counter() - start
         result = {**_jsonable(result), "stage_seconds": round(seconds + earlier, 1)}
         if earlier:
@@ -375,6 +383,19 @@ class Stages:
         self.clock.finished(seconds)
         _say(f"{tag} done in {_hms(seconds)}; run elapsed {self.clock.elapsed()}{self.clock.eta()}")
         return result
+
+
+def stage_record(path: Path, remedy: str = "") -> dict[str, Any]:
+    """A stage's `stage.json`. It is written atomically (temp file + rename), so only damage from outside leaves
+    it unreadable; then one line names it and the way out: without it the stage runs again, resuming from what
+    it left in its folder (shards, checkpoints) where the options still match."""
+    from sftadapt.data.records import UnreadableFile, read_own_json
+
+    remedy = remedy or f"delete it and re-run: `sftadapt run` then runs stage {path.parent.name} again"
+    meta = read_own_json(path, remedy)
+    if not isinstance(meta, dict):
+        raise UnreadableFile(f"{path}: damaged, a JSON {type(meta).__name__} instead of an object; {remedy}")
+    return meta
 
 
 def _earlier_segments(folder: Path, meta: dict[str, Any]) -> float:
@@ -445,17 +466,9 @@ def _flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 def superseded(parent: Path, name: str) -> list[Path]:
-    """The set-aside outputs of stage `name` in `parent`, newest first."""
-    return sorted((p for p in parent.glob(f"{name}.old-*") if p.is_dir()), key=lambda p: p.name, reverse=True)
-
-
-def superseded_outputs(run_dir: str | Path) -> list[tuple[Path, int]]:
-    """Every set-aside stage output under a run folder (all seeds) with its size in bytes."""
-    found = []
-    for path in sorted(Path(run_dir).rglob("*.old-*")):
-        if path.is_dir():
-            found.append((path, sum(f.stat().st_size for f in path.rglob("*") if f.is_file())))
-    return found
+    """The outputs of stage `name` that `Stages` set aside in `parent` (recorded as such), newest first."""
+    found = (p for p in parent.glob(f"{name}.old-*") if owned.set_aside_record(p) is not None)
+    return sorted(found, key=lambda p: p.name, reverse=True)
 
 
 def planned_stages(cfg: RunConfig) -> int:
@@ -471,19 +484,19 @@ def planned_stages(cfg: RunConfig) -> int:
     return n
 
 
-def _drop_checkpoints(folder: str | Path) -> None:
-    for ckpt in Path(folder).glob("checkpoint-*"):
-        shutil.rmtree(ckpt, ignore_errors=True)
-
-
 def _decided(options: Any) -> Any:
-    """A stage's options as hashed: without the bookkeeping options (UNHASHED), an unset max_prompt_tokens and
-    the engine blocks' backend options (config.without_engine_options)."""
+    """A stage's options as hashed: without the bookkeeping options (UNHASHED), an unset max_prompt_tokens or
+    max_row_bytes (options added later: unset, they leave the hash of a finished stage as it was) and the engine
+    blocks' backend options (config.without_engine_options)."""
     from sftadapt.config import without_engine_options
 
     data = without_engine_options(_jsonable(options))
     if isinstance(data, dict):
-        data = {k: v for k, v in data.items() if k not in UNHASHED and not (k == "max_prompt_tokens" and v is None)}
+        data = {
+            k: v
+            for k, v in data.items()
+            if k not in UNHASHED and not (k in ("max_prompt_tokens", "max_row_bytes") and v is None)
+        }
     return data
 
 
@@ -690,6 +703,31 @@ def study_eval_dtype(requested: str, models) -> str:
 
 
 # ---------------------------------------------------------------- the whole run
+REPORT_OPTIONS = ("metric", "html_samples")
+
+
+def check_stage_options(cfg: RunConfig) -> None:
+    """Build every stage's config for every seed and check the `report` section: the untyped sections (`train`,
+    `rewrite`, `mapper_train`, `synth`, `patch`, `direct_rl`, `warmup.train`, `eval.protocol_overrides`,
+    `report`) are otherwise only read when their stage starts, after `run` has claimed its folder, written
+    run_config.json and run earlier stages. run_seed builds the configs again with the warmed-up target as the
+    model, which changes no option's validity. Raises ConfigError."""
+    from sftadapt.report.markdown import metric_key
+
+    for seed in cfg.seeds:
+        protocol = stage_configs(cfg, seed, cfg.model, seed_paths(Path(cfg.out)))["protocol"]
+    unknown = [k for k in cfg.report if k not in REPORT_OPTIONS]
+    if unknown:
+        raise ConfigError(f"report: unknown option '{unknown[0]}'; known: {', '.join(REPORT_OPTIONS)}")
+    try:
+        metric_key(str(cfg.report.get("metric", "avg")), protocol.n)
+    except ValueError as err:
+        raise ConfigError(f"report: {err}") from None
+    html = cfg.report.get("html_samples")
+    if html is not None and (isinstance(html, bool) or not isinstance(html, int) or html < 1):
+        raise ConfigError(f"report: option 'html_samples' = {html!r}: must be an integer >= 1 (or null)")
+
+
 def run(cfg: RunConfig, progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
     """Run every seed, then the report; returns the report dict (also written to RUN/report/).
 
@@ -700,6 +738,7 @@ def run(cfg: RunConfig, progress: bool = True, dry_run: bool = False) -> dict[st
 
     offline.honour(cfg.online)  # `online: true` in the run config = --online
     root = Path(cfg.out)
+    check_stage_options(cfg)  # a bad nested option leaves no folder behind
     if dry_run:
         clock = _Clock(planned_stages(cfg) * len(cfg.seeds))
         plan = {}
@@ -707,9 +746,15 @@ def run(cfg: RunConfig, progress: bool = True, dry_run: bool = False) -> dict[st
             seed_root = root / f"seed-{seed}" if len(cfg.seeds) > 1 else root
             plan[seed] = run_seed(cfg, seed, seed_root, progress, clock, dry_run=True)["plan"]
         return {"plan": plan}
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
+    from sftadapt.runtime.outdir import claim  # refuse a folder this command did not make
 
-    claim(root, "run", force=getattr(cfg, "force", False))
+    claim(
+        root,
+        "run",
+        force=getattr(cfg, "force", False),
+        new_out="a new run folder (`out:` in the study config, or --set out=DIR)",  # run has neither --out nor --force
+        force_option=None,
+    )
     write_json(root / "run_config.json", dataclasses.asdict(cfg))
     per_seed = {}
     clock = _Clock(planned_stages(cfg) * len(cfg.seeds))
@@ -734,7 +779,7 @@ class _Finished:
     def __init__(self, root: Path):
         self.root, self.ran, self.results = root, [], {}
         for meta_path in sorted(root.glob("*/stage.json")):
-            meta = json.loads(meta_path.read_text())
+            meta = stage_record(meta_path, "delete it and re-run `sftadapt run` on that folder to redo the stage")
             if meta.get("status") != "done":
                 raise ConfigError(f"{meta_path}: stage {meta_path.parent.name} is {meta.get('status')}, not done")
             self.results[meta_path.parent.name] = meta["result"]

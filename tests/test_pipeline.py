@@ -103,6 +103,15 @@ def test_run_end_to_end_then_cached_then_partial_redo(tmp_path):
     names = ("sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft")
     assert ran == {f"train_{a}" for a in names} | {f"eval_{a}" for a in names}
     assert list(root.glob("train_sft.old-*"))  # the old output is set aside, not deleted
+    # every entry of every stage folder is one that sftadapt knows it wrote: `clean` and keep_superseded can free
+    # a set-aside folder whole (a name missing from runtime/owned's lists would be left behind, as a user's file)
+    from sftadapt.runtime.owned import find_set_aside, own_entries
+
+    for folder in (p for p in root.iterdir() if (p / "stage.json").exists() and ".old-" not in p.name):
+        assert own_entries(folder) == sorted(p.name for p in folder.iterdir()), folder
+    assert {p.name.split(".old-")[0] for p in find_set_aside(root)} == {f"train_{a}" for a in names} | {
+        f"eval_{a}" for a in names
+    }
     assert not list(root.glob("*/checkpoint-*"))  # finished stages keep their model, not their checkpoints
     stage = json.loads((root / "rewrite" / "stage.json").read_text())
     assert stage["status"] == "done"
@@ -197,7 +206,7 @@ def test_stages_say_what_changed_and_keep_only_the_newest_superseded_outputs(tmp
     monkeypatch.delenv("SFTADAPT_QUIET", raising=False)  # a CLI test's `-q` may have set it for the process
 
     def work(folder):
-        (folder / "out.txt").write_text("x" * 1000)
+        (folder / "summary.json").write_text("x" * 1000)  # a name stages write: set aside, then freed whole
         return {"ok": True}
 
     for value in (1, 2, 3):
@@ -247,18 +256,24 @@ def test_clean_lists_then_frees_superseded_outputs(tmp_path):
     from typer.testing import CliRunner
 
     from sftadapt.cli import app
+    from sftadapt.runtime.outdir import claim
 
-    (tmp_path / "seed-0" / "train_sft.old-20260101-000000").mkdir(parents=True)
-    (tmp_path / "seed-0" / "train_sft.old-20260101-000000" / "model.bin").write_bytes(b"0" * 2**20)
-    (tmp_path / "seed-0" / "train_sft").mkdir()
+    def work(folder):
+        (folder / "model.safetensors").write_bytes(b"0" * 2**20)
+        return {}
+
+    claim(tmp_path, "run")
+    for lr in (1, 2):
+        Stages(tmp_path / "seed-0", progress=False).run("train_sft", {"lr": lr}, [], work)
+    (aside,) = (tmp_path / "seed-0").glob("train_sft.old-*")
     runner = CliRunner()
     shown = runner.invoke(app, ["clean", str(tmp_path)], input="n\n")
     assert shown.exit_code == 0 and "1.0 MiB" in shown.output and "nothing freed" in shown.output
-    assert (tmp_path / "seed-0" / "train_sft.old-20260101-000000").exists()
+    assert aside.exists()
     freed = runner.invoke(app, ["clean", str(tmp_path), "--yes"])
     assert freed.exit_code == 0 and "freed 1.0 MiB" in freed.output
-    assert not (tmp_path / "seed-0" / "train_sft.old-20260101-000000").exists()
-    assert (tmp_path / "seed-0" / "train_sft").exists()  # current outputs are never touched
+    assert not aside.exists()
+    assert (tmp_path / "seed-0" / "train_sft" / "model.safetensors").exists()  # current outputs are never touched
 
 
 def test_an_arm_is_one_row_of_the_table(tmp_path):

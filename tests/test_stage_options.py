@@ -169,7 +169,9 @@ def test_train_force_sets_other_options_checkpoints_aside(tmp_path, tok):
         summary = train(TrainConfig(**{**base, "lr": 2e-3, "force": True}))
     assert summary["resumed_from"] is None and summary["steps"] == 2
     (aside,) = _aside(out)
-    assert sorted(p.name for p in aside.iterdir()) == [*before, "train_config.json", "train_log.jsonl"]
+    moved = [*before, "train_config.json", "train_log.jsonl"]
+    assert sorted(p.name for p in aside.iterdir()) == sorted([*moved, ".sftadapt-set-aside.json"])
+    assert json.loads((aside / ".sftadapt-set-aside.json").read_text())["entries"] == moved  # clean may free them
     assert json.loads((aside / "train_config.json").read_text())["config"]["lr"] == 1e-3  # the old run, kept whole
     assert json.loads((out / "train_config.json").read_text())["config"]["lr"] == 2e-3
     assert [r["step"] for r in read_log(out)] == [1, 2]

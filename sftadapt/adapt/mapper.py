@@ -217,7 +217,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 
             engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=cfg.dtype))
         mapper_tok = load_tokenizer(mapper_spec)
-        # issue 13: over-long prompts/solutions become rejects, the run goes on
+        # over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(
             None,
             problems,
@@ -433,7 +433,7 @@ def synthesize(
                     cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size
                 )
             )
-        # issue 13: over-long prompts/solutions become rejects, the run goes on
+        # over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(
             mapper_engine,
             problems,

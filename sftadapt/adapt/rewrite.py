@@ -6,8 +6,9 @@ For each problem, three stages; a problem leaves at the first stage that gives i
    under the target) | first | all_distinct (every distinct correct text, up to `max_keep`).
 2. `guided`: for problems with no correct sample, r tries (r=4, T=0.7 (ours)) with the GUIDED prompt, which
    shows the expert solution (normalised as in 3.) as a teacher's reference. A correct try is still refused if
-   it is a near-copy of the reference (character 5-gram Jaccard >= 0.9 (ours)) or mentions it ("teacher",
-   "reference solution").
+   it is a near-copy of the reference (character 5-gram Jaccard >= 0.9 (ours)), mentions it ("teacher",
+   "reference solution") or talks about the task instead of solving it (ours: `policy.meta_text`, DART's
+   `meta_text` gate rule).
    The training row is always (problem -> response): the guidance never enters the training prompt.
 3. `expert`: fallback to the expert solution, normalised to end in `\\boxed{answer}` (prompts.ensure_boxed).
 A correct response cut by `max_new_tokens` is not kept either (ours, `keep_truncated=False`): training would
@@ -25,6 +26,8 @@ what is recorded.
 Baselines (`--method`; docs/methods.md):
 - `prompted_rewrite` (SDFT, Yang et al. 2024): the target rewrites the expert solution once with the MAPPER
   prompt (T=`rewrite_temperature`); kept with origin `rewrite` if its answer verifies, else the expert row.
+  Ours: a verified rewrite is still refused when it is meta text or an answer-only filler (`policy.rewrite_rejection`,
+  DART's `meta_text` / `no_reasoning` gate rules), so the set keeps no row that echoes the mapping prompt.
 - `select_most_likely` (GRAPE-style): among the expert solution and the target's own correct samples (the same
   stage-1 samples, same seeds), keep the one with the highest mean target log-prob. The row keeps the origin of
   the source it came from (`self` or `expert`, with `meta.method`), because the origin tells training whether
@@ -57,12 +60,14 @@ from sftadapt.adapt.policy import (
     choose,
     guided_rejection,
     rejection_kind,
+    rewrite_rejection,
 )
 from sftadapt.config import config_dict, config_hash, decided_options, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
+from sftadapt.data.sources import max_row_bytes_option
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import SAME, EngineConfig, Sampling, ScoreEngineConfig
 from sftadapt.eval.sample import sample_attempts
@@ -89,6 +94,7 @@ class RewriteConfig:
     model: str = option("smollm2-135m", help="target model: HF id, local folder, smollm2-135m or tiny-random")
     data: str = option("gsm8k_train", help="SFT set: file (JSONL/Parquet), dataset name or hf:owner/name")
     fields: FieldOptions = fields_option()
+    max_row_bytes: int | None = max_row_bytes_option()
     out: str = option("runs/rewrite", help="output folder (resumable)")
     method: str = option("mind_the_gap", help=f"one of {METHODS}")
     limit: int | None = option(None, help="first N problems only")
@@ -247,7 +253,7 @@ def _mean(values: Sequence[float]) -> float:
 
 # ---------------------------------------------------------------- stage workers (one chunk of problems each)
 def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[dict[str, Any]]:
-    """self | guided | rewrite: sample, verify, refuse (guided), score what the keep policy needs, pick."""
+    """self | guided | rewrite: sample, verify, refuse (guided, rewrite), score what the keep policy needs, pick."""
     cfg = run.cfg
     kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}[stage]
     keep = "most_likely" if cfg.method == "select_most_likely" else cfg.keep
@@ -259,9 +265,16 @@ def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[d
             reason = None
             if stage == "guided":
                 reason, similarity = guided_rejection(
-                    a.text, run.expert[p.id], cfg.near_copy_threshold, cfg.reference_phrases, cfg.near_copy_ngram
+                    a.text,
+                    run.expert[p.id],
+                    cfg.near_copy_threshold,
+                    cfg.reference_phrases,
+                    cfg.near_copy_ngram,
+                    problem=p.problem,
                 )
                 a.meta["jaccard"] = round(similarity, 4)
+            elif stage == "rewrite":  # meta text or an answer-only filler: DART's gate refuses them too
+                reason = rewrite_rejection(a.text, p.problem, run.expert[p.id], p.answer)
             if a.finish_reason == "length" and not cfg.keep_truncated:
                 reason = "truncated: cut by max_new_tokens before the response ended"
             if a.verdict != "correct":
@@ -437,7 +450,7 @@ def rewrite(
             )
         scorer = scorer or engine
         _same_tokenizer(engine, scorer)
-        # issue 13: over-long prompts/solutions become rejects, the run goes on
+        # over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(
             engine,
             problems,
@@ -580,6 +593,11 @@ def rewrite_summary(
     if cfg.method == "prompted_rewrite":
         counts["rewrite_correct"] = sum(
             r["attempts"][0]["verdict"] == "correct" for r in earlier.get("rewrite", {}).values()
+        )
+        counts["rewrite_refused"] = sum(  # meta text or answer-only filler (truncated ones: rewrite_truncated)
+            rejection_kind(a["meta"].get("rejected")) in ("meta_text", "no_reasoning")
+            for r in earlier.get("rewrite", {}).values()
+            for a in r["attempts"]
         )
     verdicts: dict[str, int] = {}
     for stage_rows in earlier.values():

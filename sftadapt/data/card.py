@@ -178,4 +178,6 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
     if not text.startswith("---\n"):
         return {}
     end = text.find("\n---", 4)
-    return yaml.safe_load(text[4:end]) or {} if end > 0 else {}
+    from sftadapt.config import safe_yaml  # the one YAML reader: bounded aliases, depth and size
+
+    return safe_yaml(text[4:end]) or {} if end > 0 else {}

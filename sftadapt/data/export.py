@@ -3,7 +3,7 @@
 An adapted set (`train.jsonl` of `sftadapt rewrite` / `sftadapt map synthesize`: `Example` records) trains on
 (SOLVE prompt rendered through the target's chat template -> response + end token), tokenised as
 `prompts.prompt_token_ids` + `prompts.response_token_ids`. Each export carries that same prompt, so another
-tool trains, logs and evaluates on the prompt sftadapt measured the gap under (issue 14: TRL fed our rows by hand
+tool trains, logs and evaluates on the prompt sftadapt measured the gap under (TRL fed our rows by hand
 trained on the bare problem, without our instruction):
 
 - `trl`: `train.jsonl` in TRL's prompt/completion *string* form: `prompt` = the rendered prompt text,

@@ -345,17 +345,19 @@ def guess_reader(row: dict[str, Any]) -> str | None:
 
 
 # ---------------------------------------------------------------- files and folders
-def iter_json_file(path: Path, max_row_bytes: int | None = None) -> Iterator[tuple[int, Any]]:
+def iter_json_file(
+    path: Path, max_row_bytes: int | None = None, limit_hint: str | None = None
+) -> Iterator[tuple[int, Any]]:
     """Rows of a `.json` file: a JSON array (each element with the line it starts on), else JSON lines.
 
     A malformed element cannot be skipped (the array has no row boundaries to resync on), so it ends the read
     with one reject naming its line and column; every row before it is kept."""
-    from sftadapt.data.records import _unique_keys, iter_json_lines
+    from sftadapt.data.records import _unique_keys, iter_json_lines, row_limit_reason
 
     raw = path.read_bytes()
     text = raw.decode("utf-8", "replace").lstrip("\ufeff")
     if not text.lstrip().startswith("["):
-        yield from iter_json_lines(path, max_row_bytes)
+        yield from iter_json_lines(path, max_row_bytes, limit_hint)
         return
     decoder = json.JSONDecoder()
     pos = text.index("[") + 1
@@ -380,7 +382,7 @@ def iter_json_file(path: Path, max_row_bytes: int | None = None) -> Iterator[tup
         piece = text[pos:end]
         pos = end
         if max_row_bytes is not None and len(piece.encode("utf-8")) > max_row_bytes:
-            err = RecordError(path, line, None, f"row is over the {max_row_bytes / 2**20:.1f} MiB limit")
+            err = RecordError(path, line, None, row_limit_reason(len(piece.encode("utf-8")), max_row_bytes, limit_hint))
             err.raw = piece[:2000]
             yield line, err
             continue

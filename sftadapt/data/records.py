@@ -157,6 +157,21 @@ def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> None:
     os.replace(tmp, path)
 
 
+def read_own_json(path: str | os.PathLike, remedy: str) -> Any:
+    """A JSON file sftadapt wrote for itself (a manifest, a stage record, saved options). A damaged one (cut
+    short, overwritten with other bytes) raises UnreadableFile: one line naming the file, what is wrong, and
+    `remedy`, the way out for that file (no JSON parser message without the file it is about)."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise UnreadableFile(
+            f"{path}: damaged, not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); {remedy}"
+        ) from None
+    except UnicodeDecodeError as err:
+        raise UnreadableFile(f"{path}: damaged, not UTF-8 text (byte {err.start}); {remedy}") from None
+
+
 def to_dict(record: Any) -> dict[str, Any]:
     return dataclasses.asdict(record)
 
@@ -193,11 +208,13 @@ def from_dict(cls: type[R], row: dict[str, Any], path: str = "<memory>", line: i
 
 # ---------------------------------------------------------------- files
 def iter_json_lines(
-    path: str | os.PathLike, max_row_bytes: int | None = None
+    path: str | os.PathLike, max_row_bytes: int | None = None, limit_hint: str | None = None
 ) -> Iterator[tuple[int, Any | RecordError]]:
     """Yield (line number, parsed value or the error) for each non-blank line; a bad line never stops the read.
 
-    Errors carry the raw line (`err.raw`, undecodable bytes as backslash escapes) so a rejects file keeps it."""
+    Errors carry the raw line (`err.raw`, undecodable bytes as backslash escapes) so a rejects file keeps it.
+    `limit_hint` ends the reason of a row over `max_row_bytes` with how the calling command raises the limit
+    (commands differ: `data check` has --max-row-bytes, a stage config max_row_bytes, `run` neither)."""
     check_readable(path)
     with open(path, "rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
@@ -206,14 +223,8 @@ def iter_json_lines(
             if not raw.strip():
                 continue
             if max_row_bytes is not None and len(raw) > max_row_bytes:
-                err = RecordError(
-                    path,
-                    lineno,
-                    None,
-                    f"row is {len(raw) / 2**20:.1f} MiB, over the "
-                    f"{max_row_bytes / 2**20:.1f} MiB limit (raise --max-row-bytes if it is real)",
-                )
-                err.raw = raw.decode("utf-8", "backslashreplace")
+                err = RecordError(path, lineno, None, row_limit_reason(len(raw), max_row_bytes, limit_hint))
+                err.raw = raw.decode("utf-8", "backslashreplace").rstrip("\n")  # as every other reject keeps its line
                 yield lineno, err
                 continue
             try:
@@ -249,6 +260,15 @@ def iter_json_lines(
             yield lineno, err
 
 
+def row_limit_reason(size: int, limit: int, hint: str | None = None) -> str:
+    """The reject reason of a row of `size` bytes over the `limit`, ended by the calling command's hint."""
+    return f"row is {_size(size)}, over the {_size(limit)} limit" + (f" ({hint})" if hint else "")
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**20:.1f} MiB" if n >= 2**20 // 10 else f"{n} bytes"  # a small limit is not "0.0 MiB"
+
+
 class _DuplicateKey(ValueError):
     def __init__(self, key: str):
         super().__init__(key)
@@ -269,6 +289,11 @@ def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 def check_readable(path: str | os.PathLike) -> None:
     """Raise FileNotFoundError / UnreadableFile (one clear line each) unless `path` is a readable file."""
+    from sftadapt.runtime.paths import path_problem, shown
+
+    why = path_problem(path)  # a symlink loop reads as missing to exists(); a too-long name raises there
+    if why:
+        raise UnreadableFile(f"{shown(path)}: {why}")
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")

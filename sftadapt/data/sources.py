@@ -272,12 +272,15 @@ def load_problems(
     source: str | None = None,
     fields: FieldOptions | None = None,
     answer_rule: str = "auto",
+    limit_hint: str | None = None,
 ) -> LoadResult:
     """Read a JSONL/JSON/Parquet file or a `save_to_disk` folder (`DIR` or `DIR@split`) of problems; bad rows
-    become rejects (see the module docstring). `fields` (the user's field-map options) replaces fmt/fmap."""
+    become rejects (see the module docstring). `fields` (the user's field-map options) replaces fmt/fmap.
+    `limit_hint`: how the calling command raises `max_row_bytes`, said in the reject of a row over it."""
     if fields is not None:
         fmt, fmap, answer_rule = _field_options(fields, fmt, fmap)
     rule = answer_rule
+    _check_path(path)
     path, split = _split_spec(Path(path))
     try:
         if is_hf_folder(path):
@@ -291,9 +294,9 @@ def load_problems(
         if path.suffix == ".parquet":
             rows = _parquet_rows(path)
         elif path.suffix == ".json":
-            rows = iter_json_file(path, max_row_bytes)  # a JSON array (alpaca, sharegpt) or JSON lines
+            rows = iter_json_file(path, max_row_bytes, limit_hint)  # a JSON array (alpaca, sharegpt) or JSON lines
         else:
-            rows = iter_json_lines(path, max_row_bytes)
+            rows = iter_json_lines(path, max_row_bytes, limit_hint)
         return _collect(rows, str(path), source or path.stem, fmt, fmap, limit, require_solution, strict, rule)
     except (FileNotFoundError, UnreadableFile, OSError) as err:  # whole-file failures: one line, no traceback
         raise SourceError(
@@ -301,6 +304,30 @@ def load_problems(
             if not isinstance(err, OSError) or isinstance(err, FileNotFoundError)
             else f"{path}: cannot read ({err.strerror or err})"
         ) from None
+
+
+def _check_path(spec: str | os.PathLike) -> None:
+    """Refuse a data path the file system cannot take (a name over its length limit, a symlink loop) in one
+    line, before `exists()` raises on the first or answers "no such file" for the second."""
+    from sftadapt.runtime.paths import path_problem, shown
+
+    why = path_problem(spec)
+    if why:
+        raise SourceError(f"{shown(spec)}: {why}")
+
+
+def max_row_bytes_option() -> Any:
+    """The `max_row_bytes` option of a stage config that reads data files (unset: MAX_ROW_BYTES)."""
+    from sftadapt.config import option
+
+    return option(
+        None,
+        help=f"input rows larger than this many bytes are rejected (default {MAX_ROW_BYTES}: 1 MiB; a real math "
+        "problem row is a few KiB)",
+    )
+
+
+ROW_LIMIT_HINT = "raise the max_row_bytes option if it is real"  # what a stage config's reject says: its option's name
 
 
 def _field_options(fields: FieldOptions, fmt: str, fmap: FieldMap | None) -> tuple[str, FieldMap | None, str]:
@@ -419,7 +446,7 @@ def _collect(
         first = result.rejects[0]
         raise SourceError(
             f"{len(result.rejects)} rejected row(s) in {where} (--strict); first: "
-            f"{first['file']}:{first['line']} field '{first['field']}': {first['reason']}"
+            f"{reject_where(first)}: {first['reason']}"
         )
     if strict and not result.total_rows:
         raise SourceError(f"{where}: no rows (the file is empty or blank) (--strict)")
@@ -431,8 +458,15 @@ def no_rows_error(where: str, result: LoadResult) -> SourceError:
     if not result.total_rows:
         return SourceError(f"{where}: no rows (the file is empty or holds only blank lines)")
     first = result.rejects[0] if result.rejects else None
-    detail = f"; first: {first['file']}:{first['line']} field '{first['field']}': {first['reason']}" if first else ""
+    detail = f"; first: {reject_where(first)}: {first['reason']}" if first else ""
     return SourceError(f"{where}: no usable problems, all {result.total_rows} rows were rejected{detail}")
+
+
+def reject_where(reject: dict[str, Any]) -> str:
+    """`file:line field 'f'` of a reject row as a message names it; `whole row` for a row-level reason (an
+    oversized or malformed line has no field, which read as field 'None')."""
+    field_name = f"field '{reject['field']}'" if reject.get("field") else "whole row"
+    return f"{reject['file']}:{reject['line']} {field_name}"
 
 
 def _raw(row: Any) -> Any:
@@ -473,10 +507,12 @@ def read_rejects(path: str | os.PathLike) -> list[dict[str, Any]]:
 def write_rejects(
     rejects: list[dict[str, Any]], path: str | os.PathLike, inputs: tuple[str | os.PathLike, ...] = ()
 ) -> Path | None:
-    """Write rejected rows (with their raw text) to `path`; nothing when there are none.
+    """Write rejected rows (with their raw text, each oversized value cut to an excerpt with its size and sha256:
+    data/excerpt.py) to `path`; nothing when there are none.
 
     Never overwrites an input (`inputs`) nor a file sftadapt did not write: either is a SourceError. An older
     rejects file of ours at `path` is removed when this read has no rejects, so none is left stale."""
+    _check_path(path)
     path = Path(path)
     for given in inputs:
         if Path(given).exists() and path.exists() and path.resolve() == Path(given).resolve():
@@ -495,9 +531,11 @@ def write_rejects(
         return None
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
+    from sftadapt.data.excerpt import bound_reject
+
     with open(tmp, "w", encoding="utf-8") as fh:
         for rej in rejects:
-            fh.write(json.dumps(rej, ensure_ascii=False) + "\n")
+            fh.write(json.dumps(bound_reject(rej), ensure_ascii=False) + "\n")
     os.replace(tmp, path)
     return path
 
@@ -505,6 +543,7 @@ def write_rejects(
 # ---------------------------------------------------------------- registry
 def find_data_dir(explicit: str | os.PathLike | None = None) -> Path:
     if explicit:
+        _check_path(explicit)
         path = Path(explicit)
         if not path.is_dir():
             raise SourceError(f"{path}: data folder does not exist")
@@ -550,7 +589,7 @@ def load_benchmark(
     if result.rejects:  # e.g. math_train's two rows with an empty \boxed{}: said out loud, never silent
         import warnings
 
-        lines = ", ".join(f"line {r['line']} ({r['field']}: {r['reason']})" for r in result.rejects[:5])
+        lines = ", ".join(f"line {r['line']} ({r['field'] or 'whole row'}: {r['reason']})" for r in result.rejects[:5])
         warnings.warn(f"{path}: skipped {len(result.rejects)} unusable row(s): {lines}", stacklevel=2)
     return result.problems
 
@@ -564,19 +603,31 @@ def load_dataset_spec(
     strict: bool = False,
     data_dir: str | os.PathLike | None = None,
     fields: FieldOptions | None = None,
+    max_row_bytes: int | None = None,
+    limit_hint: str | None = None,
 ) -> LoadResult:
     """A file path (JSONL, JSON, Parquet), a `save_to_disk` folder (`DIR[@split]`), a registered
     benchmark/training-set name, or `hf:owner/name[:config][@split]` (needs --online). `fields` (the user's
-    field-map options, `fields:` of a stage config) applies to files, folders and hub sets."""
+    field-map options, `fields:` of a stage config) applies to files, folders and hub sets. A file's rows over
+    `max_row_bytes` (None: MAX_ROW_BYTES) are rejects whose reason ends with `limit_hint`."""
     fmt, fmap, rule = _field_options(fields, fmt, fmap) if fields is not None else (fmt, fmap, "auto")
     if spec.startswith("hf:"):
         result = _load_hf(spec[3:], limit, fmt, fmap, require_solution, strict, rule)
         if not result.problems:
             raise no_rows_error(spec, result)
         return result
+    _check_path(spec)
     if Path(spec).exists() or _split_spec(Path(spec))[1] is not None:
         result = load_problems(
-            spec, fmt=fmt, fmap=fmap, limit=limit, require_solution=require_solution, strict=strict, answer_rule=rule
+            spec,
+            fmt=fmt,
+            fmap=fmap,
+            limit=limit,
+            require_solution=require_solution,
+            strict=strict,
+            answer_rule=rule,
+            max_row_bytes=MAX_ROW_BYTES if max_row_bytes is None else max_row_bytes,
+            limit_hint=limit_hint,
         )
         if not result.problems:  # every stage needs rows: an empty or all-rejected input stops here, clearly
             raise no_rows_error(spec, result)

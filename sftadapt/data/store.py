@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sftadapt import SCHEMA_VERSION
-from sftadapt.data.records import to_dict
+from sftadapt.data.records import UnreadableFile, read_own_json, to_dict
 
 MANIFEST = "manifest.json"
 
@@ -42,7 +42,12 @@ class ShardStore:
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.config_hash = config_hash
-        manifest = self.read_manifest()
+        try:
+            manifest = self.read_manifest()
+        except UnreadableFile:
+            if not force:
+                raise
+            manifest = {"config_hash": None}  # a damaged manifest vouches for nothing: --force sets it aside too
         if manifest and manifest.get("config_hash") != config_hash:
             if not force:
                 raise StoreError(
@@ -54,6 +59,10 @@ class ShardStore:
             shutil.move(str(self.root), aside)
             for path in stale:  # the old config's final files go with its shards: none is left beside new ones
                 shutil.move(str(path), aside / f"result-{path.name}")
+            from sftadapt.runtime.owned import record_set_aside
+
+            # the shards folder is this store's own: everything moved with it is ours (but a link)
+            record_set_aside(aside, "shards", [p.name for p in aside.iterdir() if not p.is_symlink()])
             self.root.mkdir(parents=True)
             manifest = None
         if manifest and manifest.get("schema_version") != SCHEMA_VERSION:
@@ -73,8 +82,18 @@ class ShardStore:
             )
 
     def read_manifest(self) -> dict[str, Any] | None:
+        """The manifest (None before the first run); a damaged one raises UnreadableFile saying what to do."""
         path = self.root / MANIFEST
-        return json.loads(path.read_text()) if path.exists() else None
+        if not path.exists():
+            return None
+        remedy = (
+            "re-run with --force to set this shards folder aside and start over, or delete the manifest to keep "
+            "its shards (the next run adopts them as its own: only if this same command wrote them)"
+        )
+        manifest = read_own_json(path, remedy)
+        if not isinstance(manifest, dict):
+            raise UnreadableFile(f"{path}: damaged, a JSON {type(manifest).__name__} instead of an object; {remedy}")
+        return manifest
 
     def shard_path(self, index: int) -> Path:
         return self.root / f"shard-{index:05d}.jsonl"
@@ -94,8 +113,31 @@ class ShardStore:
         os.replace(tmp, path)  # the shard exists whole or not at all
 
     def read(self, index: int) -> list[dict[str, Any]]:
-        with open(self.shard_path(index), encoding="utf-8") as fh:
-            return [json.loads(line) for line in fh if line.strip()]
+        return [row for _, row in self._lines(index)]
+
+    def _lines(self, index: int) -> Iterator[tuple[str, Any]]:
+        """(text, parsed row) of each non-blank line of shard `index`. A shard is renamed into place only once
+        whole (`write`), so a kill never leaves one cut short; a line that does not parse means the file was
+        damaged afterwards (disk, copy, editor), and this raises StoreError naming it and how to redo it."""
+        path = self.shard_path(index)
+        with open(path, "rb") as fh:
+            for lineno, raw in enumerate(fh, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    text = raw.decode("utf-8")
+                    row = json.loads(text)
+                except ValueError as err:  # JSONDecodeError, UnicodeDecodeError
+                    if isinstance(err, json.JSONDecodeError):
+                        why = f"not valid JSON: {err.msg} at column {err.colno}"
+                    else:
+                        why = "not UTF-8 text"
+                    raise StoreError(
+                        f"{path}:{lineno}: damaged shard ({why}); shards are renamed into place only when whole, "
+                        "so a kill did not do this: delete the file and re-run the same command, which redoes "
+                        "that shard only"
+                    ) from None
+                yield text, row
 
     def shard_indices(self) -> list[int]:
         return sorted(int(p.stem.split("-")[1]) for p in self.root.glob("shard-*.jsonl"))
@@ -116,13 +158,15 @@ class ShardStore:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(out_path.name + ".tmp")
         count = 0
-        with open(tmp, "w", encoding="utf-8") as out:
-            for index in indices:
-                with open(self.shard_path(index), encoding="utf-8") as fh:
-                    for line in fh:
-                        if line.strip():
-                            out.write(line if line.endswith("\n") else line + "\n")
-                            count += 1
+        try:
+            with open(tmp, "w", encoding="utf-8") as out:
+                for index in indices:
+                    for line, _ in self._lines(index):  # parsed: a damaged shard stops here, not in train.jsonl
+                        out.write(line if line.endswith("\n") else line + "\n")
+                        count += 1
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
         os.replace(tmp, out_path)
         manifest = self.read_manifest() or {}
         manifest.update(
@@ -272,7 +316,8 @@ def shard_totals(store: ShardStore) -> dict[str, float]:
     totals: dict[str, float] = {"seconds": 0.0, "problems": 0, **{k: 0.0 for k in ENGINE_COUNTERS}}
     for path in sorted(store.root.glob("stats-*.json")):
         if store.has(int(path.stem.split("-")[1])):
-            for key, value in json.loads(path.read_text()).items():
+            remedy = f"delete it and shard-{path.stem.split('-')[1]}.jsonl, then re-run: that shard is redone"
+            for key, value in read_own_json(path, remedy).items():
                 totals[key] = totals.get(key, 0) + value
     totals["engine_seconds"] = totals["generate_seconds"] + totals["score_seconds"]
     return {

@@ -84,7 +84,11 @@ class EngineConfig:
     backend: str = option(
         "hf", help="hf (transformers in this process); see `sftadapt.engines.BACKENDS` for the others"
     )
-    options: dict = option({}, help="backend-specific options, e.g. base_urls for openai (docs/architecture.md)")
+    options: dict = option(
+        {},
+        help="backend-specific options, e.g. base_urls for openai; without --online its servers must be loopback "
+        "or listed in allow_hosts: [HOST, ...] (docs/scale-out.md)",
+    )
 
     def validate(self) -> None:
         from sftadapt.engines import BACKENDS

@@ -44,12 +44,17 @@ to rejects.jsonl and goes on. The API key is read from the environment variable 
 is never logged, written to provenance, or put in an error message. The model is checked against
 `GET /models` at start-up, so a wrong served-model name fails at once rather than as a reject per row.
 
+Network: without `--online` (or `online: true`) the backend talks only to loopback servers (127.x.x.x, ::1,
+`localhost`) and to the hosts listed in `allow_hosts`; any other base URL is refused with one line before any
+name lookup or connection (runtime/network.py; stage configs are checked when built, so `run --dry-run` says so
+too). A host is matched as written: a name is never resolved to decide.
+
     engine:
       backend: openai
       options: {base_urls: ["http://node1:8000/v1", "http://node2:8000/v1"], model: Qwen/Qwen2.5-Math-7B,
-                api_key_env: VLLM_API_KEY, concurrency: 64}
+                api_key_env: VLLM_API_KEY, concurrency: 64, allow_hosts: [node1, node2]}
 
-    sftadapt eval --model Qwen/Qwen2.5-Math-7B --engine openai --engine-option base_urls=http://node1:8000/v1 ...
+    sftadapt eval --engine openai --engine-option base_urls=http://node1:8000/v1 --engine-option allow_hosts=node1 ...
 
 `stats` counts like hf (generated tokens include the end token of a stopped sample; `requests`, `retries`);
 `score(..., entropy=True)` is refused: a completions server returns top-k log-probs, not the distribution.
@@ -71,6 +76,7 @@ from typing import Any
 
 from sftadapt.data import prompts as P
 from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed
+from sftadapt.runtime import network
 
 SERVERS = ("vllm", "llama-cpp-python", "llama-server")
 _TOKEN_ID_PROMPTS = ("vllm", "llama-server")  # servers that take the prompt as our token ids
@@ -113,6 +119,7 @@ class OpenAIEngine:
         "served_dtype",
         "extra_body",
         "check_model",
+        "allow_hosts",
     )
 
     def __init__(
@@ -130,6 +137,7 @@ class OpenAIEngine:
         served_dtype: str = "server",
         extra_body: dict | None = None,
         check_model: bool = True,
+        allow_hosts: Sequence[str] | str | None = None,
     ):
         if isinstance(base_urls, str):  # `--engine-option base_urls=http://a/v1,http://b/v1`
             base_urls = [u for u in base_urls.split(",") if u.strip()]
@@ -152,6 +160,15 @@ class OpenAIEngine:
         self._key = os.environ.get(api_key_env) if api_key_env else None
         if api_key_env and not self._key:
             raise ValueError(f"engine.options.api_key_env: the environment variable {api_key_env} is not set")
+        # offline, loopback or allow-listed servers only, judged on the very strings `_connection` parses and
+        # before any lookup or connection (the stage configs were checked when built; this covers direct callers)
+        network.check_servers(
+            self.base_urls,
+            allow_hosts,
+            network.online_now(),
+            "engine.options.base_urls",
+            "engine.options.allow_hosts",
+        )
         # what the server runs is the server's choice: recorded as told (served_dtype), not guessed
         self.precision = {
             "generate": served_dtype,

@@ -58,11 +58,34 @@ def record(root: str | os.PathLike, index: int, refused: list[dict], rejects_fil
     """Keep shard `index`'s refused problems beside it and add them to the stage's rejects file."""
     if not refused:
         return
+    from sftadapt.data.excerpt import bound_reject
     from sftadapt.data.sources import read_rejects, write_rejects
 
-    _shard_file(root, index).write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in refused))
+    _shard_file(root, index).write_text(
+        "".join(json.dumps(bound_reject(r), ensure_ascii=False) + "\n" for r in refused)
+    )
     if rejects_file is not None:
         write_rejects(read_rejects(rejects_file) + refused, rejects_file)
+
+
+def _read_shard_rejects(root: str | os.PathLike, index: int) -> list[dict]:
+    """The rows of `rejects-0000i.jsonl`. It is written before its shard, so a kill leaves it only beside a
+    shard that does not exist yet (redone, and the file rewritten); one that does not parse beside a finished
+    shard was damaged afterwards: one line naming it and how to redo that shard."""
+    from sftadapt.data.records import UnreadableFile
+
+    path = _shard_file(root, index)
+    rows = []
+    for lineno, line in enumerate(path.read_bytes().split(b"\n"), start=1):
+        if line.strip():
+            try:
+                rows.append(json.loads(line.decode("utf-8")))
+            except ValueError:  # JSONDecodeError, UnicodeDecodeError
+                raise UnreadableFile(
+                    f"{path}:{lineno}: damaged, not a JSON row; delete it and shard-{index:05d}.jsonl beside it, "
+                    "then re-run the same command: that shard is redone"
+                ) from None
+    return rows
 
 
 def restore(root: str | os.PathLike, done: Sequence[int], rejects_file: str | os.PathLike | None) -> int:
@@ -71,13 +94,7 @@ def restore(root: str | os.PathLike, done: Sequence[int], rejects_file: str | os
         return 0
     from sftadapt.data.sources import read_rejects, write_rejects
 
-    earlier = [
-        json.loads(line)
-        for i in done
-        if _shard_file(root, i).is_file()
-        for line in _shard_file(root, i).read_text().splitlines()
-        if line.strip()
-    ]
+    earlier = [row for i in done if _shard_file(root, i).is_file() for row in _read_shard_rejects(root, i)]
     if earlier:
         present = read_rejects(rejects_file)
         seen = {json.dumps(r, sort_keys=True) for r in present}

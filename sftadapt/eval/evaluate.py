@@ -159,14 +159,22 @@ def benchmark_label(spec: str) -> str:
 
 
 def _named_benchmarks(
-    specs: Sequence[str], limit: int | None, data_dir, fields, rejects_file: Path
+    specs: Sequence[str],
+    limit: int | None,
+    data_dir,
+    fields,
+    rejects_file: Path,
+    max_row_bytes: int | None = None,
+    limit_hint: str | None = None,
 ) -> dict[str, list[Problem] | None]:
     """{label: problems} in the order given: registered names map to None (`_problem_list` loads them); the
     benchmarks given as data (a JSONL/JSON/Parquet file, a save_to_disk folder or an hf: id) are read here with
     the user's field-map options, and their unusable rows go to OUT/rejects.jsonl with file, line and field (the
-    same reader and rules as every other command that reads data)."""
+    same reader and rules as every other command that reads data; rows over `max_row_bytes` are rejects whose
+    reason ends with `limit_hint`)."""
     from sftadapt.data.formats import FieldOptions
     from sftadapt.data.sources import load_dataset_spec, unknown_benchmark, write_rejects
+    from sftadapt.runtime.paths import path_problem, shown
 
     if isinstance(fields, dict):
         from sftadapt.config import build_config
@@ -183,6 +191,9 @@ def _named_benchmarks(
         if is_registered(spec):
             out[spec] = None
             continue
+        why = None if spec.startswith("hf:") else path_problem(spec.partition("@")[0])
+        if why:  # before exists(): a symlink loop reads as missing there, a name past the limit raises
+            raise SourceError(f"{shown(spec)}: {why}")
         if not spec.startswith("hf:") and not Path(spec.partition("@")[0]).exists():
             raise unknown_benchmark(spec)
         label = benchmark_label(spec)
@@ -190,7 +201,9 @@ def _named_benchmarks(
             raise SourceError(
                 f"benchmark {spec}: its name '{label}' is taken by another benchmark of this run; rename the file"
             )
-        loaded = load_dataset_spec(spec, limit=limit, data_dir=data_dir, fields=fields)
+        loaded = load_dataset_spec(
+            spec, limit=limit, data_dir=data_dir, fields=fields, max_row_bytes=max_row_bytes, limit_hint=limit_hint
+        )
         out[label] = loaded.problems
         rejects += loaded.rejects
     if any(v is not None for v in out.values()):
@@ -250,6 +263,8 @@ def evaluate(
     tracking_dir: str | os.PathLike | None = None,
     online: bool | None = None,
     fields: Any = None,
+    max_row_bytes: int | None = None,
+    row_limit_hint: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate `model_spec` on each benchmark under `protocol`; write attempts and `OUT/results.json`.
 
@@ -259,6 +274,8 @@ def evaluate(
     N problems of each. `engine_config` chooses the backend (default hf); `engine`/`verifier` may be passed in (tests, shared engines); otherwise they are built
     here and closed at the end. `max_prompt_tokens` caps every prompt (default: the model's context less the
     protocol's max_new_tokens); `report_to` logs each benchmark's metrics to a tracker (runtime/tracking.py).
+    A benchmark file's rows over `max_row_bytes` (None: 1 MiB) are rejects whose reason ends with
+    `row_limit_hint` (how the caller raises the limit; `sftadapt eval`: --max-row-bytes).
     Returns the results dict that is written to results.json."""
     from tqdm.auto import tqdm
 
@@ -269,13 +286,15 @@ def evaluate(
 
     tracking.check_report_to(report_to)  # a missing tracker package: one line, before any work
     out_dir = Path(out_dir)
-    from sftadapt.runtime.outdir import claim  # issue 13: refuse a folder this command did not make
+    from sftadapt.runtime.outdir import claim  # refuse a folder this command did not make
 
     claim(out_dir, "eval", force=force)
     given = (
         benchmarks
         if isinstance(benchmarks, dict)
-        else _named_benchmarks(list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl")
+        else _named_benchmarks(
+            list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl", max_row_bytes, row_limit_hint
+        )
     )
     # Every problem list first: a misspelt benchmark fails before minutes of model loading.
     problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in given}
@@ -296,7 +315,7 @@ def evaluate(
         tokenizer = load_tokenizer(model_spec)
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
     engine_precision = getattr(engine, "precision", None) or {"generate": dtype}
-    from sftadapt.data import budget  # issue 13: over-long problems become rejects (OUT/rejects.jsonl), not a crash
+    from sftadapt.data import budget  # over-long problems become rejects (OUT/rejects.jsonl), not a crash
 
     problem_lists = {
         name: budget.screen_stage(

@@ -117,7 +117,7 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
     from sftadapt.data.store import ShardStore, run_sharded
     from sftadapt.verify import Verifier
 
-    # issue 13: over-long prompts become rejects before they reach the engine
+    # over-long prompts become rejects before they reach the engine
     problems, _ = budget.screen_stage(
         engine,
         problems,

@@ -52,6 +52,11 @@ class ReportError(ValueError):
 # ---------------------------------------------------------------- inputs
 def load_run(run_dir: str | os.PathLike) -> dict[str, Any]:
     """A run folder's results.json (+ gap.json if present), named by the folder."""
+    from sftadapt.runtime.paths import path_problem, shown
+
+    why = path_problem(run_dir)  # before exists(): a name over the file system's limit raises there
+    if why:
+        raise ReportError(f"{shown(run_dir)}: {why}")
     run_dir = Path(run_dir)
     path = run_dir / RESULTS
     if not path.exists():
@@ -391,7 +396,7 @@ def report(
     out_dir = Path(out_dir)
     from sftadapt.runtime.outdir import claim
 
-    claim(out_dir, "report")
+    claim(out_dir, "report", force_option=None)  # `sftadapt report` has no --force
     rep["files"] = {
         "markdown": str(out_dir / "report.md"),
         "accuracy_plot": str(plot_accuracy(rep, out_dir / "accuracy.png")),

@@ -107,7 +107,7 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
     out = open_stage(cfg, "direct_rl", protect=TRAIN_OUTPUTS + STAGE_OUTPUTS)
     problems, rejected = load_problems(cfg, out, require_solution=False)
     tok = load_tokenizer(cfg.model)
-    # issue 13: an over-long prompt is a reject, not a rollout torch cannot hold
+    # an over-long prompt is a reject, not a rollout torch cannot hold
     problems, _ = budget.screen_stage(
         None,
         problems,

@@ -88,7 +88,7 @@ class GRPOOptions:
     stop_pass_rate: float | None = option(
         None,
         help="stop rule: end before max_steps once the gate pass rate, "
-        "averaged over stop_window logged steps, exceeds this (SPEC: 0.9) and "
+        "averaged over stop_window logged steps, exceeds this (docs/methods.md: 0.9) and "
         "r_align has plateaued; None = run max_steps (mapper RL only)",
     )
     stop_window: int = option(8, help="stop rule: logged steps per window")
@@ -199,6 +199,10 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, track
         )
     )
     kwargs.update(opts.trl_args)
+    from sftadapt.runtime import network
+
+    # the trainer creates the hub repo as it starts: offline that must be our one line, not the hub's traceback
+    network.check_push(opts.trl_args, "grpo.trl_args", bool(tracker.get("online")) or network.online_now())
     return GRPOConfig(**kwargs)
 
 
@@ -273,7 +277,8 @@ PASS_KEY, ALIGN_KEY = "gate_pass_rate", "r_align_pass_mean"
 
 
 def should_stop(history: list[dict[str, Any]], pass_rate: float, window: int, plateau: float) -> str | None:
-    """SPEC's stop rule for mapper RL on the logged rows so far (oldest first): the reason to stop, or None.
+    """The mapper RL stop rule (docs/methods.md) on the logged rows so far (oldest first): the reason to stop, or
+    None.
 
     Stop when the mean gate pass rate over the last `window` rows exceeds `pass_rate` AND the mean r_align of
     passing rollouts over those rows moved less than `plateau` from the `window` rows before. Means over a window,
@@ -377,17 +382,19 @@ def _run_grpo(
     policy, rows, reward_fn, opts: GRPOOptions, out, stage, log_keys, progress, extra_compute, config, force, tracker
 ) -> dict[str, Any]:
     import datasets
-    from transformers import AutoModelForCausalLM
     from trl import GRPOTrainer
 
-    from sftadapt.runtime.models import load_tokenizer, resolve_model, torch_dtype
+    from sftadapt.runtime.models import from_pretrained, load_tokenizer, resolve_model, torch_dtype
 
     wall_start = time.perf_counter()
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     args = grpo_config(opts, out, progress, tracker)
     tokenizer = load_tokenizer(policy)
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(policy), dtype=torch_dtype(opts.precision()[1]))
+    model = from_pretrained(resolve_model(policy), dtype=torch_dtype(opts.precision()[1]))
+    from sftadapt.runtime.owned import checkpoint_recorder, open_checkpoints
+
+    open_checkpoints(out)  # a checkpoint-* of the user's is refused before resume could take it
     resume_from = _resume_checkpoint(opts, out, force)
     log_path = out / LOG_FILE
     counters = reward_fn.counters
@@ -413,7 +420,7 @@ def _run_grpo(
         )
     )
     logger = RLLogCallback(log_path, counters, log_keys, base_seconds)
-    callbacks: list[TrainerCallback] = [logger]
+    callbacks: list[TrainerCallback] = [logger, checkpoint_recorder(out)]
     stop_rule = StopRuleCallback(opts, read_rl_log(out)) if opts.stop_pass_rate is not None else None
     if stop_rule is not None:
         callbacks.append(stop_rule)

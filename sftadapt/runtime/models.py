@@ -112,6 +112,11 @@ def resolve_model(spec: str) -> str:
         return str(_atomic_dir(cache_dir() / "models" / DEFAULT_MODEL, _convert_smollm2))
     if spec == TINY_MODEL:
         return str(_atomic_dir(cache_dir() / "models" / TINY_MODEL, _build_tiny))
+    from sftadapt.runtime.paths import path_problem, shown
+
+    why = path_problem(Path(spec).expanduser())  # before exists(): a loop reads as missing, a long name raises
+    if why:
+        raise ModelError(f"{shown(spec)}: {why}")
     path = Path(spec).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
@@ -219,14 +224,38 @@ def inference_dtype(spec: str, requested: str = "auto", device: str | None = Non
     return resolved
 
 
-def load_model(spec: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
-    """The model for inference, in `inference_dtype(spec, dtype)`."""
+def from_pretrained(folder: str, **kwargs):
+    """`AutoModelForCausalLM.from_pretrained(folder, **kwargs)`, with a pickle checkpoint that torch refuses to
+    load with weights_only=True (it holds objects other than tensors, so loading it could run any code) as one
+    ModelError line saying which file and what to do, instead of torch's UnpicklingError traceback."""
+    import pickle
+
     from transformers import AutoModelForCausalLM
 
+    try:
+        return AutoModelForCausalLM.from_pretrained(folder, **kwargs)
+    except pickle.UnpicklingError as err:
+        pickles = sorted(p.name for p in Path(folder).glob("*.bin")) if Path(folder).is_dir() else []
+        where = (
+            f"{folder}/{pickles[0]}" if len(pickles) == 1 else f"{folder} ({', '.join(pickles) or 'its .bin files'})"
+        )
+        if "weights only" not in str(err).lower():  # not torch's refusal: a damaged file ("invalid load key")
+            first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+            raise ModelError(
+                f"{where}: not a readable checkpoint ({first}); re-download or re-save the model"
+            ) from None
+        raise ModelError(
+            f"{where}: a pickle checkpoint holding more than tensors, which torch refuses to load with "
+            "weights_only=True (unpickling it could run arbitrary code); sftadapt loads only safetensors or "
+            "weights-only checkpoints: convert it to safetensors where you trust its source (load it there and "
+            "save_pretrained(..., safe_serialization=True)) and pass that folder"
+        ) from None
+
+
+def load_model(spec: str, dtype: str = "auto", device: str | None = None, trust_remote_code: bool = False):
+    """The model for inference, in `inference_dtype(spec, dtype)`."""
     resolved = inference_dtype(spec, dtype, device)
-    model = AutoModelForCausalLM.from_pretrained(
-        resolve_model(spec), dtype=torch_dtype(resolved), trust_remote_code=trust_remote_code
-    )
+    model = from_pretrained(resolve_model(spec), dtype=torch_dtype(resolved), trust_remote_code=trust_remote_code)
     model.to(device or default_device())
     model.eval()
     return model

@@ -26,6 +26,8 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
+from sftadapt.runtime.paths import path_problem, shown
+
 MARKER = ".sftadapt-owner.json"
 
 # What `sftadapt train` writes into its folder: the Trainer's checkpoints and logs, the HF model files, ours.
@@ -48,6 +50,7 @@ TRAIN_OUTPUTS = (
     "adapter_*",
     "train_config.json",
     "train_log.jsonl",
+    "rejects.jsonl",  # the unusable rows of a raw expert set
     "runs",
     "sftadapt_adapter.json",
 )
@@ -94,12 +97,27 @@ def _clashes(names: Iterable[str], protect: Iterable[str]) -> list[str]:
     return sorted(n for n in names if any(fnmatch.fnmatchcase(n, p) for p in patterns))
 
 
-def claim(out: str | os.PathLike, command: str, force: bool = False, protect: Iterable[str] = STAGE_OUTPUTS) -> Path:
-    """Make `out` the output folder of `command` (creating it and its marker), or raise OutDirError."""
+def claim(
+    out: str | os.PathLike,
+    command: str,
+    force: bool = False,
+    protect: Iterable[str] = STAGE_OUTPUTS,
+    *,
+    new_out: str = "a new --out folder",
+    force_option: str | None = "--force",
+) -> Path:
+    """Make `out` the output folder of `command` (creating it and its marker), or raise OutDirError.
+
+    `new_out` (how this command's user names another folder) and `force_option` (its override, None if it has
+    none) word the advice of a refusal, so it names only what the command has: `sftadapt run` takes its folder
+    from the study config and has no --force, `sftadapt report` has --out but no --force."""
     out = Path(out)
     protect = tuple(protect)
+    why = path_problem(out)
+    if why:  # before out.exists(): a name past the file system's limit raises there
+        raise OutDirError(f"{shown(out)}: {why}")
     if out.exists() and not out.is_dir():
-        raise OutDirError(f"{out}: --out names a file; it must be a folder (new, or one this command made)")
+        raise OutDirError(f"{out}: names a file; the output must be a folder (new, or one this command made)")
     owner = read_owner(out) if out.is_dir() else None
     foreign: list[str] = list(owner.get("foreign", [])) if owner else []
     if out.is_dir() and owner is None:
@@ -109,20 +127,22 @@ def claim(out: str | os.PathLike, command: str, force: bool = False, protect: It
         if entries and not force:
             raise OutDirError(
                 f"{out}: the folder is not empty and was not made by sftadapt ({len(entries)} entries, e.g. "
-                f"{entries[0]!r}); use a new --out folder, or --force to write beside its files"
+                f"{entries[0]!r}); use {new_out}"
+                + (f", or {force_option} to write beside its files" if force_option else "")
             )
         foreign = entries
     elif owner is not None and owner["command"] != command and not force:
         raise OutDirError(
-            f"{out}: this folder holds the output of `sftadapt {owner['command']}`; use another "
-            f"--out folder for `sftadapt {command}`, or --force to write into it anyway"
+            f"{out}: this folder holds the output of `sftadapt {owner['command']}`; use "
+            f"{new_out} for `sftadapt {command}`"
+            + (f", or {force_option} to write into it anyway" if force_option else "")
         )
     clash = _clashes(foreign, protect)
     if clash:
         raise OutDirError(
             f"{out}: holds {', '.join(repr(c) for c in clash[:5])} that sftadapt did not write and "
             f"`sftadapt {command}` would overwrite or delete (the Trainer's checkpoint rotation removes any "
-            "checkpoint-* folder); move them away or use a new --out folder"
+            f"checkpoint-* folder); move them away or use {new_out}"
         )
     out.mkdir(parents=True, exist_ok=True)
     commands = list(owner.get("commands", [owner["command"]])) if owner else []
@@ -164,6 +184,10 @@ def check_output_file(out: str | os.PathLike, inputs: Iterable[str | os.PathLike
     """Refuse an output file that is an input, a folder, or an existing file sftadapt did not write
     (an existing file of Problem records is taken as ours; `force` overrides that last check only)."""
     out = Path(out)
+    for path in (out, *inputs):
+        why = path_problem(path)
+        if why:  # before exists(): a name past the file system's limit raises there
+            raise OutDirError(f"{shown(path)}: {why}")
     for given in inputs:
         if out.exists() and Path(given).exists() and out.resolve() == Path(given).resolve():
             raise OutDirError(f"{out}: the output is the input file; name another output")

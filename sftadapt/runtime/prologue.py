@@ -48,7 +48,7 @@ def load_problems(
     cfg: Any, out: Path, *, require_solution: bool, problems: Sequence[Any] | None = None, needs: str = "this stage"
 ) -> tuple[list[Any], int]:
     """The stage's problems and how many input rows were rejected (see the module docstring)."""
-    from sftadapt.data.sources import SourceError, load_dataset_spec, write_rejects
+    from sftadapt.data.sources import ROW_LIMIT_HINT, SourceError, load_dataset_spec, write_rejects
 
     rejects_file = out / "rejects.jsonl"
     rejected = 0
@@ -59,6 +59,9 @@ def load_problems(
             require_solution=require_solution,
             data_dir=getattr(cfg, "data_dir", None),
             fields=getattr(cfg, "fields", None),
+            # a stage whose config has no max_row_bytes option gets the default limit, and no advice to raise it
+            max_row_bytes=getattr(cfg, "max_row_bytes", None),
+            limit_hint=ROW_LIMIT_HINT if hasattr(cfg, "max_row_bytes") else None,
         )
         write_rejects(loaded.rejects, rejects_file)
         problems, rejected = loaded.problems, len(loaded.rejects)

@@ -127,7 +127,11 @@ def tracking_dir_option() -> Any:
 def online_option() -> Any:
     from sftadapt.config import option
 
-    return option(False, help="allow the network (hub downloads, online trackers): the YAML twin of --online")
+    return option(
+        False,
+        help="allow the network (hub downloads and pushes, online trackers, remote engine servers): "
+        "the YAML twin of --online",
+    )
 
 
 # ---------------------------------------------------------------- the stage tracker

@@ -10,6 +10,14 @@ With `force` (the `force` option of train, map train and direct RL, as `--force`
 checkpoint of other options is not refused but set aside: every `checkpoint-*` and the run's own log and saved
 options move into `checkpoints.old-<time>/` in the same folder (nothing is deleted), and training starts over.
 
+Only a whole checkpoint is resumed (runtime/checkpoint_files.py: `trainer_state.json`, which the Trainer writes
+last, parses, and the weights, optimizer and scheduler files are there and not cut short). `auto` takes the newest
+whole one; the newer ones a kill left half-written move into `checkpoints.old-<time>/` (nothing is deleted), with
+a warning that names each and why. Moved, not left in place, because the Trainer would otherwise meet them again:
+a save of the same step would write into the stale folder, and its rotation (`save_total_limit`) would delete it,
+or, where the checkpoints' times lie within a second and it sorts them by number instead, keep a stale
+higher-numbered folder as "the newest" and delete the fresh whole ones.
+
 Merging (`save_merged`): the adapter is merged into **fp32** base weights whatever the training precision
 (merged into bf16 most of a small update is rounded away; docs/precision.md) and the folder gets an
 adapter record, which makes `dtype: auto` load it in fp32 (runtime/models.inference_dtype).
@@ -17,7 +25,7 @@ adapter record, which makes `dtype: auto` load it in fp32 (runtime/models.infere
 
 from __future__ import annotations
 
-import json
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -25,6 +33,7 @@ from typing import Any
 from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sftadapt.config import ConfigError
+from sftadapt.runtime.checkpoint_files import incomplete_reason, numbered_checkpoints
 
 
 class BarOnlyProgress(ProgressCallback):
@@ -69,14 +78,17 @@ def resume_checkpoint(
                 stacklevel=3,
             )
         return None
+    model_only = _saves_only_model(options)
     if resume not in ("auto", True):
-        if not (Path(resume) / "trainer_state.json").exists():
-            raise FileNotFoundError(f"resume = {resume}: not a checkpoint folder (no trainer_state.json)")
+        why = incomplete_reason(resume, optimizer=not model_only) if Path(resume).is_dir() else "no such folder"
+        if why:
+            raise FileNotFoundError(
+                f"resume = {resume}: not a whole checkpoint folder, {why}; name another checkpoint-* folder, "
+                "or resume=auto to take the newest whole one"
+            )
         return str(resume)
-    from transformers.trainer_utils import get_last_checkpoint
-
-    last = get_last_checkpoint(str(out)) if out.is_dir() else None
-    if last and saved is not None:
+    found = numbered_checkpoints(out)
+    if found and saved is not None:
         changed = [k for k in options if k not in bookkeeping and saved.get(k) != options[k]]
         if changed and force:
             aside = set_aside(out, run_files)
@@ -92,11 +104,43 @@ def resume_checkpoint(
                 f"another out folder, resume=no to start over, resume=<checkpoint folder> to continue anyway, or "
                 f"force=true to set them aside"
             )
-    return last
+    return _newest_whole(out, found, model_only)
 
 
-def set_aside(out: Path, run_files: tuple[str, ...] = ()) -> Path:
-    """Move every `checkpoint-*` of `out` and the named run files into a new `out/checkpoints.old-<time>/`."""
+def _newest_whole(out: Path, found: list[Path], model_only: bool) -> str | None:
+    """The newest whole checkpoint of `found` (newest first); the newer incomplete ones are set aside, named in
+    a warning. Only the main process (RANK 0, or no launcher) moves them and warns: every rank makes the same
+    pick whether it looks before or after the move, and N ranks moving the same folders would race."""
+    skipped: list[tuple[Path, str]] = []
+    picked = None
+    for path in found:
+        why = incomplete_reason(path, optimizer=not model_only)
+        if why is None:
+            picked = path
+            break
+        skipped.append((path, why))
+    if skipped and os.environ.get("RANK", "0") == "0":
+        aside = set_aside(out, checkpoints=[p for p, _ in skipped], what="incomplete checkpoints")
+        names = "; ".join(f"{p.name}: {why}" for p, why in skipped)
+        then = f"resuming from {picked.name}" if picked else "no whole checkpoint is left, training starts over"
+        warnings.warn(
+            f"{out}: skipped incomplete checkpoints, {names}; moved to {aside.name}/ (nothing deleted); {then}",
+            stacklevel=4,
+        )
+    return str(picked) if picked else None
+
+
+def _saves_only_model(options: dict[str, Any]) -> bool:
+    """Whether the run's pass-through Trainer arguments (`trainer_args`, `trl_args`) set `save_only_model`: its
+    checkpoints then hold no optimizer or scheduler, and are whole without them."""
+    return any(isinstance(v, dict) and bool(v.get("save_only_model")) for v in options.values())
+
+
+def set_aside(
+    out: Path, run_files: tuple[str, ...] = (), checkpoints: list[Path] | None = None, what: str = "checkpoints"
+) -> Path:
+    """Move every `checkpoint-*` of `out` (or only `checkpoints`) and the named run files into a new
+    `out/checkpoints.old-<time>/`, recorded as `what`."""
     import shutil
     import time
 
@@ -106,17 +150,32 @@ def set_aside(out: Path, run_files: tuple[str, ...] = ()) -> Path:
         n += 1
         aside = out / f"checkpoints.old-{stamp}-{n}"
     aside.mkdir()
-    for path in [*sorted(out.glob("checkpoint-*")), *(out / name for name in run_files)]:
-        if path.exists():
+    from sftadapt.runtime.owned import record_set_aside, recorded_checkpoints
+
+    # only the checkpoints this folder's record lists are ours to move (open_checkpoints refused any other)
+    ours = recorded_checkpoints(out)
+    moved = []
+    chosen = sorted(out.glob("checkpoint-*")) if checkpoints is None else checkpoints
+    for path in [*chosen, *(out / name for name in run_files)]:
+        if path.exists() and (ours is None or not path.name.startswith("checkpoint-") or path.name in ours):
             shutil.move(str(path), aside / path.name)
+            moved.append(path.name)
+    record_set_aside(aside, what, moved)
     return aside
 
 
 def read_saved_options(path: Path, key: str) -> dict[str, Any] | None:
     """`key` of the JSON file a run wrote when it started (None if there is none)."""
+    from sftadapt.data.records import read_own_json
+
     if not path.exists():
         return None
-    return json.loads(path.read_text(encoding="utf-8")).get(key)
+    data = read_own_json(
+        path,
+        "delete it to resume without comparing the options (the run writes it again), or move the "
+        "checkpoint-* folders away to start over",
+    )
+    return data.get(key) if isinstance(data, dict) else None
 
 
 def save_merged(base_spec: str, adapter: Path, out: Path, tokenizer) -> None:

@@ -1,10 +1,12 @@
 """Training data for `sftadapt train`: files -> `Example`s -> token rows -> padded batches with behaviour log-probs.
 
-- `load_examples(paths)` reads `Example` files (the output of rewrite/map, JSONL or Parquet) and raw expert sets
-  through `sources.load_dataset_spec` (any file format it knows, a name such as `gsm8k_train`, or `hf:` ids;
-  unusable rows are skipped with a warning and counted): an expert row trains on
+- `read_training_rows(paths)` reads `Example` files (the output of rewrite/map, JSONL or Parquet) and raw expert
+  sets through `sources.load_dataset_spec` (any file format it knows, a name such as `gsm8k_train`, or `hf:` ids;
+  unusable rows are skipped and counted, and returned as reject rows naming file, line and field, which the
+  stage writes to OUT/rejects.jsonl like every other stage): an expert row trains on
   `prompts.ensure_boxed(solution, answer)` with origin "expert" and no behaviour log-probs. It returns the
-  provenance the model card records: each file's sha256, row count and origin counts.
+  provenance the model card records: each file's sha256, row count and origin counts. `load_examples` is the
+  same without a rejects file (it warns instead).
 - `tokenize_example` uses THE shared tokenisation (`prompts.solve_prompt`, `prompt_token_ids`,
   `response_token_ids`): the per-token `behavior_logprobs` of an Example are aligned to
   `response_token_ids(tok, response)` (the response tokens plus the end token), and a row whose list has another
@@ -52,22 +54,24 @@ def _is_example_file(path: Path) -> bool:
     return False
 
 
-def _read_expert(spec: str, fields=None) -> tuple[list[Example], Path | None, int]:
-    """A raw expert set (file, registered name such as `gsm8k_train`, or `hf:` id) as expert Examples."""
+def _read_expert(
+    spec: str, fields=None, max_row_bytes: int | None = None
+) -> tuple[list[Example], Path | None, list[dict[str, Any]]]:
+    """A raw expert set (file, registered name such as `gsm8k_train`, or `hf:` id) as expert Examples, with the
+    reject rows of its unusable rows."""
     from sftadapt.data import sources
 
-    result = sources.load_dataset_spec(spec, require_solution=True, fields=fields)
-    if result.rejects:  # e.g. math_train's two rows with an empty \boxed{}: said out loud, never silent
-        first = result.rejects[0]
-        warnings.warn(
-            f"{spec}: skipped {len(result.rejects)} unusable row(s); first: {first['file']}:"
-            f"{first['line']} field '{first['field']}': {first['reason']}",
-            stacklevel=3,
-        )
+    result = sources.load_dataset_spec(
+        spec,
+        require_solution=True,
+        fields=fields,
+        max_row_bytes=max_row_bytes,
+        limit_hint=sources.ROW_LIMIT_HINT,  # TrainConfig.max_row_bytes
+    )
     path = Path(spec) if Path(spec).exists() else None
     if path is None and spec in sources.BENCHMARKS:
         path = sources.find_data_dir() / sources.BENCHMARKS[spec][0]
-    return [expert_example(p) for p in result.problems], path, len(result.rejects)
+    return [expert_example(p) for p in result.problems], path, result.rejects
 
 
 def expert_example(problem: Problem) -> Example:
@@ -81,20 +85,53 @@ def expert_example(problem: Problem) -> Example:
     )
 
 
-def load_examples(paths: list[str], fields=None) -> tuple[list[Example], list[dict[str, Any]]]:
-    """All training rows of `paths` in order, and per file: path, sha256, kind, rows, origin counts. `fields`
-    (FieldOptions) says how a raw expert set's rows are read; Example files are ours and need none."""
+@dataclass
+class TrainingRows:
+    examples: list[Example]
+    provenance: list[dict[str, Any]]  # per file: path, sha256, kind, rows, rejected, origins
+    rejects: list[dict[str, Any]]  # rejects.jsonl rows of the unusable rows: file, line, field, reason, raw
+
+
+def load_examples(
+    paths: list[str], fields=None, max_row_bytes: int | None = None
+) -> tuple[list[Example], list[dict[str, Any]]]:
+    """`read_training_rows` for a caller with no output folder: the examples and provenance, and a warning
+    naming the first unusable row (the stage writes them all to OUT/rejects.jsonl instead)."""
+    from sftadapt.data.sources import reject_where
+
+    rows = read_training_rows(paths, fields, max_row_bytes)
+    if rows.rejects:  # e.g. math_train's two rows with an empty \boxed{}: said out loud, never silent
+        first = rows.rejects[0]
+        warnings.warn(
+            f"skipped {len(rows.rejects)} unusable row(s); first: {reject_where(first)}: {first['reason']}",
+            stacklevel=2,
+        )
+    return rows.examples, rows.provenance
+
+
+def read_training_rows(paths: list[str], fields=None, max_row_bytes: int | None = None) -> TrainingRows:
+    """All training rows of `paths` in order, per file its path, sha256, kind, rows and origin counts, and the
+    rejects of the unusable rows of raw expert sets. `fields` (FieldOptions) says how a raw expert set's rows are
+    read and `max_row_bytes` how large one may be; Example files are ours and need neither."""
+    from sftadapt.data.sources import SourceError
+    from sftadapt.runtime.paths import path_problem, shown
+
     if not paths:
         raise DataError("no training data: pass at least one --data file")
     examples: list[Example] = []
     provenance = []
+    rejects: list[dict[str, Any]] = []
     for spec in paths:
+        why = path_problem(spec)  # before is_file(): a name past the file system's limit raises there
+        if why:
+            raise SourceError(f"{shown(spec)}: {why}")
         path = Path(spec)
         if path.is_file() and _is_example_file(path):
             rows, kind, rejected = read_records(path, Example), "examples", 0
         else:
-            rows, path, rejected = _read_expert(spec, fields)
-            kind = "expert problems"
+            rows, path, refused = _read_expert(spec, fields, max_row_bytes)
+            kind, rejected = "expert problems", len(refused)
+            rejects += refused
         examples.extend(rows)
         provenance.append(
             {
@@ -106,7 +143,7 @@ def load_examples(paths: list[str], fields=None) -> tuple[list[Example], list[di
                 "origins": dict(sorted(Counter(r.origin for r in rows).items())),
             }
         )
-    return examples, provenance
+    return TrainingRows(examples, provenance, rejects)
 
 
 # ---------------------------------------------------------------- Example -> token row

@@ -49,10 +49,18 @@ from transformers import Trainer, TrainerCallback, TrainingArguments
 from sftadapt.config import check_passthrough, config_dict, config_hash, load_config, option
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import FALLBACKS, Example
+from sftadapt.data.sources import max_row_bytes_option
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
 from sftadapt.runtime.trainer_io import bar_only_progress, read_saved_options, resume_checkpoint, save_merged
-from sftadapt.train.data import IGNORE_INDEX, Collator, RowDataset, TokenizedRows, load_examples, tokenize_examples
+from sftadapt.train.data import (
+    IGNORE_INDEX,
+    Collator,
+    RowDataset,
+    TokenizedRows,
+    read_training_rows,
+    tokenize_examples,
+)
 from sftadapt.train.logits import selective_logits, split_rows, target_logprobs
 from sftadapt.train.losses import (
     IS_LEVELS,
@@ -72,6 +80,7 @@ class TrainConfig:
     model: str = option("smollm2-135m", help="base model: HF id, local folder, smollm2-135m or tiny-random")
     data: list[str] = option([], help="training files: Example JSONL/Parquet (rewrite/map output) or raw expert sets")
     fields: FieldOptions = fields_option()
+    max_row_bytes: int | None = max_row_bytes_option()
     out: str = option("runs/train", help="output folder: checkpoints, train_log.jsonl, the final model + README.md")
     loss: str = option("nll", help="nll (SFT) | dft (probability-weighted) | is (importance-weighted vs behaviour)")
     dft_floor: float = option(0.0, help="dft: weight max(p, dft_floor); 0 = off")
@@ -350,6 +359,7 @@ _BOOKKEEPING = (
     "force",
 )
 CONFIG_FILE = "train_config.json"
+REJECTS_FILE = "rejects.jsonl"
 
 
 def _resume_checkpoint(cfg: TrainConfig) -> str | None:
@@ -392,6 +402,10 @@ _OURS = {
 
 
 def _training_args(cfg: TrainConfig) -> TrainingArguments:
+    from sftadapt.runtime import network
+
+    # the Trainer creates the hub repo as it starts: offline that must be our one line, not the hub's traceback
+    network.check_push(cfg.trainer_args, "trainer_args", cfg.online or network.online_now())
     return TrainingArguments(
         output_dir=cfg.out,
         per_device_train_batch_size=cfg.batch_size,
@@ -423,12 +437,10 @@ def _training_args(cfg: TrainConfig) -> TrainingArguments:
 
 
 def _load_model(cfg: TrainConfig):
-    from transformers import AutoModelForCausalLM
-
-    from sftadapt.runtime.models import resolve_model, torch_dtype
+    from sftadapt.runtime.models import from_pretrained, resolve_model, torch_dtype
 
     # Loaded after TrainingArguments so that DeepSpeed ZeRO-3 (set up by them) can partition it while loading.
-    model = AutoModelForCausalLM.from_pretrained(resolve_model(cfg.model), dtype=torch_dtype(cfg.precision()[1]))
+    model = from_pretrained(resolve_model(cfg.model), dtype=torch_dtype(cfg.precision()[1]))
     if getattr(model.config, "use_cache", None):
         model.config.use_cache = False
     if cfg.lora:
@@ -467,6 +479,7 @@ class TrainingData:
     provenance: list[dict[str, Any]]
     tokenized: TokenizedRows
     response_tokens: int
+    rejected: int = 0  # unusable rows of raw expert sets, in OUT/rejects.jsonl
 
 
 def fallback_rows(examples: list[Example], fallback: str, data: list[str]) -> list[Example]:
@@ -492,15 +505,18 @@ def build_trainer(
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
-    from sftadapt.runtime.outdir import TRAIN_OUTPUTS, claim  # issue 13: never delete a user's checkpoint-* folder
+    from sftadapt.runtime.outdir import TRAIN_OUTPUTS, claim  # never delete a user's checkpoint-* folder
+    from sftadapt.runtime.owned import checkpoint_recorder, open_checkpoints
 
     claim(out, "train", force=cfg.force, protect=TRAIN_OUTPUTS)
+    open_checkpoints(out)  # a checkpoint-* of the user's is refused before resume could take it
     resume_from = _resume_checkpoint(cfg)  # first: a refused resume should not wait for data and model
     set_seed(cfg.seed)
 
     # ---- data: files -> Examples -> token rows (behaviour log-probs aligned) -----------------------------
     tokenizer = load_tokenizer(cfg.model)
-    examples, provenance = load_examples(cfg.data, cfg.fields)
+    loaded = read_training_rows(cfg.data, cfg.fields, cfg.max_row_bytes)
+    examples, provenance = loaded.examples, loaded.provenance
     examples = fallback_rows(examples, cfg.fallback, cfg.data)
     if cfg.loss == "is":
         _check_behavior_precision(examples)
@@ -521,6 +537,7 @@ def build_trainer(
     log_path = out / LOG_FILE
     if args.process_index == 0:
         _write_config(cfg)
+        _write_rejects(loaded.rejects, out)
         if resume_from:
             _trim_log(log_path, json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"])
         elif log_path.exists():
@@ -532,10 +549,24 @@ def build_trainer(
         processing_class=tokenizer,
         data_collator=Collator(pad_token_id=tokenizer.pad_token_id),
         loss_config=cfg,
-        callbacks=[JsonlLogCallback(log_path), *(callbacks or [])],
+        callbacks=[JsonlLogCallback(log_path), checkpoint_recorder(out), *(callbacks or [])],
     )
     bar_only_progress(trainer)
-    return trainer, TrainingData(examples, provenance, tokenized, int(response_tokens)), resume_from
+    return (
+        trainer,
+        TrainingData(examples, provenance, tokenized, int(response_tokens), len(loaded.rejects)),
+        resume_from,
+    )
+
+
+def _write_rejects(rejects: list[dict[str, Any]], out: Path) -> None:
+    """OUT/rejects.jsonl of the unusable training rows (file, line, field, reason, a bounded excerpt), as every
+    stage writes it, and one line saying how many; a run without rejects removes an older file of ours."""
+    from sftadapt.data.sources import write_rejects
+
+    written = write_rejects(rejects, out / REJECTS_FILE)
+    if written:
+        print(f"{len(rejects)} rows rejected, see {written}", file=sys.stderr, flush=True)
 
 
 def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> dict[str, Any]:
@@ -561,6 +592,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         "dropped_too_long": len(tokenized.dropped),
         "truncated": tokenized.truncated,
         "response_tokens": data.response_tokens,
+        "rejected_rows": data.rejected,
         "resumed_from": resume_from,
         "origins": dict(sorted(Counter(e.origin for e in examples).items())),
         "fallback": cfg.fallback,
@@ -693,7 +725,7 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--online", action="store_true", help="allow hub downloads (default: offline)")
     ns = parser.parse_args(argv)
-    from sftadapt.runtime import offline  # issue 13: offline on this entry point too, unless --online
+    from sftadapt.runtime import offline  # offline on this entry point too, unless --online
 
     offline.apply(ns.online)
     from sftadapt.runtime.models import ModelError
