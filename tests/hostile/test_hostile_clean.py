@@ -169,3 +169,22 @@ def test_a_link_named_like_a_checkpoint_is_refused_and_its_target_kept(tmp_path)
     with pytest.raises(OutDirError, match="checkpoint-1"):
         owned.open_checkpoints(out)
     assert owned.drop_checkpoints(out) == [] and (target / "weights").exists()
+
+
+def test_a_finished_run_stage_drops_its_own_checkpoints_only(tmp_path):
+    """A stage re-run in place (resumed after a kill): the user's checkpoint-* in the stage folder survives the
+    checkpoint drop that follows a finished stage; the one the stage's Trainer recorded goes."""
+
+    def killed(folder):
+        (folder / "checkpoint-7").mkdir()  # the user's, put there while the stage was down
+        raise KeyboardInterrupt
+
+    def trained(folder):
+        owned._write_checkpoints(folder, {"checkpoint-2"})  # as the Trainer's recorder does before it saves
+        (folder / "checkpoint-2").mkdir()
+        return {"ok": True}
+
+    with pytest.raises(KeyboardInterrupt):
+        Stages(tmp_path, progress=False).run("train_sft", {"lr": 1}, [], killed)
+    Stages(tmp_path, progress=False).run("train_sft", {"lr": 1}, [], trained)
+    assert (tmp_path / "train_sft" / "checkpoint-7").is_dir() and not (tmp_path / "train_sft" / "checkpoint-2").exists()

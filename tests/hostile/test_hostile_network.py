@@ -155,24 +155,8 @@ def test_an_engine_built_directly_refuses_before_any_lookup_or_connection(monkey
 def test_a_loopback_server_is_not_refused_by_the_policy(tmp_path):
     """Offline, eval against 127.0.0.1 goes through the check and fails only because nothing listens there."""
     port = _closed_port()
-    result = runner.invoke(
-        app,
-        [
-            "eval",
-            "--model",
-            "tiny-random",
-            "--benchmarks",
-            str(_data(tmp_path)),
-            "--out",
-            str(tmp_path / "o"),
-            "--engine",
-            "openai",
-            "--engine-option",
-            f"base_urls=[http://127.0.0.1:{port}/v1, 'http://[::1]:{port}/v1']",
-            "--engine-option",
-            "max_retries=0",
-        ],
-    )
+    urls = f"http://127.0.0.1:{port}/v1, 'http://[::1]:{port}/v1'"
+    result = runner.invoke(app, _eval_args(tmp_path, urls))
     line = _one_line_error(result.output)
     assert result.exit_code != 0 and f"127.0.0.1:{port}" in line and "connection refused" in line, line
     assert "loopback" not in line and "--online" not in line
@@ -241,7 +225,7 @@ def _run(args, tmp_path):
     return proc, log.read_text().splitlines() if log.exists() else []
 
 
-def _eval_args(tmp_path, *more):
+def _eval_args(tmp_path, urls=", ".join(REMOTE), *more):
     return [
         "eval",
         "--model",
@@ -253,7 +237,7 @@ def _eval_args(tmp_path, *more):
         "--engine",
         "openai",
         "--engine-option",
-        f"base_urls=[{', '.join(REMOTE)}]",
+        f"base_urls=[{urls}]",
         "--engine-option",
         "max_retries=0",
         *more,
