@@ -373,6 +373,7 @@ RANGES: dict[str, Range] = {
     "div_weight": _NON_NEGATIVE,
     "diversity_weight": _NON_NEGATIVE,
     "min_length_ratio": _NON_NEGATIVE,
+    "min_reasoning_frac": _FRACTION,  # the gate's no_reasoning rule: a share of the expert's computations
     "warmup_ratio": Range(0, 1, high_open=True),
     "lora_dropout": Range(0, 1, high_open=True),
     "stop_pass_rate": Range(0, 1, high_open=True),

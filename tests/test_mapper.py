@@ -83,6 +83,8 @@ OPEN_GATE = RewardConfig(
     max_repeat_frac=1.0,
     copy_check=False,
     reference_phrases=[],
+    meta_check=False,
+    reasoning_check=False,
     truncation_check=False,
 )
 

@@ -142,6 +142,8 @@ def test_the_patch_arm_and_the_fallback_ablations_run_end_to_end(tmp_path, monke
         "max_length_ratio": 100.0,
         "max_repeat_frac": 1.0,
         "copy_check": False,
+        "meta_check": False,
+        "reasoning_check": False,
         "truncation_check": False,
     }
     values = {

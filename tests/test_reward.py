@@ -230,7 +230,7 @@ def test_diversity_term_is_added_to_passing_rollouts_only():
 
 def test_gate_reasons_are_all_counted_when_several_fail():
     reasons = gate_reasons("x", ["x"], EXPERT, 50, "no_answer", RewardConfig())
-    assert reasons == ["no_answer", "min_tokens", "length_low"]
+    assert reasons == ["no_answer", "min_tokens", "length_low", "no_reasoning"]  # "x" shows none of EXPERT's work
     assert gate_reasons("x", ["x"], EXPERT, 50, "timeout", RewardConfig())[0] == "unverified"
 
 
@@ -295,7 +295,10 @@ def test_patch_r_div_is_the_leave_one_out_contribution_to_mean_pairwise_cosine_d
 
 
 def _patch_scores(texts, nll, hidden, groups, passed_texts=None, cfg=None):
-    cfg = cfg or RewardConfig(kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0)
+    # "bad" stands for a wrong rollout: only its answer is gated (its one word shows no work either)
+    cfg = cfg or RewardConfig(
+        kind="patch", answer_format="any", min_length_ratio=0.0, max_length_ratio=100.0, reasoning_check=False
+    )
     target = [TokenScores(token_ids=[0, 1], logprobs=[-x, -x], hidden=h) for x, h in zip(nll, hidden)]
     verdicts = ["correct" if t != "bad" else "wrong" for t in texts]
     return score_rollouts(

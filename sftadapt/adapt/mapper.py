@@ -6,19 +6,23 @@ text the target model finds likely, then synthesise the SFT set with it.
    (sftadapt/adapt/reward.py): r_align(ŷ) = mean token log-prob of ŷ under the FROZEN target given the plain solve prompt
    (scored through `Engine.score`; the `centered` variant adds the target's entropy), or r_min = −10 when the
    anti-cheating gate rejects ŷ (wrong/missing answer, length ratio outside [0.3, 2], < 8 tokens, looping 4-grams,
-   near-copy of y, mentions of the reference). Optimised with GRPO on TRL's `GRPOTrainer` (group 8, T=1.0,
-   lr 1e-6 full / 1e-5 LoRA, KL 0 by default), on CPU or with TRL's vLLM options on GPUs (sftadapt/rl/grpo.py).
+   near-copy of y, mentions of the reference, meta text that echoes the mapping prompt or talks of rewriting,
+   answer-only filler). Optimised with GRPO on TRL's `GRPOTrainer` (group 8, T=1.0, lr 1e-6 full / 1e-5 LoRA, KL 0
+   by default), on CPU or with TRL's vLLM options on GPUs (sftadapt/rl/grpo.py).
    GRPO normalises rewards within a prompt's group, so per-prompt offsets (e.g. r_align(y) as a baseline) cancel:
    only how rewrites of one problem compare matters. Per step, `rl_log.jsonl` records the gate pass rate, mean
    r_align of passing rollouts, each failure reason's rate, the mean length ratio, and TRL's own metrics.
 2. Synthesis (`synthesize`, `sftadapt map synthesize`). K rewrites per example (K=4, T=0.7); the gate-passing one
    with the highest r_align is kept (origin `mapper`), else the expert solution normalised to end in
-   `\\boxed{answer}` (origin `expert`). Every row records all attempts with their verdicts and gate reasons,
-   `target_logprobs` under the plain solve prompt (their mean `target_logprob_mean` is the gap metric), the
-   expert's own gap metric (`meta.expert_target_logprob_mean`) and provenance (mapper and target revisions,
-   sampling, prompt hashes, reward config, run id). `behavior_logprobs` is None for every row: the mapper's policy
-   (under the mapper prompt) is not a policy of the target's on the solve prompt, so there is no behaviour
-   probability to correct towards; the `is` loss treats such rows like expert rows (log π_β = 0, i.e. DFT weights).
+   `\\boxed{answer}` (origin `expert`). The gate is the same `AlignmentReward.evaluate` as in RL (given the problem
+   and the gold answer, which the meta-text and reasoning rules need), so every set made here — DART, the prompted
+   rewrite (`--mapper untrained`) and Patch (`reward.kind: patch`) — keeps only rewrites that pass it. Every row
+   records all attempts with their verdicts and gate reasons, `target_logprobs` under the plain solve prompt (their
+   mean `target_logprob_mean` is the gap metric), the expert's own gap metric (`meta.expert_target_logprob_mean`)
+   and provenance (mapper and target revisions, sampling, prompt hashes, reward config, run id).
+   `behavior_logprobs` is None for every row: the mapper's policy (under the mapper prompt) is not a policy of the
+   target's on the solve prompt, so there is no behaviour probability to correct towards; the `is` loss treats such
+   rows like expert rows (log π_β = 0, i.e. DFT weights).
    `--mapper untrained` uses the target itself as the mapper: the prompted-rewrite baseline (SDFT) through exactly
    the same path (meta.method = prompted_rewrite).
 

@@ -20,6 +20,15 @@ For a rewrite ŷ of the expert solution y of problem x:
   `near_copy` — character 5-gram Jaccard similarity to y ≥ `copy_jaccard` (the expert text handed back);
   `mentions_reference` — it names the reference ("reference solution", "the given solution", ...), text that
   would leak the mapping context into the training data;
+  `meta_text` — it talks about the task instead of solving the problem: it shares a word 6-gram with the
+  instruction text of a mapping prompt (data/prompts.py's MAPPER and GUIDED, read from the templates themselves),
+  or talks of rewriting ("Rewrite the solution:", "in your own words", "as requested"; policy.META_PATTERNS),
+  unless the problem or y says so too (`meta_check`);
+  `no_reasoning` — an answer-only filler: outside its `\boxed{}` ŷ shows fewer than `min_reasoning_frac` (½)
+  as many computations ("13 + 19 = 32") as y (at least one where y shows any) and fewer than that fraction of
+  y's intermediate results (numbers after an "=" of y that are in neither x nor the answer). Either suffices, so a
+  wordy derivation passes, and so does the target's own style with a slip the right answer hides; the bar never
+  exceeds what y itself shows (`reasoning_check`; policy.missing_reasoning says why this rule);
   `truncated` — generation stopped at the token limit instead of an end token: the text is cut, whatever the answer
   it may already hold (the rewrite stage refuses such responses too, `keep_truncated=False`). In synthesis the
   engine says so (`finish_reason == "length"`); under TRL a rollout is cut when its last id is neither an end token
@@ -56,8 +65,9 @@ cancels within a group; only differences between rewrites of the same problem te
 on the other hand, is not an offset: how far below the group's passing rewards it sits sets how strongly failing
 the gate is punished relative to alignment differences.
 
-The near-copy similarity and the reference-mention check are the rewrite stage's (sftadapt/adapt/policy.py), so both
-methods mean the same thing by "copy" and "mention".
+The near-copy similarity, the reference-mention and the meta-text checks are the rewrite stage's
+(sftadapt/adapt/policy.py), so both methods mean the same thing by "copy", "mention" and "meta text"; the rewrite
+stage refuses meta text in its guided and prompted-rewrite responses with the same detector.
 """
 
 from __future__ import annotations
@@ -68,9 +78,16 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-# The rewrite stage's near-copy and reference-mention checks (character n-grams, whitespace collapsed, case
-# folded): one definition of "copy" and "mention" for both methods.
-from sftadapt.adapt.policy import char_ngrams, ngram_jaccard, reference_mention
+# The rewrite stage's near-copy, reference-mention and meta-text checks (whitespace collapsed, case folded): one
+# definition of "copy", "mention" and "meta text" for both methods.
+from sftadapt.adapt.policy import (
+    MIN_REASONING_FRAC,
+    char_ngrams,
+    meta_text,
+    missing_reasoning,
+    ngram_jaccard,
+    reference_mention,
+)
 from sftadapt.config import option
 
 GATE_REASONS = (
@@ -83,6 +100,8 @@ GATE_REASONS = (
     "repetition",
     "near_copy",
     "mentions_reference",
+    "meta_text",
+    "no_reasoning",
     "truncated",
 )
 VARIANTS = ("mean", "centered")
@@ -129,6 +148,17 @@ class RewardConfig:
     reference_phrases: list[str] = option(
         REFERENCE_PHRASES, help="gate: case-insensitive phrases that name the reference (the mapping context) and fail"
     )
+    meta_check: bool = option(
+        True,
+        help="gate: reject meta text, a rewrite that echoes a mapping prompt's instruction (a shared word "
+        "6-gram) or talks of rewriting ('Rewrite the solution:', 'in your own words')",
+    )
+    reasoning_check: bool = option(True, help="gate: reject answer-only fillers (see min_reasoning_frac)")
+    min_reasoning_frac: float = option(
+        MIN_REASONING_FRAC,
+        help="gate: a rewrite must show at least this fraction of the expert's computations (at least one) or "
+        "of its intermediate results outside \\boxed{}",
+    )
     diversity_weight: float = option(
         0.0,
         help="weight of 1 - mean similarity to the group's other rollouts (added to passing rollouts only; 0 = off)",
@@ -150,8 +180,8 @@ class RewardConfig:
             )
         if self.repeat_ngram < 1 or self.copy_ngram < 1:
             raise ValueError("repeat_ngram and copy_ngram must be >= 1")
-        if not 0 <= self.max_repeat_frac <= 1 or not 0 <= self.copy_jaccard <= 1:
-            raise ValueError("max_repeat_frac and copy_jaccard are fractions in [0, 1]")
+        if not all(0 <= x <= 1 for x in (self.max_repeat_frac, self.copy_jaccard, self.min_reasoning_frac)):
+            raise ValueError("max_repeat_frac, copy_jaccard and min_reasoning_frac are fractions in [0, 1]")
         if self.diversity_weight < 0:
             raise ValueError(f"diversity_weight = {self.diversity_weight}: must be >= 0")
 
@@ -185,10 +215,14 @@ def gate_reasons(
     cfg: RewardConfig,
     rule: str | None = None,
     truncated: bool = False,
+    problem: str = "",
+    answer: str | None = None,
 ) -> list[str]:
     """Every gate rule `text` fails (empty = it passes). `tokens`: its token ids under the target tokenizer
     (no end token); `reference_tokens`: the expert solution's token count; `verdict`/`rule`: the verifier's
-    verdict and the extraction rule that found the answer; `truncated`: generation hit its token limit."""
+    verdict and the extraction rule that found the answer; `truncated`: generation hit its token limit;
+    `problem`/`answer`: the problem and its gold answer (what the meta-text and reasoning checks leave out;
+    answer None: the expert's last \\boxed{})."""
     reasons = []
     verdict = answer_verdict(verdict, rule, cfg.answer_format)
     if verdict != "correct":
@@ -206,8 +240,20 @@ def gate_reasons(
         reasons.append("near_copy")
     if reference_mention(text, cfg.reference_phrases):
         reasons.append("mentions_reference")
+    reasons += content_reasons(text, problem, reference, answer, cfg)
     if truncated and cfg.truncation_check:
         reasons.append("truncated")
+    return reasons
+
+
+def content_reasons(text: str, problem: str, reference: str, answer: str | None, cfg: RewardConfig) -> list[str]:
+    """The gate's `meta_text` and `no_reasoning` rules alone (what `text` says, no tokens or verdicts needed):
+    `gate_reasons` applies them, and benchmarks/count_meta_text.py counts an existing set's rows with them."""
+    reasons = []
+    if cfg.meta_check and meta_text(text, (problem, reference)) is not None:
+        reasons.append("meta_text")
+    if cfg.reasoning_check and missing_reasoning(text, problem, reference, answer, cfg.min_reasoning_frac):
+        reasons.append("no_reasoning")
     return reasons
 
 
@@ -341,12 +387,16 @@ def rollout_gate(
     cfg: RewardConfig,
     rules: Sequence[str | None],
     truncated: Sequence[bool],
+    problems: Sequence[str] | None = None,
+    golds: Sequence[str | None] | None = None,
 ) -> list[list[str]]:
     """`gate_reasons` of every rollout of a batch (an empty list: it passes)."""
+    problems = problems if problems is not None else [""] * len(texts)
+    golds = golds if golds is not None else [None] * len(texts)
     return [
-        gate_reasons(t, tok, ref, n_ref, v, cfg, rule, c)
-        for t, tok, ref, n_ref, v, rule, c in zip(
-            texts, tokens, references, reference_tokens, verdicts, rules, truncated
+        gate_reasons(t, tok, ref, n_ref, v, cfg, rule, c, x, a)
+        for t, tok, ref, n_ref, v, rule, c, x, a in zip(
+            texts, tokens, references, reference_tokens, verdicts, rules, truncated, problems, golds
         )
     ]
 
@@ -363,15 +413,18 @@ def score_rollouts(
     rules: Sequence[str | None] | None = None,
     truncated: Sequence[bool] | None = None,
     reasons: Sequence[list[str]] | None = None,
+    problems: Sequence[str] | None = None,
+    golds: Sequence[str | None] | None = None,
 ) -> list[RolloutScore]:
     """Rewards of a batch of rollouts. `target_scores[i]` is the target's `TokenScores` of text i (needed, and
     only read, for rollouts that pass the gate; None elsewhere); `groups[i]` names the group for diversity;
     `rules[i]` is the extraction rule behind verdict i (None: unknown); `truncated[i]`: text i was cut by the
-    token limit (None: none was); `reasons[i]`: text i's gate reasons when the caller has gated already."""
+    token limit (None: none was); `reasons[i]`: text i's gate reasons when the caller has gated already;
+    `problems[i]`/`golds[i]`: text i's problem and gold answer, for the meta-text and reasoning checks."""
     if reasons is None:
         rules = rules if rules is not None else [None] * len(texts)
         cut = truncated if truncated is not None else [False] * len(texts)
-        reasons = rollout_gate(texts, tokens, references, reference_tokens, verdicts, cfg, rules, cut)
+        reasons = rollout_gate(texts, tokens, references, reference_tokens, verdicts, cfg, rules, cut, problems, golds)
     div = (
         diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram)
         if cfg.diversity_weight > 0
@@ -502,7 +555,9 @@ class AlignmentReward:
         ref_tokens = [ref_counts[r] for r in references]
         cut = list(truncated) if truncated is not None else [False] * len(texts)
         # Gate first, then score only the survivors under the target (the target pass is the costly part).
-        reasons = rollout_gate(texts, tokens, references, ref_tokens, verdicts, self.cfg, rules, cut)
+        reasons = rollout_gate(
+            texts, tokens, references, ref_tokens, verdicts, self.cfg, rules, cut, list(problems), list(golds)
+        )
         keep = [i for i, why in enumerate(reasons) if not why]
         target_scores: list[Any] = [None] * len(texts)
         if keep:
