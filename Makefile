@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 SERVER_VENV ?= .venv-server
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup quickstart test test-fast test-server lint browser server vllm
+.PHONY: setup quickstart test test-fast test-server lint browser server vllm gpu-check gpu-wheels
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -53,6 +53,24 @@ server:
 # resolution, ~1-2 min, ~2.4 GB): the tests' `vllm serve` and the in-process backend's tests run from it
 vllm:
 	.ci/vllm.sh $(VLLM_VENV)
+
+# The GPU check (benchmarks/gpu_check.py; docs/scale-out.md "GPU check"): `pytest -m gpu` with SFTADAPT_GPU_TESTS=1,
+# the hf engine's fp32-vs-bf16 agreement, SFT (and, with trl, GRPO) steps, and sampling throughput at Qwen2.5's 1.5B
+# and 7B shapes, in at most 8 minutes on one GPU; writes benchmarks/gpu.md and benchmarks/results/gpu_check.json.
+# It runs with the GPU machine's own python (GPU_PY; a venv does not travel there), and first installs the wheels
+# of `make gpu-wheels` where .cache/gpu-wheels came along. Not in `make test`: CI has no GPU.
+# `make gpu-check GPU_PY=.venv/bin/python GPU_ARGS=--dry-run` rehearses it on the CPU (< 60 s, output under /tmp).
+GPU_PY ?= python3
+GPU_ARGS ?=
+gpu-check:
+	PYTHONPATH=$(CURDIR) $(GPU_PY) benchmarks/gpu_check.py $(GPU_ARGS)
+
+# sftadapt's pinned transformers, peft, trl and datasets (with datasets' dill and multiprocess) as Python 3.12
+# wheels in .cache/gpu-wheels (~16 MB), for a GPU machine whose own packages are older or missing: carry the folder
+gpu-wheels:
+	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_17_x86_64 -d .cache/gpu-wheels dill==0.4.1 multiprocess==0.70.19 \
+	  $(shell grep -oE '"(transformers|peft|trl|datasets)==[^"]+"' pyproject.toml | tr -d '"')
 
 # Debian's chromium for the HTML report's browser test (tests/test_report_browser.py), when missing and only as
 # root with apt-get; otherwise that test is skipped with its reason (under CI=true it fails instead).

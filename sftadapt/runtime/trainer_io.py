@@ -164,6 +164,15 @@ def set_aside(
     return aside
 
 
+def checkpointing_argument(args_class: type, on: bool) -> dict[str, bool]:
+    """Activation checkpointing for an HF argument class: `activation_checkpointing` where the installed
+    transformers has that field (newer releases), else its older name `gradient_checkpointing`."""
+    import dataclasses
+
+    fields = {f.name for f in dataclasses.fields(args_class)}
+    return {"activation_checkpointing" if "activation_checkpointing" in fields else "gradient_checkpointing": on}
+
+
 def read_saved_options(path: Path, key: str) -> dict[str, Any] | None:
     """`key` of the JSON file a run wrote when it started (None if there is none)."""
     from sftadapt.data.records import read_own_json

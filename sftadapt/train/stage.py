@@ -52,7 +52,13 @@ from sftadapt.data.records import FALLBACKS, Example
 from sftadapt.data.sources import max_row_bytes_option
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
-from sftadapt.runtime.trainer_io import bar_only_progress, read_saved_options, resume_checkpoint, save_merged
+from sftadapt.runtime.trainer_io import (
+    bar_only_progress,
+    checkpointing_argument,
+    read_saved_options,
+    resume_checkpoint,
+    save_merged,
+)
 from sftadapt.train.data import (
     IGNORE_INDEX,
     Collator,
@@ -424,7 +430,7 @@ def _training_args(cfg: TrainConfig) -> TrainingArguments:
         save_total_limit=cfg.save_total_limit,
         **tracking.trainer_args(cfg.report_to, out=cfg.out, tracking_dir=cfg.tracking_dir, online=cfg.online or None),
         use_cpu=not torch.cuda.is_available(),
-        activation_checkpointing=cfg.gradient_checkpointing,
+        **checkpointing_argument(TrainingArguments, cfg.gradient_checkpointing),
         # fp32 master weights under bf16 autocast; with pure bf16 weights autocast is moot
         bf16=autocast_bf16(*cfg.precision()),
         remove_unused_columns=False,  # our collator's columns (behaviour log-probs) are not model arguments
