@@ -520,8 +520,9 @@ def build_trainer(
     set_seed(cfg.seed)
 
     # ---- data: files -> Examples -> token rows (behaviour log-probs aligned) -----------------------------
-    tokenizer = load_tokenizer(cfg.model)
+    # the data first: a file that cannot be read is refused before the model is converted or loaded
     loaded = read_training_rows(cfg.data, cfg.fields, cfg.max_row_bytes)
+    tokenizer = load_tokenizer(cfg.model)
     examples, provenance = loaded.examples, loaded.provenance
     examples = fallback_rows(examples, cfg.fallback, cfg.data)
     if cfg.loss == "is":
