@@ -150,10 +150,15 @@ def stable_id(text: str) -> str:
 
 def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> None:
     """Write a JSON file atomically (temp file + rename): a kill never leaves half a summary or manifest."""
+    write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str))
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file through a temp file and a rename: a kill leaves the old file or the new, never half."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=indent, ensure_ascii=False, default=str), encoding="utf-8")
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
 
 

@@ -1,13 +1,22 @@
 """Generation/scoring engines behind one contract (`Engine` in base.py). Stages never import a backend
 directly: they call `make_engine(model, cfg.engine, ...)`, which builds the backend their `EngineConfig`
 names. Adding a backend = one module with a `from_config(model, options, **common)` constructor + one row in
-`BACKENDS` (docs/architecture.md)."""
+`BACKENDS` (base.py, beside the `EngineConfig` that names one; docs/architecture.md)."""
 
 from __future__ import annotations
 
 import importlib
 
-from sftadapt.engines.base import Completion, Engine, EngineConfig, RequestRejected, Sampling, TokenScores, derive_seed
+from sftadapt.engines.base import (
+    BACKENDS,
+    Completion,
+    Engine,
+    EngineConfig,
+    RequestRejected,
+    Sampling,
+    TokenScores,
+    derive_seed,
+)
 
 __all__ = [
     "BACKENDS",
@@ -20,13 +29,6 @@ __all__ = [
     "derive_seed",
     "make_engine",
 ]
-
-# backend name -> "module:class"; the class has `from_config(model, options, **common) -> Engine`
-BACKENDS: dict[str, str] = {
-    "hf": "sftadapt.engines.hf:HFEngine",
-    "openai": "sftadapt.engines.openai:OpenAIEngine",  # OpenAI-compatible completions servers
-    "vllm": "sftadapt.engines.vllm:VLLMEngine",  # vLLM in this process
-}
 
 
 def make_engine(model: str, engine: EngineConfig | str | None = None, **common) -> Engine:

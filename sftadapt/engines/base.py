@@ -74,6 +74,16 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+# backend name -> "module:class"; the class has `from_config(model, options, **common) -> Engine`
+# (engines/__init__.make_engine imports it; kept here so that EngineConfig checks a name without importing the
+# package that imports this module)
+BACKENDS: dict[str, str] = {
+    "hf": "sftadapt.engines.hf:HFEngine",
+    "openai": "sftadapt.engines.openai:OpenAIEngine",  # OpenAI-compatible completions servers
+    "vllm": "sftadapt.engines.vllm:VLLMEngine",  # vLLM in this process
+}
+
+
 @dataclass
 class EngineConfig:
     """Which backend runs a stage's generate/score calls, and that backend's own options.
@@ -91,8 +101,6 @@ class EngineConfig:
     )
 
     def validate(self) -> None:
-        from sftadapt.engines import BACKENDS
-
         if self.backend not in BACKENDS:
             raise ValueError(f"engine.backend '{self.backend}' is not one of {', '.join(BACKENDS)}")
 

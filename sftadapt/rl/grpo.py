@@ -411,8 +411,12 @@ def _run_grpo(
     elif log_path.exists():
         log_path.unlink()
     compute_dtype, weights_dtype = opts.precision()
-    # written before training so that a resumed run can check it continues the same options
-    (out / RL_CONFIG).write_text(
+    from sftadapt.data.records import write_text_atomic
+
+    # written before training so that a resumed run can check it continues the same options (atomically: a kill
+    # must not leave half of it)
+    write_text_atomic(
+        out / RL_CONFIG,
         json.dumps(
             {
                 "stage": stage,
@@ -423,7 +427,7 @@ def _run_grpo(
             },
             indent=2,
             default=str,
-        )
+        ),
     )
     logger = RLLogCallback(log_path, counters, log_keys, base_seconds)
     callbacks: list[TrainerCallback] = [logger, checkpoint_recorder(out)]

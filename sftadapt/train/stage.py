@@ -378,7 +378,10 @@ def _resume_checkpoint(cfg: TrainConfig) -> str | None:
 
 def _write_config(cfg: TrainConfig) -> None:
     data = {"config": config_dict(cfg), "hash": config_hash(cfg, exclude=_BOOKKEEPING)}
-    (Path(cfg.out) / CONFIG_FILE).write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    from sftadapt.data.records import write_text_atomic
+
+    # read back to decide whether a checkpoint may resume: a kill must not leave half of it
+    write_text_atomic(Path(cfg.out) / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
 
 
 # TrainingArguments fields our own options set (trainer_args may not set them behind the option's back)
