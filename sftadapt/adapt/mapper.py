@@ -44,7 +44,6 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sftadapt.adapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
@@ -512,7 +511,9 @@ def synthesize(
         },
     )
     write_json(out / "summary.json", summary)
-    _write_card(out, summary, cfg.data)
+    from sftadapt.data.card import write_set_card
+
+    write_set_card(out, summary, cfg.data)
     if print_summary:
         print(summary_table(summary))
     return summary
@@ -593,19 +594,4 @@ def summary_table(s: dict[str, Any]) -> str:
             f"compute: {s['compute']['generated_tokens']} tokens generated, {s['compute']['scored_tokens']} scored, "
             f"{s['compute']['seconds']:.1f} s",
         ]
-    )
-
-
-def _write_card(out: Path, summary: dict, data: str) -> None:
-    """The dataset card (README.md) beside train.jsonl: source and license, target, method, origins, gap."""
-    from sftadapt.data.card import write_card
-    from sftadapt.data.records import Example, read_records
-
-    write_card(
-        out,
-        read_records(out / "train.jsonl", Example),
-        summary,
-        data_files="train.jsonl",
-        data=data,
-        title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}",
     )

@@ -50,7 +50,6 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from sftadapt.adapt.policy import (
@@ -520,7 +519,9 @@ def rewrite(
         summary["precision"] = _precision(engine, cfg, scorer)
         tracker.summary(tracking.rewrite_metrics(summary))
     write_json(out / "summary.json", summary)
-    _write_card(out, summary, cfg.data)
+    from sftadapt.data.card import write_set_card
+
+    write_set_card(out, summary, cfg.data)
     if print_summary:
         print(summary_table(summary))
     return summary
@@ -679,18 +680,3 @@ def summary_table(s: dict[str, Any]) -> str:
         )
     lines += [f"- {why}" for why in s["empty_origins"].values()]
     return "\n".join(lines)
-
-
-def _write_card(out: Path, summary: dict, data: str) -> None:
-    """The dataset card (README.md) beside train.jsonl: source and license, target, method, origins, gap."""
-    from sftadapt.data.card import write_card
-    from sftadapt.data.records import Example, read_records
-
-    write_card(
-        out,
-        read_records(out / "train.jsonl", Example),
-        summary,
-        data_files="train.jsonl",
-        data=data,
-        title=f"{summary.get('method')} set for {(summary.get('model') or summary.get('target') or {}).get('spec')}",
-    )

@@ -181,3 +181,19 @@ def read_card(folder: str | os.PathLike) -> dict[str, Any]:
     from sftadapt.config import safe_yaml  # the one YAML reader: bounded aliases, depth and size
 
     return safe_yaml(text[4:end]) or {} if end > 0 else {}
+
+
+def write_set_card(out: Path, summary: dict, data: str) -> None:
+    """The card (README.md) of an adapted set beside its train.jsonl (the rewrite stage's and the mapper's):
+    source and license, target, method, origins, gap."""
+    from sftadapt.data.records import Example, read_records
+
+    target = (summary.get("model") or summary.get("target") or {}).get("spec")
+    write_card(
+        out,
+        read_records(out / "train.jsonl", Example),
+        summary,
+        data_files="train.jsonl",
+        data=data,
+        title=f"{summary.get('method')} set for {target}",
+    )
