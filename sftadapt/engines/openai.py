@@ -5,8 +5,8 @@ own seed (`seeds[i][j]`, derived from (base seed, problem id, stage, index) by t
 resumed shard asks for exactly what the killed run asked for. The prompts are the stage's pre-rendered text;
 what the server sees depends on `server`:
 
-- `vllm` (default; also what `vllm serve` and SGLang accept): the prompt goes as **token ids**
-  (`prompts.prompt_token_ids`, our tokenisation), so the server cannot tokenise it differently. Generated
+- `vllm` (default; `vllm serve`; not SGLang, which has no `return_tokens_as_token_ids`): the prompt goes as
+  **token ids** (`prompts.prompt_token_ids`, our tokenisation), so the server cannot tokenise it differently. Generated
   token ids come back through `return_tokens_as_token_ids`; `logprobs: 1` returns each sampled token's
   log-prob. vLLM computes these from the raw model output before temperature/top-p (its default
   `--logprobs-mode raw_logprobs`), i.e. untempered, as `Completion.logprobs` documents; a server started with
@@ -86,7 +86,7 @@ ECHO_SERVERS = ("vllm", "llama-cpp-python")  # servers that echo prompt log-prob
 # temperature first, as hf and vLLM do. benchmarks/bench_engines.py's direct arm sends the same fields.
 _LLAMA_CPP_SAMPLING = {"top_k": 0, "min_p": 0.0, "repeat_penalty": 1.0}
 SERVER_FIELDS: dict[str, dict] = {
-    # vLLM (and SGLang) otherwise fill unset top_k / min_p / repetition_penalty from the checkpoint's
+    # vLLM otherwise fills unset top_k / min_p / repetition_penalty from the checkpoint's
     # generation_config.json (Qwen2.5's sets top_k 20 and a repetition penalty 1.05)
     "vllm": {"return_tokens_as_token_ids": True, "top_k": -1, "min_p": 0.0, "repetition_penalty": 1.0},
     "llama-cpp-python": _LLAMA_CPP_SAMPLING,
