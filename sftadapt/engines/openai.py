@@ -6,8 +6,8 @@ resumed shard asks for exactly what the killed run asked for. The prompts are th
 what the server sees depends on `server`:
 
 - `vllm` (default; `vllm serve`; not SGLang, which has no `return_tokens_as_token_ids`): the prompt goes as
-  **token ids** (`prompts.prompt_token_ids`, our tokenisation), so the server cannot tokenise it differently. Generated
-  token ids come back through `return_tokens_as_token_ids`; `logprobs: 1` returns each sampled token's
+  **token ids** (`prompts.prompt_token_ids`, our tokenisation), so the server cannot tokenise it differently.
+  Generated token ids come back through `return_tokens_as_token_ids`; `logprobs: 1` returns each sampled token's
   log-prob. vLLM computes these from the raw model output before temperature/top-p (its default
   `--logprobs-mode raw_logprobs`), i.e. untempered, as `Completion.logprobs` documents; a server started with
   another `--logprobs-mode` returns processed values, which this backend cannot detect. Scoring sends prompt
