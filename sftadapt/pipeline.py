@@ -350,11 +350,7 @@ class Stages:
             _say(f"{tag} {status}")
             return {}
         if meta and meta.get("hash") != digest:
-            stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
-            aside = folder.with_name(f"{name}.old-{stamp}")
-            while aside.exists():  # two changes within one second
-                n += 1
-                aside = folder.with_name(f"{name}.old-{stamp}-{n}")
+            aside = owned.aside_path(folder)
             ours = owned.own_entries(folder)  # read before the move: the owner mark says what is the user's
             shutil.move(str(folder), aside)
             owned.record_set_aside(aside, f"stage {name}", ours)
@@ -389,13 +385,11 @@ def stage_record(path: Path, remedy: str = "") -> dict[str, Any]:
     """A stage's `stage.json`. It is written atomically (temp file + rename), so only damage from outside leaves
     it unreadable; then one line names it and the way out: without it the stage runs again, resuming from what
     it left in its folder (shards, checkpoints) where the options still match."""
-    from sftadapt.data.records import UnreadableFile, read_own_json
+    from sftadapt.data.records import read_own_json
 
-    remedy = remedy or f"delete it and re-run: `sftadapt run` then runs stage {path.parent.name} again"
-    meta = read_own_json(path, remedy)
-    if not isinstance(meta, dict):
-        raise UnreadableFile(f"{path}: damaged, a JSON {type(meta).__name__} instead of an object; {remedy}")
-    return meta
+    return read_own_json(
+        path, remedy or f"delete it and re-run: `sftadapt run` then runs stage {path.parent.name} again"
+    )
 
 
 def _earlier_segments(folder: Path, meta: dict[str, Any]) -> float:

@@ -162,19 +162,22 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     os.replace(tmp, path)
 
 
-def read_own_json(path: str | os.PathLike, remedy: str) -> Any:
-    """A JSON file sftadapt wrote for itself (a manifest, a stage record, saved options). A damaged one (cut
-    short, overwritten with other bytes) raises UnreadableFile: one line naming the file, what is wrong, and
-    `remedy`, the way out for that file (no JSON parser message without the file it is about)."""
+def read_own_json(path: str | os.PathLike, remedy: str) -> dict[str, Any]:
+    """A JSON object sftadapt wrote for itself (a manifest, a stage record, saved options, shard stats). A damaged
+    one (cut short, overwritten with other bytes, not an object) raises UnreadableFile: one line naming the file,
+    what is wrong, and `remedy`, the way out for that file (no JSON parser message without the file it is about)."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as err:
         raise UnreadableFile(
             f"{path}: damaged, not valid JSON ({err.msg} at line {err.lineno} column {err.colno}); {remedy}"
         ) from None
     except UnicodeDecodeError as err:
         raise UnreadableFile(f"{path}: damaged, not UTF-8 text (byte {err.start}); {remedy}") from None
+    if not isinstance(data, dict):
+        raise UnreadableFile(f"{path}: damaged, a JSON {type(data).__name__} instead of an object; {remedy}")
+    return data
 
 
 def to_dict(record: Any) -> dict[str, Any]:

@@ -54,13 +54,13 @@ class ShardStore:
                     f"{self.root}: holds shards of another config (hash {manifest.get('config_hash')}, this run "
                     f"{config_hash}); use a new output folder, or --force to set the old shards aside"
                 )
-            aside = self.root.with_name(f"{self.root.name}.old-{time.strftime('%Y%m%d-%H%M%S')}")
+            from sftadapt.runtime.owned import aside_path, record_set_aside
+
+            aside = aside_path(self.root)  # (a second --force within the same second gets its own folder too)
             stale = _stale_results(self.root, manifest)
             shutil.move(str(self.root), aside)
             for path in stale:  # the old config's final files go with its shards: none is left beside new ones
                 shutil.move(str(path), aside / f"result-{path.name}")
-            from sftadapt.runtime.owned import record_set_aside
-
             # the shards folder is this store's own: everything moved with it is ours (but a link)
             record_set_aside(aside, "shards", [p.name for p in aside.iterdir() if not p.is_symlink()])
             self.root.mkdir(parents=True)
@@ -90,10 +90,7 @@ class ShardStore:
             "re-run with --force to set this shards folder aside and start over, or delete the manifest to keep "
             "its shards (the next run adopts them as its own: only if this same command wrote them)"
         )
-        manifest = read_own_json(path, remedy)
-        if not isinstance(manifest, dict):
-            raise UnreadableFile(f"{path}: damaged, a JSON {type(manifest).__name__} instead of an object; {remedy}")
-        return manifest
+        return read_own_json(path, remedy)
 
     def shard_path(self, index: int) -> Path:
         return self.root / f"shard-{index:05d}.jsonl"

@@ -63,16 +63,17 @@ OWN_NAMES = (MARKER, CHECKPOINTS, *RUN_BOOKKEEPING, *TRAIN_OUTPUTS, *ADAPTED_SET
 # ---------------------------------------------------------------- checkpoints
 def recorded_checkpoints(out: str | os.PathLike) -> set[str] | None:
     """The `checkpoint-*` names the Trainer saved into `out` under sftadapt (None: no record there)."""
+    from sftadapt.data.records import read_own_json
+
+    path = Path(out) / CHECKPOINTS
+    remedy = "move the folder's checkpoint-* folders away, or delete the record to adopt them"
     try:
-        data = json.loads((Path(out) / CHECKPOINTS).read_text(encoding="utf-8"))
+        data = read_own_json(path, remedy)
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as err:
-        raise OutDirError(
-            f"{Path(out) / CHECKPOINTS}: unreadable checkpoint record ({type(err).__name__}); move the folder's "
-            "checkpoint-* folders away or delete the record to adopt them"
-        ) from None
-    return {str(n) for n in data.get("checkpoints", [])} if isinstance(data, dict) else set()
+    except OSError as err:  # a folder or an unreadable file in the record's place
+        raise OutDirError(f"{path}: unreadable checkpoint record ({type(err).__name__}); {remedy}") from None
+    return {str(n) for n in data.get("checkpoints", [])}
 
 
 def _write_checkpoints(out: Path, names: set[str]) -> None:
@@ -172,6 +173,17 @@ def _benchmark_folder(entry: Path) -> bool:
         return False
     names = [e.name for e in entry.iterdir()]
     return bool(names) and all(_own_name(n) for n in names) and "shards" in names
+
+
+def aside_path(folder: Path) -> Path:
+    """Where `folder` is set aside: a new `<name>.old-<time>` beside it (`-1`, `-2`, ... for a second one within
+    the same second), the name `find_set_aside` and `superseded` look for."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside, n = folder.with_name(f"{folder.name}.old-{stamp}"), 0
+    while aside.exists() or aside.is_symlink():
+        n += 1
+        aside = folder.with_name(f"{folder.name}.old-{stamp}-{n}")
+    return aside
 
 
 def record_set_aside(aside: Path, what: str, entries: list[str]) -> None:

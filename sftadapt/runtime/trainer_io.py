@@ -142,15 +142,11 @@ def set_aside(
     """Move every `checkpoint-*` of `out` (or only `checkpoints`) and the named run files into a new
     `out/checkpoints.old-<time>/`, recorded as `what`."""
     import shutil
-    import time
 
-    stamp, n = time.strftime("%Y%m%d-%H%M%S"), 0
-    aside = out / f"checkpoints.old-{stamp}"
-    while aside.exists():
-        n += 1
-        aside = out / f"checkpoints.old-{stamp}-{n}"
+    from sftadapt.runtime.owned import aside_path, record_set_aside, recorded_checkpoints
+
+    aside = aside_path(out / "checkpoints")
     aside.mkdir()
-    from sftadapt.runtime.owned import record_set_aside, recorded_checkpoints
 
     # only the checkpoints this folder's record lists are ours to move (open_checkpoints refused any other)
     ours = recorded_checkpoints(out)
@@ -184,7 +180,7 @@ def read_saved_options(path: Path, key: str) -> dict[str, Any] | None:
         "delete it to resume without comparing the options (the run writes it again), or move the "
         "checkpoint-* folders away to start over",
     )
-    return data.get(key) if isinstance(data, dict) else None
+    return data.get(key)
 
 
 def save_merged(base_spec: str, adapter: Path, out: Path, tokenizer) -> None:
