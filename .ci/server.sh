@@ -37,7 +37,7 @@ if [ ! -f "$SRC/vendor/llama.cpp/convert_hf_to_gguf.py" ]; then
   tar xzf "$CACHE/src/llama_cpp_python-$VERSION.tar.gz" -C "$CACHE/src"
 fi
 # convert_hf_to_gguf.py imports sentencepiece even for BPE tokenizers: a --target folder the converter alone
-# gets on its PYTHONPATH (sftadapt.engines.local_server), so neither venv gains a package
+# gets on its PYTHONPATH (tests/servers/local_server.py), so neither venv gains a package
 DEPS=$CACHE/src/convert-deps
 if [ ! -d "$DEPS/sentencepiece" ]; then
   "$VENV/bin/python" -m pip install -q --no-deps --target "$DEPS" "sentencepiece==0.2.1"

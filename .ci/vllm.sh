@@ -3,7 +3,7 @@
 # environment (.venv-vllm) because it pins transformers 5.19 and ours is 5.23. Installed from the exact set in
 # .ci/vllm-lock.txt with --no-deps, so pip resolves nothing (an unpinned resolve took ~35 min on one machine) and
 # nothing pulls a CUDA torch: torch 2.13.0 comes first from the machine's own CPU build. The tests start
-# `vllm serve` from here (sftadapt.engines.local_server.VllmServer) and run the in-process backend's tests with
+# `vllm serve` from here (VllmServer in tests/servers/local_server.py) and run the in-process backend's tests with
 # this python. Usage: .ci/vllm.sh [VENV]   (default .venv-vllm; a second run checks and returns)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -10,7 +10,7 @@ responses (the job's own samples) under their prompts. Arms, in-process ones fir
 - `openai`: our backend against `--servers` local servers started here (`--server vllm`: `vllm serve` from
   .venv-vllm, serving the HF folder; `llama-server`: llama.cpp's C++ server from xllamacpp, generation only, it
   cannot echo prompt log-probs; `llama-cpp-python`: `make server`'s llama_cpp.server; all from
-  `sftadapt.engines.local_server`), or `--base-urls` of running servers, e.g. `vllm serve` on a GPU;
+  tests/servers/local_server.py), or `--base-urls` of running servers, e.g. `vllm serve` on a GPU;
 - `direct`: the same server(s) driven with plain HTTP and the same request bodies, without sftadapt (a thread
   pool of the same size, json in and out): `openai` / `direct` is the overhead ratio, goal >= 0.9.
 
@@ -293,7 +293,8 @@ def main() -> None:
             if args.base_urls:
                 base_urls, served = args.base_urls.split(","), args.served_model or args.model
             else:
-                from sftadapt.engines.local_server import SERVER_KINDS
+                sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the test servers live there
+                from servers.local_server import SERVER_KINDS
 
                 threads = args.threads_per_server or max(1, len(os.sched_getaffinity(0)) // args.servers)
                 start = time.perf_counter()

@@ -10,7 +10,7 @@ around `verify_many`) and everything else (prompt rendering, policy, shard I/O, 
     python benchmarks/bench_rewrite.py --model tiny-random --problems 4 --max-new-tokens 16 --no-record   # smoke
 
 `--engines hf,openai,vllm` runs the same stage once per backend, side by side, on fresh folders (`openai` against
-a `--server` started here from `sftadapt.engines.local_server`: `vllm` serves and scores; `llama-server` samples
+a `--server` started here from tests/servers/local_server.py: `vllm` serves and scores; `llama-server` samples
 and the stage scores with hf; the `vllm` arm needs .venv-vllm, `make vllm`):
 
     PYTHONPATH=. .venv-vllm/bin/python benchmarks/bench_rewrite.py --engines hf,openai,vllm --server vllm \
@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shutil
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -72,7 +73,9 @@ def run_arm(args, arm: str) -> dict:
     verifier = TimedVerifier(Verifier(workers=cfg.verifier_workers, timeout=cfg.verifier_timeout))
     server, score_engine = None, None
     if arm == "openai":
-        from sftadapt.engines.local_server import SERVER_KINDS
+        sys.path.append(str(Path(__file__).resolve().parents[1] / "tests"))  # the test servers live there
+        from servers.local_server import SERVER_KINDS
+
         from sftadapt.engines.openai import ECHO_SERVERS
 
         server = SERVER_KINDS[args.server](args.model, n_ctx=4096).start()
@@ -148,7 +151,9 @@ def main() -> None:
     parser.add_argument("--shard-size", type=int, default=16)
     parser.add_argument("--out", default=None, help="output folder of the stage (default: a temporary folder)")
     parser.add_argument("--engines", default="hf", help="backends to run the stage on, in turn: hf,openai,vllm")
-    parser.add_argument("--server", default="vllm", help="the openai arm's local server kind (local_server)")
+    parser.add_argument(
+        "--server", default="vllm", help="the openai arm's local server kind (tests/servers/local_server.py)"
+    )
     parser.add_argument("--json", default=None, help="also write every arm's result to this file")
     parser.add_argument(
         "--record",

@@ -15,14 +15,17 @@ rows (`fallback`: keep | drop | dft, the train option of that name; adapted sets
              `mapper_train_patch` then `mapper_patch`).
 
 `base` (the target itself) and `direct_rl` (GRPO on the target, no SFT set) are the untrained-data arms.
-A new arm that trains on an existing source with an existing loss is one row here; a new source is one
-row plus the stage that builds it (pipeline.stage_configs and pipeline.run; docs/architecture.md).
+A new arm that trains on an existing source with an existing loss is one row here (`train` gives it training
+options of its own); a new source is a step of a stage in the stage registry (registry.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
 
+from sftadapt import registry
 from sftadapt.data.records import FALLBACKS
 
 
@@ -33,6 +36,8 @@ class Arm:
     source: str | None = None  # training set of a trained arm: one of SOURCE_STAGES
     loss: str | None = None  # nll | dft | is
     fallback: str = "keep"  # the set's expert-fallback rows: keep | drop | dft
+    # train options of this arm only, over the run config's `train:` section (e.g. {"lr": 1e-5})
+    train: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
 
 TABLE: tuple[Arm, ...] = (
@@ -51,15 +56,24 @@ TABLE: tuple[Arm, ...] = (
     Arm("pr_sft_nofb", "PR best-of-k+SFT, no fallback rows", "prompted", "nll", "drop"),
     Arm("direct_rl", "GRPO (direct RL)"),
 )
-# training set -> the pipeline stages that build it (in order); their compute is charged to the arms using it
-SOURCE_STAGES: dict[str, tuple[str, ...]] = {
-    "expert": (),
-    "rewrite": ("rewrite",),
-    "sdft": ("sdft",),
-    "mapper": ("mapper_train", "mapper"),
-    "prompted": ("prompted",),
-    "patch": ("mapper_train_patch", "mapper_patch"),
-}
+
+
+class _SourceStages(Mapping):
+    """Training set -> the names of the `run` steps that build it, in order; read from the stage registry at each
+    use (a stage registered later brings its sources with it)."""
+
+    def __getitem__(self, source: str) -> tuple[str, ...]:
+        return tuple(step.name for step in registry.sources()[source])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(registry.sources())
+
+    def __len__(self) -> int:
+        return len(registry.sources())
+
+
+# their compute is charged to the arms using the set
+SOURCE_STAGES: Mapping[str, tuple[str, ...]] = _SourceStages()
 # the arms a study runs unless its config lists them (the ablations are opt-in: they add training and eval runs)
 # The comparisons the study is for, beyond "each arm vs base" (arm, reference, the question it answers). The study
 # report gives each pair whose two arms ran a paired delta over seeds and problems.
@@ -109,6 +123,9 @@ def set_table(table: tuple[Arm, ...]) -> tuple[Arm, ...]:
             f"arm(s) {bad}: fallback is one of {', '.join(FALLBACKS)}, and only an adapted set has "
             "fallback rows to drop or reweight"
         )
+    wired = [a.name for a in table if set(a.train) & {"model", "data", "out", "loss", "fallback"}]
+    if wired:
+        raise ValueError(f"arm(s) {wired}: train options may not set model, data, out, loss or fallback (the row does)")
     TABLE = tuple(table)
     ARMS = tuple(a.name for a in TABLE)
     ARM_LABELS = {"raw": "raw model", **{a.name: a.label for a in TABLE}}

@@ -1,7 +1,10 @@
 """Config machinery shared by every stage: dataclasses with help text, YAML, `key=value` overrides, hashing.
 
-Each stage keeps its own config dataclass beside its code (TRL style: `RewriteConfig` in rewrite.py,
-`TrainConfig` in train.py ...); this module only loads, overrides, validates and hashes them.
+Each stage keeps its own config dataclass beside its code (TRL style: `RewriteConfig` in adapt/rewrite.py,
+`TrainConfig` in train/stage.py ...; the stage registry, registry.py, says which); this module only loads,
+overrides, validates and hashes them. There is one validation path: `build_config` (types, then each
+option's range in RANGES, then the class's `validate()`, then the network policy), used by the CLI, `--config`
+files, `sftadapt run`'s sections and library callers alike.
 
     cfg = load_config(RewriteConfig, "configs/rewrite.yaml", ["k=8", "keep=first"])
 """
@@ -234,12 +237,13 @@ def _coerce(name: str, value: Any, hint: Any, where: str) -> Any:
             return value
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: option '{name}' should be a mapping of {hint.__name__} options")
-        return build_config(hint, value, f"{where}.{name}")
+        return build_config(hint, value, f"{where}.{name}", nested=True)
     return value
 
 
-def build_config(cls: type[C], values: dict[str, Any], where: str = "config") -> C:
-    """Make `cls` from a dict, naming unknown options (with the closest known ones) and wrong types."""
+def build_config(cls: type[C], values: dict[str, Any], where: str = "config", nested: bool = False) -> C:
+    """Make `cls` from a dict, naming unknown options (with the closest known ones) and wrong types. A `nested`
+    section (the study's `eval:`) is judged for the network by the config that holds it, whose switch counts."""
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = [k for k in values if k not in fields]
@@ -263,7 +267,7 @@ def build_config(cls: type[C], values: dict[str, Any], where: str = "config") ->
             validate()
         except (ValueError, AssertionError) as err:
             raise ConfigError(f"{where}: {err}") from None
-    if hasattr(cfg, "online"):
+    if hasattr(cfg, "online") and not nested:
         # a config with its own network switch (a stage or a run): refuse now what it would send off this
         # machine while offline (remote engine servers, hub pushes), before any work and in `run --dry-run`;
         # a nested section is judged with the config that holds it, whose `online` it cannot see
@@ -433,9 +437,16 @@ def check_values(cfg: Any, where: str = "config") -> None:
             raise ConfigError(f"{where}: option '{f.name}' = {value}: {each} {rule}{why}")
 
 
-def check_passthrough(values: dict[str, Any], cls: type, what: str, ours: dict[str, str] | None = None) -> None:
+def check_passthrough(
+    values: dict[str, Any],
+    cls: type,
+    what: str,
+    ours: dict[str, str] | None = None,
+    fixed: dict[str, str] | None = None,
+) -> None:
     """Keys of a pass-through dict (`trainer_args`, `trl_args`) must be fields of the library's argument class
-    `cls`; a misspelling is refused with the closest field, and a field we already expose names our option. A
+    `cls`; a misspelling is refused with the closest field, a field we already expose names our option (`ours`:
+    field -> option), and a field we must fix gives the reason (`fixed`: field -> reason). A
     field that needs a package this environment lacks (`deepspeed`) is refused here, in one line, instead of as
     transformers' PackageNotFoundError traceback when the trainer's arguments are built."""
     import difflib
@@ -445,6 +456,8 @@ def check_passthrough(values: dict[str, Any], cls: type, what: str, ours: dict[s
     for key in values:
         if key in (ours or {}):
             raise ValueError(f"{what}.{key}: set it with our option '{ours[key]}' instead")
+        if key in (fixed or {}):
+            raise ValueError(f"{what}.{key}: {fixed[key]}")
         if key not in fields:
             close = difflib.get_close_matches(key, fields, n=1)
             raise ValueError(

@@ -6,6 +6,7 @@ every stage also has tests on the tiny real model (tests/conftest.py `tiny_engin
 from __future__ import annotations
 
 import re
+from types import MappingProxyType
 
 from sftadapt.verify import Verdict
 
@@ -32,3 +33,25 @@ class BoxedVerifier:
                 else Verdict("correct" if found[-1] == gold else "wrong", found[-1], "boxed", 0.0)
             )
         return out
+
+
+class FakeEngine:
+    """The whole `Engine` protocol (sftadapt/engines/base.py) with a scripted engine's defaults: the stage tests'
+    engines subclass it and replace what they script. A fake has no model config (`context_length` None: budgets
+    come from the tokenizer) and says no precision (empty: the stage records the dtype its config asked for); its
+    counters are read-only zeros unless it keeps its own `stats`. A member it does not script refuses, naming it."""
+
+    name = "scripted"
+    tokenizer = None
+    context_length: int | None = None
+    precision = MappingProxyType({})  # shared by every instance, hence read-only
+    stats = MappingProxyType({})
+
+    def generate(self, prompts, params, seeds=None):
+        raise NotImplementedError(f"{type(self).__name__} scripts no generate")
+
+    def score(self, prompts, responses, entropy=False, hidden=False):
+        raise NotImplementedError(f"{type(self).__name__} scripts no score")
+
+    def close(self):
+        pass

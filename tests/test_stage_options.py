@@ -42,7 +42,7 @@ def _stage_classes():
     from sftadapt.adapt.mapper import MapperTrainConfig, SynthConfig
     from sftadapt.adapt.rewrite import RewriteConfig
     from sftadapt.eval.sample import SampleConfig
-    from sftadapt.pipeline import EvalConfig
+    from sftadapt.eval.stage import EvalConfig
     from sftadapt.rl.direct_rl import DirectRLConfig
 
     return (SampleConfig, RewriteConfig, MapperTrainConfig, SynthConfig, DirectRLConfig, EvalConfig)

@@ -258,9 +258,9 @@ def test_run_hands_one_tracker_and_folder_to_every_stage(tmp_path):
     root = tmp_path / "study"
     configs = stage_configs(cfg, 0, "tiny-random", seed_paths(root))
     stages = [c for name, c in configs.items() if name != "protocol"]
-    # every adapt stage, direct RL, one training per trained arm, the warm-up
+    # every adapt stage, direct RL, one training per trained arm, the warm-up, the evaluation
     adapt = {s for chain in arms.SOURCE_STAGES.values() for s in chain}
-    assert len(stages) == len(adapt) + 1 + len(arms.TRAINED_ARMS) + 1
+    assert len(stages) == len(adapt) + 1 + len(arms.TRAINED_ARMS) + 1 + 1
     for c in stages:
         assert c.report_to == cfg.report_to and c.tracking_dir == str(root / "tracking") and c.online is False
     # turning a tracker on or off redoes nothing: the stage hash leaves the bookkeeping options out

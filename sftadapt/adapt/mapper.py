@@ -54,6 +54,7 @@ from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
+from sftadapt.registry import Stage, echo_adapted_set
 from sftadapt.rl.grpo import GRPOOptions, write_compute
 from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
@@ -172,8 +173,8 @@ class SynthConfig:
 
 def _precisions(engine, mapper_engine, cfg: SynthConfig) -> dict[str, Any]:
     """The dtypes that really ran for the target and the mapper (an injected engine may not say)."""
-    target = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.dtype}
-    mapper = getattr(mapper_engine, "precision", None) or {"generate": cfg.mapper_dtype or cfg.dtype}
+    target = engine.precision or {"generate": cfg.dtype, "score": cfg.dtype}
+    mapper = mapper_engine.precision or {"generate": cfg.mapper_dtype or cfg.dtype}
     return {"target": target["score"], "mapper": mapper["generate"]}
 
 
@@ -263,7 +264,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
                 "data": cfg.data,
                 "reward": config_dict(cfg.reward),
                 "chat": cfg.chat,
-                "target_precision": getattr(engine, "precision", {"score": cfg.dtype}),
+                "target_precision": engine.precision or {"score": cfg.dtype},
                 "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat),
             },
         )
@@ -595,3 +596,43 @@ def summary_table(s: dict[str, Any]) -> str:
             f"{s['compute']['seconds']:.1f} s",
         ]
     )
+
+
+def _train_echo(cfg: MapperTrainConfig, summary: dict[str, Any]) -> list[str]:
+    from pathlib import Path
+
+    last = summary.get("last_log") or {}
+    return [
+        f"{summary['steps']} steps; last step: gate pass rate {last.get('gate_pass_rate')}, mean r_align of "
+        f"passing rollouts {last.get('r_align_pass_mean')}",
+        f"mapper -> {cfg.out} (log: {summary['log']}, compute: {Path(cfg.out) / 'compute.json'})",
+    ]
+
+
+# the mapper's RL: `sftadapt map train`; in `sftadapt run`, `--lora/--full`, `--steps` ... reach the grpo section
+TRAIN_STAGE = Stage(
+    name="map train",
+    config=MapperTrainConfig,
+    run=train_mapper,
+    outputs=("model.safetensors", "rl_log.jsonl", "compute.json", "rejects.jsonl"),
+    echo=_train_echo,
+    aliases={
+        "steps": "grpo.max_steps",
+        "lora/full": "grpo.lora",
+        "num_generations": "grpo.num_generations",
+        "max_completion_length": "grpo.max_completion_length",
+        "lr": "grpo.lr",
+        "variant": "reward.variant",
+    },
+    target_key="target",
+    seed_key="grpo.seed",
+)
+SYNTH_STAGE = Stage(
+    name="map synthesize",
+    config=SynthConfig,
+    run=synthesize,
+    outputs=("train.jsonl", "summary.json", "compute.json", "rejects.jsonl", "README.md"),
+    record="Example",
+    echo=echo_adapted_set,
+    target_key="target",
+)

@@ -70,6 +70,7 @@ from sftadapt.data.sources import max_row_bytes_option
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
 from sftadapt.engines.base import SAME, EngineConfig, Sampling, ScoreEngineConfig
 from sftadapt.eval.sample import sample_attempts
+from sftadapt.registry import Stage, echo_adapted_set
 from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
 from sftadapt.runtime.precision import normalize
@@ -529,8 +530,8 @@ def rewrite(
 
 def _precision(engine, cfg: RewriteConfig, scorer=None) -> dict[str, str]:
     """The dtypes that really ran (an injected engine may not say: then the config's words)."""
-    found = getattr(engine, "precision", None) or {"generate": cfg.dtype, "score": cfg.score_dtype}
-    scored = getattr(scorer or engine, "precision", None) or {"score": cfg.score_dtype}
+    found = engine.precision or {"generate": cfg.dtype, "score": cfg.score_dtype}
+    scored = (scorer or engine).precision or {"score": cfg.score_dtype}
     return {"generate": found["generate"], "score": scored["score"]}
 
 
@@ -680,3 +681,13 @@ def summary_table(s: dict[str, Any]) -> str:
         )
     lines += [f"- {why}" for why in s["empty_origins"].values()]
     return "\n".join(lines)
+
+
+STAGE = Stage(
+    name="rewrite",
+    config=RewriteConfig,
+    run=rewrite,
+    outputs=("train.jsonl", "summary.json", "compute.json", "rejects.jsonl", "README.md"),
+    record="Example",
+    echo=echo_adapted_set,
+)

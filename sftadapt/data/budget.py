@@ -42,7 +42,8 @@ class BudgetError(ValueError):
     """A length setting that can never fit the model's context (one line for the user)."""
 
 
-def _from_config(config: Any) -> int | None:
+def config_context(config: Any) -> int | None:
+    """The context a model config (a transformers config or its config.json as a dict) declares, or None."""
     for key in _CONFIG_KEYS:
         value = config.get(key) if isinstance(config, dict) else getattr(config, key, None)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
@@ -51,21 +52,18 @@ def _from_config(config: Any) -> int | None:
 
 
 def context_length(tokenizer=None, engine=None, model_spec: str | None = None) -> int | None:
-    """The model's context in tokens (None when nothing says): engine's model config, else the model
+    """The model's context in tokens (None when nothing says): the engine's `context_length`, else the model
     folder's config.json, then capped by the tokenizer's model_max_length."""
     found: list[int] = []
-    model = getattr(engine, "model", None)
-    if model is not None and getattr(model, "config", None) is not None:
-        value = _from_config(model.config)
-        if value:
-            found.append(value)
+    if engine is not None and engine.context_length:
+        found.append(engine.context_length)
     if not found and model_spec:
         try:
             from sftadapt.runtime.models import resolve_model
 
             config = Path(resolve_model(model_spec)) / "config.json"
             if config.is_file():
-                value = _from_config(json.loads(config.read_text(encoding="utf-8")))
+                value = config_context(json.loads(config.read_text(encoding="utf-8")))
                 if value:
                     found.append(value)
         except Exception:  # an unknown model is the loader's error to report, not ours

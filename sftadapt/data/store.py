@@ -219,7 +219,7 @@ def engine_counters(*engines) -> dict[str, float]:
     totals = {k: 0.0 for k in ENGINE_COUNTERS}
     for engine in {id(e): e for e in engines}.values():
         for k in totals:
-            totals[k] += float((getattr(engine, "stats", None) or {}).get(k, 0.0))
+            totals[k] += float(engine.stats.get(k, 0.0))
     return totals
 
 

@@ -1,8 +1,10 @@
 """The whole engine contract: what every stage may use of an engine, and the block that chooses one.
 
 `Engine` is everything a stage touches: `generate` (n samples per prompt), `score` (teacher-forced log-probs),
-`tokenizer` (the HF tokenizer prompts are rendered and measured with), `stats` (token and time counters for
-compute accounting), `precision` (the dtype each call runs in, for provenance) and `close`. A stage config that
+`tokenizer` (the HF tokenizer prompts are rendered and measured with), `context_length` (the tokens the model
+takes, prompt and new tokens together, for the token budgets), `stats` (token and time counters for compute
+accounting), `precision` (the dtype each call runs in, for provenance) and `close`. Every backend and every test
+fake has all of it (tests/test_engine_protocol.py), so stages use each member directly. A stage config that
 samples or scores carries an `EngineConfig` (`engine:` in YAML, `--set engine.backend=...` on the command line);
 `sftadapt.engines.make_engine` builds the backend it names from the registry in `engines/__init__.py`.
 
@@ -125,8 +127,14 @@ class ScoreEngineConfig(EngineConfig):
 class Engine(Protocol):
     name: str  # model id/path, recorded in provenance
     tokenizer: Any  # HF tokenizer: prompts.py renders and tokenises with it, budget.py measures with it
+    # the model's context in tokens as this engine runs it (hf: the model config's; vllm: its max_model_len), or
+    # None where the engine cannot know it (a server enforces its own: a too-long request is a reject row);
+    # budget.context_length caps it by the tokenizer's model_max_length
+    context_length: int | None
     stats: dict[str, float]  # generated_tokens, scored_tokens, generate_seconds, score_seconds
-    precision: dict[str, str]  # {"generate": dtype, "score": dtype, ...} as run
+    # {"generate": dtype, "score": dtype, ...} as run; empty only for a test fake, where the stage records the
+    # dtype its config asked for
+    precision: dict[str, str]
 
     def generate(
         self, prompts: Sequence[str], params: Sampling, seeds: Sequence[Sequence[int]] | None = None

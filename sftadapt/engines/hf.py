@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import torch
 
 from sftadapt.data import prompts as P
+from sftadapt.data.budget import config_context
 from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
 from sftadapt.engines.decode import SeededSampler, decode, hits_stop
 
@@ -40,6 +41,7 @@ class HFEngine:
         precision: dict | None = None,
     ):
         self.model, self.tokenizer, self.name = model, tokenizer, name
+        self.context_length = config_context(model.config)  # read now: close() drops the model
         # scoring may run in another precision than sampling (exact fp32 log-probs beside fast bf16 samples)
         self.score_model = score_model if score_model is not None else model
         self.batch_size, self.max_score_tokens = batch_size, max_score_tokens

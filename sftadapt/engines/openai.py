@@ -35,13 +35,24 @@ what the server sees depends on `server`:
   depend on what ran beside it: 1 of 4 prompts sampled another text in a second identical run): a resumed shard
   then samples afresh rather than regenerating the killed run's text. Greedy output was stable in our tests.
 
-Transport: `concurrency` requests in flight per server (threads; the servers batch them), requests spread
-round-robin over `base_urls`, a retry going to the next server. Timeouts, refused/reset connections, 429 and
-5xx are retried `max_retries` times with exponential backoff (`backoff` × 2^k s, at most 60 s); after that the
-run stops with one line (`ServerUnavailable`), and a re-run after the server is back resumes from the finished
-shards. Any other 4xx refuses that row only (`RequestRejected`, with the server's reason): the stage writes it
-to rejects.jsonl and goes on. The API key is read from the environment variable named by `api_key_env` and
-is never logged, written to provenance, or put in an error message. The model is checked against
+Transport: `concurrency` requests in flight per server (threads; the servers batch them). Each request goes
+to the server in the rotation with the fewest requests in flight (ties round-robin), a retry to another one
+where there is one (routing.py). Timeouts, refused/reset connections, 429 and 5xx are retried `max_retries`
+times, after a random pause in [0, `backoff` × 2^k] s (full jitter, k-th retry, at most 60 s), so that the
+clients of a restarted server do not all come back at once. A server leaves the rotation after `max_failures`
+such failures in a row (a 429 does not count), or when a request of its has had no response for
+`stall_timeout` s and the server does not answer a health probe either (a busy server still answers one: a long
+generation is not a stall); its stalled requests are aborted and sent elsewhere with the same body and seed, so
+each request's result is taken once. A server out of the rotation is probed every `health_interval` s (`GET
+/health` at the server's root, as vLLM and llama-server serve it; `GET {base_url}/models` where there is none,
+as for llama-cpp-python) and comes back when it answers 200. A connection that takes longer than
+`stall_timeout` to open is a failure too. While every server is out, a request waits for the probes and its
+backoff, each wait one of its tries; after `max_retries` + 1 tries the run stops with one line
+(`ServerUnavailable`), and a re-run after the servers are back resumes from the finished shards. At start-up,
+a server that does not answer `GET /models` starts out of the rotation while another one answers (none: the
+same one line). Any other 4xx refuses that row only (`RequestRejected`, with the server's reason): the stage
+writes it to rejects.jsonl and goes on. The API key is read from the environment variable named by
+`api_key_env` and is never logged, written to provenance, or put in an error message. The model is checked against
 `GET /models` at start-up, so a wrong served-model name fails at once rather than as a reject per row.
 
 Network: without `--online` (or `online: true`) the backend talks only to loopback servers (127.x.x.x, ::1,
@@ -52,11 +63,14 @@ too). A host is matched as written: a name is never resolved to decide.
     engine:
       backend: openai
       options: {base_urls: ["http://node1:8000/v1", "http://node2:8000/v1"], model: Qwen/Qwen2.5-Math-7B,
-                api_key_env: VLLM_API_KEY, concurrency: 64, allow_hosts: [node1, node2]}
+                api_key_env: VLLM_API_KEY, concurrency: 64, allow_hosts: [node1, node2],
+                max_failures: 3, stall_timeout: 120, health_interval: 10}
 
     sftadapt eval --engine openai --engine-option base_urls=http://node1:8000/v1 --engine-option allow_hosts=node1 ...
 
-`stats` counts like hf (generated tokens include the end token of a stopped sample; `requests`, `retries`);
+`stats` counts like hf (generated tokens include the end token of a stopped sample; `requests`, `retries`,
+`failovers`: retries sent to another server than the failed one, `servers_out` / `servers_back`: servers taken
+out of / put back into the rotation, `stalls`: requests aborted on a stalled server);
 `score(..., entropy=True)` is refused: a completions server returns top-k log-probs, not the distribution.
 """
 
@@ -67,6 +81,7 @@ import http.client
 import json
 import os
 import queue
+import random
 import socket
 import threading
 import time
@@ -76,6 +91,7 @@ from typing import Any
 
 from sftadapt.data import prompts as P
 from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed
+from sftadapt.engines.routing import ServerPool, Ticket
 from sftadapt.runtime import network
 
 SERVERS = ("vllm", "llama-cpp-python", "llama-server")
@@ -102,6 +118,10 @@ class ServerUnavailable(ValueError):
     """The servers did not answer after all retries (a ValueError: the CLI shows it as one line)."""
 
 
+class _Stalled(Exception):
+    """The request was aborted because its server stalled: retried elsewhere, not counted against the server."""
+
+
 class _Fatal(Exception):
     """Not a row's fault and not worth a retry (bad API key, a body the server cannot parse as JSON)."""
 
@@ -120,6 +140,9 @@ class OpenAIEngine:
         "extra_body",
         "check_model",
         "allow_hosts",
+        "max_failures",
+        "stall_timeout",
+        "health_interval",
     )
 
     def __init__(
@@ -138,6 +161,9 @@ class OpenAIEngine:
         extra_body: dict | None = None,
         check_model: bool = True,
         allow_hosts: Sequence[str] | str | None = None,
+        max_failures: int = 3,
+        stall_timeout: float = 120.0,
+        health_interval: float = 10.0,
     ):
         if isinstance(base_urls, str):  # `--engine-option base_urls=http://a/v1,http://b/v1`
             base_urls = [u for u in base_urls.split(",") if u.strip()]
@@ -145,12 +171,22 @@ class OpenAIEngine:
             raise ValueError("engine.options.base_urls: give at least one server, e.g. [http://127.0.0.1:8000/v1]")
         if server not in SERVERS:
             raise ValueError(f"engine.options.server '{server}' is not one of {', '.join(SERVERS)}")
-        for name, value, low in (("concurrency", concurrency, 1), ("max_retries", max_retries, 0)):
+        for name, value, low in (
+            ("concurrency", concurrency, 1),
+            ("max_retries", max_retries, 0),
+            ("max_failures", max_failures, 1),
+        ):
             if not isinstance(value, int) or isinstance(value, bool) or value < low:
                 raise ValueError(f"engine.options.{name} = {value!r}: must be a whole number >= {low}")
         if not timeout or float(timeout) <= 0 or float(backoff) < 0:
             raise ValueError("engine.options.timeout must be > 0 and backoff >= 0")
+        for name, value in (("stall_timeout", stall_timeout), ("health_interval", health_interval)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
+                raise ValueError(f"engine.options.{name} = {value!r}: must be a number of seconds > 0")
         self.name, self.tokenizer = spec, tokenizer
+        # the server's own limit is not asked for: it refuses a request over it with a 4xx, which the stage
+        # turns into a reject row; the token budgets then come from the tokenizer alone (budget.context_length)
+        self.context_length: int | None = None
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self.model = model or spec
         self.server, self.concurrency = server, concurrency
@@ -182,7 +218,18 @@ class OpenAIEngine:
             "score_seconds": 0.0,
             "requests": 0,
             "retries": 0,
+            "failovers": 0,
         }
+        self.stall_timeout = float(stall_timeout)
+        self.pool = ServerPool(
+            self.base_urls,
+            capacity=concurrency,
+            max_failures=max_failures,
+            stall_timeout=self.stall_timeout,
+            health_interval=float(health_interval),
+            probe=self._healthy,
+            stats=self.stats,
+        )
         self._local = threading.local()
         self._lock = threading.Lock()
         self._replay: collections.OrderedDict[str, tuple[dict, int]] = collections.OrderedDict()
@@ -207,14 +254,16 @@ class OpenAIEngine:
 
     # ------------------------------------------------------------ transport
     def _connection(self, url: str) -> tuple[http.client.HTTPConnection, str]:
-        """A keep-alive connection per (thread, server)."""
+        """A keep-alive connection per (thread, server), opened within stall_timeout, then reading up to timeout."""
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
         if url not in conns:
-            parts = urllib.parse.urlsplit(url)
-            kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
-            conns[url] = (kind(parts.hostname, parts.port, timeout=self.timeout), parts.path)
+            conns[url] = (_open(url, min(self.timeout, self.stall_timeout)), urllib.parse.urlsplit(url).path)
+        conn = conns[url][0]
+        if conn.sock is None:
+            conn.connect()
+            conn.sock.settimeout(self.timeout)
         return conns[url]
 
     def _drop_connection(self, url: str) -> None:
@@ -228,32 +277,45 @@ class OpenAIEngine:
             headers["Authorization"] = f"Bearer {self._key}"
         return headers
 
-    def _call(self, url: str, method: str, path: str, body: dict | None) -> tuple[int, Any]:
+    def _call(self, url: str, method: str, path: str, body: dict | None, ticket: Ticket) -> tuple[int, Any]:
         data = json.dumps(body).encode() if body is not None else None
         for fresh in (False, True):
             reused = url in getattr(self._local, "conns", {})
-            conn, prefix = self._connection(url)
             try:
+                conn, prefix = self._connection(url)
+                ticket.conn = conn  # the watcher shuts its socket down if the server stalls
+                if ticket.aborted:
+                    raise _Stalled
                 conn.request(method, prefix + path, body=data, headers=self._headers())
                 resp = conn.getresponse()
                 raw = resp.read()
                 break
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError):
                 self._drop_connection(url)
+                if ticket.aborted:
+                    raise _Stalled from None
                 # a kept-alive connection the server closed while idle (uvicorn: after 5 s): resend once on a
                 # new one at once, it is not the server failing; a new connection failing is
                 if fresh or not reused:
                     raise
             except BaseException:
                 self._drop_connection(url)
+                if ticket.aborted:
+                    raise _Stalled from None
                 raise
+            finally:
+                ticket.conn = None
         self._local.size = len(raw)
         try:
             return resp.status, json.loads(raw) if raw else None
         except ValueError:
             return resp.status, raw.decode("utf-8", "replace")
 
-    def _post(self, body: dict, home: int) -> dict:
+    def _step(self, k: int) -> float:
+        """The k-th backoff bound: backoff × 2^k s, at most 60 s."""
+        return min(60.0, self.backoff * 2**k)
+
+    def _post(self, body: dict) -> dict:
         """POST /completions with retries; a 4xx row error is RequestRejected(index -1) for the caller to place."""
         key = json.dumps(body, sort_keys=True)
         with self._lock:
@@ -261,33 +323,53 @@ class OpenAIEngine:
                 payload, size = self._replay.pop(key)
                 self._replay_chars -= size
                 return payload
-        last = ""
+        last, failed = "", None
         for attempt in range(self.max_retries + 1):
-            url = self.base_urls[(home + attempt) % len(self.base_urls)]
             if attempt:
                 with self._lock:
                     self.stats["retries"] += 1
-                time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)))
+                # full jitter: a server's clients retry spread over the whole interval, not all at once
+                time.sleep(random.uniform(0.0, self._step(attempt - 1)))
+            ticket = self.pool.acquire(avoid=failed, wait=self._step(attempt))
+            if ticket is None:  # every server out of the rotation, and the probes found none back
+                last = f"every server is out of rotation ({self.pool.describe()})"
+                continue
+            url, outcome, why = ticket.url, "fail", ""
+            if failed is not None and url != failed:
+                with self._lock:
+                    self.stats["failovers"] += 1
             try:
-                status, payload = self._call(url, "POST", "/completions", body)
-            except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as err:
-                last = f"{url}: {_why(err)}"
-                continue
-            with self._lock:
-                self.stats["requests"] += 1
-            if status == 200 and isinstance(payload, dict):
-                self._remember(key, payload, len(key) + self._local.size)
-                return payload
-            message = _message(payload)
-            if status in _RETRY_STATUS or status >= 500:
-                last = f"{url}: HTTP {status} {message}"
-                continue
-            if status in (401, 403):
-                raise _Fatal(
-                    f"{url}: HTTP {status}: the server refused the API key"
-                    + (f" from ${self._key_env}" if self._key_env else " (none given: set api_key_env)")
-                )
-            raise RequestRejected({-1: f"HTTP {status} {message}"}, "openai server")
+                try:
+                    status, payload = self._call(url, "POST", "/completions", body, ticket)
+                except _Stalled:
+                    last, failed = f"{url}: stalled (no response within {self.stall_timeout:g} s)", url
+                    continue
+                except (ConnectionError, TimeoutError, http.client.HTTPException, OSError) as err:
+                    why = _why(err)
+                    last, failed = f"{url}: {why}", url
+                    continue
+                with self._lock:
+                    self.stats["requests"] += 1
+                if status == 200 and isinstance(payload, dict):
+                    outcome = "ok"
+                    self._remember(key, payload, len(key) + self._local.size)
+                    return payload
+                message = _message(payload)
+                if status in _RETRY_STATUS or status >= 500:
+                    outcome = "neutral" if status == 429 else "fail"  # rate limited: busy, not broken
+                    why = f"HTTP {status} {message}"
+                    last, failed = f"{url}: {why}", url
+                    continue
+                outcome = "neutral"
+                if status in (401, 403):
+                    raise _Fatal(
+                        f"{url}: HTTP {status}: the server refused the API key"
+                        + (f" from ${self._key_env}" if self._key_env else " (none given: set api_key_env)")
+                    )
+                outcome = "ok"  # the server works; the row is at fault
+                raise RequestRejected({-1: f"HTTP {status} {message}"}, "openai server")
+            finally:
+                self.pool.release(ticket, outcome, why)
         raise ServerUnavailable(
             f"openai backend: no answer after {self.max_retries + 1} tries (last: {last}); start the server(s) "
             "and re-run the same command: finished shards are kept"
@@ -301,6 +383,7 @@ class OpenAIEngine:
             todo.put(i)
         failures: list[BaseException] = []
         stop = threading.Event()
+        self.pool.watch()  # stalls and health probes, from now until close()
 
         def worker() -> None:
             while not stop.is_set():
@@ -309,7 +392,7 @@ class OpenAIEngine:
                 except queue.Empty:
                     return
                 try:
-                    results[i] = self._post(bodies[i], home=i)
+                    results[i] = self._post(bodies[i])
                 except RequestRejected as err:
                     results[i] = err
                 except BaseException as err:  # the servers are gone (or the key is wrong): stop everyone
@@ -334,15 +417,48 @@ class OpenAIEngine:
             raise RequestRejected(refused, "openai server")
         return results
 
+    def _get(self, url: str, path: str, timeout: float) -> tuple[int, Any]:
+        """One GET on a connection of its own (a probe must not wait behind, or reuse, a request's connection)."""
+        conn = _open(url, timeout)
+        try:
+            conn.request("GET", urllib.parse.urlsplit(url).path + path, headers=self._headers())
+            resp = conn.getresponse()
+            raw = resp.read()
+        finally:
+            conn.close()
+        try:
+            return resp.status, json.loads(raw) if raw else None
+        except ValueError:
+            return resp.status, raw.decode("utf-8", "replace")
+
+    def _healthy(self, url: str, timeout: float) -> bool:
+        """The health probe: `GET /health` at the server's root (vLLM, llama-server) answers 200; where there is
+        no such route (llama-cpp-python: 404), `GET {url}/models` answers 200 instead."""
+        root = url[: -len("/v1")] if url.endswith("/v1") else url
+        try:
+            status, _ = self._get(root, "/health", timeout)
+            if status in (404, 405):
+                status, _ = self._get(url, "/models", timeout)
+        except (OSError, http.client.HTTPException):
+            return False
+        return status == 200
+
     def _check_model(self) -> None:
-        """Every server answers GET /models and serves `model` (a wrong name fails here, not once per row)."""
+        """Every server that answers GET /models serves `model` (a wrong name fails here, not once per row).
+
+        A server that does not answer after the retries (or not within stall_timeout) starts out of the
+        rotation, for the health probes to bring back; when none answers, the run stops with one line."""
+        down: dict[str, str] = {}
         for url in self.base_urls:
             last = ""
             for attempt in range(self.max_retries + 1):
                 if attempt:
-                    time.sleep(min(60.0, self.backoff * 2 ** (attempt - 1)))
+                    time.sleep(random.uniform(0.0, self._step(attempt - 1)))
                 try:
-                    status, payload = self._call(url, "GET", "/models", None)
+                    status, payload = self._get(url, "/models", min(self.timeout, self.stall_timeout))
+                except TimeoutError as err:  # hung: retrying would wait as long again
+                    last = _why(err)
+                    break
                 except (OSError, http.client.HTTPException) as err:
                     last = _why(err)
                     continue
@@ -357,12 +473,18 @@ class OpenAIEngine:
                         f"openai backend: {url} serves {served}, not '{self.model}' "
                         "(set engine.options.model to the served name)"
                     )
+                last = ""
                 break
-            else:
-                raise ServerUnavailable(
-                    f"openai backend: {url}/models did not answer after {self.max_retries + 1} "
-                    f"tries (last: {last}); is the server up?"
-                )
+            if last:
+                down[url] = last
+        if len(down) == len(self.base_urls):
+            url, last = next(iter(down.items()))
+            raise ServerUnavailable(
+                f"openai backend: {url}/models did not answer after {self.max_retries + 1} "
+                f"tries (last: {last}); is the server up?"
+            )
+        for url, last in down.items():
+            self.pool.take_out(url, f"no answer to GET /models at start-up ({last})")
 
     # ------------------------------------------------------------ generate
     def _prompt(self, text: str, ids: list[int]) -> Any:
@@ -521,6 +643,7 @@ class OpenAIEngine:
         return [float(v) for v in got]
 
     def close(self) -> None:
+        self.pool.close()
         for url in list(getattr(self._local, "conns", {})):
             self._drop_connection(url)
         self._replay.clear()
@@ -539,6 +662,12 @@ def _token_id(token: str) -> int:
             f"openai backend: the server returned token {token!r}, not 'token_id:<n>' "
             "(is it vLLM? set engine.options.server)"
         ) from None
+
+
+def _open(url: str, timeout: float) -> http.client.HTTPConnection:
+    parts = urllib.parse.urlsplit(url)
+    kind = http.client.HTTPSConnection if parts.scheme == "https" else http.client.HTTPConnection
+    return kind(parts.hostname, parts.port, timeout=timeout)
 
 
 def _message(payload: Any) -> str:

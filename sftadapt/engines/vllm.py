@@ -86,8 +86,9 @@ class VLLMEngine:
         "llm_kwargs",
     )
 
-    def __init__(self, llm, tokenizer, name: str, precision: dict):
+    def __init__(self, llm, tokenizer, name: str, precision: dict, context_length: int | None = None):
         self.llm, self.tokenizer, self.name, self.precision = llm, tokenizer, name, precision
+        self.context_length = context_length
         self.stats = {
             "generated_tokens": 0,
             "scored_tokens": 0,
@@ -128,12 +129,15 @@ class VLLMEngine:
         # batch_size is hf's knob; vLLM schedules its own batches (max_num_seqs in llm_kwargs if needed)
         start = time.perf_counter()
         llm = LLM(model=folder, tokenizer=folder, dtype=dtype, **llm_arguments(kwargs))
-        served = str(llm.llm_engine.model_config.dtype).removeprefix("torch.")
+        model_config = llm.llm_engine.model_config
+        served = str(model_config.dtype).removeprefix("torch.")
         engine = cls(
             llm,
             load_tokenizer(spec),
             spec,
             {"generate": served, "score": served, "detail": f"vllm in-process, {kwargs or 'defaults'}"},
+            # what vLLM enforces: the checkpoint's context, or the max_model_len option when given (lower)
+            context_length=model_config.max_model_len,
         )
         engine.stats["startup_seconds"] = time.perf_counter() - start
         return engine

@@ -30,15 +30,15 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 from sftadapt.data.records import Attempt, Problem, read_records, write_json
 from sftadapt.data.sources import SourceError, is_registered, load_benchmark
-from sftadapt.engines.base import EngineConfig, derive_seed
 from sftadapt.eval.metrics import ProblemSamples, maj_correct, summarize_samples
 from sftadapt.eval.protocol import Protocol
+from sftadapt.eval.sample import attempt_seeds, sample_attempts
 from sftadapt.runtime.models import model_info
 
 STAGE = "eval"
@@ -47,7 +47,8 @@ SHARD_SAMPLES = 16  # samples per stored shard: fixed, so that a resumed run may
 
 # ---------------------------------------------------------------- one chunk: prompts -> samples -> verdicts
 def sample_seeds(protocol: Protocol, problems: Sequence[Problem]) -> list[list[int]]:
-    return [[derive_seed(protocol.seed, p.id, STAGE, j) for j in range(protocol.n)] for p in problems]
+    """The seeds of each problem's samples: (protocol.seed, problem id, "eval", j), as every sampling stage."""
+    return attempt_seeds(protocol.sampling(), problems, STAGE)
 
 
 def apply_answer_format(verdict: str, rule: str | None, answer_format: str) -> str:
@@ -67,48 +68,40 @@ def run_chunk(
     prompt_hash: str,
 ) -> list[Attempt]:
     """Sample and verify `protocol.n` responses for each problem; one Attempt per sample, in order.
-    `benchmark` names the benchmark of all problems, or of each problem (one call may mix benchmarks)."""
+    `benchmark` names the benchmark of all problems, or of each problem (one call may mix benchmarks).
+
+    The sampling is the loop every stage shares (`sample.sample_attempts`); eval then applies the protocol's
+    answer format to each verdict and keeps, instead of the per-token log-probs, their sum in `meta` with the
+    benchmark, the token count and the sample's share of the call's generation and verification seconds."""
     names = [benchmark] * len(problems) if isinstance(benchmark, str) else list(benchmark)
     from sftadapt.data.prompts import TEMPLATES, solve_prompt
 
     template = TEMPLATES[protocol.template]
-    prompts = [solve_prompt(tokenizer, p.problem, chat=protocol.chat, template=template) for p in problems]
-    start = time.perf_counter()
-    outputs = engine.generate(prompts, protocol.sampling(), seeds=sample_seeds(protocol, problems))
-    generate_s = time.perf_counter() - start
-    golds = [p.answer for p in problems for _ in range(protocol.n)]
-    texts = [c.text for outs in outputs for c in outs]
-    start = time.perf_counter()
-    verdicts = verifier.verify_many(golds, texts)
-    verify_s = time.perf_counter() - start
-    share = 1.0 / max(len(texts), 1)
-    attempts, k = [], 0
-    for problem, outs, name in zip(problems, outputs, names):
-        for j, c in enumerate(outs):
-            v = verdicts[k]
-            k += 1
-            attempts.append(
-                Attempt(
-                    problem_id=problem.id,
-                    stage=STAGE,
-                    index=j,
-                    prompt_hash=prompt_hash,
-                    text=c.text,
-                    token_logprobs=None,  # n x 4096 floats per problem would dwarf the text; the sum is kept below
-                    finish_reason=c.finish_reason,
-                    seed=c.seed,
-                    verdict=apply_answer_format(v.verdict, v.rule, protocol.answer_format),
-                    extracted=v.extracted,
-                    rule=v.rule,
-                    meta={
-                        "benchmark": name,
-                        "n_tokens": len(c.token_ids),
-                        "logprob_sum": float(sum(c.logprobs)),
-                        "generate_s": generate_s * share,
-                        "verify_s": verify_s * share,
-                    },
-                )
-            )
+    timing: dict[str, float] = {}
+    rows = sample_attempts(
+        engine,
+        verifier,
+        problems,
+        protocol.sampling(),
+        STAGE,
+        lambda p: solve_prompt(tokenizer, p.problem, chat=protocol.chat, template=template),
+        prompt_hash,
+        timing=timing,
+    )
+    share = 1.0 / max(sum(map(len, rows)), 1)
+    attempts = []
+    for per_problem, name in zip(rows, names):
+        for a in per_problem:
+            a.verdict = apply_answer_format(a.verdict, a.rule, protocol.answer_format)
+            a.meta = {
+                "benchmark": name,
+                "n_tokens": a.meta["n_tokens"],
+                "logprob_sum": float(sum(a.token_logprobs)),
+                "generate_s": timing["generate_s"] * share,
+                "verify_s": timing["verify_s"] * share,
+            }
+            a.token_logprobs = None  # n x 4096 floats per problem would dwarf the text; the sum is kept above
+            attempts.append(a)
     return attempts
 
 
@@ -240,43 +233,88 @@ def _batches(indices: list[int], shard_samples: int, batch_size: int) -> list[li
 
 
 def evaluate(
-    model_spec: str,
-    benchmarks: Sequence[str] | dict[str, Sequence[Problem]],
-    protocol: Protocol,
-    out_dir: str | os.PathLike,
-    limit: int | None = None,
+    cfg: Any,
     *,
-    engine_config: EngineConfig | None = None,
-    dtype: str = "auto",
-    batch_size: int = 32,
-    data_dir: str | os.PathLike | None = None,
-    shard_problems: int | None = None,
+    problems: Mapping[str, Sequence[Problem] | None] | None = None,
     engine=None,
     verifier=None,
-    verify_timeout: float = 5.0,
+    shard_problems: int | None = None,
     n_boot: int = 1000,
-    force: bool = False,
     progress: bool = True,
-    print_summary: bool = True,
-    max_prompt_tokens: int | None = None,
-    report_to: str = "none",
-    tracking_dir: str | os.PathLike | None = None,
-    online: bool | None = None,
-    fields: Any = None,
-    max_row_bytes: int | None = None,
-    row_limit_hint: str | None = None,
+    print_summary: bool = False,
 ) -> dict[str, Any]:
-    """Evaluate `model_spec` on each benchmark under `protocol`; write attempts and `OUT/results.json`.
+    """Evaluate `cfg.model` on each benchmark under `cfg.resolved_protocol()`; write attempts and OUT/results.json.
 
-    `benchmarks` are names for `sources.load_benchmark`, data specs (a file, a save_to_disk folder, an hf: id;
-    read with the field-map options `fields`, a FieldOptions or its dict, and reported under `benchmark_label`),
-    or a {name: problems} mapping. `limit` keeps the first
-    N problems of each. `engine_config` chooses the backend (default hf); `engine`/`verifier` may be passed in (tests, shared engines); otherwise they are built
-    here and closed at the end. `max_prompt_tokens` caps every prompt (default: the model's context less the
-    protocol's max_new_tokens); `report_to` logs each benchmark's metrics to a tracker (runtime/tracking.py).
-    A benchmark file's rows over `max_row_bytes` (None: 1 MiB) are rejects whose reason ends with
-    `row_limit_hint` (how the caller raises the limit; `sftadapt eval`: --max-row-bytes).
+    `cfg` is an `EvalConfig` (eval/stage.py) or anything with its fields (the study's eval section subclasses it).
+    Its benchmarks are names for `sources.load_benchmark` or data specs (a file, a save_to_disk folder, an hf: id,
+    read with the field-map options `cfg.fields` and reported under `benchmark_label`; rows over
+    `cfg.max_row_bytes` are rejects whose reason says how to raise the option). `problems`, a {name: problems}
+    mapping (tests, scripts), replaces them: `cfg.benchmarks` is then ignored, and a name mapped to None is loaded
+    as a registered benchmark. `cfg.limit` keeps the first N problems of each.
+
+    The start is every stage's (runtime/prologue.py): validate `cfg`, honour its `online`, claim `cfg.out` (a
+    folder this command did not make is refused unless `cfg.force`). `engine`/`verifier` may be passed in (tests,
+    shared engines) and are left open; otherwise they are built from `cfg.engine`, `cfg.dtype`, `cfg.batch_size`
+    and `cfg.verify_timeout` and closed at the end, however it ends. `cfg.max_prompt_tokens` caps every prompt
+    (default: the model's context less the protocol's max_new_tokens); `cfg.report_to` logs each benchmark's
+    metrics to a tracker (runtime/tracking.py). `shard_problems` sets the problems per stored shard (default:
+    SHARD_SAMPLES samples' worth) and `n_boot` the bootstrap resamples of the intervals.
     Returns the results dict that is written to results.json."""
+    from sftadapt.data.sources import ROW_LIMIT_HINT
+    from sftadapt.runtime.prologue import Owned, open_stage
+
+    out_dir = open_stage(cfg, "eval")
+    protocol = cfg.resolved_protocol()
+    given = (
+        dict(problems)
+        if problems is not None
+        else _named_benchmarks(
+            list(cfg.benchmarks),
+            cfg.limit,
+            cfg.data_dir,
+            cfg.fields,
+            out_dir / "rejects.jsonl",
+            cfg.max_row_bytes,
+            ROW_LIMIT_HINT,
+        )
+    )
+    # Every problem list first: a misspelt benchmark fails before minutes of model loading.
+    problem_lists = {name: _problem_list(name, given.get(name), cfg.limit, cfg.data_dir) for name in given}
+    model = model_info(cfg.model)
+    with Owned() as owned:  # what is built here is closed here; what was passed in is the caller's
+        if engine is None:
+            from sftadapt.engines import make_engine
+
+            engine = owned.add(make_engine(cfg.model, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size))
+        if verifier is None:
+            from sftadapt.verify import Verifier
+
+            verifier = owned.add(Verifier(timeout=cfg.verify_timeout))
+        results = _evaluate_lists(
+            cfg, protocol, model, problem_lists, engine, verifier, owned, out_dir, shard_problems, n_boot, progress
+        )
+    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
+    write_json(out_dir / "results.json", results)
+    if print_summary:
+        print(summary_table(results))
+    return results
+
+
+def _evaluate_lists(
+    cfg: Any,
+    protocol: Protocol,
+    model: dict[str, Any],
+    problem_lists: dict[str, list[Problem]],
+    engine,
+    verifier,
+    owned,
+    out_dir: Path,
+    shard_problems: int | None,
+    n_boot: int,
+    progress: bool,
+) -> dict[str, Any]:
+    """`evaluate` once the engine and verifier exist: screen the prompts, sample the pending shards of every
+    benchmark, finalize each benchmark's attempts and score them; the results without `finished`."""
     from tqdm.auto import tqdm
 
     from sftadapt.config import config_hash
@@ -284,37 +322,9 @@ def evaluate(
     from sftadapt.data.store import ShardStore
     from sftadapt.runtime import tracking
 
-    tracking.check_report_to(report_to)  # a missing tracker package: one line, before any work
-    out_dir = Path(out_dir)
-    from sftadapt.runtime.outdir import claim  # refuse a folder this command did not make
-
-    claim(out_dir, "eval", force=force)
-    given = (
-        benchmarks
-        if isinstance(benchmarks, dict)
-        else _named_benchmarks(
-            list(benchmarks), limit, data_dir, fields, out_dir / "rejects.jsonl", max_row_bytes, row_limit_hint
-        )
-    )
-    # Every problem list first: a misspelt benchmark fails before minutes of model loading.
-    problem_lists = {name: _problem_list(name, given.get(name), limit, data_dir) for name in given}
-    model = model_info(model_spec)
-    own_engine, own_verifier = engine is None, verifier is None
-    if engine is None:
-        from sftadapt.engines import make_engine
-
-        engine = make_engine(model_spec, engine_config, dtype=dtype, batch_size=batch_size)
-    if verifier is None:
-        from sftadapt.verify import Verifier
-
-        verifier = Verifier(timeout=verify_timeout)
-    tokenizer = getattr(engine, "tokenizer", None)
-    if tokenizer is None:
-        from sftadapt.runtime.models import load_tokenizer
-
-        tokenizer = load_tokenizer(model_spec)
+    tokenizer = engine.tokenizer
     prompt_hash = template_hash(tokenizer, TEMPLATES[protocol.template], protocol.chat)
-    engine_precision = getattr(engine, "precision", None) or {"generate": dtype}
+    engine_precision = engine.precision or {"generate": cfg.dtype}
     from sftadapt.data import budget  # over-long problems become rejects (OUT/rejects.jsonl), not a crash
 
     problem_lists = {
@@ -325,7 +335,7 @@ def evaluate(
             out_dir / "rejects.jsonl",
             budget.solve_checks(tokenizer, protocol.chat, TEMPLATES[protocol.template]),
             tokenizer=tokenizer,
-            max_prompt_tokens=max_prompt_tokens,
+            max_prompt_tokens=cfg.max_prompt_tokens,
         )[0]
         for name, ps in problem_lists.items()
     }
@@ -334,110 +344,106 @@ def evaluate(
         "protocol": protocol.record(),
         "model": model,
         "prompt_hash": prompt_hash,
-        "limit": limit,
+        "limit": cfg.limit,
         "precision": engine_precision,
         "benchmarks": {},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
-    tracker = tracking.open_tracker(
-        report_to,
-        out=out_dir,
-        tracking_dir=tracking_dir,
-        online=online,
-        config={"model": model, "protocol": protocol.record(), "limit": limit, "benchmarks": list(problem_lists)},
+    tracker = owned.add(
+        tracking.open_tracker(
+            cfg.report_to,
+            out=out_dir,
+            tracking_dir=cfg.tracking_dir,
+            online=cfg.online or None,
+            config={
+                "model": model,
+                "protocol": protocol.record(),
+                "limit": cfg.limit,
+                "benchmarks": list(problem_lists),
+            },
+        )
     )
-    try:
-        # One store per benchmark; the shards of all benchmarks are laid end to end and grouped into engine
-        # calls by absolute position, so benchmarks share calls (decoding a 135M model is memory-bound: a call
-        # of 32 prompts costs about what one of 16 does) and a resumed run sends the same calls as an
-        # uninterrupted one.
-        stores, parts, units = {}, {}, []
-        for name, problems in problem_lists.items():
-            # What decides this benchmark's samples; a mismatch with existing shards is refused by the store.
-            decided = {
-                "protocol": protocol.hash,
-                "model": model.get("revision") or model["spec"],
-                "precision": engine_precision["generate"],
-                "prompt_hash": prompt_hash,
-                "benchmark": name,
-                "problems": config_hash({"ids": [p.id for p in problems]}),
-                "shard_problems": per_shard,
-            }
-            stores[name] = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=force)
-            parts[name] = [problems[i : i + per_shard] for i in range(0, len(problems), per_shard)]
-            units += [(name, i) for i in range(len(parts[name]))]
-        todo = [g for g, (name, i) in enumerate(units) if not stores[name].has(i)]
-        from sftadapt.engines import rejects as engine_rejects
+    # One store per benchmark; the shards of all benchmarks are laid end to end and grouped into engine
+    # calls by absolute position, so benchmarks share calls (decoding a 135M model is memory-bound: a call
+    # of 32 prompts costs about what one of 16 does) and a resumed run sends the same calls as an
+    # uninterrupted one.
+    stores, parts, units = {}, {}, []
+    for name, problems in problem_lists.items():
+        # What decides this benchmark's samples; a mismatch with existing shards is refused by the store.
+        decided = {
+            "protocol": protocol.hash,
+            "model": model.get("revision") or model["spec"],
+            "precision": engine_precision["generate"],
+            "prompt_hash": prompt_hash,
+            "benchmark": name,
+            "problems": config_hash({"ids": [p.id for p in problems]}),
+            "shard_problems": per_shard,
+        }
+        stores[name] = ShardStore(out_dir / name / "shards", config_hash(decided), decided, force=cfg.force)
+        parts[name] = [problems[i : i + per_shard] for i in range(0, len(problems), per_shard)]
+        units += [(name, i) for i in range(len(parts[name]))]
+    todo = [g for g, (name, i) in enumerate(units) if not stores[name].has(i)]
+    from sftadapt.engines import rejects as engine_rejects
 
-        for name in problem_lists:  # engine rejects of shards an earlier (killed) run finished stay listed
-            engine_rejects.restore(
-                stores[name].root,
-                [i for i in range(len(parts[name])) if stores[name].has(i)],
-                out_dir / "rejects.jsonl",
+    for name in problem_lists:  # engine rejects of shards an earlier (killed) run finished stay listed
+        engine_rejects.restore(
+            stores[name].root,
+            [i for i in range(len(parts[name])) if stores[name].has(i)],
+            out_dir / "rejects.jsonl",
+        )
+    total = sum(len(ps) for ps in problem_lists.values()) * protocol.n
+    done = total - sum(len(parts[units[g][0]][units[g][1]]) for g in todo) * protocol.n
+    counts = {"correct": 0, "no_answer": 0}
+    with tqdm(
+        total=total,
+        initial=done,
+        desc="eval " + ",".join(problem_lists),
+        unit="sample",
+        disable=not progress,
+        dynamic_ncols=True,
+    ) as bar:
+        for group in _batches(todo, per_shard * protocol.n, cfg.batch_size):
+            # Several small shards share one generate call (full engine batches); each is stored on
+            # its own, so what a kill can lose is at most one call's work.
+            chunk = [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]
+            # a problem the backend refuses (a server's 4xx) becomes a reject; the others are kept
+            attempts, refused = engine_rejects.keep_going(
+                chunk,
+                lambda part: run_chunk(
+                    engine,
+                    verifier,
+                    tokenizer,
+                    protocol,
+                    [p for _, p in part],
+                    [name for name, _ in part],
+                    prompt_hash,
+                ),
             )
-        total = sum(len(ps) for ps in problem_lists.values()) * protocol.n
-        done = total - sum(len(parts[units[g][0]][units[g][1]]) for g in todo) * protocol.n
-        counts = {"correct": 0, "no_answer": 0}
-        with tqdm(
-            total=total,
-            initial=done,
-            desc="eval " + ",".join(problem_lists),
-            unit="sample",
-            disable=not progress,
-            dynamic_ncols=True,
-        ) as bar:
-            for group in _batches(todo, per_shard * protocol.n, batch_size):
-                # Several small shards share one generate call (full engine batches); each is stored on
-                # its own, so what a kill can lose is at most one call's work.
-                chunk = [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]
-                # a problem the backend refuses (a server's 4xx) becomes a reject; the others are kept
-                attempts, refused = engine_rejects.keep_going(
-                    chunk,
-                    lambda part: run_chunk(
-                        engine,
-                        verifier,
-                        tokenizer,
-                        protocol,
-                        [p for _, p in part],
-                        [name for name, _ in part],
-                        prompt_hash,
-                    ),
+            for g in group:
+                name, i = units[g]
+                ids = {p.id for p in parts[name][i]}
+                stores[name].write(i, [a for a in attempts if a.meta["benchmark"] == name and a.problem_id in ids])
+                engine_rejects.record(
+                    stores[name].root,
+                    i,
+                    [
+                        engine_rejects.reject_row(p, why, benchmark=name)
+                        for (bench, p), why in refused
+                        if bench == name and p.id in ids
+                    ],
+                    out_dir / "rejects.jsonl",
                 )
-                for g in group:
-                    name, i = units[g]
-                    ids = {p.id for p in parts[name][i]}
-                    stores[name].write(i, [a for a in attempts if a.meta["benchmark"] == name and a.problem_id in ids])
-                    engine_rejects.record(
-                        stores[name].root,
-                        i,
-                        [
-                            engine_rejects.reject_row(p, why, benchmark=name)
-                            for (bench, p), why in refused
-                            if bench == name and p.id in ids
-                        ],
-                        out_dir / "rejects.jsonl",
-                    )
-                for a in attempts:
-                    if a.verdict in counts:
-                        counts[a.verdict] += 1
-                bar.update(len(attempts))
-                bar.set_postfix(counts, refresh=False)
-        for name in problem_lists:
-            attempts_path = out_dir / name / "attempts.jsonl"
-            stores[name].finalize(attempts_path, expected_shards=len(parts[name]))
-            attempts = read_records(attempts_path, Attempt)
-            results["benchmarks"][name] = benchmark_result(attempts, n_boot=n_boot, seed=protocol.seed)
-        tracker.summary(tracking.eval_metrics(results))
-    finally:
-        tracker.close()
-        if own_engine:
-            engine.close()
-        if own_verifier and hasattr(verifier, "close"):
-            verifier.close()
-    results["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
-    write_json(out_dir / "results.json", results)
-    if print_summary:
-        print(summary_table(results))
+            for a in attempts:
+                if a.verdict in counts:
+                    counts[a.verdict] += 1
+            bar.update(len(attempts))
+            bar.set_postfix(counts, refresh=False)
+    for name in problem_lists:
+        attempts_path = out_dir / name / "attempts.jsonl"
+        stores[name].finalize(attempts_path, expected_shards=len(parts[name]))
+        attempts = read_records(attempts_path, Attempt)
+        results["benchmarks"][name] = benchmark_result(attempts, n_boot=n_boot, seed=protocol.seed)
+    tracker.summary(tracking.eval_metrics(results))
     return results
 
 

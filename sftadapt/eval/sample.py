@@ -19,6 +19,7 @@ from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Problem
 from sftadapt.engines.base import Engine, EngineConfig, Sampling, derive_seed
+from sftadapt.registry import Stage
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import normalize
 
@@ -57,6 +58,11 @@ class SampleConfig:
         normalize(self.dtype)
 
 
+def attempt_seeds(sampling: Sampling, problems: Sequence[Problem], stage: str) -> list[list[int]]:
+    """The seed of sample j of each problem: (base seed, problem id, stage, j), so a rerun reproduces it."""
+    return [[derive_seed(sampling.seed, p.id, stage, j) for j in range(sampling.n)] for p in problems]
+
+
 def sample_attempts(
     engine: Engine,
     verifier,
@@ -65,13 +71,22 @@ def sample_attempts(
     stage: str,
     prompt_for: Callable[[Problem], str],
     prompt_hash: str,
+    timing: dict[str, float] | None = None,
 ) -> list[list[Attempt]]:
-    """`sampling.n` verified attempts per problem; seeds from (base seed, problem id, stage, index)."""
+    """`sampling.n` verified attempts per problem; seeds from (base seed, problem id, stage, index)
+    (`attempt_seeds`). `timing`, when given, receives the wall seconds of the engine call (`generate_s`) and of
+    the verification (`verify_s`), which the eval stage spreads over its samples."""
     prompts = [prompt_for(p) for p in problems]
-    seeds = [[derive_seed(sampling.seed, p.id, stage, j) for j in range(sampling.n)] for p in problems]
+    seeds = attempt_seeds(sampling, problems, stage)
+    start = time.perf_counter()
     completions = engine.generate(prompts, sampling, seeds=seeds)
+    generate_s = time.perf_counter() - start
     flat = [(p, c) for p, outs in zip(problems, completions) for c in outs]
-    verdicts = verifier.verify_many([p.answer for p, _ in flat], [c.text for _, c in flat])
+    golds, texts = [p.answer for p, _ in flat], [c.text for _, c in flat]
+    start = time.perf_counter()
+    verdicts = verifier.verify_many(golds, texts)
+    if timing is not None:
+        timing.update(generate_s=generate_s, verify_s=time.perf_counter() - start)
     attempts: list[list[Attempt]] = [[] for _ in problems]
     k = 0
     for i, (problem, outs) in enumerate(zip(problems, completions)):
@@ -138,7 +153,7 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
                 **without_engine_options(config_dict(cfg)),
                 "ids": ids_hash,
                 "tmpl": tmpl_hash,
-                "resolved_dtype": getattr(engine, "precision", None),
+                "resolved_dtype": engine.precision,
             },
             exclude=("out", "batch_size", "force", "online", "max_prompt_tokens"),
         ),
@@ -185,7 +200,27 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
         "tokens_generated": sum(r["meta"]["n_tokens"] for r in rows),
         "seconds": round(time.perf_counter() - start, 1),
         "prompt_template_hash": tmpl_hash,
-        "precision": getattr(engine, "precision", None),
+        "precision": engine.precision,
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _echo(cfg: SampleConfig, summary: dict) -> list[str]:
+    import json
+
+    correct = summary["verdicts"].get("correct", 0)
+    return [
+        json.dumps(summary, indent=2),
+        f"accuracy {summary['accuracy']:.3f} ({correct}/{summary['samples']} samples) -> {Path(cfg.out) / 'attempts.jsonl'}",
+    ]
+
+
+STAGE = Stage(
+    name="sample",
+    config=SampleConfig,
+    run=sample,
+    outputs=("attempts.jsonl", "summary.json", "rejects.jsonl"),
+    record="Attempt",
+    echo=_echo,
+)

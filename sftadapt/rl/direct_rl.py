@@ -24,6 +24,7 @@ from sftadapt.config import option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
+from sftadapt.registry import Stage
 from sftadapt.rl.grpo import GRPOOptions
 from sftadapt.runtime import tracking
 
@@ -141,3 +142,17 @@ def direct_rl(cfg: DirectRLConfig, *, verifier=None, progress: bool = True) -> d
         )
     summary["rejected_input_rows"] = rejected
     return summary
+
+
+def _echo(cfg: DirectRLConfig, summary: dict[str, Any]) -> list[str]:
+    return [f"{summary['steps']} steps; model -> {cfg.out} (log: {summary['log']}, compute: {cfg.out}/compute.json)"]
+
+
+STAGE = Stage(
+    name="rl",
+    config=DirectRLConfig,
+    run=direct_rl,
+    outputs=("model.safetensors", "rl_log.jsonl", "compute.json", "rejects.jsonl"),
+    echo=_echo,
+    seed_key="grpo.seed",
+)

@@ -4,7 +4,9 @@ Both are TRL's `GRPOTrainer` with our reward function; this module only builds w
 - `GRPOOptions`: the trainer options (group size, temperature, learning rate, KL, LoRA, vLLM pass-through) with
   CPU-safe defaults (`use_cpu` when there is no CUDA, gradient checkpointing off, fp32 master weights with bf16
   autocast only where the hardware runs bf16 natively: sftadapt/runtime/precision.py);
-  `trl_args` passes any other `GRPOConfig` field through unchanged (e.g. `vllm_mode: server` on GPUs).
+  `trl_args` passes any `GRPOConfig` field we have no option for through unchanged (e.g.
+  `vllm_server_base_url`); a field one of our options sets is refused, naming the option (the rule `trainer_args`
+  follows too: runtime/trainer_options.py).
 - `run_grpo(...)`: dataset -> trainer -> train (resuming from the last checkpoint with `resume=auto`) -> save the
   policy as a plain model folder (LoRA merged; the adapter itself in `adapter/`) -> `compute.json`.
 - the stop rule (mapper RL, off unless `stop_pass_rate` is set): end before `max_steps` once the gate pass rate
@@ -34,7 +36,7 @@ from typing import Any
 
 from transformers import TrainerCallback
 
-from sftadapt.config import check_passthrough, config_dict, option
+from sftadapt.config import config_dict, option
 from sftadapt.runtime.trainer_io import (
     bar_only_progress,
     checkpointing_argument,
@@ -42,6 +44,7 @@ from sftadapt.runtime.trainer_io import (
     resume_checkpoint,
     save_merged,
 )
+from sftadapt.runtime.trainer_options import SHARED_OWNED, TrainerOptions, shared
 
 LOG_FILE = "rl_log.jsonl"
 COMPUTE_FILE = "compute.json"
@@ -50,40 +53,49 @@ SCALE_REWARDS = ("group", "batch", "none")
 
 
 @dataclass
-class GRPOOptions:
-    max_steps: int = option(100, help="optimiser steps")
+class GRPOOptions(TrainerOptions):
+    """GRPO's options: rollouts, reward scaling, KL, vLLM, the stop rule; the optimiser, LoRA, precision and
+    checkpoint options are the shared `TrainerOptions` (runtime/trainer_options.py), with RL defaults."""
+
+    PASSTHROUGH = "trl_args"
+    OWNED = {
+        **SHARED_OWNED,
+        "per_device_train_batch_size": "num_generations",
+        "gradient_accumulation_steps": "prompts_per_step",
+        **{
+            name: name
+            for name in (
+                "num_generations",
+                "max_completion_length",
+                "temperature",
+                "top_p",
+                "beta",
+                "loss_type",
+                "scale_rewards",
+                "log_completions",
+                "use_vllm",
+                "vllm_mode",
+                "vllm_server_host",
+                "vllm_server_port",
+                "vllm_gpu_memory_utilization",
+                "vllm_tensor_parallel_size",
+            )
+        },
+    }
+
+    lr: float | None = shared("lr", None, help="peak learning rate; default 1e-6 (full) or 1e-5 (LoRA)")
+    max_steps: int = shared("max_steps", 100, help="optimiser steps")
+    warmup_ratio: float = shared("warmup_ratio", 0.0)
+    scheduler: str = shared("scheduler", "constant")
+    save_steps: int = shared("save_steps", 50)
     num_generations: int = option(8, help="rollouts per prompt (the GRPO group size)")
     prompts_per_step: int = option(1, help="prompt groups per optimiser step (one micro-batch each)")
     temperature: float = option(1.0, help="rollout sampling temperature")
     top_p: float = option(1.0, help="rollout nucleus mass")
     max_completion_length: int = option(256, help="tokens per rollout at most")
-    lr: float | None = option(None, help="learning rate; default 1e-6 (full) or 1e-5 (LoRA)")
     beta: float = option(0.0, help="KL coefficient to the initial policy (0 = none, no reference model loaded)")
     loss_type: str = option("dapo", help="TRL loss aggregation: " + " | ".join(GRPO_LOSS_TYPES))
     scale_rewards: str = option("group", help="advantage scaling: group (GRPO) | batch | none (Dr. GRPO)")
-    scheduler: str = option("constant", help="learning-rate schedule (transformers name)")
-    warmup_ratio: float = option(0.0, help="fraction of the steps with linear warmup")
-    max_grad_norm: float = option(1.0, help="gradient clipping norm")
-    lora: bool = option(False, help="train a LoRA adapter (peft) instead of all weights; merged at the end")
-    lora_r: int = option(16, help="LoRA rank")
-    lora_alpha: int = option(32, help="LoRA alpha")
-    lora_dropout: float = option(0.05, help="LoRA dropout")
-    lora_target_modules: str = option("all-linear", help="peft target_modules: all-linear or comma-separated names")
-    dtype: str = option(
-        "auto",
-        help="compute dtype: auto (bf16 autocast only where the hardware runs bf16 "
-        "natively) | float32 | bfloat16 (autocast over fp32 weights)",
-    )
-    weights_dtype: str = option(
-        "float32",
-        help="policy weights: float32 (master copy) | bfloat16 (pure bf16: most small updates are rounded away)",
-    )
-    gradient_checkpointing: bool = option(False, help="recompute activations: less memory, slower")
-    seed: int = option(0, help="seed of data order, sampling and LoRA init")
-    logging_steps: int = option(1, help="log every this many steps")
-    save_steps: int = option(50, help="checkpoint every this many steps")
-    save_total_limit: int = option(2, help="checkpoints kept")
-    resume: str = option("auto", help="auto (last checkpoint in out, if any) | no | a checkpoint folder")
     log_completions: bool = option(False, help="TRL: print and save sample completions each log step")
     use_vllm: bool = option(False, help="generate rollouts with vLLM (GPU only; see vllm_mode)")
     vllm_mode: str = option("colocate", help="vLLM: colocate (same GPUs) | server (`trl vllm-serve` elsewhere)")
@@ -103,23 +115,18 @@ class GRPOOptions:
         help="stop rule: r_align has plateaued when its window mean moved less than "
         "this (nats/token) from the window before",
     )
-    trl_args: dict = option({}, help="any other GRPOConfig field, passed through as is (wins over the above)")
+    trl_args: dict = option(
+        {},
+        help="any other GRPOConfig field, passed through as is (e.g. {vllm_server_base_url: ...}); "
+        "our options above set their own fields",
+    )
 
     def validate(self) -> None:
         if self.trl_args:
             from trl import GRPOConfig
 
-            check_passthrough(self.trl_args, GRPOConfig, "trl_args")
-        for name in (
-            "max_steps",
-            "num_generations",
-            "prompts_per_step",
-            "max_completion_length",
-            "logging_steps",
-            "save_steps",
-            "lora_r",
-            "stop_window",
-        ):
+            self.check_passthrough(GRPOConfig)
+        for name in ("max_steps", "num_generations", "prompts_per_step", "max_completion_length", "stop_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
         if self.num_generations < 2:
@@ -134,15 +141,9 @@ class GRPOOptions:
             raise ValueError(f"stop_pass_rate = {self.stop_pass_rate}: a fraction in [0, 1), or null for off")
         if not self.stop_plateau >= 0:
             raise ValueError(f"stop_plateau = {self.stop_plateau}: must be >= 0")
-        self.precision()
         if not 0 < self.top_p <= 1 or self.temperature <= 0:
             raise ValueError("temperature must be > 0 and top_p in (0, 1]")
-
-    def precision(self) -> tuple[str, str]:
-        """(compute dtype, weights dtype) as this machine will train: see sftadapt.runtime.precision."""
-        from sftadapt.runtime.precision import WEIGHT_DTYPES, normalize, training_dtypes
-
-        return training_dtypes(normalize(self.dtype), normalize(self.weights_dtype, WEIGHT_DTYPES, "weights_dtype"))
+        super().validate()
 
     @property
     def learning_rate(self) -> float:
@@ -150,11 +151,29 @@ class GRPOOptions:
 
 
 def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, tracker: dict[str, Any] | None = None):
-    """TRL `GRPOConfig` from our options (CPU-safe defaults; `trl_args` win). `tracker`: the stage's
-    report_to / tracking_dir / online (runtime/tracking.py)."""
+    """TRL `GRPOConfig` from our options (CPU-safe defaults; `trl_args` set only fields of no option of ours:
+    runtime/trainer_options.py). `tracker`: the stage's report_to / tracking_dir / online (runtime/tracking.py)."""
+    from trl import GRPOConfig
+
+    from sftadapt.runtime import network
+
+    opts.check_passthrough(GRPOConfig)  # also for options built without validate()
+    kwargs = grpo_kwargs(opts, out, progress, tracker)
+    kwargs.update(opts.trl_args)  # only fields of no option of ours reach here (check_passthrough)
+    # the trainer creates the hub repo as it starts: offline that must be our one line, not the hub's traceback
+    online = bool((tracker or {}).get("online")) or network.online_now()
+    network.check_push(opts.trl_args, "grpo.trl_args", online)
+    return GRPOConfig(**kwargs)
+
+
+def grpo_kwargs(
+    opts: GRPOOptions, out: str | Path, progress: bool = True, tracker: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The GRPOConfig fields our options (and the stage's tracker) set, before `trl_args`."""
     import torch
     from trl import GRPOConfig
 
+    from sftadapt.runtime import tracking
     from sftadapt.runtime.precision import autocast_bf16
 
     kwargs: dict[str, Any] = dict(
@@ -193,8 +212,6 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, track
         vllm_gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
         vllm_tensor_parallel_size=opts.vllm_tensor_parallel_size,
     )
-    from sftadapt.runtime import tracking
-
     tracker = tracker or {}
     kwargs.update(
         tracking.trainer_args(
@@ -204,12 +221,7 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, track
             online=tracker.get("online"),
         )
     )
-    kwargs.update(opts.trl_args)
-    from sftadapt.runtime import network
-
-    # the trainer creates the hub repo as it starts: offline that must be our one line, not the hub's traceback
-    network.check_push(opts.trl_args, "grpo.trl_args", bool(tracker.get("online")) or network.online_now())
-    return GRPOConfig(**kwargs)
+    return kwargs
 
 
 def _peft_config(opts: GRPOOptions):

@@ -1,8 +1,10 @@
-"""What every data stage does before its own work, written once (rewrite, map train/synthesize, direct RL, sample).
+"""What every stage does before its own work, written once.
 
 1. `open_stage(cfg, command, protect)`: validate the config, honour its network switch (`online`), claim the
-   output folder (refused if it is not ours, unless `force`: runtime/outdir.py); returns the folder.
-2. `load_problems(cfg, out, ...)`: read `cfg.data` (file, dataset name or hf: id) with its field map, keep the
+   output folder (refused if it is not ours, unless `force`: runtime/outdir.py); returns the folder. Every
+   registry stage opens this way (sample, rewrite, train, map train/synthesize, rl, eval).
+2. `load_problems(cfg, out, ...)`: the stages that read a problem set (all but train, which reads Example
+   rows through train/data.py, and eval, which reads benchmarks by name) read `cfg.data` (file, dataset name or hf: id) with its field map, keep the
    first `cfg.limit`, write unusable rows to `out/rejects.jsonl`; no usable row, or (when solutions are needed) a
    problem without an expert solution, is one `SourceError` naming the data and the rejects file. Problems handed
    in by a caller (tests, benchmarks) skip the read but not the checks.

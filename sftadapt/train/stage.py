@@ -46,10 +46,11 @@ import torch
 import yaml
 from transformers import Trainer, TrainerCallback, TrainingArguments
 
-from sftadapt.config import check_passthrough, config_dict, config_hash, load_config, option
+from sftadapt.config import config_dict, config_hash, load_config, option
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import FALLBACKS, Example
 from sftadapt.data.sources import max_row_bytes_option
+from sftadapt.registry import Stage
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import WEIGHT_DTYPES, autocast_bf16, normalize, training_dtypes, warn_once
 from sftadapt.runtime.trainer_io import (
@@ -59,6 +60,7 @@ from sftadapt.runtime.trainer_io import (
     resume_checkpoint,
     save_merged,
 )
+from sftadapt.runtime.trainer_options import SHARED_OWNED, TrainerOptions
 from sftadapt.train.data import (
     IGNORE_INDEX,
     Collator,
@@ -70,8 +72,10 @@ from sftadapt.train.data import (
 from sftadapt.train.logits import selective_logits, split_rows, target_logprobs
 from sftadapt.train.losses import (
     IS_LEVELS,
-    LOSS_TYPES,
+    LOSSES,
     LossStats,
+    get_loss,
+    loss_names,
     loss_summary,
     sft_loss,
     token_weights,
@@ -82,57 +86,51 @@ LOG_FILE = "train_log.jsonl"
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(TrainerOptions):
+    """Options of `sftadapt train`: the data, the loss and its options, the batch; the optimiser, LoRA,
+    precision and checkpoint options are the shared `TrainerOptions` (runtime/trainer_options.py)."""
+
+    PASSTHROUGH = "trainer_args"
+    OWNED = {
+        **SHARED_OWNED,
+        "per_device_train_batch_size": "batch_size",
+        "gradient_accumulation_steps": "grad_accum",
+        "num_train_epochs": "epochs",
+        "weight_decay": "weight_decay",
+    }
+
     model: str = option("smollm2-135m", help="base model: HF id, local folder, smollm2-135m or tiny-random")
     data: list[str] = option([], help="training files: Example JSONL/Parquet (rewrite/map output) or raw expert sets")
     fields: FieldOptions = fields_option()
     max_row_bytes: int | None = max_row_bytes_option()
     out: str = option("runs/train", help="output folder: checkpoints, train_log.jsonl, the final model + README.md")
-    loss: str = option("nll", help="nll (SFT) | dft (probability-weighted) | is (importance-weighted vs behaviour)")
+    loss: str = option(
+        "nll",
+        help="nll (SFT) | dft (probability-weighted) | is (importance-weighted vs behaviour) | a loss "
+        "registered with train/losses.py's register_loss",
+    )
     dft_floor: float = option(0.0, help="dft: weight max(p, dft_floor); 0 = off")
     is_clip: float = option(5.0, help="is: clip the ratio at this value (0 = no clipping)")
     is_level: str = option("token", help="is: token (one ratio per token) | sequence (geometric mean per row)")
     is_self_normalize: bool = option(False, help="is: rescale weights to mean 1 over the optimiser step")
+    loss_options: dict = option(
+        {},
+        help="options of a registered loss beyond the built-in ones (train/losses.py: register_loss); "
+        "nll, dft and is take theirs from the options above",
+    )
     fallback: str = option(
         "keep",
         help="expert-fallback rows (origin expert) of an adapted set: keep (train them "
         "with `loss`) | drop (leave them out) | dft (DFT's weight for them, `loss` for the rest)",
     )
-    lr: float = option(5e-5, help="peak learning rate (Mind the Gap: 5e-5 full fine-tuning; LoRA often 1e-4)")
     epochs: float = option(1.0, help="passes over the data (ignored when max_steps > 0)")
-    max_steps: int = option(-1, help="optimiser steps; -1 = from epochs")
     batch_size: int = option(4, help="rows per micro-batch per device")
     grad_accum: int = option(
         4, help="micro-batches per optimiser step (global batch = batch_size × grad_accum × ranks)"
     )
     max_length: int = option(1024, help="prompt + response tokens; longer rows lose the end of the response")
-    warmup_ratio: float = option(0.1, help="fraction of the steps with linear warmup")
-    scheduler: str = option("cosine", help="learning-rate schedule: " + " | ".join(SCHEDULERS))
     weight_decay: float = option(0.0, help="AdamW weight decay")
-    max_grad_norm: float = option(1.0, help="gradient clipping norm (0 = off)")
-    seed: int = option(0, help="seed of the data order, LoRA init and dropout")
-    lora: bool = option(False, help="train a LoRA adapter (peft) instead of all weights; merged at the end")
-    lora_r: int = option(16, help="LoRA rank")
-    lora_alpha: int = option(32, help="LoRA alpha")
-    lora_dropout: float = option(0.05, help="LoRA dropout")
-    lora_target_modules: str = option("all-linear", help="peft target_modules: all-linear or comma-separated names")
-    dtype: str = option(
-        "auto",
-        help="compute dtype of forward/backward: auto (bf16 autocast only where the "
-        "hardware runs bf16 natively; float32 for the is loss) | float32 | bfloat16 (autocast)",
-    )
-    weights_dtype: str = option(
-        "float32",
-        help="stored weights: float32 (the master copy; keep it) | bfloat16 (pure "
-        "bf16 training: most small updates are rounded away; a warning says so)",
-    )
-    gradient_checkpointing: bool = option(False, help="recompute activations: less memory, ~35% slower")
     chat: bool = option(True, help="apply the model's chat template to the prompt")
-    save_steps: int = option(200, help="checkpoint every this many optimiser steps")
-    save_total_limit: int = option(2, help="checkpoints kept (oldest deleted)")
-    resume: bool | str = option(
-        "auto", help="auto/true: from the last checkpoint in out, if any; false: start over; or a checkpoint folder"
-    )
     report_to: str = tracking.report_to_option()
     tracking_dir: str | None = tracking.tracking_dir_option()
     online: bool = tracking.online_option()
@@ -146,18 +144,17 @@ class TrainConfig:
         help="any other transformers TrainingArguments field, passed through as is "
         "(e.g. {optim: adafactor}); our options above set their own fields",
     )
-    logging_steps: int = option(1, help="log every this many optimiser steps")
 
     def validate(self) -> None:
-        check_passthrough(self.trainer_args, TrainingArguments, "trainer_args", _OURS)
+        self.check_passthrough(TrainingArguments)
         tracking.check_report_to(self.report_to)
-        choices = {"loss": LOSS_TYPES, "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "fallback": FALLBACKS}
+        # the registered losses are read now, so that a loss registered after import is accepted
+        choices = {"loss": loss_names(), "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "fallback": FALLBACKS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} = '{getattr(self, name)}': choose one of {', '.join(allowed)}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ValueError(f"warmup_ratio = {self.warmup_ratio}: must be in [0, 1)")
-        for name in ("batch_size", "grad_accum", "logging_steps", "save_steps", "lora_r"):
+        self._check_loss_options()
+        for name in ("batch_size", "grad_accum"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
         if self.max_length < 2:
@@ -166,25 +163,49 @@ class TrainConfig:
             raise ValueError(f"dft_floor = {self.dft_floor}: a probability in [0, 1]")
         if self.is_clip < 0:
             raise ValueError(f"is_clip = {self.is_clip}: must be >= 0 (0 = no clipping)")
-        self.precision()
+        super().validate()
+
+    def _check_loss_options(self) -> None:
+        """`loss_options` may hold only the options the loss declares that are not fields of this config (the
+        built-in losses' options are fields: dft_floor, is_clip, ...)."""
+        loss = get_loss(self.loss)
+        own = [name for name in loss.options if name not in self.__dataclass_fields__]
+        for key in self.loss_options:
+            if key in self.__dataclass_fields__ and key in loss.options:
+                raise ValueError(f"loss_options.{key}: set it with the option '{key}' instead")
+            if key not in own:
+                raise ValueError(
+                    f"loss_options.{key}: loss '{loss.name}' has no such option; its options: "
+                    + (", ".join(own) or "none (loss_options must be empty)")
+                )
+
+    def loss_values(self) -> dict[str, Any]:
+        """The values of the loss's declared options: this config's field of that name where it has one, else
+        `loss_options`, else the loss's default."""
+        loss = get_loss(self.loss)
+        return {
+            name: getattr(self, name) if name in self.__dataclass_fields__ else self.loss_options.get(name, default)
+            for name, default in loss.options.items()
+        }
 
     def precision(self) -> tuple[str, str]:
         """(compute dtype, weights dtype) as this machine will train: see sftadapt.runtime.precision."""
         compute = normalize(self.dtype)
         weights = normalize(self.weights_dtype, WEIGHT_DTYPES, "weights_dtype")
-        if self.loss == "is":
-            # The is weight exp(log π_θ − log π_β) divides the trainer's π_θ by π_β, which the rewrite stage
+        row = LOSSES.get(self.loss)
+        if row is not None and row.float32_only:
+            # e.g. is: its weight exp(log π_θ − log π_β) divides the trainer's π_θ by π_β, which the rewrite stage
             # scores in float32; bf16 moves single tokens by up to 0.5 nats, so a self row would start at weight
-            # e^±0.5 instead of 1. So is trains in float32 whatever `dtype` says (shared study configs set it).
+            # e^±0.5 instead of 1. So it trains in float32 whatever `dtype` says (shared study configs set it).
             if weights == "bfloat16":
                 raise ValueError(
-                    "loss is: π_θ must be computed in float32, the precision π_β was scored in; "
+                    f"loss {row.name}: π_θ must be computed in float32, the precision π_β was scored in; "
                     "pure bf16 weights cannot do that (use weights_dtype float32)"
                 )
             if compute == "bfloat16":
                 warn_once(
-                    "is-fp32",
-                    "loss is trains in float32 (π_θ in the precision π_β was scored in); "
+                    f"{row.name}-fp32",
+                    f"loss {row.name} trains in float32 (π_θ in the precision π_β was scored in); "
                     "dtype bfloat16 is not used for it",
                 )
             return "float32", weights
@@ -208,7 +229,15 @@ class SFTLossTrainer(Trainer):
 
     def _loss_kwargs(self) -> dict[str, Any]:
         c = self.loss_config
-        return {"loss_type": c.loss, "dft_floor": c.dft_floor, "is_clip": c.is_clip or None, "is_level": c.is_level}
+        extra = {k: v for k, v in c.loss_values().items() if k not in ("dft_floor", "is_clip", "is_level")}
+        extra.pop("is_self_normalize", None)  # applied over the step by sft_loss, from the config
+        return {
+            "loss_type": c.loss,
+            "dft_floor": c.dft_floor,
+            "is_clip": c.is_clip or None,
+            "is_level": c.is_level,
+            **extra,
+        }
 
     @staticmethod
     def _dft_rows(batch) -> torch.Tensor | None:
@@ -243,7 +272,8 @@ class SFTLossTrainer(Trainer):
             count = self.accelerator.gather(count).sum().view(1)
         self._step_weight_total = None
         c = self.loss_config
-        if c.loss == "is" and c.is_self_normalize and (len(batches) > 1 or self.args.world_size > 1):
+        normalizes = c.is_self_normalize and "is_self_normalize" in get_loss(c.loss).options
+        if normalizes and (len(batches) > 1 or self.args.world_size > 1):
             self._step_weight_total = self._weight_total(batches, device)
         return batches, count[0]
 
@@ -298,10 +328,7 @@ class SFTLossTrainer(Trainer):
             summary = loss_summary(stats, steps)
             logs["nll"] = summary["nll"]
             logs["response_tokens"] = float(stats.tokens)
-            if self.loss_config.loss != "nll":
-                logs.update({k: summary[k] for k in ("weight_mean", "weight_max")})
-            if self.loss_config.loss == "is":
-                logs.update({k: summary[k] for k in ("clip_frac", "ess", "ess_frac")})
+            logs.update({k: summary[k] for k in get_loss(self.loss_config.loss).logged})
             self._stats, self._stats_steps = None, 0
         super().log(logs, start_time)
 
@@ -371,6 +398,8 @@ REJECTS_FILE = "rejects.jsonl"
 def _resume_checkpoint(cfg: TrainConfig) -> str | None:
     """The checkpoint to continue from; `auto` refuses checkpoints written with different training options."""
     saved = read_saved_options(Path(cfg.out) / CONFIG_FILE, "config")
+    if saved is not None:
+        saved = {"loss_options": {}, **saved}  # a run saved before loss_options existed had none
     return resume_checkpoint(
         cfg.resume, cfg.out, config_dict(cfg), saved, _BOOKKEEPING, force=cfg.force, run_files=(CONFIG_FILE, LOG_FILE)
     )
@@ -384,38 +413,19 @@ def _write_config(cfg: TrainConfig) -> None:
     write_text_atomic(Path(cfg.out) / CONFIG_FILE, json.dumps(data, indent=2) + "\n")
 
 
-# TrainingArguments fields our own options set (trainer_args may not set them behind the option's back)
-_OURS = {
-    "output_dir": "out",
-    "per_device_train_batch_size": "batch_size",
-    "gradient_accumulation_steps": "grad_accum",
-    "learning_rate": "lr",
-    "num_train_epochs": "epochs",
-    "max_steps": "max_steps",
-    "lr_scheduler_type": "scheduler",
-    "warmup_steps": "warmup_ratio",
-    "weight_decay": "weight_decay",
-    "max_grad_norm": "max_grad_norm",
-    "seed": "seed",
-    "data_seed": "seed",
-    "logging_steps": "logging_steps",
-    "save_steps": "save_steps",
-    "save_total_limit": "save_total_limit",
-    "report_to": "report_to",
-    "run_name": "report_to",
-    "project": "report_to",
-    "trackio_static_space_id": "online",
-    "activation_checkpointing": "gradient_checkpointing",
-    "bf16": "dtype",
-}
-
-
 def _training_args(cfg: TrainConfig) -> TrainingArguments:
     from sftadapt.runtime import network
 
     # the Trainer creates the hub repo as it starts: offline that must be our one line, not the hub's traceback
     network.check_push(cfg.trainer_args, "trainer_args", cfg.online or network.online_now())
-    return TrainingArguments(
+    cfg.check_passthrough(TrainingArguments)  # also for a config built without validate()
+    # the pass-through rule (runtime/trainer_options.py) leaves it only fields of no option: ours may be replaced
+    return TrainingArguments(**{**_training_kwargs(cfg), **cfg.trainer_args})
+
+
+def _training_kwargs(cfg: TrainConfig) -> dict[str, Any]:
+    """The TrainingArguments fields our options (and this stage) set, before `trainer_args`."""
+    return dict(
         output_dir=cfg.out,
         per_device_train_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum,
@@ -441,7 +451,6 @@ def _training_args(cfg: TrainConfig) -> TrainingArguments:
         save_strategy="steps",
         logging_strategy="steps",
         disable_tqdm=os.environ.get("SFTADAPT_QUIET") == "1",  # `sftadapt -q`
-        **cfg.trainer_args,
     )
 
 
@@ -472,7 +481,8 @@ def _load_model(cfg: TrainConfig):
 
 
 def _check_behavior_precision(examples: list[Example]) -> None:
-    """The is loss trains in float32; behaviour log-probs scored in another precision would not match it."""
+    """A loss that reads behaviour log-probs (is) trains in float32; log-probs scored in another precision would
+    not match it."""
     for e in examples:
         scored = ((e.provenance or {}).get("precision") or {}).get("score")
         if e.behavior_logprobs is not None and scored not in (None, "float32"):
@@ -513,11 +523,11 @@ def build_trainer(
     from sftadapt.runtime.models import load_tokenizer
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    out = Path(cfg.out)
-    from sftadapt.runtime.outdir import TRAIN_OUTPUTS, claim  # never delete a user's checkpoint-* folder
+    from sftadapt.runtime.outdir import TRAIN_OUTPUTS  # never delete a user's checkpoint-* folder
     from sftadapt.runtime.owned import checkpoint_recorder, open_checkpoints
+    from sftadapt.runtime.prologue import open_stage
 
-    claim(out, "train", force=cfg.force, protect=TRAIN_OUTPUTS)
+    out = open_stage(cfg, "train", protect=TRAIN_OUTPUTS)  # validate, honour `online`, claim: as every stage
     open_checkpoints(out)  # a checkpoint-* of the user's is refused before resume could take it
     resume_from = _resume_checkpoint(cfg)  # first: a refused resume should not wait for data and model
     set_seed(cfg.seed)
@@ -528,7 +538,7 @@ def build_trainer(
     tokenizer = load_tokenizer(cfg.model)
     examples, provenance = loaded.examples, loaded.provenance
     examples = fallback_rows(examples, cfg.fallback, cfg.data)
-    if cfg.loss == "is":
+    if get_loss(cfg.loss).needs_behavior:
         _check_behavior_precision(examples)
     tokenized = tokenize_examples(
         tokenizer,
@@ -646,16 +656,8 @@ def model_card(cfg: TrainConfig, data_provenance: list[dict[str, Any]], summary:
     from sftadapt import __version__
     from sftadapt.runtime.models import model_revision
 
-    loss_options = {
-        "nll": {},
-        "dft": {"dft_floor": cfg.dft_floor},
-        "is": {"is_clip": cfg.is_clip, "is_level": cfg.is_level, "is_self_normalize": cfg.is_self_normalize},
-    }[cfg.loss]
-    formulas = {
-        "nll": "L = -Σ_t log π(y_t) / N",
-        "dft": "L = -Σ_t sg(max(p_t, floor)) · log π(y_t) / N",
-        "is": "L = -Σ_t sg(min(π(y_t)/π_β(y_t), c)) · log π(y_t) / N  (π_β = 1 for expert rows)",
-    }
+    loss_options = cfg.loss_values()
+    formula = get_loss(cfg.loss).formula
     lines = [
         "---",
         f"base_model: {cfg.model}",
@@ -671,7 +673,7 @@ def model_card(cfg: TrainConfig, data_provenance: list[dict[str, Any]], summary:
         f"- {json.dumps(model_revision(cfg.model))}",
         "",
         "## Loss",
-        f"- `{cfg.loss}`: {formulas[cfg.loss]}; N = response tokens of the optimiser step",
+        f"- `{cfg.loss}`: {formula}; N = response tokens of the optimiser step",
         f"- options: {json.dumps(loss_options)}",
         "",
         "## Data",
@@ -722,6 +724,27 @@ def train_command(
     return summary
 
 
+def run(cfg: TrainConfig, progress: bool = True, final_checkpoint: bool = True) -> dict[str, Any]:
+    """The train stage as the registry runs it; `final_checkpoint=False` skips the checkpoint transformers writes
+    after the last step (weights + optimizer state, ~1.6 GB for a 135M model), which `sftadapt run` would only
+    delete: a finished stage is never resumed."""
+    return train(cfg, None if final_checkpoint else [NoFinalCheckpoint()])
+
+
+def _echo(cfg: TrainConfig, summary: dict[str, Any]) -> list[str]:
+    table = ["| train | |", "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()]]
+    return ["\n".join(table), f"model -> {cfg.out} (log: {summary['log']})"]
+
+
+STAGE = Stage(
+    name="train",
+    config=TrainConfig,
+    run=run,
+    outputs=("model.safetensors", LOG_FILE, "README.md", "train_config.json", "rejects.jsonl"),
+    echo=_echo,
+)
+
+
 def _main(argv: list[str]) -> None:
     """`python -m sftadapt.train.stage ...` (what `accelerate launch -m sftadapt.train.stage` runs): the same options."""
     import argparse
@@ -730,7 +753,7 @@ def _main(argv: list[str]) -> None:
     parser.add_argument("--model")
     parser.add_argument("--data", action="append")
     parser.add_argument("--out")
-    parser.add_argument("--loss", choices=LOSS_TYPES)
+    parser.add_argument("--loss", choices=loss_names())
     parser.add_argument("--config")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE")
     parser.add_argument("--online", action="store_true", help="allow hub downloads (default: offline)")

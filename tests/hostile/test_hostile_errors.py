@@ -182,7 +182,7 @@ def test_run_into_a_users_folder_names_no_option_run_lacks(tmp_path):
     [
         (["rewrite", "--model", "tiny-random", "--data", "{gsm}", "--out", "{tmp}/o"], "max_row_bytes option"),
         (["train", "--model", "tiny-random", "--data", "{gsm}", "--out", "{tmp}/o"], "max_row_bytes option"),
-        (["eval", "--model", "tiny-random", "--benchmarks", "{gsm}", "--out", "{tmp}/o"], "--max-row-bytes"),
+        (["eval", "--model", "tiny-random", "--benchmarks", "{gsm}", "--out", "{tmp}/o"], "max_row_bytes option"),
     ],
     ids=["rewrite", "train", "eval"],
 )

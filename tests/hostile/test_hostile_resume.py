@@ -267,7 +267,8 @@ def test_damaged_shard_records_name_the_file(tmp_path):
 
 # ---------------------------------------------------------------- (d) stage.json of `sftadapt run`
 def test_a_damaged_stage_json_is_one_line_naming_it(tmp_path, capsys):
-    from sftadapt.pipeline import Stages, _Finished
+    from sftadapt.pipeline import Stages
+    from sftadapt.report.pool import _Finished
 
     calls = []
 

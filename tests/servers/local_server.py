@@ -1,5 +1,9 @@
 """Real OpenAI-compatible servers on this machine, for the `openai` backend's tests and benchmarks.
 
+Test infrastructure, not part of the package: the tests import it as `servers.local_server` (pytest puts
+tests/ on the path, as for `fakes`), the benchmarks put tests/ on their path first, and from a clone it runs
+as a script (`python tests/servers/local_server.py`), which is how `LlamaServer` starts its child.
+
 Three servers, each serving the model in **float32** on 127.0.0.1, so that hf and the server run the very same
 weights and their outputs can be compared token for token:
 
@@ -8,7 +12,7 @@ weights and their outputs can be compared token for token:
   log-probs back, echoed prompt log-probs: every role, scoring included. Ready in ~35 s on a 2-core CPU.
 - `LlamaServer`: llama.cpp's own C++ server (`llama-server`: continuous batching, token-id prompts, per-request
   seeds), from the prebuilt CPU wheel of `xllamacpp` (pinned in the `test` extra: a 34 MB download, no compile).
-  It runs in a child process (`python -m sftadapt.engines.local_server --kind llama-server`), so a test can kill it
+  It runs in a child process (`python tests/servers/local_server.py --kind llama-server`), so a test can kill it
   as a crash would. It does not echo prompt log-probs (this build answers an `echo` request without them; older
   ones refuse it), so the backend refuses `score` on it with that reason: generation roles only.
 - `LlamaCppServer`: llama-cpp-python's `llama_cpp.server` (llama.cpp under a Python FastAPI app), which can echo
@@ -20,12 +24,12 @@ The llama.cpp servers' F32 GGUF: for the embedded model, its own GGUF dequantise
 reader and writer; the hf backend loads the same dequantised values); for any other HF folder, llama.cpp's
 `convert_hf_to_gguf.py` from the sdist that server.sh unpacks in `.cache/llama-cpp-python/src`.
 
-    from sftadapt.engines.local_server import LlamaServer
+    from servers.local_server import LlamaServer
     with LlamaServer("smollm2-135m", n_ctx=2048) as server:
         engine = make_engine("smollm2-135m", EngineConfig("openai", server.engine_options()))
 
-    python -m sftadapt.engines.local_server --model smollm2-135m --port 8000   # serve until Ctrl-C
-    python -m sftadapt.engines.local_server --kind vllm --port 8000            # the same through vllm serve
+    python tests/servers/local_server.py --model smollm2-135m --port 8000   # serve until Ctrl-C
+    python tests/servers/local_server.py --kind vllm --port 8000            # the same through vllm serve
 """
 
 from __future__ import annotations
@@ -343,7 +347,8 @@ class LlamaServer(_LocalServer):
         self.gguf = dequantized_gguf(spec) or f32_gguf(spec)
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "sftadapt.engines.local_server", "--kind", "llama-server", "--child"]
+        # this file as a script: it is not in the package, so `-m` could not find it from any folder
+        cmd = [sys.executable, str(Path(__file__).resolve()), "--kind", "llama-server", "--child"]
         cmd += ["--gguf", str(self.gguf), "--alias", self.alias, "--port", str(self.port)]
         cmd += ["--n-ctx", str(self.n_ctx), "--threads", str(self.threads), "--parallel", str(self.parallel)]
         # the key goes through the environment, not the command line (which `ps` shows to every user)
