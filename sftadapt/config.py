@@ -549,6 +549,17 @@ def config_hash(cfg: Any, exclude: tuple[str, ...] = ()) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+def default_text(f: dataclasses.Field) -> str:
+    """An option's default as `--help`, `config show` and the reference page print it (JSON)."""
+    if f.default is not dataclasses.MISSING:
+        default = f.default
+    elif f.default_factory is not dataclasses.MISSING:
+        default = f.default_factory()
+    else:
+        default = "(required)"
+    return json.dumps(default, default=str)
+
+
 def option_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
     """(dotted key, default, help) of every option of a config class, nested sections flattened
     (`grpo.beta`): what `--help` lists and `sftadapt config show` resolves, from the one declaration."""
@@ -559,11 +570,5 @@ def option_rows(cls: type, prefix: str = "") -> list[tuple[str, str, str]]:
         if dataclasses.is_dataclass(hints.get(f.name)):
             rows.extend(option_rows(hints[f.name], key + "."))
             continue
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
-        else:
-            default = "(required)"
-        rows.append((key, json.dumps(default, default=str), f.metadata.get("help", "")))
+        rows.append((key, default_text(f), f.metadata.get("help", "")))
     return rows

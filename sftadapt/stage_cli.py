@@ -118,12 +118,6 @@ def _resolve(cls, dotted: str) -> tuple[Any, dataclasses.Field]:
     return typing.get_type_hints(cls)[leaf], field
 
 
-def _default_text(field: dataclasses.Field) -> str:
-    if field.default is not dataclasses.MISSING:
-        return json.dumps(field.default, default=str)
-    return json.dumps(field.default_factory(), default=str)  # type: ignore[misc]
-
-
 def _param(name: str, flag: str, hint: Any, help_text: str) -> inspect.Parameter | None:
     """A typer option for one config option, or None for a mapping or a nested section (reached with --set).
     Every option defaults to None (unset: the config's default, or what --config / --set say, applies)."""
@@ -196,7 +190,9 @@ def stage_params(stage) -> tuple[list[inspect.Parameter], dict[str, tuple[str, A
 
 
 def _help(field: dataclasses.Field) -> str:
-    return f"{field.metadata.get('help', '')} [default: {_default_text(field)}]".strip()
+    from sftadapt.config import default_text
+
+    return f"{field.metadata.get('help', '')} [default: {default_text(field)}]".strip()
 
 
 def _list_param(name: str, flag: str, text: str) -> inspect.Parameter:
