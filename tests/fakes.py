@@ -44,6 +44,8 @@ class FakeEngine:
     name = "scripted"
     tokenizer = None
     context_length: int | None = None
+    end_ids: tuple[int, ...] = (0,)  # a scripted engine's samples end where its script says
+    seeded = True
     precision = MappingProxyType({})  # shared by every instance, hence read-only
     stats = MappingProxyType({})
 

@@ -170,7 +170,9 @@ def server(tmp_path_factory):
 
 
 def _engine(urls, **more):
+    # seeded: these tests check that each sample's seed survives a failover (servers are unseeded by default)
     options = {"base_urls": urls, "model": MODEL, "server": "llama-server", "concurrency": 2, "backoff": 0.05}
+    options["seeded"] = True
     return make_engine(MODEL, EngineConfig("openai", {**options, **more}))
 
 

@@ -94,7 +94,7 @@ def protocol_gaps(cls: ast.ClassDef, scope: dict[str, ast.ClassDef]) -> list[str
 
 def test_the_protocol_itself_has_what_the_stages_use():
     # the stages read these without a fallback (budget.py, store.py, eval/, adapt/): none may leave the protocol
-    assert {"name", "tokenizer", "context_length", "stats", "precision"} <= ATTRIBUTES
+    assert {"name", "tokenizer", "context_length", "end_ids", "seeded", "stats", "precision"} <= ATTRIBUTES
     assert {"generate", "score", "close"} <= set(METHODS)
     assert METHODS["score"][:4] == ["prompts", "responses", "entropy", "hidden"]
 
@@ -104,7 +104,7 @@ def test_the_checker_finds_a_missing_member_and_a_missing_parameter():
         "class Half:\n"
         "    name = 'x'\n"
         "    def __init__(self):\n"
-        "        self.tokenizer, self.stats = None, {}\n"
+        "        self.tokenizer, self.stats, self.end_ids, self.seeded = None, {}, (0,), True\n"
         "        self.precision: dict = {}\n"
         "    def generate(self, prompts, params, seeds=None): ...\n"
         "    def score(self, prompts, responses, entropy=False): ...\n"

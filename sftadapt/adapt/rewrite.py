@@ -37,6 +37,8 @@ Resumable by construction: each stage runs over fixed chunks of problems and wri
 (`OUT/shards/<stage>/`, store.py); every sample's seed derives from (seed, problem id, stage, index). A killed
 run re-run with the same command redoes only the missing shards, and `train.jsonl` is byte-identical to an
 uninterrupted run's (same batch size). A different config refuses to mix with old shards unless `--force`.
+Every stage is pipelined (store.Phases): a shard is verified in the background while the next one is sampled
+(final: scored), and scored and picked after that, on the main thread.
 
 Output in OUT/: `train.jsonl` (Examples), `summary.json` (rows and mean target log-prob per origin, final set vs
 the original expert set, time and tokens per stage, why an origin is empty), `rejects.jsonl` (bad input rows).
@@ -67,9 +69,10 @@ from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
 from sftadapt.data.sources import max_row_bytes_option
-from sftadapt.data.store import ShardStore, run_sharded, shard_totals
-from sftadapt.engines.base import SAME, EngineConfig, Sampling, ScoreEngineConfig
-from sftadapt.eval.sample import sample_attempts
+from sftadapt.data.store import Phases, ShardStore, run_sharded, shard_totals
+from sftadapt.engines import facts
+from sftadapt.engines.base import SAME, Completion, EngineConfig, Sampling, ScoreEngineConfig
+from sftadapt.eval.sample import generate_attempts, verify_attempts
 from sftadapt.registry import Stage, echo_adapted_set
 from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
@@ -227,16 +230,13 @@ class _Run:
         scores = self.scorer.score([self.prompt(kind, p) for p, _ in pairs], [text for _, text in pairs])
         return [list(s.logprobs) for s in scores]
 
-    def sample(self, stage: str, kind: str, problems: Sequence[Problem]) -> list[list[Attempt]]:
-        return sample_attempts(
-            self.engine,
-            self.verifier,
-            problems,
-            self.sampling[stage],
-            stage,
-            lambda p: self.prompt(kind, p),
-            self.hashes[kind],
-        )
+    def generate(self, stage: str, kind: str, problems: Sequence[Problem]) -> list[list[Completion]]:
+        """The engine half of sampling a stage (eval/sample.py `generate_attempts`)."""
+        return generate_attempts(self.engine, problems, self.sampling[stage], stage, lambda p: self.prompt(kind, p))
+
+    def verify(self, stage: str, kind: str, problems: Sequence[Problem], completions) -> list[list[Attempt]]:
+        """The engine-free half: verified Attempts (any thread: the Verifier pool uses no signals)."""
+        return verify_attempts(self.verifier, problems, completions, stage, self.hashes[kind])
 
 
 def _attempt_dict(a: Attempt) -> dict[str, Any]:
@@ -252,69 +252,102 @@ def _mean(values: Sequence[float]) -> float:
 
 
 # ---------------------------------------------------------------- stage workers (one chunk of problems each)
-def _stage_sampled(run: _Run, stage: str, problems: Sequence[Problem]) -> list[dict[str, Any]]:
-    """self | guided | rewrite: sample, verify, refuse (guided, rewrite), score what the keep policy needs, pick."""
+def _sampled_phases(run: _Run, stage: str) -> Phases:
+    """self | guided | rewrite, one shard of problems, as store.Phases: produce = sample (engine); verify =
+    verify and refuse (guided, rewrite; no engine: it runs in the background while the next shard is sampled);
+    complete = score what the keep policy needs and pick (engine)."""
     cfg = run.cfg
     kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}[stage]
     keep = "most_likely" if cfg.method == "select_most_likely" else cfg.keep
-    attempts = run.sample(stage, kind, problems)
-    pools: list[list[Candidate]] = []
-    for p, atts in zip(problems, attempts):
-        pool = []
-        for a in atts:
-            reason = None
-            if stage == "guided":
-                reason, similarity = guided_rejection(
-                    a.text,
-                    run.expert[p.id],
-                    cfg.near_copy_threshold,
-                    cfg.reference_phrases,
-                    cfg.near_copy_ngram,
-                    problem=p.problem,
-                )
-                a.meta["jaccard"] = round(similarity, 4)
-            elif stage == "rewrite":  # meta text or an answer-only filler: DART's gate refuses them too
-                reason = rewrite_rejection(a.text, p.problem, run.expert[p.id], p.answer)
-            if a.finish_reason == "length" and not cfg.keep_truncated:
-                reason = "truncated: cut by max_new_tokens before the response ended"
-            if a.verdict != "correct":
-                continue
-            if reason:
-                a.meta["rejected"] = reason
-            else:
-                pool.append(Candidate(a.index, a.text))
-        pools.append(candidates_to_score(pool, keep))
-    flat = [(p, c) for p, pool in zip(problems, pools) for c in pool]
-    solve_scores = iter(run.score("solve", [(p, c.text) for p, c in flat]))
-    rows, kept_all = [], []
-    for p, atts, pool in zip(problems, attempts, pools):
-        scored = {c.index: next(solve_scores) for c in pool}
-        ranked = [Candidate(c.index, c.text, _mean(scored[c.index])) for c in pool]
-        kept = choose(ranked, keep, cfg.max_keep) if cfg.method != "select_most_likely" else ranked
-        kept_all.extend((p, c) for c in kept)
-        rows.append(
-            {
-                "problem_id": p.id,
-                "attempts": [_attempt_dict(a) for a in atts],
-                "solve_scores": {str(i): s for i, s in scored.items()},
-                "kept": [c.index for c in kept],
-                "behavior_scores": {},
-            }
-        )
-    if stage != "self":  # the behaviour prompt differs from the solve prompt: score the kept ones under it
-        behavior = iter(run.score(kind, [(p, c.text) for p, c in kept_all]))
-        for row in rows:
-            row["behavior_scores"] = {str(i): next(behavior) for i in row["kept"]}
-    return rows
+
+    def produce(problems: Sequence[Problem]):
+        return problems, run.generate(stage, kind, problems)
+
+    def verify(produced):
+        problems, completions = produced
+        attempts = run.verify(stage, kind, problems, completions)
+        pools: list[list[Candidate]] = []
+        for p, atts in zip(problems, attempts):
+            pool = []
+            for a in atts:
+                reason = None
+                if stage == "guided":
+                    reason, similarity = guided_rejection(
+                        a.text,
+                        run.expert[p.id],
+                        cfg.near_copy_threshold,
+                        cfg.reference_phrases,
+                        cfg.near_copy_ngram,
+                        problem=p.problem,
+                    )
+                    a.meta["jaccard"] = round(similarity, 4)
+                elif stage == "rewrite":  # meta text or an answer-only filler: DART's gate refuses them too
+                    reason = rewrite_rejection(a.text, p.problem, run.expert[p.id], p.answer)
+                if a.finish_reason == "length" and not cfg.keep_truncated:
+                    reason = "truncated: cut by max_new_tokens before the response ended"
+                if a.verdict != "correct":
+                    continue
+                if reason:
+                    a.meta["rejected"] = reason
+                else:
+                    pool.append(Candidate(a.index, a.text))
+            pools.append(candidates_to_score(pool, keep))
+        return problems, attempts, pools
+
+    def complete(verified) -> list[dict[str, Any]]:
+        problems, attempts, pools = verified
+        flat = [(p, c) for p, pool in zip(problems, pools) for c in pool]
+        solve_scores = iter(run.score("solve", [(p, c.text) for p, c in flat]))
+        rows, kept_all = [], []
+        for p, atts, pool in zip(problems, attempts, pools):
+            scored = {c.index: next(solve_scores) for c in pool}
+            ranked = [Candidate(c.index, c.text, _mean(scored[c.index])) for c in pool]
+            kept = choose(ranked, keep, cfg.max_keep) if cfg.method != "select_most_likely" else ranked
+            kept_all.extend((p, c) for c in kept)
+            rows.append(
+                {
+                    "problem_id": p.id,
+                    "attempts": [_attempt_dict(a) for a in atts],
+                    "solve_scores": {str(i): s for i, s in scored.items()},
+                    "kept": [c.index for c in kept],
+                    "behavior_scores": {},
+                }
+            )
+        if stage != "self":  # the behaviour prompt differs from the solve prompt: score the kept ones under it
+            behavior = iter(run.score(kind, [(p, c.text) for p, c in kept_all]))
+            for row in rows:
+                row["behavior_scores"] = {str(i): next(behavior) for i in row["kept"]}
+        return rows
+
+    return Phases(produce, verify, complete)
 
 
-def _stage_final(
-    run: _Run, problems: Sequence[Problem], earlier: dict[str, dict[str, dict]], provenance: dict[str, Any]
+def _final_phases(run: _Run, earlier: dict[str, dict[str, dict]], provenance: dict[str, Any]) -> Phases:
+    """The final stage, one shard of problems, as store.Phases: produce = score the expert solutions under the
+    solve prompt (engine); verify = verify them (in the background while the next shard is scored); complete =
+    assemble the training rows (no engine)."""
+
+    def produce(problems: Sequence[Problem]):
+        return problems, run.score("solve", [(p, run.expert[p.id]) for p in problems])
+
+    def verify(produced):
+        problems, expert_scores = produced
+        verdicts = run.verifier.verify_many([p.answer for p in problems], [run.expert[p.id] for p in problems])
+        return problems, expert_scores, verdicts
+
+    return Phases(produce, verify, lambda verified: _final_rows(run, *verified, earlier, provenance))
+
+
+def _final_rows(
+    run: _Run,
+    problems: Sequence[Problem],
+    expert_scores: list[list[float]],
+    expert_verdicts: list,
+    earlier: dict[str, dict[str, dict]],
+    provenance: dict[str, Any],
 ) -> list[dict[str, Any]]:
-    """Score the expert solutions under the solve prompt, verify them, and assemble the training rows."""
+    """The training rows of `problems`, from their expert scores and verdicts and the earlier stages' rows."""
     cfg = run.cfg
-    expert_scores = run.score("solve", [(p, run.expert[p.id]) for p in problems])
-    expert_verdicts = run.verifier.verify_many([p.answer for p in problems], [run.expert[p.id] for p in problems])
     rows: list[dict[str, Any]] = []
     for p, expert_lp, expert_v in zip(problems, expert_scores, expert_verdicts):
         stage_rows = {stage: earlier[stage].get(p.id) for stage in earlier}
@@ -486,11 +519,11 @@ def rewrite(
         for stage in stages:
             if stage == "final":
                 items = problems
-                work = lambda part: _stage_final(run, part, earlier, provenance)  # noqa: E731
+                work = _final_phases(run, earlier, provenance)
             else:
                 solved = {pid for pid, row in earlier.get("self", {}).items() if row["kept"]}
                 items = [p for p in problems if p.id not in solved] if stage == "guided" else problems
-                work = lambda part, s=stage: _stage_sampled(run, s, part)  # noqa: E731
+                work = _sampled_phases(run, stage)  # one shard verifies while the next is sampled
             store = stores[stage]
             n_shards = run_sharded(
                 store,
@@ -518,6 +551,7 @@ def rewrite(
         summary = rewrite_summary(cfg, stores, problems, earlier, run_id, model, rejects)
         summary["wall_seconds_this_run"] = round(time.perf_counter() - wall_start, 3)
         summary["precision"] = _precision(engine, cfg, scorer)
+        summary["engine"] = facts.record(engine, cfg.chat)
         tracker.summary(tracking.rewrite_metrics(summary))
     write_json(out / "summary.json", summary)
     from sftadapt.data.card import write_set_card

@@ -6,11 +6,15 @@ after it has its tokenizer, calls `screen(...)`:
 
 - the model's context is the smaller of the model config's `max_position_embeddings` (or `n_positions`,
   `max_sequence_length`, `seq_length`) and the tokenizer's `model_max_length` when that is a real number;
-- `max_new_tokens` must leave room for a prompt: `max_new_tokens >= context` is a `BudgetError` (one line),
-  so `max_new_tokens: 1e10` never runs until killed;
-- each prompt may take `context - max_new_tokens` tokens, or less with a budget (`max_prompt_tokens`, or
-  `$SFTADAPT_MAX_PROMPT_TOKENS`); a prompt + response pair that is scored (an expert solution under the solve
-  prompt) may take `context` tokens;
+- stages that generate through an engine (sample, rewrite, map synthesize, eval) clamp each request to the
+  room its prompt leaves (engines/facts.py): a prompt may take up to `context - 1` tokens, or less with a
+  budget (`max_prompt_tokens`, or `$SFTADAPT_MAX_PROMPT_TOKENS`), `max_new_tokens` may reach the context (the
+  Qwen2.5-Math recipe asks 4096 of 4096) but not pass it (`max_new_tokens: 1e10` is a `BudgetError`, one
+  line), and the stage says once how many prompts were clamped;
+- the RL stages (map train, direct RL), whose trainer cannot clamp a request, keep the strict rule: a prompt
+  may take `context - max_new_tokens` tokens and `max_new_tokens >= context` is a `BudgetError`;
+- a prompt + response pair that is scored (an expert solution under the solve prompt) may take `context`
+  tokens;
 - a problem over its budget becomes a reject naming file, line (when the loader recorded them), the field
   that was too long as the source names it (`question` for a GSM8K row, whatever `--problem-field` said), the
   token count and the limit; the run goes on with the rest.
@@ -27,6 +31,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -74,11 +79,19 @@ def context_length(tokenizer=None, engine=None, model_spec: str | None = None) -
     return min(found) if found else None
 
 
-def check_max_new_tokens(max_new_tokens: int, context: int | None, name: str = "max_new_tokens") -> int:
-    """`max_new_tokens` itself, if it leaves room for a prompt in `context`; else BudgetError."""
+def check_max_new_tokens(
+    max_new_tokens: int, context: int | None, name: str = "max_new_tokens", clamp: bool = False
+) -> int:
+    """`max_new_tokens` itself, if it leaves room for a prompt in `context` (with `clamp`, where requests are
+    clamped to the room their prompt leaves: if it is at most the context); else BudgetError."""
     if not isinstance(max_new_tokens, int) or isinstance(max_new_tokens, bool) or max_new_tokens < 1:
         raise BudgetError(f"{name} = {max_new_tokens!r}: must be a whole number >= 1")
-    if context is not None and max_new_tokens >= context:
+    if clamp and context is not None and max_new_tokens > context:
+        raise BudgetError(
+            f"{name} = {max_new_tokens} does not fit the model's context of {context} tokens: no request can "
+            f"take more than {context} (requests are clamped to the room their prompt leaves)"
+        )
+    if not clamp and context is not None and max_new_tokens >= context:
         raise BudgetError(
             f"{name} = {max_new_tokens} does not fit the model's context of {context} tokens "
             f"(prompt + new tokens <= {context}): use at most {context // 2} or so"
@@ -124,14 +137,24 @@ def screen(
     scored: Mapping[str, tuple[Callable[[Problem], str], Callable[[Problem], str]]] | None = None,
     max_prompt_tokens: int | None = None,
     source: str = "",
+    clamped: list | None = None,
 ) -> tuple[list[Problem], list[dict[str, Any]]]:
     """(problems within budget, reject rows for the others).
 
     `prompts`: field name -> the prompt a problem's text becomes (generated from: prompt + max_new_tokens
     must fit). `scored`: field name -> (prompt, response) that is teacher-forced (prompt + response must fit
-    the context). A reject names the file and line the loader recorded on the problem (`problem.where`)."""
-    check_max_new_tokens(max_new_tokens, context)
-    limit = prompt_budget(context, max_new_tokens, max_prompt_tokens)
+    the context). A reject names the file and line the loader recorded on the problem (`problem.where`).
+
+    With `clamped` (a list: the ids of clamped problems are appended to it), a generation may be clamped to
+    the room its prompt leaves, as the engines do (engines/facts.py): a prompt then needs only one token of
+    room, and `max_new_tokens` may reach the context; without it (the RL stages, whose trainer cannot clamp a
+    request) prompt + max_new_tokens must fit."""
+    if clamped is None:
+        check_max_new_tokens(max_new_tokens, context)
+        limit = prompt_budget(context, max_new_tokens, max_prompt_tokens)
+    else:
+        check_max_new_tokens(max_new_tokens, context, clamp=True)
+        limit = prompt_budget(context, 1, max_prompt_tokens)
     kept, rejects = [], []
     for p in problems:
         reason = None
@@ -156,6 +179,8 @@ def screen(
                     + ")",
                 )
                 break
+            if clamped is not None and context is not None and n + max_new_tokens > context:
+                clamped.append(p.id)
         if reason is None and context is not None:
             for name, (make_prompt, make_response) in (scored or {}).items():
                 prompt, response = make_prompt(p), make_response(p)
@@ -200,15 +225,26 @@ def screen_stage(
     from sftadapt.data.sources import read_rejects, write_rejects
 
     tokenizer = tokenizer if tokenizer is not None else engine.tokenizer
+    context = context_length(tokenizer, engine, model_spec)
+    clamped: list | None = [] if engine is not None else None  # engines clamp a request; RL trainers cannot
     kept, over = screen(
         tokenizer,
         problems,
-        context=context_length(tokenizer, engine, model_spec),
+        context=context,
         max_new_tokens=max_new_tokens,
         prompts=prompts,
         scored=scored,
         max_prompt_tokens=max_prompt_tokens,
+        clamped=clamped,
     )
+    if clamped and os.environ.get("SFTADAPT_QUIET") != "1":
+        print(
+            f"{len(set(clamped))} of {len(problems)} problems have a prompt that leaves less than max_new_tokens = "
+            f"{max_new_tokens} of the model's {context}-token context: their samples are clamped to the room left "
+            "(and end 'length' there)",
+            file=sys.stderr,
+            flush=True,
+        )
     if over:
         write_rejects(read_rejects(rejects_file) + over, rejects_file)
     if not kept:

@@ -45,6 +45,18 @@ def render(tokenizer, user_text: str, chat: bool = True, system: str | None = No
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
 
 
+def prompt_format(tokenizer, chat: bool = True) -> str:
+    """How `render` shapes prompts for this tokenizer, as stage summaries say it. An instruct model gets its
+    chat template; so does a base model that ships one as its harness's format (Qwen2.5-Math-7B: its template's
+    default system turn, "Please reason step by step...", is the Qwen2.5-Math evaluation prompt); a model
+    without a template gets the plain text."""
+    if not chat:
+        return "plain text (chat off)"
+    if getattr(tokenizer, "chat_template", None) is None:
+        return "plain text (the model has no chat template)"
+    return "chat template (the model's own)"
+
+
 def solve_prompt(tokenizer, problem: str, chat: bool = True, template: str = SOLVE) -> str:
     return render(tokenizer, template.format(problem=problem), chat=chat)
 

@@ -8,10 +8,13 @@ manifest's refuses to mix with the old shards unless `force=True`, which moves t
 final files made from them (the manifest's output, and train.jsonl / attempts.jsonl / summary.json /
 results.json of the owning output folder): a kill right after never leaves an old result beside new shards.
 
+A shard's work given as `Phases(produce, verify, complete)` is pipelined: the verification of shard k (CPU,
+in a background thread) runs while shard k+1 is generated (engine, main thread); shards are still written in
+order and byte-identical to the sequential path (`run_in_order`).
+
     store = ShardStore(out / "shards", config_hash(cfg), config_dict(cfg), force=cfg.force)
-    for i, rows in run_sharded(store, items, shard_size=16, work=process_chunk, desc="rewrite"):
-        ...
-    store.finalize(out / "train.jsonl")
+    n_shards = run_sharded(store, items, 16, Phases(generate, verify, score), desc="rewrite")
+    store.finalize(out / "train.jsonl", expected_shards=n_shards)
 """
 
 from __future__ import annotations
@@ -245,11 +248,155 @@ def _write_with_kill_points(store: ShardStore, index: int, rows: list[Any]) -> N
     _kill_at(store, index, "after_write")
 
 
+class Phases:
+    """A shard's work in three phases, so that the CPU-bound verification of one shard overlaps the engine work
+    of the next (`run_sharded`, `run_in_order`):
+
+    - `produce(part)` uses the engine (main thread) and returns what verification needs;
+    - `verify(produced)` uses no engine: it runs in a background thread, so it must be thread-safe (the
+      `Verifier` pool is: it sends the items to worker processes and waits on pipes, without signals);
+    - `complete(verified)` may use the engine again (main thread) and returns the shard's rows.
+
+    Called as a plain function, a `Phases` runs the three in a row: that is the sequential path, and the one a
+    refused request falls back to (item by item, engines/rejects.py)."""
+
+    def __init__(
+        self,
+        produce: Callable[[Sequence[Any]], Any],
+        verify: Callable[[Any], Any],
+        complete: Callable[[Any], list[Any]] | None = None,
+    ):
+        self.produce, self.verify = produce, verify
+        self.complete = complete if complete is not None else list
+
+    def __call__(self, part: Sequence[Any]) -> list[Any]:
+        return list(self.complete(self.verify(self.produce(part))))
+
+
+class _Shard:
+    """One pending shard on its way through `run_in_order`: its key, items, the engine counters and main-thread
+    seconds spent on it so far, and the background verification's future."""
+
+    def __init__(self, key: Any, part: Sequence[Any]):
+        self.key, self.part = key, part
+        self.spent = {k: 0.0 for k in (*ENGINE_COUNTERS, "seconds")}
+        self.future = None
+
+    def charge(self, engines: Sequence[Any], step: Callable[[], Any]) -> Any:
+        """Run `step` on the main thread and add its seconds and engine counters to this shard's; with no
+        verification in flight at that moment (or one that uses no engine), what the counters moved by is this
+        shard's own."""
+        start, before = time.perf_counter(), engine_counters(*engines)
+        try:
+            return step()
+        finally:
+            after = engine_counters(*engines)
+            for k in ENGINE_COUNTERS:
+                self.spent[k] += after[k] - before[k]
+            self.spent["seconds"] += time.perf_counter() - start
+
+
+def _one_by_one(part: Sequence[Any], work: Callable, err: Exception) -> tuple[list[Any], list[tuple[Any, str]]]:
+    """After the shard as a whole was refused (`err`): each item run alone, as engines/rejects.keep_going does."""
+    from sftadapt.engines import rejects as engine_rejects
+
+    if len(part) == 1:
+        return [], [(part[0], str(err))]
+    rows: list[Any] = []
+    refused: list[tuple[Any, str]] = []
+    for item in part:
+        got, lost = engine_rejects.keep_going([item], work)
+        rows.extend(got)
+        refused.extend(lost)
+    return rows, refused
+
+
+def run_in_order(
+    jobs: Sequence[tuple[Any, Sequence[Any]]],
+    work: Callable[[Sequence[Any]], list[Any]] | Phases,
+    finish: Callable[[Any, list[Any], list[tuple[Any, str]], dict[str, float]], None],
+    keep_going: bool = False,
+    engines: Sequence[Any] = (),
+) -> None:
+    """Run `work` on the items of each (key, items) job and call `finish(key, rows, refused, spent)` for each,
+    in order, on the calling thread; `spent` holds the seconds and engine counters that job used.
+
+    A plain callable runs one job after the other. A `Phases` overlaps them: produce(0); verify(0) starts in a
+    background thread; produce(1); verify(0) is joined, complete(0), finish(0); verify(1) starts; produce(2); ...
+    So the verification of job k runs while job k+1 is generated, every engine call stays on the calling thread
+    (engines are not thread-safe), and jobs finish in order. Seeds derive from (problem id, stage, index), so
+    moving produce(k+1) before complete(k) changes no row. `spent` of job k counts its own produce and complete
+    and the wait for its verification (the hidden part of the verification is no one's seconds), never job
+    k+1's produce.
+
+    With `keep_going`, a `RequestRejected` in any phase of job k runs that job again one item at a time
+    (sequentially, after job k-1 has finished); the refused items come back as `refused` (engines/rejects.py).
+    Without it the refusal ends the run. An exception in a background verification is raised here when its job
+    is joined. When produce(k+1) fails (an engine error, Ctrl-C), job k is still finished before the error
+    propagates, so a failure loses what the sequential path would lose and no more; on any other exception the
+    verification in flight is waited for before it propagates, and no later job finishes before an earlier one."""
+    from sftadapt.engines.base import RequestRejected
+
+    refusal: tuple[type[BaseException], ...] = (RequestRejected,) if keep_going else ()
+
+    def sequential(shard: _Shard, err: Exception | None = None) -> None:
+        if err is not None:
+            rows, refused = shard.charge(engines, lambda: _one_by_one(shard.part, work, err))
+        elif keep_going:
+            from sftadapt.engines import rejects as engine_rejects
+
+            rows, refused = shard.charge(engines, lambda: engine_rejects.keep_going(shard.part, work))
+        else:
+            rows, refused = shard.charge(engines, lambda: list(work(shard.part))), []
+        finish(shard.key, rows, refused, shard.spent)
+
+    if not isinstance(work, Phases):
+        for key, part in jobs:
+            sequential(_Shard(key, part))
+        return
+
+    from concurrent.futures import ThreadPoolExecutor
+
+    def complete(shard: _Shard) -> None:
+        try:
+            verified = shard.charge((), shard.future.result)  # a verify error is raised here, on this thread
+            rows = shard.charge(engines, lambda: list(work.complete(verified)))
+        except refusal as err:
+            sequential(shard, err)
+            return
+        finish(shard.key, rows, [], shard.spent)
+
+    # Leaving the pool's `with` waits for a verification still in flight (after an error on this thread): the
+    # verifier must be idle before its owner closes it.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="sftadapt-verify") as pool:
+        in_flight: _Shard | None = None
+        for key, part in jobs:
+            shard = _Shard(key, part)
+            try:
+                produced = shard.charge(engines, lambda part=part: work.produce(part))
+            except refusal as err:
+                if in_flight is not None:
+                    complete(in_flight)
+                    in_flight = None
+                sequential(shard, err)
+                continue
+            except BaseException:
+                if in_flight is not None:  # keep what was generated before the failure, as the sequential path
+                    complete(in_flight)
+                raise
+            if in_flight is not None:
+                complete(in_flight)
+            shard.future = pool.submit(work.verify, produced)
+            in_flight = shard
+        if in_flight is not None:
+            complete(in_flight)
+
+
 def run_sharded(
     store: ShardStore,
     items: Sequence[Any],
     shard_size: int,
-    work: Callable[[Sequence[Any]], list[Any]],
+    work: Callable[[Sequence[Any]], list[Any]] | Phases,
     desc: str = "",
     progress: bool = True,
     unit: str = "item",
@@ -259,8 +406,11 @@ def run_sharded(
 ) -> int:
     """Run `work` on each chunk not yet stored and store its records; returns the number of shards.
 
+    `work` is a function of a chunk, or a `Phases` (produce, verify, complete): then the verification of shard
+    k runs in a background thread while shard k+1 is generated (`run_in_order`), and the shards are still
+    written in order, each byte-identical to what the sequential path writes.
     The progress bar counts items, starting from those already done in earlier (killed) runs; `postfix`
-    turns all rows so far into counts shown on it. With `engines`, each shard's wall seconds and the engines'
+    turns all rows so far into counts shown on it. With `engines`, each shard's seconds and the engines'
     counters spent on it go to `stats-0000i.json` beside the shard, so `shard_totals` survive a resume.
     KILL_ENV (the kill tests' hook) kills the process around a shard write. With `rejects_file`, items a
     backend refuses (`RequestRejected`, e.g. a server's "context too long") become rejects there and
@@ -279,23 +429,17 @@ def run_sharded(
     with tqdm(total=len(items), initial=done, desc=desc, unit=unit, disable=not progress, dynamic_ncols=True) as bar:
         if postfix:
             bar.set_postfix(postfix(done_rows), refresh=False)
-        for i, part in enumerate(parts):
-            if store.has(i):
-                continue
-            start, before = time.perf_counter(), engine_counters(*engines)
+
+        def finish(i: int, rows: list[Any], refused: list[tuple[Any, str]], spent: dict[str, float]) -> None:
+            part = parts[i]
             if rejects_file is not None:
-                rows, refused = engine_rejects.keep_going(part, work)
                 engine_rejects.record(
                     store.root, i, [engine_rejects.reject_row(item, why) for item, why in refused], rejects_file
                 )
-            else:
-                rows = work(part)
             if engines:
-                after = engine_counters(*engines)
-                stats = {k: after[k] - before[k] for k in after}
                 write_json(
                     store.root / f"stats-{i:05d}.json",
-                    {**stats, "seconds": time.perf_counter() - start, "problems": len(part)},
+                    {**{k: spent[k] for k in ENGINE_COUNTERS}, "seconds": spent["seconds"], "problems": len(part)},
                 )
             if os.environ.get(KILL_ENV):
                 _write_with_kill_points(store, i, rows)
@@ -305,6 +449,9 @@ def run_sharded(
             if postfix:
                 done_rows.extend(rows)
                 bar.set_postfix(postfix(done_rows), refresh=False)
+
+        jobs = [(i, part) for i, part in enumerate(parts) if not store.has(i)]
+        run_in_order(jobs, work, finish, keep_going=rejects_file is not None, engines=engines)
     return len(parts)
 
 

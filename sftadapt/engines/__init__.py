@@ -6,6 +6,8 @@ names. Adding a backend = one module with a `from_config(model, options, **commo
 from __future__ import annotations
 
 import importlib
+import os
+import sys
 
 from sftadapt.engines.base import (
     BACKENDS,
@@ -39,5 +41,13 @@ def make_engine(model: str, engine: EngineConfig | str | None = None, **common) 
     cfg = engine if isinstance(engine, EngineConfig) else EngineConfig(backend=engine or "hf")
     if cfg.backend not in BACKENDS:
         raise ValueError(f"unknown engine backend '{cfg.backend}': choose one of {', '.join(BACKENDS)}")
+    from sftadapt.engines import facts
+
+    options = dict(cfg.options)
+    seeded = facts.seeded_option(options, cfg.backend)
     module, cls = BACKENDS[cfg.backend].split(":")
-    return getattr(importlib.import_module(module), cls).from_config(model, dict(cfg.options), **common)
+    engine = getattr(importlib.import_module(module), cls).from_config(model, options, **common)
+    engine.seeded = seeded
+    if os.environ.get("SFTADAPT_QUIET") != "1":
+        print(facts.line(engine, cfg.backend), file=sys.stderr, flush=True)
+    return engine

@@ -2,7 +2,7 @@
 
 `Engine` is everything a stage touches: `generate` (n samples per prompt), `score` (teacher-forced log-probs),
 `tokenizer` (the HF tokenizer prompts are rendered and measured with), `context_length` (the tokens the model
-takes, prompt and new tokens together, for the token budgets), `stats` (token and time counters for compute
+takes, prompt and new tokens together, for the token budgets), `end_ids` and `seeded` (engines/facts.py), `stats` (token and time counters for compute
 accounting), `precision` (the dtype each call runs in, for provenance) and `close`. Every backend and every test
 fake has all of it (tests/test_engine_protocol.py), so stages use each member directly. A stage config that
 samples or scores carries an `EngineConfig` (`engine:` in YAML, `--set engine.backend=...` on the command line);
@@ -99,7 +99,8 @@ class EngineConfig:
     options: dict = option(
         {},
         help="backend-specific options, e.g. base_urls for openai; without --online its servers must be loopback "
-        "or listed in allow_hosts: [HOST, ...] (docs/scale-out.md)",
+        "or listed in allow_hosts: [HOST, ...] (docs/scale-out.md); every backend takes seeded: auto | true | false "
+        "(auto: seeded samples on hf and vllm, none sent to servers)",
     )
 
     def validate(self) -> None:
@@ -131,6 +132,9 @@ class Engine(Protocol):
     # None where the engine cannot know it (a server enforces its own: a too-long request is a reject row);
     # budget.context_length caps it by the tokenizer's model_max_length
     context_length: int | None
+    # every id that ends a generation (the generation config's eos ids, then the tokenizer's EOS; facts.py)
+    end_ids: tuple[int, ...]
+    seeded: bool  # whether samples carry seeds (engine.options.seeded; facts.py)
     stats: dict[str, float]  # generated_tokens, scored_tokens, generate_seconds, score_seconds
     # {"generate": dtype, "score": dtype, ...} as run; empty only for a test fake, where the stage records the
     # dtype its config asked for

@@ -17,7 +17,7 @@ conventions: left padding, position ids = cumulative attention mask - 1, the mas
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Sequence
 
 import torch
 
@@ -78,13 +78,17 @@ def decode(
     attention: torch.Tensor,
     sampler: SeededSampler,
     max_new_tokens: int,
-    eos: int,
+    eos: int | Collection[int],
     stop: Callable[[list[int]], bool] | None = None,
+    limits: Sequence[int] | None = None,
 ) -> tuple[list[list[int]], list[list[float]]]:
-    """Decode a left-padded batch; each row's tokens (EOS included when reached) and their log-probs.
+    """Decode a left-padded batch; each row's tokens (its end token included when reached) and their log-probs.
 
-    A row finishes at EOS, when `stop(its tokens)` is true, or after `max_new_tokens` tokens."""
+    A row finishes at an end token (`eos`: one id or all of the model's end ids), when `stop(its tokens)` is
+    true, or after `max_new_tokens` tokens (`limits[row]` tokens when given: the room its prompt leaves)."""
     n = input_ids.shape[0]
+    ends = {eos} if isinstance(eos, int) else set(eos)
+    limits = list(limits) if limits is not None else [max_new_tokens] * n
     tokens: list[list[int]] = [[] for _ in range(n)]
     logprobs: list[list[float]] = [[] for _ in range(n)]
     if max_new_tokens <= 0:
@@ -114,7 +118,7 @@ def decode(
                 continue
             tokens[r].append(t)
             logprobs[r].append(lp)
-            if t == eos or (stop is not None and stop(tokens[r])):
+            if t in ends or len(tokens[r]) >= limits[r] or (stop is not None and stop(tokens[r])):
                 alive[r], newly_finished = False, True
         if step == max_new_tokens - 1 or not any(alive):
             break

@@ -18,6 +18,7 @@ explicit position ids, one forward pass per batch; only the response positions' 
 
 from __future__ import annotations
 
+import random
 import time
 from collections.abc import Sequence
 
@@ -25,11 +26,14 @@ import torch
 
 from sftadapt.data import prompts as P
 from sftadapt.data.budget import config_context
+from sftadapt.engines import facts
 from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
 from sftadapt.engines.decode import SeededSampler, decode, hits_stop
 
 
 class HFEngine:
+    seeded = True  # engine.options.seeded (facts.py); unseeded rows draw their generator's seed at random
+
     def __init__(
         self,
         model,
@@ -42,6 +46,8 @@ class HFEngine:
     ):
         self.model, self.tokenizer, self.name = model, tokenizer, name
         self.context_length = config_context(model.config)  # read now: close() drops the model
+        generation = getattr(model, "generation_config", None)
+        self.end_ids = facts.end_ids(tokenizer, getattr(generation, "eos_token_id", None))
         # scoring may run in another precision than sampling (exact fp32 log-probs beside fast bf16 samples)
         self.score_model = score_model if score_model is not None else model
         self.batch_size, self.max_score_tokens = batch_size, max_score_tokens
@@ -103,6 +109,8 @@ class HFEngine:
     ) -> list[list[Completion]]:
         start = time.perf_counter()
         prompt_ids = [P.prompt_token_ids(self.tokenizer, p) for p in prompts]
+        rooms = facts.fit([len(ids) for ids in prompt_ids], params.max_new_tokens, self.context_length, "hf engine")
+        draw = random.SystemRandom()
         requests = [
             (i, j, seeds[i][j] if seeds is not None else derive_seed(params.seed, p, j))
             for i, p in enumerate(prompts)
@@ -115,20 +123,22 @@ class HFEngine:
         for b in range(0, len(requests), self.batch_size):
             batch = requests[b : b + self.batch_size]
             input_ids, attention = _left_pad([prompt_ids[i] for i, _, _ in batch], pad, self.device)
-            sampler = SeededSampler(
-                [torch.Generator().manual_seed(s) for _, _, s in batch], params.temperature, params.top_p
-            )
+            used = [s if self.seeded else draw.getrandbits(63) for _, _, s in batch]
+            sampler = SeededSampler([torch.Generator().manual_seed(s) for s in used], params.temperature, params.top_p)
             stop = (lambda ids: hits_stop(self.tokenizer, ids, params.stop)) if params.stop else None
-            tokens, logprobs = decode(self.model, input_ids, attention, sampler, params.max_new_tokens, eos, stop)
+            limits = [rooms[i] for i, _, _ in batch]
+            tokens, logprobs = decode(
+                self.model, input_ids, attention, sampler, max(limits), self.end_ids, stop, limits=limits
+            )
             for row, (i, j, seed) in enumerate(batch):
-                results[i][j] = self._finish(tokens[row], logprobs[row], eos, params, seed)
+                results[i][j] = self._finish(tokens[row], logprobs[row], params, seed if self.seeded else None)
         self.stats["generate_seconds"] += time.perf_counter() - start
         return results  # type: ignore[return-value]
 
-    def _finish(self, ids: list[int], logprobs: list[float], eos: int, params: Sampling, seed: int) -> Completion:
+    def _finish(self, ids: list[int], logprobs: list[float], params: Sampling, seed: int | None) -> Completion:
         reason = "length"
-        if eos in ids:
-            cut = ids.index(eos)
+        cut = next((k for k, t in enumerate(ids) if t in self.end_ids), None)
+        if cut is not None:
             ids, logprobs, reason = ids[:cut], logprobs[:cut], "stop"
         text = self.tokenizer.decode(ids, skip_special_tokens=True)
         for stop in params.stop:

@@ -1,8 +1,12 @@
 """The `openai` backend: sampling and scoring on OpenAI-compatible completions servers (vLLM, llama.cpp, ...).
 
-Every request goes to `POST {base_url}/completions`, one request per sample: sample j of prompt i carries its
-own seed (`seeds[i][j]`, derived from (base seed, problem id, stage, index) by the stage, as for hf), so a
-resumed shard asks for exactly what the killed run asked for. The prompts are the stage's pre-rendered text;
+Every request goes to `POST {base_url}/completions`, one request per sample. Samples are unseeded by default
+(`seeded: auto`; engines/facts.py): a seeded request leaves vLLM's fast sampler and a server's batching makes it
+irreproducible anyway. With `seeded: true`, sample j of prompt i carries its own seed (`seeds[i][j]`, derived
+from (base seed, problem id, stage, index) by the stage, as for hf), so a resumed shard asks for what the killed
+run asked for. A vLLM server's `max_model_len` (from `GET /models`) clamps each request to the room its prompt
+leaves, and a prompt with none is refused before it is sent; requests to it carry the model's end ids
+(`stop_token_ids`, from the generation_config.json of the local tokenizer folder). The prompts are the stage's pre-rendered text;
 what the server sees depends on `server`:
 
 - `vllm` (default; `vllm serve`; not SGLang, which has no `return_tokens_as_token_ids`): the prompt goes as
@@ -90,6 +94,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from sftadapt.data import prompts as P
+from sftadapt.engines import facts
 from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed
 from sftadapt.engines.routing import ServerPool, Ticket
 from sftadapt.runtime import network
@@ -127,6 +132,9 @@ class _Fatal(Exception):
 
 
 class OpenAIEngine:
+    # engine.options.seeded (facts.py): off unless asked, since seeded requests leave vLLM's fast sampler and a
+    # server's batching makes them irreproducible all the same
+    seeded = False
     OPTIONS = (
         "base_urls",
         "model",
@@ -184,9 +192,11 @@ class OpenAIEngine:
             if isinstance(value, bool) or not isinstance(value, (int, float)) or value <= 0:
                 raise ValueError(f"engine.options.{name} = {value!r}: must be a number of seconds > 0")
         self.name, self.tokenizer = spec, tokenizer
-        # the server's own limit is not asked for: it refuses a request over it with a 4xx, which the stage
-        # turns into a reject row; the token budgets then come from the tokenizer alone (budget.context_length)
+        # the `max_model_len` the servers report in GET /models (vLLM does; _check_model reads it): requests are
+        # clamped to it like hf's and vllm's; where no server reports one, a server refuses a request over its
+        # limit with a 4xx, which the stage turns into a reject row
         self.context_length: int | None = None
+        self.end_ids = facts.end_ids(tokenizer, facts.folder_end_ids(_local_folder(spec)))
         self.base_urls = [u.rstrip("/") for u in base_urls]
         self.model = model or spec
         self.server, self.concurrency = server, concurrency
@@ -318,6 +328,7 @@ class OpenAIEngine:
     def _post(self, body: dict) -> dict:
         """POST /completions with retries; a 4xx row error is RequestRejected(index -1) for the caller to place."""
         key = json.dumps(body, sort_keys=True)
+        sent = body if self.seeded else {k: v for k, v in body.items() if k != "seed"}
         with self._lock:
             if key in self._replay:
                 payload, size = self._replay.pop(key)
@@ -340,7 +351,7 @@ class OpenAIEngine:
                     self.stats["failovers"] += 1
             try:
                 try:
-                    status, payload = self._call(url, "POST", "/completions", body, ticket)
+                    status, payload = self._call(url, "POST", "/completions", sent, ticket)
                 except _Stalled:
                     last, failed = f"{url}: stalled (no response within {self.stall_timeout:g} s)", url
                     continue
@@ -467,7 +478,11 @@ class OpenAIEngine:
                 if status != 200 or not isinstance(payload, dict):
                     last = f"HTTP {status} {_message(payload)}"
                     continue
-                served = [m.get("id") for m in payload.get("data", []) if isinstance(m, dict)]
+                models = [m for m in payload.get("data", []) if isinstance(m, dict)]
+                served = [m.get("id") for m in models]
+                lengths = [m.get("max_model_len") for m in models if m.get("id") == self.model]
+                if lengths and isinstance(lengths[0], int) and lengths[0] > 0:
+                    self.context_length = min(self.context_length or lengths[0], lengths[0])
                 if self.model not in served:
                     raise ValueError(
                         f"openai backend: {url} serves {served}, not '{self.model}' "
@@ -498,22 +513,27 @@ class OpenAIEngine:
     ) -> list[list[Completion]]:
         start = time.perf_counter()
         requests, bodies = [], []
-        for i, text in enumerate(prompts):
-            ids = P.prompt_token_ids(self.tokenizer, text)
+        prompt_ids = [P.prompt_token_ids(self.tokenizer, text) for text in prompts]
+        rooms = facts.fit([len(ids) for ids in prompt_ids], params.max_new_tokens, self.context_length, "openai server")
+        for i, (text, ids) in enumerate(zip(prompts, prompt_ids)):
             for j in range(params.n):
                 seed = seeds[i][j] if seeds is not None else derive_seed(params.seed, text, j)
-                # servers take 32- or 64-bit seeds; ours are 63-bit, and llama.cpp's is 32-bit
+                # servers take 32- or 64-bit seeds; ours are 63-bit, and llama.cpp's is 32-bit. Unseeded, the
+                # seed stays in the body only as the key of the replay cache (_post drops it before sending):
+                # n samples of one prompt must stay n requests
                 fields = {
-                    "max_tokens": params.max_new_tokens,
+                    "max_tokens": rooms[i],
                     "temperature": params.temperature,
                     "top_p": params.top_p,
                     "n": 1,
                     "seed": seed % (2**31),
                     "logprobs": 1,
                 }
+                if self.server == "vllm":  # llama.cpp stops on its model's end-of-generation ids itself
+                    fields["stop_token_ids"] = list(self.end_ids)
                 if params.stop:
                     fields["stop"] = list(params.stop)
-                requests.append((i, j, seed))
+                requests.append((i, j, seed if self.seeded else None))
                 bodies.append(self._body(self._prompt(text, ids), **fields))
         try:
             responses = self._run(bodies)
@@ -528,7 +548,7 @@ class OpenAIEngine:
             results[i][j] = self._completion(resp, seed)
         return results  # type: ignore[return-value]
 
-    def _completion(self, resp: dict, seed: int) -> Completion:
+    def _completion(self, resp: dict, seed: int | None) -> Completion:
         choice = resp["choices"][0]
         text = choice.get("text") or ""
         reason = "length" if choice.get("finish_reason") == "length" else "stop"
@@ -541,8 +561,8 @@ class OpenAIEngine:
             ids, logprobs = [int(e["id"]) for e in entries], [float(e["logprob"]) for e in entries]
         else:
             ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
-        if self.server in _TOKEN_ID_PROMPTS and ids and ids[-1] == self._eos:
-            ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]  # hf's token_ids stop before the end token
+        if self.server in _TOKEN_ID_PROMPTS:  # hf's token_ids stop before the end token
+            ids, logprobs = facts.strip_end(ids, logprobs, self.end_ids)
         with self._lock:
             self.stats["generated_tokens"] += len(ids) + (reason == "stop")
         return Completion(text=text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
@@ -651,6 +671,17 @@ class OpenAIEngine:
 
 class _Misaligned(Exception):
     pass
+
+
+def _local_folder(spec: str) -> str | None:
+    """The local folder of `spec` (its tokenizer's, whose generation_config.json names the end ids), or None."""
+    from sftadapt.runtime.models import resolve_model
+
+    try:
+        folder = resolve_model(spec)
+    except Exception:  # an unknown name: the tokenizer loader has said so already
+        return None
+    return folder if os.path.isdir(folder) else None
 
 
 def _token_id(token: str) -> int:

@@ -2,7 +2,10 @@
 
 Prompts go in as `TokensPrompt(prompt_token_ids=...)` of our tokenisation (`prompts.prompt_token_ids`), so vLLM
 never tokenises them itself. One request per sample, each with `SamplingParams(seed=seeds[i][j], n=1)`: the
-per-sample seeds the stage derives from (problem id, stage, index), as for hf. vLLM reproduces a seeded sample
+per-sample seeds the stage derives from (problem id, stage, index), as for hf (`engine.options.seeded: false`
+sends none, so vLLM keeps its batched sampler). Each request stops on every end id of the model's
+generation_config.json (`stop_token_ids`) and asks for at most the room its prompt leaves in `max_model_len`; a
+prompt that leaves none is that row's reject (engines/facts.py). vLLM reproduces a seeded sample
 when the batch it runs in is the same; its own docs say batch composition, chunked prefill and prefix caching
 can change low-order bits of the logits, so a resumed shard regenerates the same text in practice but without a
 bit-for-bit guarantee (greedy included), unlike hf in fp32.
@@ -36,6 +39,7 @@ import time
 from collections.abc import Sequence
 
 from sftadapt.data import prompts as P
+from sftadapt.engines import facts
 from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
 
 # vLLM's CPU build, where the user has not set these: a fixed 2 GiB KV cache (otherwise it reserves 92% of the
@@ -86,9 +90,20 @@ class VLLMEngine:
         "llm_kwargs",
     )
 
-    def __init__(self, llm, tokenizer, name: str, precision: dict, context_length: int | None = None):
+    seeded = True  # engine.options.seeded (facts.py): unseeded requests keep vLLM's batched sampler
+
+    def __init__(
+        self,
+        llm,
+        tokenizer,
+        name: str,
+        precision: dict,
+        context_length: int | None = None,
+        end_ids: tuple[int, ...] | None = None,
+    ):
         self.llm, self.tokenizer, self.name, self.precision = llm, tokenizer, name, precision
         self.context_length = context_length
+        self.end_ids = end_ids or facts.end_ids(tokenizer)
         self.stats = {
             "generated_tokens": 0,
             "scored_tokens": 0,
@@ -96,7 +111,6 @@ class VLLMEngine:
             "score_seconds": 0.0,
             "startup_seconds": 0.0,
         }
-        self._eos = P.end_token_id(tokenizer)
 
     @classmethod
     def from_config(
@@ -131,13 +145,15 @@ class VLLMEngine:
         llm = LLM(model=folder, tokenizer=folder, dtype=dtype, **llm_arguments(kwargs))
         model_config = llm.llm_engine.model_config
         served = str(model_config.dtype).removeprefix("torch.")
+        tokenizer = load_tokenizer(spec)
         engine = cls(
             llm,
-            load_tokenizer(spec),
+            tokenizer,
             spec,
             {"generate": served, "score": served, "detail": f"vllm in-process, {kwargs or 'defaults'}"},
             # what vLLM enforces: the checkpoint's context, or the max_model_len option when given (lower)
             context_length=model_config.max_model_len,
+            end_ids=facts.end_ids(tokenizer, facts.folder_end_ids(folder)),
         )
         engine.stats["startup_seconds"] = time.perf_counter() - start
         return engine
@@ -150,8 +166,10 @@ class VLLMEngine:
 
         start = time.perf_counter()
         inputs, sampling, where = [], [], []
-        for i, text in enumerate(prompts):
-            ids = P.prompt_token_ids(self.tokenizer, text)
+        prompt_ids = [P.prompt_token_ids(self.tokenizer, text) for text in prompts]
+        # an over-long prompt is that row's reject, as on every backend, not a ValueError for the whole call
+        rooms = facts.fit([len(ids) for ids in prompt_ids], params.max_new_tokens, self.context_length, "vllm engine")
+        for i, (text, ids) in enumerate(zip(prompts, prompt_ids)):
             for j in range(params.n):
                 seed = seeds[i][j] if seeds is not None else derive_seed(params.seed, text, j)
                 inputs.append(TokensPrompt(prompt_token_ids=ids))
@@ -160,13 +178,14 @@ class VLLMEngine:
                         n=1,
                         temperature=params.temperature,
                         top_p=params.top_p,
-                        max_tokens=params.max_new_tokens,
+                        max_tokens=rooms[i],
                         stop=list(params.stop) or None,
-                        seed=seed % (2**63),
+                        stop_token_ids=list(self.end_ids),
+                        seed=seed % (2**63) if self.seeded else None,
                         logprobs=0,
                     )
                 )
-                where.append((i, j, seed))
+                where.append((i, j, seed if self.seeded else None))
         outputs = self.llm.generate(inputs, sampling, use_tqdm=False)
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         for (i, j, seed), out in zip(where, outputs):
@@ -174,8 +193,7 @@ class VLLMEngine:
             ids = list(o.token_ids)
             logprobs = [step[tok].logprob for step, tok in zip(o.logprobs or [], ids)]
             reason = "length" if o.finish_reason == "length" else "stop"
-            if ids and ids[-1] == self._eos:  # hf's token_ids stop before the end token
-                ids, logprobs = ids[:-1], logprobs[: len(ids) - 1]
+            ids, logprobs = facts.strip_end(ids, logprobs, self.end_ids)  # hf's token_ids stop before the end
             self.stats["generated_tokens"] += len(ids) + (reason == "stop")
             results[i][j] = Completion(text=o.text, token_ids=ids, logprobs=logprobs, finish_reason=reason, seed=seed)
         self.stats["generate_seconds"] += time.perf_counter() - start

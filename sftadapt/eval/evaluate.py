@@ -36,9 +36,10 @@ from typing import Any
 
 from sftadapt.data.records import Attempt, Problem, read_records, write_json
 from sftadapt.data.sources import SourceError, is_registered, load_benchmark
+from sftadapt.engines import facts
 from sftadapt.eval.metrics import ProblemSamples, maj_correct, summarize_samples
 from sftadapt.eval.protocol import Protocol
-from sftadapt.eval.sample import attempt_seeds, sample_attempts
+from sftadapt.eval.sample import attempt_seeds
 from sftadapt.runtime.models import model_info
 
 STAGE = "eval"
@@ -72,37 +73,48 @@ def run_chunk(
 
     The sampling is the loop every stage shares (`sample.sample_attempts`); eval then applies the protocol's
     answer format to each verdict and keeps, instead of the per-token log-probs, their sum in `meta` with the
-    benchmark, the token count and the sample's share of the call's generation and verification seconds."""
+    benchmark, the token count and the sample's share of the call's generation and verification seconds.
+    It is `chunk_phases` run in a row; the stage's loop pipelines the phases over its shard groups."""
     names = [benchmark] * len(problems) if isinstance(benchmark, str) else list(benchmark)
+    return chunk_phases(engine, verifier, tokenizer, protocol, prompt_hash)(list(zip(names, problems)))
+
+
+def chunk_phases(engine, verifier, tokenizer, protocol: Protocol, prompt_hash: str):
+    """`run_chunk` as store.Phases over a chunk of (benchmark, problem) pairs: produce samples with the engine,
+    verify (no engine: a background thread may run it while the next chunk is sampled) and build the rows."""
     from sftadapt.data.prompts import TEMPLATES, solve_prompt
+    from sftadapt.data.store import Phases
+    from sftadapt.eval.sample import generate_attempts, verify_attempts
 
     template = TEMPLATES[protocol.template]
-    timing: dict[str, float] = {}
-    rows = sample_attempts(
-        engine,
-        verifier,
-        problems,
-        protocol.sampling(),
-        STAGE,
-        lambda p: solve_prompt(tokenizer, p.problem, chat=protocol.chat, template=template),
-        prompt_hash,
-        timing=timing,
-    )
-    share = 1.0 / max(sum(map(len, rows)), 1)
-    attempts = []
-    for per_problem, name in zip(rows, names):
-        for a in per_problem:
-            a.verdict = apply_answer_format(a.verdict, a.rule, protocol.answer_format)
-            a.meta = {
-                "benchmark": name,
-                "n_tokens": a.meta["n_tokens"],
-                "logprob_sum": float(sum(a.token_logprobs)),
-                "generate_s": timing["generate_s"] * share,
-                "verify_s": timing["verify_s"] * share,
-            }
-            a.token_logprobs = None  # n x 4096 floats per problem would dwarf the text; the sum is kept above
-            attempts.append(a)
-    return attempts
+
+    def produce(part):
+        problems = [p for _, p in part]
+        timing: dict[str, float] = {}
+        prompt = lambda p: solve_prompt(tokenizer, p.problem, chat=protocol.chat, template=template)  # noqa: E731
+        completions = generate_attempts(engine, problems, protocol.sampling(), STAGE, prompt, timing)
+        return part, completions, timing
+
+    def verify(produced) -> list[Attempt]:
+        part, completions, timing = produced
+        rows = verify_attempts(verifier, [p for _, p in part], completions, STAGE, prompt_hash, timing)
+        share = 1.0 / max(sum(map(len, rows)), 1)
+        attempts = []
+        for per_problem, (name, _) in zip(rows, part):
+            for a in per_problem:
+                a.verdict = apply_answer_format(a.verdict, a.rule, protocol.answer_format)
+                a.meta = {
+                    "benchmark": name,
+                    "n_tokens": a.meta["n_tokens"],
+                    "logprob_sum": float(sum(a.token_logprobs)),
+                    "generate_s": timing["generate_s"] * share,
+                    "verify_s": timing["verify_s"] * share,
+                }
+                a.token_logprobs = None  # n x 4096 floats per problem would dwarf the text; the sum is kept above
+                attempts.append(a)
+        return attempts
+
+    return Phases(produce, verify)
 
 
 # ---------------------------------------------------------------- scoring stored attempts
@@ -319,7 +331,7 @@ def _evaluate_lists(
 
     from sftadapt.config import config_hash
     from sftadapt.data.prompts import TEMPLATES, template_hash
-    from sftadapt.data.store import ShardStore
+    from sftadapt.data.store import ShardStore, run_in_order
     from sftadapt.runtime import tracking
 
     tokenizer = engine.tokenizer
@@ -346,6 +358,7 @@ def _evaluate_lists(
         "prompt_hash": prompt_hash,
         "limit": cfg.limit,
         "precision": engine_precision,
+        "engine": facts.record(engine, protocol.chat),
         "benchmarks": {},
         "started": time.strftime("%Y-%m-%d %H:%M:%S"),
     }
@@ -402,28 +415,12 @@ def _evaluate_lists(
         disable=not progress,
         dynamic_ncols=True,
     ) as bar:
-        for group in _batches(todo, per_shard * protocol.n, cfg.batch_size):
-            # Several small shards share one generate call (full engine batches); each is stored on
-            # its own, so what a kill can lose is at most one call's work.
-            chunk = [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]
-            # a problem the backend refuses (a server's 4xx) becomes a reject; the others are kept
-            attempts, refused = engine_rejects.keep_going(
-                chunk,
-                lambda part: run_chunk(
-                    engine,
-                    verifier,
-                    tokenizer,
-                    protocol,
-                    [p for _, p in part],
-                    [name for name, _ in part],
-                    prompt_hash,
-                ),
-            )
+
+        def finish(group: list[int], attempts: list[Attempt], refused: list, spent: dict) -> None:
             for g in group:
                 name, i = units[g]
                 ids = {p.id for p in parts[name][i]}
-                stores[name].write(i, [a for a in attempts if a.meta["benchmark"] == name and a.problem_id in ids])
-                engine_rejects.record(
+                engine_rejects.record(  # before its shard, as run_sharded does: a kill between keeps both or neither
                     stores[name].root,
                     i,
                     [
@@ -433,11 +430,20 @@ def _evaluate_lists(
                     ],
                     out_dir / "rejects.jsonl",
                 )
+                stores[name].write(i, [a for a in attempts if a.meta["benchmark"] == name and a.problem_id in ids])
             for a in attempts:
                 if a.verdict in counts:
                     counts[a.verdict] += 1
             bar.update(len(attempts))
             bar.set_postfix(counts, refresh=False)
+
+        # Several small shards share one generate call (full engine batches); each is stored on its own, so
+        # what a kill can lose is at most one call's work (two while a call's verification overlaps the next
+        # call's sampling: store.run_in_order). A problem the backend refuses (a server's 4xx) becomes a
+        # reject; the others are kept.
+        groups = _batches(todo, per_shard * protocol.n, cfg.batch_size)
+        jobs = [(group, [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]) for group in groups]
+        run_in_order(jobs, chunk_phases(engine, verifier, tokenizer, protocol, prompt_hash), finish, keep_going=True)
     for name in problem_lists:
         attempts_path = out_dir / name / "attempts.jsonl"
         stores[name].finalize(attempts_path, expected_shards=len(parts[name]))

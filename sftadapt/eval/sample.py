@@ -18,7 +18,8 @@ from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Problem
-from sftadapt.engines.base import Engine, EngineConfig, Sampling, derive_seed
+from sftadapt.engines import facts
+from sftadapt.engines.base import Completion, Engine, EngineConfig, Sampling, derive_seed
 from sftadapt.registry import Stage
 from sftadapt.runtime import tracking
 from sftadapt.runtime.precision import normalize
@@ -75,18 +76,47 @@ def sample_attempts(
 ) -> list[list[Attempt]]:
     """`sampling.n` verified attempts per problem; seeds from (base seed, problem id, stage, index)
     (`attempt_seeds`). `timing`, when given, receives the wall seconds of the engine call (`generate_s`) and of
-    the verification (`verify_s`), which the eval stage spreads over its samples."""
+    the verification (`verify_s`), which the eval stage spreads over its samples. The two halves,
+    `generate_attempts` (engine) and `verify_attempts` (no engine), are what a pipelined shard loop
+    (store.Phases) runs apart, so that one shard's verification overlaps the next shard's generation."""
+    completions = generate_attempts(engine, problems, sampling, stage, prompt_for, timing)
+    return verify_attempts(verifier, problems, completions, stage, prompt_hash, timing)
+
+
+def generate_attempts(
+    engine: Engine,
+    problems: Sequence[Problem],
+    sampling: Sampling,
+    stage: str,
+    prompt_for: Callable[[Problem], str],
+    timing: dict[str, float] | None = None,
+) -> list[list[Completion]]:
+    """The engine half of `sample_attempts`: `sampling.n` completions per problem (`timing["generate_s"]`)."""
     prompts = [prompt_for(p) for p in problems]
     seeds = attempt_seeds(sampling, problems, stage)
     start = time.perf_counter()
     completions = engine.generate(prompts, sampling, seeds=seeds)
-    generate_s = time.perf_counter() - start
+    if timing is not None:
+        timing["generate_s"] = time.perf_counter() - start
+    return completions
+
+
+def verify_attempts(
+    verifier,
+    problems: Sequence[Problem],
+    completions: Sequence[Sequence[Completion]],
+    stage: str,
+    prompt_hash: str,
+    timing: dict[str, float] | None = None,
+) -> list[list[Attempt]]:
+    """The engine-free half of `sample_attempts`: verify each completion against its problem's gold answer and
+    make the Attempts (`timing["verify_s"]`). Safe off the main thread with a `Verifier` (no signals)."""
     flat = [(p, c) for p, outs in zip(problems, completions) for c in outs]
     golds, texts = [p.answer for p, _ in flat], [c.text for _, c in flat]
     start = time.perf_counter()
     verdicts = verifier.verify_many(golds, texts)
     if timing is not None:
-        timing.update(generate_s=generate_s, verify_s=time.perf_counter() - start)
+        timing["verify_s"] = time.perf_counter() - start
     attempts: list[list[Attempt]] = [[] for _ in problems]
     k = 0
     for i, (problem, outs) in enumerate(zip(problems, completions)):
@@ -129,7 +159,7 @@ def sample(cfg: SampleConfig, progress: bool = True) -> dict:
 def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start: float, progress: bool) -> dict:
     import json
 
-    from sftadapt.data.store import ShardStore, run_sharded
+    from sftadapt.data.store import Phases, ShardStore, run_sharded
     from sftadapt.verify import Verifier
 
     # over-long prompts become rejects before they reach the engine
@@ -161,19 +191,17 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
         force=cfg.force,
     )
     with Verifier() as verifier:
+        # generate on this thread; verify a shard in the background while the next one is generated
+        def produce(chunk):
+            prompt = lambda p: P.solve_prompt(engine.tokenizer, p.problem, cfg.chat)  # noqa: E731
+            return chunk, generate_attempts(engine, chunk, params, "sample", prompt)
 
-        def work(chunk):
-            rows = sample_attempts(
-                engine,
-                verifier,
-                chunk,
-                params,
-                "sample",
-                lambda p: P.solve_prompt(engine.tokenizer, p.problem, cfg.chat),
-                tmpl_hash,
-            )
+        def verify(produced):
+            chunk, completions = produced
+            rows = verify_attempts(verifier, chunk, completions, "sample", tmpl_hash)
             return [a for per_problem in rows for a in per_problem]
 
+        work = Phases(produce, verify)
         shards = run_sharded(
             store,
             problems,
@@ -201,6 +229,7 @@ def _sample(cfg: SampleConfig, engine, problems, rejected: int, out: Path, start
         "seconds": round(time.perf_counter() - start, 1),
         "prompt_template_hash": tmpl_hash,
         "precision": engine.precision,
+        "engine": facts.record(engine, cfg.chat),
     }
     (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary

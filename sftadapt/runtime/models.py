@@ -150,7 +150,8 @@ def hub_cache_snapshot(repo_id: str) -> str | None:
     except ImportError:
         return None
     try:
-        folder = snapshot_download(repo_id, local_files_only=True)
+        # HF_HUB_CACHE read now, not when huggingface_hub was imported: a cache named later in the process counts
+        folder = snapshot_download(repo_id, local_files_only=True, cache_dir=os.environ.get("HF_HUB_CACHE") or None)
     except (LocalEntryNotFoundError, ValueError, OSError):
         return None
     except Exception:  # noqa: BLE001 - an id the hub library refuses (HFValidationError) is simply not cached

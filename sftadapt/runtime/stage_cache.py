@@ -75,8 +75,11 @@ class Stages:
             else:
                 status = "would re-run: " + ("; ".join(spec_changes(meta.get("spec", {}), spec)) or "inputs changed")
             self.hashes[name], self.results[name] = digest, {}
-            self.plan.append({"stage": name, "folder": str(folder), "status": status})
-            _say(f"{tag} {status}")
+            from sftadapt.engines.facts import check_stage
+
+            models = check_stage(options)  # context, end ids and prompt format from the model's own files
+            self.plan.append({"stage": name, "folder": str(folder), "status": status, "models": models})
+            _say(f"{tag} {status}" + "".join(f"\n    {line}" for line in models))
             return {}
         if meta and meta.get("hash") != digest:
             aside = owned.aside_path(folder)
