@@ -91,8 +91,9 @@ def run_engine(engine, prompts, params, seeds, score_n):
     return {**row, "score_s": score_s, "scored_tokens": scored, "score_tok_s": scored / score_s}, pairs
 
 
-def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency, server):
-    """The same request bodies over plain HTTP (urllib + a thread pool): what a user script would do."""
+def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency, server, seeded=False, ends=()):
+    """The same request bodies over plain HTTP (urllib + a thread pool): what a user script would do (a seed per
+    request only where the openai arm sent one: `seeded`; vLLM's end ids as the backend sends them)."""
     eos = tok.decode([P.end_token_id(tok)])
 
     def post(k_body):
@@ -115,8 +116,9 @@ def run_direct(base_urls, model, tok, prompts, params, seeds, pairs, concurrency
                     "n": 1,
                     "temperature": params.temperature,
                     "top_p": params.top_p,
-                    "seed": seeds[i][j] % 2**31,
                     "logprobs": 1,
+                    **({"seed": seeds[i][j] % 2**31} if seeded else {}),
+                    **({"stop_token_ids": list(ends)} if server == "vllm" else {}),
                     **extra,
                 }
             )
@@ -201,6 +203,30 @@ def run_vllm_direct(args, tok, prompts, params, seeds, pairs):
     return row
 
 
+def run_hf_elsewhere(args) -> dict:
+    """The hf arm, same job, run by `args.hf_python` (our venv) in a subprocess: its row."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "hf.json"
+        cmd = [args.hf_python, str(Path(__file__).resolve()), "--arms", "hf", "--out", str(out), "--model", args.model]
+        cmd += ["--prompts", str(args.prompts), "--samples", str(args.samples), "--score", str(args.score)]
+        cmd += [
+            "--max-new-tokens",
+            str(args.max_new_tokens),
+            "--dtype",
+            args.dtype,
+            "--batch-size",
+            str(args.batch_size),
+        ]
+        if args.data_dir:
+            cmd += ["--data-dir", args.data_dir]
+        subprocess.run(cmd, check=True)
+        row = json.loads(out.read_text())["arms"]["hf"]
+    row["python"] = args.hf_python
+    return row
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default="smollm2-135m")
@@ -229,6 +255,13 @@ def main() -> None:
         help="requests in flight per server (default: 64 for vllm, which batches them; 4 for llama.cpp's 4 slots)",
     )
     ap.add_argument("--data-dir", default=None)
+    ap.add_argument(
+        "--hf-python",
+        default=None,
+        help="run the hf arm with this python (e.g. .venv/bin/python: our transformers) in a subprocess, same job; "
+        "the other arms run here (e.g. .venv-vllm's python), so one command records every arm side by side",
+    )
+    ap.add_argument("--seeded", action="store_true", help="seed the openai and direct arms' requests too")
     ap.add_argument("--out", default=None, help="JSON results file")
     args = ap.parse_args()
     arms = args.arms.split(",")
@@ -274,6 +307,14 @@ def main() -> None:
                     print(f"{arm}: skipped ({why})", flush=True)
                     continue
             start = time.perf_counter()
+            if arm == "hf" and args.hf_python:
+                row = run_hf_elsewhere(args)
+                results["arms"][arm] = row
+                print(
+                    f"{arm}: {json.dumps({k: round(v, 2) if isinstance(v, (int, float)) else v for k, v in row.items()})}",
+                    flush=True,
+                )
+                continue
             if arm == "vllm-direct":
                 row = run_vllm_direct(args, tok, prompts, params, seeds, pairs)
             else:
@@ -288,7 +329,10 @@ def main() -> None:
                 row["startup_s"] = startup
                 pairs = pairs or arm_pairs
             results["arms"][arm] = row
-            print(f"{arm}: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+            print(
+                f"{arm}: {json.dumps({k: round(v, 2) if isinstance(v, (int, float)) else v for k, v in row.items()})}",
+                flush=True,
+            )
         if remote:
             if args.base_urls:
                 base_urls, served = args.base_urls.split(","), args.served_model or args.model
@@ -306,23 +350,41 @@ def main() -> None:
         if "openai" in remote:
             start = time.perf_counter()
             options = {"base_urls": base_urls, "model": served, "server": args.server, "concurrency": args.concurrency}
+            options["seeded"] = args.seeded  # servers: unseeded unless asked (sftadapt's default)
             engine = make_engine(args.model, EngineConfig("openai", options))
+            results["end_ids"] = list(engine.end_ids)
             startup = time.perf_counter() - start + results.get("server_startup_s", 0)
             row, arm_pairs = run_engine(engine, prompts, params, seeds, args.score if scores else 0)
             engine.close()
             row["startup_s"] = startup
             results["arms"]["openai"] = row
             pairs = pairs or arm_pairs
-            print(f"openai: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+            print(
+                f"openai: {json.dumps({k: round(v, 2) if isinstance(v, (int, float)) else v for k, v in row.items()})}",
+                flush=True,
+            )
         if "direct" in remote:
             if pairs is None:
                 raise SystemExit("the direct arm scores the responses of another arm: list one before it")
             row = run_direct(
-                base_urls, served, tok, prompts, params, seeds, pairs if scores else [], args.concurrency, args.server
+                base_urls,
+                served,
+                tok,
+                prompts,
+                params,
+                seeds,
+                pairs if scores else [],
+                args.concurrency,
+                args.server,
+                seeded=args.seeded,
+                ends=results.get("end_ids", ()),
             )
             row["startup_s"] = results.get("server_startup_s", 0.0)
             results["arms"]["direct"] = row
-            print(f"direct: {json.dumps({k: round(v, 2) for k, v in row.items()})}", flush=True)
+            print(
+                f"direct: {json.dumps({k: round(v, 2) if isinstance(v, (int, float)) else v for k, v in row.items()})}",
+                flush=True,
+            )
     finally:
         for s in servers:
             s.stop()

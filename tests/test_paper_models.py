@@ -172,12 +172,13 @@ def test_a_forced_first_token_is_greedys_first_token(paper_models, name, token, 
     assert new == ([token] if stops else [token] * 4)
 
 
-def test_the_hub_cache_serves_the_models_offline(paper_models, monkeypatch):
+def test_the_hub_cache_serves_the_models_offline(paper_models, monkeypatch, tmp_path):
     from huggingface_hub import constants, snapshot_download
 
     from sftadapt.runtime.models import hub_cache_snapshot
 
-    cache = paper_models.hub_cache([QWEN3, "meta-llama/Llama-3.1-8B-Instruct"])
+    # a cache of two models of its own (the session's shared cache holds all three)
+    cache = paper_models.hub_cache([QWEN3, "meta-llama/Llama-3.1-8B-Instruct"], cache=tmp_path / "hub")
     folder = snapshot_download("Qwen/Qwen3-0.6B", cache_dir=cache, local_files_only=True)
     assert json.loads(open(f"{folder}/config.json").read())["model_type"] == "qwen3"
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))

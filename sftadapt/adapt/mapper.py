@@ -52,7 +52,7 @@ from sftadapt.data import budget
 from sftadapt.data import prompts as P
 from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.data.records import Attempt, Example, Problem, to_dict, write_json
-from sftadapt.data.store import ShardStore, run_sharded, shard_totals
+from sftadapt.data.store import Phases, ShardStore, run_sharded, shard_totals
 from sftadapt.engines import facts
 from sftadapt.engines.base import EngineConfig, Sampling, derive_seed
 from sftadapt.registry import Stage, echo_adapted_set
@@ -296,15 +296,30 @@ class _Synth:
         longest = max(len(self.reward.tokenize(y)) for y in experts)
         return min(self.cfg.max_new_tokens, int(self.cfg.reward.max_length_ratio * longest) + 8)
 
-    def work(self, problems: Sequence[Problem]) -> list[dict[str, Any]]:
+    def phases(self) -> Phases:
+        """The shard's work for `run_sharded`: the mapper samples (engine), the rewrites and the expert solutions
+        are verified (no engine: overlaps the next shard's sampling), then the target scores and rows are made."""
+        return Phases(self.produce, self.verify, self.complete)
+
+    def produce(self, problems: Sequence[Problem]) -> dict[str, Any]:
         cfg, k = self.cfg, self.cfg.k
         experts = [P.ensure_boxed(p.solution or "", p.answer) for p in problems]
         prompts = [P.mapper_prompt(self.mapper.tokenizer, p.problem, y, cfg.chat) for p, y in zip(problems, experts)]
         seeds = [[derive_seed(cfg.seed, p.id, "mapper", j) for j in range(k)] for p in problems]
         sampling = Sampling(**{**to_dict(self.sampling), "max_new_tokens": self.budget(experts)})
         completions = self.mapper.generate(prompts, sampling, seeds=seeds)
+        return {"problems": problems, "experts": experts, "sampling": sampling, "completions": completions}
+
+    def verify(self, got: dict[str, Any]) -> dict[str, Any]:
+        problems, completions = got["problems"], got["completions"]
         flat = [(i, c) for i, outs in enumerate(completions) for c in outs]
         verdicts = self.verifier.verify_many([problems[i].answer for i, _ in flat], [c.text for _, c in flat])
+        expert_verdicts = self.verifier.verify_many([p.answer for p in problems], got["experts"])
+        return {**got, "flat": flat, "verdicts": verdicts, "expert_verdicts": expert_verdicts}
+
+    def complete(self, got: dict[str, Any]) -> list[dict[str, Any]]:
+        k, problems, experts, sampling = self.cfg.k, got["problems"], got["experts"], got["sampling"]
+        completions, flat, verdicts = got["completions"], got["flat"], got["verdicts"]
         scores = self.reward.evaluate(
             [problems[i].problem for i, _ in flat],
             [problems[i].answer for i, _ in flat],
@@ -315,7 +330,7 @@ class _Synth:
             truncated=[c.finish_reason == "length" for _, c in flat],
         )
         expert_scores = self.target.score([self.reward.qa_prompt(p.problem) for p in problems], experts)
-        expert_verdicts = self.verifier.verify_many([p.answer for p in problems], experts)
+        expert_verdicts = got["expert_verdicts"]
         rows = []
         for i, p in enumerate(problems):
             mine = [(j, completions[i][j], verdicts[i * k + j], scores[i * k + j]) for j in range(k)]
@@ -480,7 +495,7 @@ def synthesize(
             store,
             problems,
             cfg.shard_size,
-            synth.work,
+            synth.phases(),  # one shard verifies while the next is sampled
             desc=f"map {synth.method}",
             progress=progress,
             unit="problem",

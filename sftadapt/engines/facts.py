@@ -5,7 +5,9 @@ new tokens a request has room for, and whether requests carry seeds.
   or a list: Llama-3.1-8B-Instruct lists <|end_of_text|>, <|eom_id|> and <|eot_id|>; Qwen3 <|im_end|> and
   <|endoftext|>), and at the tokenizer's EOS. hf stops on each of them, in-process vLLM and `vllm serve` get them
   as `stop_token_ids` (vLLM itself reads only the tokenizer's EOS when its generation config is off), and no
-  backend keeps the end token in `Completion.token_ids`: training appends the end token once itself.
+  backend keeps the end token in `Completion.token_ids`: training appends the end token once itself. The RL
+  stages' rollouts are TRL's GRPO generation, which stops on the same set (TRL 1.16's `eos_token_ids`: the
+  model's generation config ids plus the tokenizer's EOS) and masks the completion after the first of them.
 - **Room.** A request asks for `max_new_tokens`; where its prompt leaves fewer in the context (hf: the model
   config's; vLLM: its `max_model_len`; a server: the `max_model_len` its `/v1/models` reports), it gets the room
   left and ends "length" there. A prompt that leaves no room at all is refused as that row's reject
@@ -21,6 +23,7 @@ new tokens a request has room for, and whether requests carry seeds.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Sequence
 from pathlib import Path
@@ -138,6 +141,7 @@ def line(engine, backend: str) -> str:
 MODEL_FIELDS = ("model", "target", "mapper")  # the stage config fields that name a model to generate with
 
 
+@functools.lru_cache(maxsize=32)  # a dry run asks once per stage; the tokenizer load is what costs
 def file_facts(spec: str, chat: bool = True) -> dict[str, Any] | None:
     """Context, end ids and prompt format as the model's own files give them, no weights loaded; None when
     the model is not on this machine (a checkpoint an earlier stage will write, a hub id not in the cache)."""

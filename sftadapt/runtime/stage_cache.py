@@ -46,6 +46,10 @@ class Stages:
         self.root, self.progress, self.keep_checkpoints = root, progress, keep_checkpoints
         # dry run: say what each stage would do (cached / run / re-run and why), touch nothing
         self.dry_run = dry_run
+        if dry_run:  # the model files are read once per dry run (facts.file_facts), afresh for each
+            from sftadapt.engines.facts import file_facts
+
+            file_facts.cache_clear()
         self.plan: list[dict[str, Any]] = []
         self.keep_superseded = keep_superseded
         self.clock = clock or Clock(0)

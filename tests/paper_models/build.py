@@ -393,13 +393,14 @@ def build(name: str, root: Path | str, *, first_token: int | None = None, vocab_
     return final
 
 
-def hub_cache(root: Path | str, names=None, vocab_dir: Path | None = None) -> Path:
+def hub_cache(root: Path | str, names=None, vocab_dir: Path | None = None, cache: Path | str | None = None) -> Path:
     """An HF hub cache folder (HF_HUB_CACHE layout) at `root`/hub holding the built models under their hub ids:
     models--<org>--<name>/refs/main names a snapshot whose files link to the built folder, so
     `huggingface_hub.snapshot_download(hub_id, local_files_only=True)` (and sftadapt's hub_cache_snapshot) finds
-    them offline. `names`: fixture names or hub ids, default all three."""
+    them offline. `names`: fixture names or hub ids, default all three; `cache`: another folder for the hub
+    cache (a cache of some models only, beside the shared one of all three)."""
     root = Path(root)
-    cache = root / "hub"
+    cache = Path(cache) if cache is not None else root / "hub"
     for name in names or MODELS:
         name = model_name(name)
         folder = build(name, root, vocab_dir=vocab_dir)
@@ -431,8 +432,8 @@ class PaperModels:
     def build(self, name: str, first_token: int | None = None) -> Path:
         return build(name, self.root, first_token=first_token, vocab_dir=self.vocab_dir)
 
-    def hub_cache(self, names=None) -> Path:
-        return hub_cache(self.root, names, vocab_dir=self.vocab_dir)
+    def hub_cache(self, names=None, cache: Path | str | None = None) -> Path:
+        return hub_cache(self.root, names, vocab_dir=self.vocab_dir, cache=cache)
 
     def cases(self, vocab: str) -> list[tuple[str, list[int]]]:
         """llama.cpp's published tokenizer cases for `vocab` (qwen2 or llama-bpe): (text, ids) pairs."""
