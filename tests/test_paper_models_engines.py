@@ -20,7 +20,7 @@ import os
 import pytest
 
 from sftadapt.data import prompts as P
-from sftadapt.engines import EngineConfig, RequestRejected, Sampling, make_engine
+from sftadapt.engines import EngineConfig, RequestRejected, Sampling, facts, make_engine
 
 CONTEXT = {"qwen2.5-math-7b": 4096, "llama-3.1-8b-instruct": 131072, "qwen3-0.6b": 40960}
 END_IDS = {
@@ -60,6 +60,12 @@ def test_hf_reads_context_end_ids_and_prompt_format_from_the_models_files(paper_
     assert P.prompt_format(engine.tokenizer) == "chat template (the model's own)"
     assert P.solve_prompt(engine.tokenizer, "What is 2+2?").startswith(PROMPT_START[name])
     assert P.prompt_format(engine.tokenizer, chat=False) == "plain text (chat off)"
+    # what in-process vLLM and the openai backend read (the folder's generation_config.json, the config's context,
+    # which vLLM takes as its max_model_len when none is given) agrees with what hf read from the loaded model;
+    # each of those backends runs for real on one of these models below
+    folder = paper_models.build(name)
+    assert facts.end_ids(engine.tokenizer, facts.folder_end_ids(folder)) == engine.end_ids
+    assert facts.file_facts.__wrapped__(str(folder))["context_length"] == CONTEXT[name]
 
 
 @pytest.mark.parametrize(("name", "end"), [("llama-3.1-8b-instruct", 128008), ("qwen3-0.6b", 151643)])
