@@ -2,8 +2,9 @@
 
 `Engine` is everything a stage touches: `generate` (n samples per prompt), `score` (teacher-forced log-probs),
 `tokenizer` (the HF tokenizer prompts are rendered and measured with), `context_length` (the tokens the model
-takes, prompt and new tokens together, for the token budgets), `end_ids` and `seeded` (engines/facts.py), `stats` (token and time counters for compute
-accounting), `precision` (the dtype each call runs in, for provenance) and `close`. Every backend and every test
+takes, prompt and new tokens together, for the token budgets), `end_ids` and `seeded` (engines/facts.py),
+`stats` (token and time counters for compute accounting), `precision` (the dtype each call runs in, for
+provenance) and `close`. Every backend and every test
 fake has all of it (tests/test_engine_protocol.py), so stages use each member directly. A stage config that
 samples or scores carries an `EngineConfig` (`engine:` in YAML, `--set engine.backend=...` on the command line);
 `sftadapt.engines.make_engine` builds the backend it names from the registry in `engines/__init__.py`.

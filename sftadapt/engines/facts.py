@@ -31,8 +31,6 @@ from typing import Any
 
 from sftadapt.engines.base import RequestRejected
 
-SEEDED_DEFAULT = {"hf": True, "vllm": True, "openai": False}
-
 
 def _ids(value: Any) -> list[int]:
     if isinstance(value, bool):
@@ -97,12 +95,18 @@ def fit(prompt_lengths: Sequence[int], max_new_tokens: int, context: int | None,
 
 
 def seeded_option(options: dict, backend: str) -> bool:
-    """`options['seeded']` (auto | true | false, taken out of `options`) as this backend runs it."""
+    """`options['seeded']` (auto | true | false, taken out of `options`) as this backend runs it; auto is the
+    backend class's own `seeded` default."""
     value = options.pop("seeded", "auto")
     if isinstance(value, str):
         value = {"auto": "auto", "true": True, "on": True, "false": False, "off": False}.get(value.lower(), value)
     if value == "auto":
-        return SEEDED_DEFAULT.get(backend, True)
+        import importlib
+
+        from sftadapt.engines.base import BACKENDS
+
+        module, cls = BACKENDS[backend].split(":")
+        return bool(getattr(importlib.import_module(module), cls).seeded)
     if not isinstance(value, bool):
         raise ValueError(f"engine.options.seeded = {value!r}: auto, true or false")
     return value
