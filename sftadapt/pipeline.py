@@ -176,7 +176,7 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
             "warmup",
             configs["warmup"],
             ["data"],
-            lambda f: train.run(configs["warmup"], progress, cfg.keep_checkpoints),
+            lambda f: _launched("train", configs["warmup"], train.run, progress, final_checkpoint=cfg.keep_checkpoints),
         )
         target, target_inputs = paths["warmup"], ["warmup"]
         configs = stage_configs(cfg, seed, target, paths)
@@ -192,7 +192,7 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
                 step.name,
                 configs[step.name],
                 inputs,
-                lambda f, s=step.name, st=stage: st.run(configs[s], progress=progress),
+                lambda f, s=step.name, st=stage: _launched(steps[s][0].name, configs[s], st.run, progress),
             )
             inputs = [step.name]
 
@@ -203,13 +203,21 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
             upstream = list(arm_table.SOURCE_STAGES[arm_table.TRAINED_ARMS[arm][0]][-1:]) or target_inputs
             name = f"train_{arm}"
             stages.run(
-                name, configs[name], upstream, lambda f, n=name: train.run(configs[n], progress, cfg.keep_checkpoints)
+                name,
+                configs[name],
+                upstream,
+                lambda f, n=name: _launched(
+                    "train", configs[n], train.run, progress, final_checkpoint=cfg.keep_checkpoints
+                ),
             )
             models[arm] = paths[name]
     if "direct_rl" in arms:
         rl = registry.load("rl")
         stages.run(
-            "direct_rl", configs["direct_rl"], target_inputs, lambda f: rl.run(configs["direct_rl"], progress=progress)
+            "direct_rl",
+            configs["direct_rl"],
+            target_inputs,
+            lambda f: _launched("rl", configs["direct_rl"], rl.run, progress),
         )
         models["direct_rl"] = paths["direct_rl"]
 
@@ -241,6 +249,16 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
         "folders": stages.folders,
         "plan": stages.plan,
     }
+
+
+def _launched(stage: str, stage_cfg, run, progress: bool, **kwargs) -> dict[str, Any]:
+    """Registry stage `stage`'s `run`, in this process or, where its config's `launcher` says accelerate, on
+    several processes (runtime/launch.py); either way the same summary reaches the stage cache and the report."""
+    from sftadapt.runtime import launch
+
+    if launch.wanted(stage_cfg):
+        return launch.run_stage(stage, stage_cfg, progress, **kwargs)
+    return run(stage_cfg, progress=progress, **kwargs)
 
 
 def make_data(cfg, seed: int, folder: Path) -> dict[str, Any]:

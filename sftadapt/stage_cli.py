@@ -233,6 +233,17 @@ def _aliased(overrides: list[str], stage) -> list[str]:
     return out
 
 
+def _run(stage, row, cfg) -> dict:
+    """The stage's `run`, or, where its `launcher` says accelerate, the same run on several processes
+    (runtime/launch.py). Inside such a launch already (WORLD_SIZE set: `accelerate launch -m sftadapt.cli ...`)
+    it runs on this rank."""
+    from sftadapt.runtime import launch
+
+    if launch.wanted(cfg) and "WORLD_SIZE" not in os.environ:
+        return launch.run_stage(row.name, cfg, progress_on())
+    return stage.run(cfg, progress=progress_on())
+
+
 def stage_command(row) -> TyperCommand:
     """The typer command of one registry row (imports its stage)."""
     from sftadapt import registry
@@ -243,7 +254,7 @@ def stage_command(row) -> TyperCommand:
     def command(**kwargs) -> None:
         config, overrides = kwargs.pop("config", None), list(kwargs.pop("set_", None) or [])
         cfg = build(stage.config, given_values(kwargs, targets), _aliased(overrides, stage), config)
-        summary = guard(lambda: stage.run(cfg, progress=progress_on()))
+        summary = guard(lambda: _run(stage, row, cfg))
         for line in stage.echo(cfg, summary) if stage.echo else [json.dumps(summary, indent=2, default=str)]:
             typer.echo(line)
 

@@ -123,11 +123,20 @@ def _artifact(name: str, data: dict) -> None:
 
 
 # ---------------------------------------------------------------- (a) + (b): agreement with hf
+GREEDY = Sampling(n=1, temperature=0.0, max_new_tokens=32)
+
+
 @pytest.fixture(scope="module")
-def greedy(hf, remote):
+def hf_greedy(hf):
+    # hf's side once for every server kind (the fixture has no server parameter)
     prompts = [P.solve_prompt(hf.tokenizer, p.problem) for p in _problems(32)]
-    params = Sampling(n=1, temperature=0.0, max_new_tokens=32)
-    return prompts, hf.generate(prompts, params), remote.generate(prompts, params)
+    return prompts, hf.generate(prompts, GREEDY)
+
+
+@pytest.fixture(scope="module")
+def greedy(hf_greedy, remote):
+    prompts, ours = hf_greedy
+    return prompts, ours, remote.generate(prompts, GREEDY)
 
 
 def _tie_margin(hf, prompt: str, ours: list[int], theirs: list[int]) -> float:
@@ -426,9 +435,38 @@ def _alive(pids: set[int]) -> list[int]:
     return sorted(p for p in pids if p in table and table[p][1] != "Z")
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_killed_server_gives_one_line_and_a_restart_resumes_without_loss(kind, tmp_path):
-    srv = _server(kind, n_ctx=1024, api_key=KEY, log=tmp_path / "server.log").start()
+@pytest.mark.parametrize("server", ["llama-server"], indirect=True)
+def test_a_server_gets_no_seed_unless_asked(server, monkeypatch):
+    """`seeded: auto` sends no seed to a server (n samples of a prompt stay n requests, none replayed from
+    another); `seeded: true` sends each sample's own seed."""
+    from sftadapt.engines.openai import OpenAIEngine
+
+    sent = []
+    call = OpenAIEngine._call
+
+    def recording(self, url, method, path, body, ticket):
+        if method == "POST":
+            sent.append(dict(body))
+        return call(self, url, method, path, body, ticket)
+
+    monkeypatch.setattr(OpenAIEngine, "_call", recording)
+    params = Sampling(n=3, max_new_tokens=4, temperature=1.0, seed=7)
+    for seeded, expect in (("auto", False), (True, True)):
+        sent.clear()
+        engine = make_engine(MODEL, EngineConfig("openai", _options(server, seeded=seeded)))
+        try:
+            [outs] = engine.generate(["What is 2+2?"], params)
+        finally:
+            engine.close()
+        assert len(sent) == 3 and len(outs) == 3
+        assert all(("seed" in body) == expect for body in sent)
+        assert all((c.seed is not None) == expect for c in outs)
+
+
+def test_killed_server_gives_one_line_and_a_restart_resumes_without_loss(server, tmp_path):
+    # the module's server itself is killed and restarted on its port (a server start-up is most of this test's
+    # time); this test comes last in the module, so every other test has used the server before it dies
+    srv = server
     data = tmp_path / "sft.jsonl"
     # llama-server samples a shard in about a second: more shards, so that the kill lands mid-run
     problems = _problems(4 if _scores(srv) else 12)
@@ -473,7 +511,8 @@ def test_killed_server_gives_one_line_and_a_restart_resumes_without_loss(kind, t
         again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=900)
         assert again.returncode == 0, again.stderr[-2000:]
     finally:
-        srv.stop()
+        if srv.proc is None or srv.proc.poll() is not None:  # leave the module's server as the test found it
+            srv.start()
     if _scores(srv):
         rows = read_records(result, Example)
         ids = sorted({r.meta["problem_id"] for r in rows})
@@ -488,31 +527,3 @@ def test_killed_server_gives_one_line_and_a_restart_resumes_without_loss(kind, t
     else:  # every (problem, sample) once
         pairs = [(a.problem_id, a.index) for a in read_records(result, Attempt)]
         assert len(pairs) == len(set(pairs)) == 2 * len(problems) and len({pid for pid, _ in pairs}) == len(problems)
-
-
-@pytest.mark.parametrize("server", ["llama-server"], indirect=True)
-def test_a_server_gets_no_seed_unless_asked(server, monkeypatch):
-    """`seeded: auto` sends no seed to a server (n samples of a prompt stay n requests, none replayed from
-    another); `seeded: true` sends each sample's own seed."""
-    from sftadapt.engines.openai import OpenAIEngine
-
-    sent = []
-    call = OpenAIEngine._call
-
-    def recording(self, url, method, path, body, ticket):
-        if method == "POST":
-            sent.append(dict(body))
-        return call(self, url, method, path, body, ticket)
-
-    monkeypatch.setattr(OpenAIEngine, "_call", recording)
-    params = Sampling(n=3, max_new_tokens=4, temperature=1.0, seed=7)
-    for seeded, expect in (("auto", False), (True, True)):
-        sent.clear()
-        engine = make_engine(MODEL, EngineConfig("openai", _options(server, seeded=seeded)))
-        try:
-            [outs] = engine.generate(["What is 2+2?"], params)
-        finally:
-            engine.close()
-        assert len(sent) == 3 and len(outs) == 3
-        assert all(("seed" in body) == expect for body in sent)
-        assert all((c.seed is not None) == expect for c in outs)

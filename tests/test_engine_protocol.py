@@ -183,3 +183,14 @@ def test_the_vllm_engine_object_has_every_member():
     assert all(hasattr(engine, member) for member in MEMBERS)
     assert engine.context_length == 512 and engine.stats["generated_tokens"] == 0
     engine.close()  # nothing loaded: nothing to shut down
+
+
+def test_the_ray_engine_object_has_every_member():
+    # built around no replica (ray itself is imported only by from_config), with the facts replica 0 would send
+    from sftadapt.engines.replicas import RayEngine
+
+    facts = {"context_length": 512, "end_ids": [2], "precision": {"generate": "float32", "score": "float32"}}
+    engine = RayEngine("m", FakeTokenizer(), [], "hf", facts)
+    assert all(hasattr(engine, member) for member in MEMBERS)
+    assert engine.context_length == 512 and engine.end_ids == (2,) and engine.stats["replica_restarts"] == 0
+    engine.close()  # no replica: nothing to kill

@@ -60,6 +60,7 @@ from sftadapt.rl.grpo import GRPOOptions, write_compute
 from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
 from sftadapt.runtime.precision import normalize
+from sftadapt.runtime.trainer_options import LauncherConfig, launcher_option
 from sftadapt.verify import verifier_version
 
 UNTRAINED = "untrained"
@@ -102,11 +103,13 @@ class MapperTrainConfig:
     report_to: str = tracking.report_to_option()
     tracking_dir: str | None = tracking.tracking_dir_option()
     online: bool = tracking.online_option()
+    launcher: LauncherConfig = launcher_option()
 
     def validate(self) -> None:
         tracking.check_report_to(self.report_to)
         self.grpo.validate()
         self.reward.validate()
+        self.launcher.validate()
         normalize(self.dtype)
 
 

@@ -84,6 +84,7 @@ BACKENDS: dict[str, str] = {
     "hf": "sftadapt.engines.hf:HFEngine",
     "openai": "sftadapt.engines.openai:OpenAIEngine",  # OpenAI-compatible completions servers
     "vllm": "sftadapt.engines.vllm:VLLMEngine",  # vLLM in this process
+    "ray": "sftadapt.engines.replicas:RayEngine",  # hf or vllm replicas on a Ray cluster (data parallel)
 }
 
 
@@ -119,7 +120,9 @@ class ScoreEngineConfig(EngineConfig):
     model, e.g. sampling on an `openai` server that cannot echo prompt log-probs and scoring with `hf`. A `same`
     block decides nothing, so it stays out of every hash (config.without_engine_options)."""
 
-    backend: str = option(SAME, help="same (the stage's engine) | hf | vllm | openai (a server that echoes log-probs)")
+    backend: str = option(
+        SAME, help="same (the stage's engine) | hf | vllm | ray | openai (a server that echoes log-probs)"
+    )
 
     def validate(self) -> None:
         if self.backend != SAME:

@@ -125,10 +125,12 @@ def describe(engine) -> dict[str, Any]:
 
 
 def record(engine, chat: bool = True) -> dict[str, Any]:
-    """`describe` plus how prompts are rendered (prompts.prompt_format): a stage summary's `engine` entry."""
+    """`describe` plus how prompts are rendered (prompts.prompt_format), and a replicated engine's replica count and
+    restarts so far: a stage summary's `engine` entry."""
     from sftadapt.data.prompts import prompt_format
 
-    return {**describe(engine), "prompt_format": prompt_format(engine.tokenizer, chat)}
+    replicated = {k: int(engine.stats[k]) for k in ("replicas", "replica_restarts") if k in engine.stats}
+    return {**describe(engine), "prompt_format": prompt_format(engine.tokenizer, chat), **replicated}
 
 
 def line(engine, backend: str) -> str:

@@ -111,17 +111,14 @@ class HFEngine:
         prompt_ids = [P.prompt_token_ids(self.tokenizer, p) for p in prompts]
         rooms = facts.fit([len(ids) for ids in prompt_ids], params.max_new_tokens, self.context_length, "hf engine")
         draw = random.SystemRandom()
-        requests = [
-            (i, j, seeds[i][j] if seeds is not None else derive_seed(params.seed, p, j))
-            for i, p in enumerate(prompts)
-            for j in range(params.n)
-        ]
-        requests.sort(key=lambda r: -len(prompt_ids[r[0]]))  # similar lengths share a batch: less padding
         results: list[list[Completion | None]] = [[None] * params.n for _ in prompts]
         eos = P.end_token_id(self.tokenizer)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos
-        for b in range(0, len(requests), self.batch_size):
-            batch = requests[b : b + self.batch_size]
+        for requests in generate_batches([len(ids) for ids in prompt_ids], params.n, self.batch_size):
+            batch = [
+                (i, j, seeds[i][j] if seeds is not None else derive_seed(params.seed, prompts[i], j))
+                for i, j in requests
+            ]
             input_ids, attention = _left_pad([prompt_ids[i] for i, _, _ in batch], pad, self.device)
             used = [s if self.seeded else draw.getrandbits(63) for _, _, s in batch]
             sampler = SeededSampler([torch.Generator().manual_seed(s) for s in used], params.temperature, params.top_p)
@@ -154,21 +151,10 @@ class HFEngine:
     ) -> list[TokenScores]:
         start = time.perf_counter()
         pairs = P.score_pairs(self.tokenizer, prompts, responses)
-        order = sorted(range(len(pairs)), key=lambda k: -(len(pairs[k][0]) + len(pairs[k][1])))
         results: list[TokenScores | None] = [None] * len(pairs)
         pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
-        b = 0
-        while b < len(order):
-            # the batch grows while its response-position logits (rows x longest response) stay in budget
-            rows, longest = [], 0
-            while b < len(order):
-                k = order[b]
-                new_longest = max(longest, len(pairs[k][1]))
-                if rows and (len(rows) + 1) * new_longest > self.max_score_tokens:
-                    break
-                rows.append(k)
-                longest = new_longest
-                b += 1
+        for rows in score_batches([(len(p), len(r)) for p, r in pairs], self.max_score_tokens):
+            longest = max(len(pairs[k][1]) for k in rows)
             for k, scores in zip(rows, self._score_batch([pairs[k] for k in rows], longest, pad, entropy, hidden)):
                 results[k] = scores
         self.stats["score_seconds"] += time.perf_counter() - start
@@ -211,6 +197,35 @@ class HFEngine:
         self.model = self.score_model = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def generate_batches(prompt_lengths: Sequence[int], n: int, batch_size: int) -> list[list[tuple[int, int]]]:
+    """The batches `HFEngine.generate` runs, as (prompt index, sample index) requests: prompt x n, longest
+    prompt first (a stable sort: similar lengths share a batch, less padding), cut every `batch_size`. The ray
+    backend cuts its pieces with it too, so each replica runs the very batches one engine would."""
+    requests = [(i, j) for i in range(len(prompt_lengths)) for j in range(n)]
+    requests.sort(key=lambda r: -prompt_lengths[r[0]])
+    return [requests[b : b + batch_size] for b in range(0, len(requests), batch_size)]
+
+
+def score_batches(pair_lengths: Sequence[tuple[int, int]], max_score_tokens: int) -> list[list[int]]:
+    """The batches `HFEngine.score` runs, as pair indices: (prompt, response) token counts sorted longest pair
+    first; a batch grows while its response-position logits (rows x longest response) stay within
+    `max_score_tokens` (a single pair over it is a batch of its own)."""
+    order = sorted(range(len(pair_lengths)), key=lambda k: -(pair_lengths[k][0] + pair_lengths[k][1]))
+    batches: list[list[int]] = []
+    rows: list[int] = []
+    longest = 0
+    for k in order:
+        new_longest = max(longest, pair_lengths[k][1])
+        if rows and (len(rows) + 1) * new_longest > max_score_tokens:
+            batches.append(rows)
+            rows, new_longest = [], pair_lengths[k][1]
+        rows.append(k)
+        longest = new_longest
+    if rows:
+        batches.append(rows)
+    return batches
 
 
 def _left_pad(seqs: list[list[int]], pad: int, device) -> tuple[torch.Tensor, torch.Tensor]:

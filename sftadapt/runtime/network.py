@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import urllib.parse
 from typing import Any
 
@@ -114,6 +115,23 @@ def check_push(args: dict, what: str, online: bool) -> None:
         )
 
 
+def check_cluster_address(address: Any, allow_hosts: Any, online: bool, where: str) -> None:
+    """A Ray cluster `address` (engine backend ray) by the servers' rule: unset (a cluster of this process) and
+    `auto` (the one `ray start` made on this node) are local; host:port or ray://host:port must be loopback or in
+    allow_hosts unless online. Ray reads RAY_ADDRESS before `auto`, so that one is checked in its place."""
+    if address == "auto":
+        address = os.environ.get("RAY_ADDRESS") or None
+        if address in (None, "auto", "local"):
+            return
+    if address is None:
+        return
+    text = str(address)
+    scheme, _, rest = text.rpartition("://")
+    if scheme not in ("", "ray") or not rest:
+        raise ValueError(f"{where}.address: {text!r} is not auto, host:port or ray://host:port")
+    check_servers([f"http://{rest}"], allow_hosts, online, f"{where}.address", f"{where}.allow_hosts")
+
+
 def check_config(cfg: Any) -> None:
     """Refuse what a stage or run config would send off this machine while offline: the config's own `online`
     counts as well as `--online`. Engine blocks and pass-through dicts are found at any depth, in nested
@@ -125,6 +143,10 @@ def check_config(cfg: Any) -> None:
         if _is_openai_block(value):
             options = value.options if dataclasses.is_dataclass(value) else value.get("options")
             check_engine_options(options if isinstance(options, dict) else {}, False, path)
+        elif _backend(value) == "ray":
+            options = value.options if dataclasses.is_dataclass(value) else value.get("options")
+            options = options if isinstance(options, dict) else {}
+            check_cluster_address(options.get("address"), options.get("allow_hosts"), False, f"{path}.options")
         elif key in _PASSTHROUGH and isinstance(value, dict):
             check_push(value, path, False)
         _check_vllm_server(value, path)
@@ -146,6 +168,13 @@ def _check_vllm_server(value: Any, path: str) -> None:
             f"{field if url else (path + '.' if path else '') + 'vllm_server_host'}: '{host}' is not on this machine "
             "and sftadapt is offline, so no rollout request goes there: pass --online"
         )
+
+
+def _backend(value: Any) -> str | None:
+    """The backend an engine block (an EngineConfig or its dict) names; None for anything else."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return getattr(value, "backend", None) if hasattr(value, "options") else None
+    return value.get("backend") if isinstance(value, dict) else None
 
 
 def _is_openai_block(value: Any) -> bool:

@@ -70,8 +70,11 @@ STAGE_OUTPUTS = (
 ADAPTED_SET_OUTPUTS = (*STAGE_OUTPUTS, "README.md")
 
 
+# What the launcher of a stage started through accelerate writes into the stage's folder before the ranks claim
+# it: the launch spec, log and summary (runtime/launch.py); a claim adopts them.
+LAUNCH_BOOKKEEPING = ("launch.json", "launch.log", "launch_summary.json")
 # What `sftadapt run` writes into a stage's folder before the stage starts (so the stage may adopt it).
-RUN_BOOKKEEPING = ("stage.json",)
+RUN_BOOKKEEPING = ("stage.json", *LAUNCH_BOOKKEEPING)
 
 
 def _inside_run(folder: Path) -> bool:
@@ -121,7 +124,7 @@ def claim(
     owner = read_owner(out) if out.is_dir() else None
     foreign: list[str] = list(owner.get("foreign", [])) if owner else []
     if out.is_dir() and owner is None:
-        ignore = {MARKER, *(RUN_BOOKKEEPING if _inside_run(out) else ())}
+        ignore = {MARKER, *LAUNCH_BOOKKEEPING, *(RUN_BOOKKEEPING if _inside_run(out) else ())}
         # (another rank of the same launch may be writing the marker right now: its temp file is not foreign)
         entries = sorted(e.name for e in out.iterdir() if e.name not in ignore and not e.name.startswith(MARKER))
         if entries and not force:

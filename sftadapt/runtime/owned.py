@@ -126,6 +126,11 @@ def checkpoint_recorder(out: str | os.PathLike):
         def on_epoch_end(self, args, state, control, **kwargs):
             record(state, control)
 
+        def on_save(self, args, state, control, **kwargs):
+            from sftadapt.runtime.launch import test_kill_point  # the lost-rank tests' hook; unset, a no-op
+
+            test_kill_point(state.global_step)
+
     return RecordCheckpoints()
 
 

@@ -23,8 +23,8 @@ from sftadapt.data.records import write_json
 from sftadapt.runtime import owned
 
 # options of a stage that do not decide its output: left out of the stage hash, so that turning a tracker on
-# (or the network) does not redo a finished study
-UNHASHED = ("report_to", "tracking_dir", "online", "force")
+# (or the network, or training on several processes: `launcher`) does not redo a finished study
+UNHASHED = ("report_to", "tracking_dir", "online", "force", "launcher")
 
 
 # ---------------------------------------------------------------- cached stages

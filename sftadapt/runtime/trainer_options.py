@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar
 
 from sftadapt.config import check_passthrough, option
@@ -122,6 +123,51 @@ class TrainerOptions:
     def check_passthrough(self, args_class: type) -> None:
         """The pass-through rule (module docstring) for this config's pass-through dict against `args_class`."""
         check_passthrough(getattr(self, self.PASSTHROUGH), args_class, self.PASSTHROUGH, self.OWNED, FIXED)
+
+
+LAUNCHER_KINDS = ("inline", "accelerate")
+# `accelerate launch` arguments that our launcher options set: in `args` they would clash with them
+LAUNCHER_OWNED = {"--num_processes": "num_processes", "--config_file": "config_file"}
+
+
+@dataclass
+class LauncherConfig:
+    """How `sftadapt run` starts a training stage: in its own process (inline) or on several processes through
+    `accelerate launch` (runtime/launch.py). It decides neither the weights nor the data order, so it stays
+    out of the stage's cache hash and out of the checks that let a checkpoint resume."""
+
+    kind: str = option(
+        "inline", help="inline (in the run's process) | accelerate (`accelerate launch`: DDP, FSDP, ...)"
+    )
+    num_processes: int = option(2, help="accelerate: processes (ranks) to start, e.g. one per GPU")
+    config_file: str | None = option(
+        None, help="accelerate: an accelerate config file (configs/accelerate/*.yaml); none = plain DDP"
+    )
+    args: list[str] = option(
+        [], help="accelerate: more `accelerate launch` arguments, e.g. [--main_process_port, '29600']"
+    )
+
+    def validate(self) -> None:
+        if self.kind not in LAUNCHER_KINDS:
+            raise ValueError(f"launcher.kind = '{self.kind}': choose one of {', '.join(LAUNCHER_KINDS)}")
+        if self.num_processes < 1:
+            raise ValueError(f"launcher.num_processes = {self.num_processes}: must be at least 1")
+        if self.config_file is not None and not Path(self.config_file).is_file():
+            raise ValueError(f"launcher.config_file = '{self.config_file}': no such file")
+        if not all(isinstance(a, str) for a in self.args):
+            raise ValueError("launcher.args: a list of strings (one per command-line word)")
+        for arg in self.args:
+            owned = LAUNCHER_OWNED.get(arg.split("=")[0])
+            if owned:
+                raise ValueError(f"launcher.args: {arg.split('=')[0]} is set by launcher.{owned}; set that instead")
+
+
+def launcher_option() -> Any:
+    """The `launcher` block of a training stage's config (train, map train, rl)."""
+    return dataclasses.field(
+        default_factory=LauncherConfig,
+        metadata={"help": "how `sftadapt run` starts this stage: inline or through accelerate launch"},
+    )
 
 
 def shared(name: str, default: Any, help: str | None = None) -> Any:

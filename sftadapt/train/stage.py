@@ -60,7 +60,7 @@ from sftadapt.runtime.trainer_io import (
     resume_checkpoint,
     save_merged,
 )
-from sftadapt.runtime.trainer_options import SHARED_OWNED, TrainerOptions
+from sftadapt.runtime.trainer_options import SHARED_OWNED, LauncherConfig, TrainerOptions, launcher_option
 from sftadapt.train.data import (
     IGNORE_INDEX,
     Collator,
@@ -144,9 +144,11 @@ class TrainConfig(TrainerOptions):
         help="any other transformers TrainingArguments field, passed through as is "
         "(e.g. {optim: adafactor}); our options above set their own fields",
     )
+    launcher: LauncherConfig = launcher_option()
 
     def validate(self) -> None:
         self.check_passthrough(TrainingArguments)
+        self.launcher.validate()
         tracking.check_report_to(self.report_to)
         # the registered losses are read now, so that a loss registered after import is accepted
         choices = {"loss": loss_names(), "is_level": IS_LEVELS, "scheduler": SCHEDULERS, "fallback": FALLBACKS}
@@ -390,6 +392,7 @@ _BOOKKEEPING = (
     "tracking_dir",
     "online",
     "force",
+    "launcher",  # how many processes train a step changes neither the step's rows nor its gradient
 )
 CONFIG_FILE = "train_config.json"
 REJECTS_FILE = "rejects.jsonl"
@@ -617,6 +620,7 @@ def train(cfg: TrainConfig, callbacks: list[TrainerCallback] | None = None) -> d
         "origins": dict(sorted(Counter(e.origin for e in examples).items())),
         "fallback": cfg.fallback,
         "global_batch": cfg.batch_size * cfg.grad_accum * trainer.args.world_size,
+        "processes": trainer.args.world_size,
         "log": str(out / LOG_FILE),
         "seconds": round(time.time() - started, 1),
         "precision": _precision_record(cfg),
