@@ -77,6 +77,13 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def refuse_unknown(options: dict, allowed: Sequence[str], backend: str) -> None:
+    """One line naming the `engine.options` keys backend `backend` does not take, and the ones it does."""
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        raise ValueError(f"engine.options {unknown} are not {backend} options; {backend} takes {', '.join(allowed)}")
+
+
 # backend name -> "module:class"; the class has `from_config(model, options, **common) -> Engine`
 # (engines/__init__.make_engine imports it; kept here so that EngineConfig checks a name without importing the
 # package that imports this module)

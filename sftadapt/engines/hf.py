@@ -27,7 +27,7 @@ import torch
 from sftadapt.data import prompts as P
 from sftadapt.data.budget import config_context
 from sftadapt.engines import facts
-from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
+from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed, refuse_unknown
 from sftadapt.engines.decode import SeededSampler, decode, hits_stop
 
 
@@ -61,9 +61,7 @@ class HFEngine:
 
     @classmethod
     def from_config(cls, spec: str, options: dict, **common) -> HFEngine:
-        unknown = sorted(set(options) - set(cls.OPTIONS))
-        if unknown:
-            raise ValueError(f"engine.options {unknown} are not hf options; hf takes {', '.join(cls.OPTIONS)}")
+        refuse_unknown(options, cls.OPTIONS, "hf")
         return cls.from_model(spec, **common, **options)
 
     @classmethod

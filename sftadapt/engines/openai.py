@@ -95,7 +95,7 @@ from typing import Any
 
 from sftadapt.data import prompts as P
 from sftadapt.engines import facts
-from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed
+from sftadapt.engines.base import Completion, RequestRejected, Sampling, TokenScores, derive_seed, refuse_unknown
 from sftadapt.engines.routing import ServerPool, Ticket
 from sftadapt.runtime import network
 
@@ -253,9 +253,7 @@ class OpenAIEngine:
         cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None, batch_size: int = 32
     ) -> OpenAIEngine:
         # dtype/score_dtype/batch_size are the stage's hf knobs: the server decides precision and batching
-        unknown = sorted(set(options) - set(cls.OPTIONS))
-        if unknown:
-            raise ValueError(f"engine.options {unknown} are not openai options; openai takes {', '.join(cls.OPTIONS)}")
+        refuse_unknown(options, cls.OPTIONS, "openai")
         if "base_urls" not in options:
             raise ValueError("engine.options.base_urls is required for the openai backend")
         from sftadapt.runtime.models import load_tokenizer

@@ -62,7 +62,15 @@ import warnings
 from collections.abc import Sequence
 from typing import Any
 
-from sftadapt.engines.base import Completion, EngineConfig, RequestRejected, Sampling, TokenScores, derive_seed
+from sftadapt.engines.base import (
+    Completion,
+    EngineConfig,
+    RequestRejected,
+    Sampling,
+    TokenScores,
+    derive_seed,
+    refuse_unknown,
+)
 
 KILL_REPLICA_ENV = "SFTADAPT_TEST_KILL_REPLICA"
 INNER = ("hf", "vllm")
@@ -217,9 +225,7 @@ class RayEngine:
     def from_config(
         cls, spec: str, options: dict, dtype: str = "auto", score_dtype: str | None = None, batch_size: int = 32
     ) -> RayEngine:
-        unknown = sorted(set(options) - set(cls.OPTIONS))
-        if unknown:
-            raise ValueError(f"engine.options {unknown} are not ray options; ray takes {', '.join(cls.OPTIONS)}")
+        refuse_unknown(options, cls.OPTIONS, "ray")
         replicas = _count(options.get("replicas", 2), "replicas", 1)
         backend = options.get("backend", "hf")
         if backend not in INNER:

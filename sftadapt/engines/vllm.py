@@ -42,7 +42,7 @@ from collections.abc import Sequence
 
 from sftadapt.data import prompts as P
 from sftadapt.engines import facts
-from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed
+from sftadapt.engines.base import Completion, Sampling, TokenScores, derive_seed, refuse_unknown
 
 # vLLM's CPU build, where the user has not set these: a fixed 2 GiB KV cache (otherwise it reserves 92% of the
 # machine's RAM and refuses to start when anything else holds memory), and no core kept back for its scheduler
@@ -129,9 +129,7 @@ class VLLMEngine:
                 "parallelism use `backend: ray` with `replicas: N` (one in-process vLLM per replica, "
                 "options.backend: vllm), or `vllm serve --data-parallel-size N` behind `backend: openai`"
             )
-        unknown = sorted(set(options) - set(cls.OPTIONS))
-        if unknown:
-            raise ValueError(f"engine.options {unknown} are not vllm options; vllm takes {', '.join(cls.OPTIONS)}")
+        refuse_unknown(options, cls.OPTIONS, "vllm")
         if score_dtype not in (None, dtype):  # one LLM holds one copy of the weights
             raise ValueError(f"the vllm backend runs one precision: score_dtype {score_dtype} != dtype {dtype}")
         why = vllm_unavailable()

@@ -39,7 +39,7 @@ from typing import Any
 from transformers import TrainerCallback
 
 from sftadapt.config import config_dict, option
-from sftadapt.rl.rollouts import RolloutEngineConfig, rollout_kwargs
+from sftadapt.rl.rollouts import TRL_NAMED, RolloutEngineConfig, rollout_kwargs
 from sftadapt.runtime.trainer_io import (
     bar_only_progress,
     checkpointing_argument,
@@ -76,12 +76,7 @@ class GRPOOptions(TrainerOptions):
                 "loss_type",
                 "scale_rewards",
                 "log_completions",
-                "use_vllm",
-                "vllm_mode",
-                "vllm_server_host",
-                "vllm_server_port",
-                "vllm_gpu_memory_utilization",
-                "vllm_tensor_parallel_size",
+                *TRL_NAMED,
             )
         },
     }
