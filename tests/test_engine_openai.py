@@ -81,7 +81,9 @@ def _scores(server) -> bool:
 def _options(server, **more):
     # seeded: what these tests check of seeds (each sample its own, a resumed shard asking the same) is the
     # seeded mode; servers are unseeded by default (test_a_server_gets_no_seed_unless_asked)
-    return server.engine_options(api_key_env=KEY_ENV, concurrency=2, **{"seeded": True, **more})
+    # 4 requests in flight: llama-server's 4 slots, and batches for vllm serve (2 requests at a time left its
+    # batching mostly idle)
+    return server.engine_options(api_key_env=KEY_ENV, concurrency=4, **{"seeded": True, **more})
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +138,10 @@ def hf_greedy(hf):
 @pytest.fixture(scope="module")
 def greedy(hf_greedy, remote):
     prompts, ours = hf_greedy
-    return prompts, ours, remote.generate(prompts, GREEDY)
+    start = time.perf_counter()
+    theirs = remote.generate(prompts, GREEDY)
+    print(f"\n{len(prompts)} greedy prompts through the server in {time.perf_counter() - start:.1f} s")
+    return prompts, ours, theirs
 
 
 def _tie_margin(hf, prompt: str, ours: list[int], theirs: list[int]) -> float:

@@ -8,18 +8,13 @@ thread, and so does the in-process hf baseline: fp32 reductions may round differ
 
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
-from fakes import BoxedVerifier
+from stage_rows import eval_rows, rewrite_rows
 
-from sftadapt.adapt.rewrite import RewriteConfig, rewrite
-from sftadapt.config import load_config
 from sftadapt.data.records import Problem
 from sftadapt.engines import EngineConfig, RequestRejected, make_engine
-from sftadapt.eval.evaluate import evaluate
-from sftadapt.eval.protocol import load_protocol
 from sftadapt.eval.stage import EvalConfig
 
 try:
@@ -34,7 +29,6 @@ PROBLEMS = [
     Problem(f"p{i}", f"Sam has {i} apples and buys {i + 1} more. How many now?", str(2 * i + 1), f"#### {2 * i + 1}")
     for i in range(8)
 ]
-TIMING = ("generate_s", "verify_s", "seconds", "wall_seconds")
 
 
 @pytest.fixture(scope="module")
@@ -66,50 +60,12 @@ def engines(cluster):
     assert ray.is_initialized()  # the engine joined the fixture's cluster: closing it left the cluster up
 
 
-def _rows(path) -> list[dict]:
-    """The file's rows without their timing fields (anything else must match)."""
-
-    def strip(value):
-        if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items() if k not in TIMING}
-        return value
-
-    return [strip(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
-
-
 def _rewrite(engine, out):
-    base = {
-        "model": "tiny-random",
-        "out": str(out),
-        "k": 2,
-        "guided_tries": 2,
-        "temperature": 0.0,
-        "guided_temperature": 0.0,
-        "max_new_tokens": 6,
-        "dtype": "float32",
-        "shard_size": 4,
-        "batch_size": BATCH,
-    }
-    cfg = load_config(RewriteConfig, None, None, base=base)
-    rewrite(cfg, engine=engine, verifier=BoxedVerifier(), problems=PROBLEMS, progress=False, print_summary=False)
-    return _rows(out / "train.jsonl")
+    return rewrite_rows(engine, out, "tiny-random", PROBLEMS, BATCH, max_new_tokens=6)
 
 
 def _eval(engine, out, overrides=()):
-    protocol = load_protocol("quick", ["max_new_tokens=6", *overrides])
-    fields = {k: getattr(protocol, k) for k in ("n", "temperature", "top_p", "max_new_tokens", "seed")}
-    cfg = EvalConfig(model="tiny-random", out=str(out), protocol="quick", dtype="float32", batch_size=BATCH, **fields)
-    evaluate(
-        cfg,
-        problems={"toy": PROBLEMS},
-        engine=engine,
-        verifier=BoxedVerifier(),
-        shard_problems=8,
-        progress=False,
-        print_summary=False,
-        n_boot=20,
-    )
-    return _rows(out / "toy" / "attempts.jsonl")
+    return eval_rows(engine, out, "tiny-random", PROBLEMS, BATCH, ["max_new_tokens=6", *overrides])
 
 
 def test_greedy_rewrite_and_eval_write_what_one_hf_engine_writes(engines, tmp_path):
@@ -122,6 +78,8 @@ def test_greedy_rewrite_and_eval_write_what_one_hf_engine_writes(engines, tmp_pa
     assert replicated.stats["replicas"] == 2 and replicated.stats["replica_restarts"] == 0
     assert replicated.stats["generated_tokens"] > 0 and replicated.stats["scored_tokens"] > 0
     assert replicated.precision["generate"] == hf.precision["generate"] == "float32"
+    # one thread each, bound to a core of its own (pin_cores): the two replicas never share one
+    assert [len(c) for c in replicated.cores] == [1, 1] and replicated.cores[0] != replicated.cores[1]
     assert (replicated.context_length, replicated.end_ids) == (hf.context_length, hf.end_ids)
 
 

@@ -260,28 +260,40 @@ def test_map_train_force_sets_other_options_checkpoints_aside(tiny_engine, tmp_p
 
 
 # ---------------------------------------------------------------- online: true = --online
-def _guarded(args, tmp_path, name, until_first_attempt=False, timeout=300):
-    """Run an entry point under the network guard (with HF_HUB_OFFLINE=0 inherited); its outbound attempts.
-    `until_first_attempt`: stop it at its first attempt (the hub library would retry with back-off for a minute)."""
-    log = tmp_path / f"net-{name}.log"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
-        "SFTADAPT_NETGUARD_LOG": str(log),
-        "HF_HUB_OFFLINE": "0",
-        "OMP_NUM_THREADS": "1",
-    }
-    proc = subprocess.Popen(
-        [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
-    )
+def _guarded(entries: dict, tmp_path, until_first_attempt=False, timeout=300) -> dict:
+    """Run entry points side by side, each under the network guard (with HF_HUB_OFFLINE=0 inherited): for each
+    name its (exit code, output, outbound attempts). `until_first_attempt`: stop each at its first attempt (the
+    hub library would retry with back-off for a minute)."""
+    procs, logs = {}, {}
+    for name, args in entries.items():
+        logs[name] = log = tmp_path / f"net-{name}.log"
+        env = {
+            **os.environ,
+            "PYTHONPATH": os.pathsep.join([str(GUARD), os.environ.get("PYTHONPATH", "")]),
+            "SFTADAPT_NETGUARD_LOG": str(log),
+            "HF_HUB_OFFLINE": "0",
+            "OMP_NUM_THREADS": "1",
+        }
+        procs[name] = subprocess.Popen(
+            [sys.executable, *args], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path
+        )
     deadline = time.monotonic() + timeout
-    while until_first_attempt and proc.poll() is None and not (log.exists() and log.stat().st_size):
-        assert time.monotonic() < deadline, f"{name}: no outbound attempt within {timeout} s"
+    waiting = set(procs) if until_first_attempt else set()
+    while waiting:
+        for name in list(waiting):
+            log, proc = logs[name], procs[name]
+            if proc.poll() is not None or (log.exists() and log.stat().st_size):
+                if proc.poll() is None:
+                    proc.kill()
+                waiting.discard(name)
+        assert time.monotonic() < deadline, f"{sorted(waiting)}: no outbound attempt within {timeout} s"
         time.sleep(0.2)
-    if proc.poll() is None and until_first_attempt:
-        proc.kill()
-    out, err = proc.communicate(timeout=timeout)
-    return proc.returncode, out + err, (log.read_text().splitlines() if log.exists() else [])
+    results = {}
+    for name, proc in procs.items():
+        out, err = proc.communicate(timeout=timeout)
+        log = logs[name]
+        results[name] = (proc.returncode, out + err, (log.read_text().splitlines() if log.exists() else []))
+    return results
 
 
 def _yaml(tmp_path, name, values):
@@ -330,8 +342,8 @@ def test_online_in_a_config_file_is_the_online_flag(tmp_path, online):
             ),
         ],
     }
-    for name, args in entries.items():
-        code, output, attempts = _guarded(args, tmp_path, name, until_first_attempt=online)
+    # side by side: each is mostly one Python start-up importing sftadapt
+    for name, (code, output, attempts) in _guarded(entries, tmp_path, until_first_attempt=online).items():
         if online:  # the hub was asked (and the guard refused it), exactly as with --online
             assert any("huggingface" in a for a in attempts), (name, attempts, output[-800:])
         else:

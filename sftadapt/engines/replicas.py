@@ -36,7 +36,8 @@ already initialised; `auto`: the cluster `ray start --head` made on this node; `
 a remote cluster, refused offline unless its host is loopback or in `allow_hosts`, as the openai backend's
 servers), `allow_hosts`, `num_gpus` per replica (default: the inner vllm's tensor_parallel_size, 1 for hf, when
 the cluster has GPUs; else 0), `num_cpus` per replica (default 1), `max_restarts` (default 3), `chunk` (prompts
-per vllm piece). Ray's usage stats are always off (RAY_USAGE_STATS_ENABLED=0: Ray otherwise reports usage over
+per vllm piece), `pin_cpus` (default true: a CPU replica binds itself to `num_cpus` cores of its own,
+`pin_cores`; false leaves placement to the OS). Ray's usage stats are always off (RAY_USAGE_STATS_ENABLED=0: Ray otherwise reports usage over
 the network), a local cluster starts without the dashboard and replica logs stay in Ray's session logs. Every
 replica imports sftadapt: a local cluster runs this Python; every node of a real cluster needs sftadapt (and
 the model) installed.
@@ -82,7 +83,9 @@ class Replica:
     the counters moved since the last one and the incarnation (a fresh id per start), so the driver sums the
     stats and sees a restart."""
 
-    def __init__(self, index: int, model: str, backend: str, options: dict, common: dict, threads: int):
+    def __init__(self, index: int, model: str, backend: str, options: dict, common: dict, threads: int, pin: bool):
+        if threads > 0 and pin:
+            pin_cores(index, threads)
         if threads > 0 and backend == "hf":  # Ray sets OMP_NUM_THREADS; torch may have read it differently
             import torch
 
@@ -123,6 +126,7 @@ class Replica:
                 "precision": dict(e.precision),
                 "batch_size": getattr(e, "batch_size", None),
                 "max_score_tokens": getattr(e, "max_score_tokens", None),
+                "cores": sorted(os.sched_getaffinity(0)),
             }
         )
 
@@ -144,6 +148,21 @@ class Replica:
         self.engine.close()
 
 
+def pin_cores(index: int, threads: int) -> list[int] | None:
+    """Bind this process (and what it starts: vLLM's engine core) to replica `index`'s own `threads` cores of the
+    node, cores index*threads .. index*threads+threads-1 of those it may use, wrapping around. Ray reserves CPUs
+    only as a count; unbound, every CPU replica's threads run on all cores of the node (vLLM's CPU build binds
+    its OpenMP threads to every core it is allowed), so two replicas on one node fight over the same cores.
+    Returns the cores, or None where the node has no more cores than one replica's threads."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) <= threads:
+        return None
+    start = index * threads
+    mine = [cores[(start + k) % len(cores)] for k in range(threads)]
+    os.sched_setaffinity(0, mine)
+    return mine
+
+
 def check_address(address: Any, allow_hosts: Any, online: bool) -> None:
     """Refuse (ValueError) a cluster address off this machine while offline (runtime/network.py's rule for
     cluster addresses: `auto` or loopback or listed in allow_hosts)."""
@@ -153,11 +172,16 @@ def check_address(address: Any, allow_hosts: Any, online: bool) -> None:
 
 
 def _worker_env() -> dict[str, str]:
-    """What replicas must see whatever the cluster's own environment: the offline switches and every SFTADAPT_*
-    variable (the test hook included; a cluster started before this process never saw them)."""
+    """What replicas must see whatever the cluster's own environment: the offline switches, every SFTADAPT_*
+    variable (the test hook included; a cluster started before this process never saw them) and vLLM's CPU
+    settings (VLLM_CPU_KVCACHE_SPACE and the like, as the in-process backend would read them)."""
     from sftadapt.runtime import offline
 
-    env = {k: v for k, v in os.environ.items() if k in offline.VARIABLES or k.startswith("SFTADAPT_")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k in offline.VARIABLES or k.startswith(("SFTADAPT_", "VLLM_CPU_", "VLLM_NO_USAGE_STATS"))
+    }
     env["SFTADAPT_QUIET"] = "1"
     return env
 
@@ -188,6 +212,7 @@ class RayEngine:
         "num_cpus",
         "max_restarts",
         "chunk",
+        "pin_cpus",
     )
     seeded = True  # auto: both inner backends seed their samples; sent to the replicas with every piece
 
@@ -218,6 +243,7 @@ class RayEngine:
             "replica_restarts": 0,
         }
         self.calls = [0] * len(actors)  # pieces each replica ran
+        self.cores: list[list[int]] = []  # the cores each replica may run on (pin_cores), as it started
         self._incarnations: list[str | None] = [None] * len(actors)
 
     # ------------------------------------------------------------ building
@@ -269,7 +295,8 @@ class RayEngine:
                 runtime_env={"env_vars": _worker_env()},
             )
             threads = max(1, int(num_cpus)) if not num_gpus else 0
-            actors = [remote.remote(i, spec, backend, inner, common, threads) for i in range(replicas)]
+            pin = bool(options.get("pin_cpus", True))
+            actors = [remote.remote(i, spec, backend, inner, common, threads, pin) for i in range(replicas)]
             from sftadapt.runtime.models import load_tokenizer
 
             tokenizer = load_tokenizer(spec, trust_remote_code=bool(inner.get("trust_remote_code", False)))
@@ -282,6 +309,7 @@ class RayEngine:
                 ray.shutdown()
             raise
         engine = cls(spec, tokenizer, actors, backend, answers[0][0], started, chunk, max_restarts)
+        engine.cores = [answer[0]["cores"] for answer in answers]
         for replica, (_, delta, incarnation) in enumerate(answers):
             engine._account(replica, delta, incarnation)
         return engine
