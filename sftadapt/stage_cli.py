@@ -44,28 +44,11 @@ def progress_on() -> bool:
 
 
 def guard(fn):
-    """Run a stage, turning the errors a user can fix into one red line instead of a traceback.
+    """Run a stage, turning the errors a user can fix into one red line instead of a traceback
+    (runtime/user_errors.py: which errors, and SFTADAPT_DEBUG=1 for the traceback)."""
+    from sftadapt.runtime.user_errors import one_line
 
-    The project's error types (config, model, record, source, store, data, report, output folder, length
-    budget) are all ValueErrors or carry a message meant for the user; a stage's own `ValueError` (a config
-    value checked late, "no usable problems") is one too. SFTADAPT_DEBUG=1 shows the traceback instead."""
-    from sftadapt.data.store import StoreError
-    from sftadapt.runtime.models import ModelError
-
-    try:
-        return fn()
-    except (
-        ValueError,
-        ModelError,
-        StoreError,
-        FileNotFoundError,
-        NotADirectoryError,
-        IsADirectoryError,
-        PermissionError,
-    ) as err:
-        if os.environ.get("SFTADAPT_DEBUG") == "1":
-            raise
-        fail(str(err).strip() or type(err).__name__)
+    return one_line(fn, fail)
 
 
 def build(cls, values: dict, overrides: list[str] | None = None, config: Path | None = None):
@@ -233,17 +216,6 @@ def _aliased(overrides: list[str], stage) -> list[str]:
     return out
 
 
-def _run(stage, row, cfg) -> dict:
-    """The stage's `run`, or, where its `launcher` says accelerate, the same run on several processes
-    (runtime/launch.py). Inside such a launch already (WORLD_SIZE set: `accelerate launch -m sftadapt.cli ...`)
-    it runs on this rank."""
-    from sftadapt.runtime import launch
-
-    if launch.wanted(cfg) and "WORLD_SIZE" not in os.environ:
-        return launch.run_stage(row.name, cfg, progress_on())
-    return stage.run(cfg, progress=progress_on())
-
-
 def stage_command(row) -> TyperCommand:
     """The typer command of one registry row (imports its stage)."""
     from sftadapt import registry
@@ -254,7 +226,9 @@ def stage_command(row) -> TyperCommand:
     def command(**kwargs) -> None:
         config, overrides = kwargs.pop("config", None), list(kwargs.pop("set_", None) or [])
         cfg = build(stage.config, given_values(kwargs, targets), _aliased(overrides, stage), config)
-        summary = guard(lambda: _run(stage, row, cfg))
+        from sftadapt.runtime import launch
+
+        summary = guard(lambda: launch.run(row.name, cfg, stage.run, progress_on()))
         for line in stage.echo(cfg, summary) if stage.echo else [json.dumps(summary, indent=2, default=str)]:
             typer.echo(line)
 

@@ -12,7 +12,7 @@ from test_pipeline import _yaml
 from test_train import _examples
 
 from sftadapt.data.records import write_records
-from sftadapt.runtime import launch
+from sftadapt.runtime import launch, owned
 from sftadapt.runtime.trainer_options import LauncherConfig
 from sftadapt.train.stage import TrainConfig, read_log, train
 
@@ -94,14 +94,14 @@ def test_a_killed_rank_fails_the_launch_clearly_and_the_rerun_resumes(tmp_path, 
     straight = _config(tmp_path / "straight", rows, max_steps=4)
     train(straight)
     cfg = _two_ranks(_config(tmp_path / "killed", rows, max_steps=4, save_steps=2, resume="auto"))
-    monkeypatch.setenv(launch.KILL_RANK_ENV, "1:2")
+    monkeypatch.setenv(owned.KILL_RANK_ENV, "1:2")
     with pytest.raises(launch.LaunchError) as err:
         launch.run_stage("train", cfg, progress=False)
     message = str(err.value)
     assert "stage train" in message and "rank 1 failed first (killed by signal 9 (SIGKILL))" in message, message
     assert str(Path(cfg.out) / launch.LOG_FILE) in message
     assert (Path(cfg.out) / "checkpoint-2" / "trainer_state.json").is_file()
-    monkeypatch.delenv(launch.KILL_RANK_ENV)
+    monkeypatch.delenv(owned.KILL_RANK_ENV)
     summary = launch.run_stage("train", cfg, progress=False)
     assert summary["resumed_from"].endswith("checkpoint-2") and summary["steps"] == 4
     _same_curve(read_log(straight.out), read_log(cfg.out))

@@ -37,10 +37,6 @@ SUMMARY_FILE = "launch_summary.json"
 LOG_FILE = "launch.log"
 ENTRY = "sftadapt.runtime.launch"
 
-# The lost-rank tests' hook: "<rank>:<step>" SIGKILLs that rank right after the checkpoint of that step is
-# written by every rank (runtime/owned.py's checkpoint callback calls `test_kill_point`). Unset, nothing runs.
-KILL_RANK_ENV = "SFTADAPT_TEST_KILL_RANK"
-
 
 class LaunchError(ValueError):
     """A launched stage failed on some rank. A ValueError so that the command prints it as one line (with the
@@ -50,6 +46,16 @@ class LaunchError(ValueError):
 def wanted(cfg: Any) -> bool:
     """True when the stage's config asks to be started through accelerate (`launcher.kind: accelerate`)."""
     return getattr(getattr(cfg, "launcher", None), "kind", "inline") == "accelerate"
+
+
+def run(stage: str, cfg: Any, inline: Any, progress: bool = True, **kwargs: Any) -> dict[str, Any]:
+    """Registry stage `stage` with `cfg`: `inline(cfg, progress=..., **kwargs)` in this process, or, where its
+    `launcher` says accelerate, the same run on several processes (run_stage); either way the same summary
+    reaches the caller (`sftadapt run`'s stage cache and report, a stage command's echo). Inside a launch
+    already (WORLD_SIZE set: `accelerate launch -m sftadapt.cli ...`) it runs on this rank."""
+    if wanted(cfg) and "WORLD_SIZE" not in os.environ:
+        return run_stage(stage, cfg, progress, **kwargs)
+    return inline(cfg, progress=progress, **kwargs)
 
 
 def run_stage(stage: str, cfg: Any, progress: bool = True, **kwargs: Any) -> dict[str, Any]:
@@ -141,24 +147,6 @@ def failure_message(stage: str, code: int, log_path: Path) -> str:
 _SIGNALS = {s.value for s in signal.Signals}
 
 
-def test_kill_point(step: int) -> None:
-    """The lost-rank tests' hook (KILL_RANK_ENV), called on every rank after each checkpoint is saved: at the
-    named step, all ranks first wait for each other (so every rank's part of the checkpoint is on disk), then
-    the named rank SIGKILLs itself."""
-    value = os.environ.get(KILL_RANK_ENV)
-    if not value:
-        return
-    rank, at = (int(v) for v in value.split(":"))
-    if step != at:
-        return
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-    if int(os.environ.get("RANK", "0")) == rank:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
 # ---------------------------------------------------------------- every rank
 def main(argv: list[str]) -> None:
     """`python -m sftadapt.runtime.launch SPEC.json [--online]`: what each rank of a launch runs."""
@@ -174,19 +162,13 @@ def main(argv: list[str]) -> None:
     from sftadapt import registry
     from sftadapt.config import build_config
     from sftadapt.data.records import write_json
-    from sftadapt.runtime.models import ModelError
+    from sftadapt.runtime.user_errors import one_line
 
     spec = json.loads(Path(ns.spec).read_text(encoding="utf-8"))
     stage = registry.load(spec["stage"])
-    try:
-        cfg = build_config(stage.config, spec["config"], spec["stage"])
-        summary = stage.run(cfg, progress=spec.get("progress", True), **spec.get("kwargs", {}))
-    except (ValueError, ModelError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        # what the user can fix is one line, which the parent finds and repeats (SFTADAPT_DEBUG=1: traceback)
-        if os.environ.get("SFTADAPT_DEBUG") == "1":
-            raise
-        print(f"error: {str(err).strip() or type(err).__name__}", file=sys.stderr, flush=True)
-        raise SystemExit(2) from None
+    cfg = one_line(lambda: build_config(stage.config, spec["config"], spec["stage"]))
+    # what the user can fix is one `error:` line, which the parent finds and repeats
+    summary = one_line(lambda: stage.run(cfg, progress=spec.get("progress", True), **spec.get("kwargs", {})))
     if int(os.environ.get("RANK", "0")) == 0:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         write_json(Path(cfg.out) / SUMMARY_FILE, {**summary, "processes": processes})

@@ -27,6 +27,7 @@ import fnmatch
 import json
 import os
 import shutil
+import signal
 import time
 from pathlib import Path
 from typing import Any
@@ -127,9 +128,7 @@ def checkpoint_recorder(out: str | os.PathLike):
             record(state, control)
 
         def on_save(self, args, state, control, **kwargs):
-            from sftadapt.runtime.launch import test_kill_point  # the lost-rank tests' hook; unset, a no-op
-
-            test_kill_point(state.global_step)
+            test_kill_point(state.global_step)  # the lost-rank tests' hook; unset, a no-op
 
     return RecordCheckpoints()
 
@@ -271,3 +270,26 @@ def find_set_aside(run_dir: str | os.PathLike) -> list[Path]:
                 continue
             found.update(p for p in child.glob("*.old-*") if set_aside_record(p) is not None)
     return sorted(found)
+
+
+# The lost-rank tests' hook (tests/test_launch.py): "<rank>:<step>" SIGKILLs that rank of a launch
+# (runtime/launch.py) right after the checkpoint of that step is written by every rank. Unset, nothing runs.
+KILL_RANK_ENV = "SFTADAPT_TEST_KILL_RANK"
+
+
+def test_kill_point(step: int) -> None:
+    """The lost-rank tests' hook (KILL_RANK_ENV), called on every rank after each checkpoint is saved: at the
+    named step, all ranks first wait for each other (so every rank's part of the checkpoint is on disk), then
+    the named rank SIGKILLs itself."""
+    value = os.environ.get(KILL_RANK_ENV)
+    if not value:
+        return
+    rank, at = (int(v) for v in value.split(":"))
+    if step != at:
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.barrier()
+    if int(os.environ.get("RANK", "0")) == rank:
+        os.kill(os.getpid(), signal.SIGKILL)

@@ -765,16 +765,10 @@ def _main(argv: list[str]) -> None:
     from sftadapt.runtime import offline  # offline on this entry point too, unless --online
 
     offline.apply(ns.online)
-    from sftadapt.runtime.models import ModelError
+    from sftadapt.runtime.user_errors import one_line
 
-    try:
-        train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides)
-    except (ValueError, ModelError, FileNotFoundError, NotADirectoryError, IsADirectoryError, PermissionError) as err:
-        # what the user can fix is one line, as under `sftadapt train` (SFTADAPT_DEBUG=1: the traceback)
-        if os.environ.get("SFTADAPT_DEBUG") == "1":
-            raise
-        print(f"error: {str(err).strip() or type(err).__name__}", file=sys.stderr)
-        raise SystemExit(2) from None
+    # what the user can fix is one line, as under `sftadapt train`
+    one_line(lambda: train_command(ns.model, ns.data, ns.out, ns.loss, ns.config, ns.overrides))
 
 
 if __name__ == "__main__":
