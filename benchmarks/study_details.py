@@ -1,5 +1,7 @@
 """What happened inside each seed of a `sftadapt run` study, as markdown: stage wall times, the rewrite's
-origins, the DART mapper's and direct GRPO's learning curves (first vs second half of the steps).
+origins, the DART mapper's and direct GRPO's learning curves (first vs second half of the steps), and the
+warmed-up target's own pass rate on the training problems (the rewrite's k self samples per problem: the regime
+the study runs in, as a histogram, and by the number of steps of synthetic problems).
 
     python benchmarks/study_details.py RUN_DIR > details.md
 
@@ -96,7 +98,66 @@ def details(run: Path) -> str:
             )
         if (s / "direct_rl" / "rl_log.jsonl").exists():
             out.append(f"| {name} | direct RL | – | – | {_halves(s / 'direct_rl' / 'rl_log.jsonl', 'accuracy')} |")
+    out += self_pass(names, seeds)
     return "\n".join(out) + "\n"
+
+
+def _self_rates(seed: Path) -> list[tuple[int, int, int | None]]:
+    """(correct, samples, steps) per training problem from the rewrite's self shards; steps from the seed's
+    expert set where its rows carry them (the synthetic task), else None."""
+    steps: dict[str, int] = {}
+    expert = seed / "data" / "expert.jsonl"
+    if expert.exists():
+        for line in expert.read_text().splitlines():
+            row = json.loads(line)
+            if isinstance(row.get("meta"), dict) and "steps" in row["meta"]:
+                steps[row["id"]] = row["meta"]["steps"]
+    rates = []
+    for shard in sorted((seed / "rewrite" / "shards" / "self").glob("shard-*.jsonl")):
+        for line in shard.read_text().splitlines():
+            row = json.loads(line)
+            attempts = row["attempts"]
+            correct = sum(a.get("verdict") == "correct" for a in attempts)
+            rates.append((correct, len(attempts), steps.get(row["problem_id"])))
+    return rates
+
+
+def self_pass(names: list[str], seeds: list[Path]) -> list[str]:
+    """The self pass-rate section: per seed, how many problems the target solved c of its k samples of, the
+    share whose rate lies in [0.2, 0.6] and the share solved at least once; then the same by steps."""
+    out = [
+        "",
+        "## The target's own pass rate on the training problems",
+        "",
+        "Per problem: correct / k of the rewrite's self samples (the warmed-up target, before any adaptation).",
+        "",
+    ]
+    for name, s in zip(names, seeds):
+        rates = _self_rates(s)
+        if not rates:
+            continue
+        k = max(n for _, n, _ in rates)
+        hist = [sum(1 for c, n, _ in rates if c == j and n == k) for j in range(k + 1)]
+        middle = sum(1 for c, n, _ in rates if n and 0.2 <= c / n <= 0.6)
+        solved = sum(1 for c, _, _ in rates if c > 0)
+        out += [
+            f"**{name}** ({len(rates)} problems, k = {k}): "
+            + ", ".join(f"{j}/{k}: {h}" for j, h in enumerate(hist))
+            + f"; pass rate in [0.2, 0.6]: {middle} ({middle / len(rates):.0%}); "
+            f"solved at least once: {solved} ({solved / len(rates):.0%}); "
+            f"mean pass rate {sum(c for c, _, _ in rates) / sum(n for _, n, _ in rates):.2f}",
+            "",
+        ]
+        by_steps = sorted({st for _, _, st in rates if st is not None})
+        if by_steps:
+            out += ["| steps | problems | mean pass rate | solved at least once |", "|---|---|---|---|"]
+            for st in by_steps:
+                rows = [(c, n) for c, n, t in rates if t == st]
+                mean = sum(c for c, _ in rows) / sum(n for _, n in rows)
+                once = sum(1 for c, _ in rows if c > 0)
+                out.append(f"| {st} | {len(rows)} | {mean:.2f} | {once} ({once / len(rows):.0%}) |")
+            out.append("")
+    return out
 
 
 if __name__ == "__main__":
