@@ -6,8 +6,9 @@ rows (`fallback`: keep | drop | dft, the train option of that name; adapted sets
 
 - `expert`   the SFT set as given (the expert's solutions);
 - `rewrite`  Mind the Gap's adapted set (stage `rewrite`: self / guided / expert rows);
-- `sdft`     prompted rewrite as SDFT does it (stage `sdft`, the rewrite stage's `prompted_rewrite` method): the
-             target rewrites each expert solution once, kept when its answer verifies, else the expert row;
+- `sdft`     prompted rewrite as SDFT does it (stage `sdft`, the rewrite stage's `sdft` method): the
+             target rewrites each expert solution once with SDFT's own distillation prompt (prompts.SDFT), kept
+             when its answer verifies (and SDFT's filter passes it), else the expert row;
 - `mapper`   DART's mapped set (stages `mapper_train` then `mapper`: synthesis with the RL-trained mapper);
 - `prompted` prompted rewrite through DART's synthesis with the untrained mapper (stage `prompted`): best of k
              rewrites through DART's gate, the highest r_align kept, else the expert row (not SDFT's rule);
@@ -15,12 +16,18 @@ rows (`fallback`: keep | drop | dft, the train option of that name; adapted sets
              `mapper_train_patch` then `mapper_patch`).
 
 `base` (the target itself) and `direct_rl` (GRPO on the target, no SFT set) are the untrained-data arms.
+Direct RL at several compute budgets, for a compute-vs-accuracy curve: an arm named `direct_rl@N` (N >= 1, any
+number of them in a run's `arms:`) is the same GRPO run with `grpo.max_steps` = N over the `direct_rl:` section,
+in its own stage folder `direct_rl@N`; plain `direct_rl` keeps the section's own max_steps. They are separate
+runs: with the default constant schedule the N-step run is the first N steps of a longer one, but a stage folder
+only resumes checkpoints it wrote itself, so a longer budget does not start from a shorter one's checkpoint.
 A new arm that trains on an existing source with an existing loss is one row here (`train` gives it training
 options of its own); a new source is a step of a stage in the stage registry (registry.py).
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -92,8 +99,44 @@ CONTRASTS: tuple[tuple[str, str, str], ...] = (
 )
 DEFAULT_ARMS = ("base", "sft", "dft", "dr_sft", "dr_dft", "dr_is", "dart_sft", "sdft_sft", "pr_sft", "direct_rl")
 
+DIRECT_RL = "direct_rl"
+_BUDGET = re.compile(r"direct_rl@([1-9][0-9]*)")
+
+
+def direct_rl_steps(name: str) -> int | None:
+    """The GRPO budget (max_steps) an arm name `direct_rl@N` gives, or None for any other name."""
+    match = _BUDGET.fullmatch(name)
+    return int(match.group(1)) if match else None
+
+
+def is_direct_rl(name: str) -> bool:
+    """`direct_rl` or a budget of it (`direct_rl@N`): an arm trained by GRPO on the target, in stage folder `name`."""
+    return name == DIRECT_RL or direct_rl_steps(name) is not None
+
+
+def known(name: str) -> bool:
+    """Whether a run's `arms:` may name `name`: a row of the table or a direct-RL budget."""
+    return name in ARMS or direct_rl_steps(name) is not None
+
+
+class _Labels(dict):
+    """Arm -> label as printed; a direct-RL budget arm, not a row of the table, is labelled from its budget."""
+
+    def __missing__(self, name: str) -> str:
+        steps = direct_rl_steps(name)
+        if steps is None:
+            raise KeyError(name)
+        return f"{self[DIRECT_RL]}, {steps} step{'s' * (steps != 1)}"
+
+    def get(self, name, default=None):
+        try:
+            return self[name]
+        except KeyError:
+            return default
+
+
 ARMS: tuple[str, ...] = ()
-ARM_LABELS: dict[str, str] = {}
+ARM_LABELS: dict[str, str] = _Labels()
 # arm -> (training data source, loss), for the arms that fine-tune the target on a set
 TRAINED_ARMS: dict[str, tuple[str, str]] = {}
 # arm -> what its training does with the set's expert-fallback rows (trained arms only)
@@ -123,12 +166,15 @@ def set_table(table: tuple[Arm, ...]) -> tuple[Arm, ...]:
             f"arm(s) {bad}: fallback is one of {', '.join(FALLBACKS)}, and only an adapted set has "
             "fallback rows to drop or reweight"
         )
+    taken = [a.name for a in table if direct_rl_steps(a.name) is not None]
+    if taken:
+        raise ValueError(f"arm(s) {taken}: direct_rl@N names direct RL at N steps; choose another name")
     wired = [a.name for a in table if set(a.train) & {"model", "data", "out", "loss", "fallback"}]
     if wired:
         raise ValueError(f"arm(s) {wired}: train options may not set model, data, out, loss or fallback (the row does)")
     TABLE = tuple(table)
     ARMS = tuple(a.name for a in TABLE)
-    ARM_LABELS = {"raw": "raw model", **{a.name: a.label for a in TABLE}}
+    ARM_LABELS = _Labels({"raw": "raw model", DIRECT_RL: "GRPO (direct RL)", **{a.name: a.label for a in TABLE}})
     TRAINED_ARMS = {a.name: (a.source, a.loss) for a in TABLE if a.source}
     FALLBACK = {a.name: a.fallback for a in TABLE if a.source}
     return previous

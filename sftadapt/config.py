@@ -530,13 +530,22 @@ def without_engine_options(values: Any) -> Any:
     An engine's options say where and how to run (server URLs, concurrency, retries, timeouts, memory share,
     tensor parallelism), not what: a run resumed against other servers, or with more concurrency, keeps its
     shards. The backend itself stays decided (hf and a server round differently). What an option could change
-    downstream is hashed where it lands: the problems a length budget keeps are part of every run id."""
+    downstream is hashed where it lands: the problems a length budget keeps are part of every run id. An optional
+    block that is off (the reward's `judge` without a model) is left out whole."""
     if isinstance(values, dict):
         if set(values) == {"backend", "options"}:
             return {"backend": values["backend"]}
-        # a `same` engine block (a scoring role served by the stage's engine) adds nothing to decide
-        return {k: without_engine_options(v) for k, v in values.items() if not _same_engine(v)}
+        # a `same` engine block (a scoring role served by the stage's engine) adds nothing to decide, nor does an
+        # optional block that is off (OFF_WHEN_NO_MODEL): left out, it keeps the hash of every run made before it
+        return {k: without_engine_options(v) for k, v in values.items() if not (_same_engine(v) or _off_block(k, v))}
     return values
+
+
+OFF_WHEN_NO_MODEL = ("judge",)  # optional sections off while their `model` is unset (the reward's reasoning judge)
+
+
+def _off_block(key: str, value: Any) -> bool:
+    return key in OFF_WHEN_NO_MODEL and isinstance(value, dict) and value.get("model") is None
 
 
 def _same_engine(value: Any) -> bool:

@@ -52,6 +52,7 @@ from sftadapt.run_config import (  # noqa: F401 - the run config's names, where 
     quickstart_config,
     seed_paths,
 )
+from sftadapt.runtime import launch
 from sftadapt.runtime.stage_cache import UNHASHED, Clock, Stages, _decided, spec_changes, stage_record  # noqa: F401
 
 EvalConfig = StudyEvalConfig  # the `eval:` section's class under its older name
@@ -84,11 +85,96 @@ def stage_configs(cfg, seed: int, target: str, paths: dict[str, str]) -> dict[st
             cfg, "train", ("warmup.train",), {"loss": "nll"}, seed, cfg.model, paths["warmup_data"], paths["warmup"]
         )
     out["direct_rl"] = _step_config(cfg, "rl", ("direct_rl",), {}, seed, target, paths["expert"], paths["direct_rl"])
+    for name in cfg.arms:  # direct RL at another budget (direct_rl@N): the section with grpo.max_steps = N
+        if arm_table.direct_rl_steps(name) is not None:
+            fixed = {"grpo": {"max_steps": arm_table.direct_rl_steps(name)}}
+            folder = str(Path(paths["direct_rl"]).with_name(name))
+            out[name] = _step_config(cfg, "rl", ("direct_rl",), fixed, seed, target, paths["expert"], folder)
     values = {k: v for k, v in dataclasses.asdict(cfg.eval).items() if k not in ("raw_model", "protocol_overrides")}
     values.update(cfg.eval.protocol_changes())
     out["eval"] = build_config(registry.load("eval").config, {**values, **tracking_options(cfg)}, "eval")
     out["protocol"] = out["eval"].resolved_protocol()
+    study_precision(cfg, out)
     return out
+
+
+def study_precision(cfg, configs: dict[str, Any]) -> None:
+    """Like for like (docs/precision.md, "One precision per study"): the arms of a study differ in their data and
+    method, never in the precision a stage ran in. Rewrites `configs` in place, where this machine needs it:
+
+    - mapper stages: the target scores rewrites (r_align) in float32 under `auto`, and the untrained mapper (the
+      target) samples in that dtype, as a trained one does by default (adapt/mapper.py: `scoring_dtype`,
+      `synth_dtypes`); the option is spelled out here so that a stage cached from bf16 scoring runs again;
+    - training: one compute dtype for the study's SFT-family arms: float32 for all as soon as one arm's loss
+      trains in float32 only (`is`); an arm whose explicit options keep it in bf16 is named in a warning.
+
+    Each option is written only where this machine's answer to it differs (precision.spelled_for_study): on an
+    AVX2-only CPU, where every stage already runs in float32, every config and its hash stay as they were."""
+    _one_mapper_precision(cfg, configs)
+    _one_training_dtype(cfg, configs)
+
+
+def _one_mapper_precision(cfg, configs: dict[str, Any]) -> None:
+    from sftadapt.runtime import precision as prec
+
+    steps = registry.step_rows()
+    mappers = {name: step for name, (row, step) in steps.items() if row.name in ("map train", "map synthesize")}
+    for name in mappers:
+        c = configs[name]
+        configs[name] = dataclasses.replace(c, dtype=prec.spelled_for_study(c.dtype, prec.scoring_dtype(c.dtype)))
+    sources: dict[str, list[str]] = {}
+    for a in cfg.arms:
+        if a in arm_table.TRAINED_ARMS:
+            sources.setdefault(arm_table.TRAINED_ARMS[a][0], []).append(a)
+    sampled = {}  # the mapper sampling dtype of each synthesis step the study runs, by the arms that use it
+    for name, step in mappers.items():
+        if steps[name][0].name == "map synthesize" and step.source in sources:
+            c, arms = configs[name], "/".join(sources[step.source])
+            if step.input_key != "mapper" or c.mapper_dtype is None:
+                sampled[arms] = prec.scoring_dtype(c.dtype)
+            else:  # an explicit mapper_dtype: auto loads a LoRA-trained mapper (the default) in float32
+                lora = _dotted(dataclasses.asdict(configs[step.after]), "grpo.lora")
+                sampled[arms] = "float32" if c.mapper_dtype == "auto" and lora else prec.resolve_dtype(c.mapper_dtype)
+    if "sdft" in sources and "sdft" in configs and len(set(sampled.values())) == 1:
+        # SDFT's one rewrite is sampled as the mappers sample (its scoring is float32 already: score_dtype)
+        c = configs["sdft"]
+        configs["sdft"] = dataclasses.replace(c, dtype=prec.spelled_for_study(c.dtype, next(iter(sampled.values()))))
+    if len(set(sampled.values())) > 1:
+        said = ", ".join(f"{arm} {dtype}" for arm, dtype in sorted(sampled.items()))
+        prec.warn_once(
+            f"study-mapper-dtype:{said}",
+            f"synth: the mappers of this study sample in different precisions ({said}): the arms then differ in "
+            "precision as well as in their mapper; leave synth.mapper_dtype unset (docs/precision.md)",
+        )
+
+
+def _one_training_dtype(cfg, configs: dict[str, Any]) -> None:
+    from sftadapt.runtime import precision as prec
+    from sftadapt.train.losses import LOSSES
+
+    trained = [a for a in arm_table.TABLE if a.source and a.name in cfg.arms]
+    computes = {}
+    for arm in trained:
+        loss = LOSSES.get(arm.loss)
+        computes[arm.name] = (configs[f"train_{arm.name}"].precision()[0], bool(loss and loss.float32_only))
+    want = prec.study_training_dtype(computes)
+    if want is None:
+        return
+    kept = []
+    for arm, (compute, _) in computes.items():
+        c = configs[f"train_{arm}"]
+        if compute != want and prec.normalize(c.dtype) == "auto":
+            c = configs[f"train_{arm}"] = dataclasses.replace(c, dtype=prec.spelled_for_study(c.dtype, want))
+        if c.precision()[0] != want:
+            kept.append(arm)
+    if kept:
+        forced = [arm for arm, (_, only) in computes.items() if only]
+        prec.warn_once(
+            f"study-train-dtype:{kept}",
+            f"train: arm(s) {', '.join(kept)} train in bfloat16 (their dtype or weights_dtype say so) while "
+            f"{', '.join(forced)} must train in {want} (its loss needs it): the arms then differ in precision as "
+            "well as in their loss; use dtype auto or float32 and weights_dtype float32 (docs/precision.md)",
+        )
 
 
 def _step_config(cfg, stage: str, sections, fixed: dict, seed: int, model: str, data: str, folder: str) -> Any:
@@ -145,8 +231,8 @@ def planned_stages(cfg) -> int:
     needs = {arm_table.TRAINED_ARMS[a][0] for a in arms if a in arm_table.TRAINED_ARMS}
     warm = cfg.task.kind == "synthetic" and cfg.warmup.enabled
     n = 1 + warm + sum(len(arm_table.SOURCE_STAGES[s]) for s in needs)
-    n += sum(a in arm_table.TRAINED_ARMS for a in arms) + ("direct_rl" in arms)
-    n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a in ("base", "direct_rl")]) + (
+    n += sum(a in arm_table.TRAINED_ARMS or arm_table.is_direct_rl(a) for a in arms)
+    n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a == "base" or arm_table.is_direct_rl(a)]) + (
         warm and cfg.eval.raw_model
     )
     return n
@@ -176,7 +262,9 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
             "warmup",
             configs["warmup"],
             ["data"],
-            lambda f: _launched("train", configs["warmup"], train.run, progress, final_checkpoint=cfg.keep_checkpoints),
+            lambda f: launch.run(
+                "train", configs["warmup"], train.run, progress, final_checkpoint=cfg.keep_checkpoints
+            ),
         )
         target, target_inputs = paths["warmup"], ["warmup"]
         configs = stage_configs(cfg, seed, target, paths)
@@ -192,7 +280,7 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
                 step.name,
                 configs[step.name],
                 inputs,
-                lambda f, s=step.name, st=stage: _launched(steps[s][0].name, configs[s], st.run, progress),
+                lambda f, s=step.name, st=stage: launch.run(steps[s][0].name, configs[s], st.run, progress),
             )
             inputs = [step.name]
 
@@ -206,20 +294,15 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
                 name,
                 configs[name],
                 upstream,
-                lambda f, n=name: _launched(
+                lambda f, n=name: launch.run(
                     "train", configs[n], train.run, progress, final_checkpoint=cfg.keep_checkpoints
                 ),
             )
             models[arm] = paths[name]
-    if "direct_rl" in arms:
-        rl = registry.load("rl")
-        stages.run(
-            "direct_rl",
-            configs["direct_rl"],
-            target_inputs,
-            lambda f: _launched("rl", configs["direct_rl"], rl.run, progress),
-        )
-        models["direct_rl"] = paths["direct_rl"]
+    rl = registry.load("rl")
+    for arm in (a for a in arms if arm_table.is_direct_rl(a)):  # direct_rl and any direct_rl@N, one stage each
+        stages.run(arm, configs[arm], target_inputs, lambda f, a=arm: launch.run("rl", configs[a], rl.run, progress))
+        models[arm] = configs[arm].out
 
     # ---- evaluate: every arm in one dtype
     to_eval = {"raw": cfg.model, **models} if "warmup" in configs and cfg.eval.raw_model else dict(models)
@@ -249,16 +332,6 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
         "folders": stages.folders,
         "plan": stages.plan,
     }
-
-
-def _launched(stage: str, stage_cfg, run, progress: bool, **kwargs) -> dict[str, Any]:
-    """Registry stage `stage`'s `run`, in this process or, where its config's `launcher` says accelerate, on
-    several processes (runtime/launch.py); either way the same summary reaches the stage cache and the report."""
-    from sftadapt.runtime import launch
-
-    if launch.wanted(stage_cfg):
-        return launch.run_stage(stage, stage_cfg, progress, **kwargs)
-    return run(stage_cfg, progress=progress, **kwargs)
 
 
 def make_data(cfg, seed: int, folder: Path) -> dict[str, Any]:

@@ -78,8 +78,8 @@ ROWS: list[Row] = [
         section="rewrite",
         steps=(
             Step("rewrite", "rewrite", ("rewrite",)),
-            # SDFT: the rewrite stage's one-rewrite method, with the rewrite section's sampling options
-            Step("sdft", "sdft", ("rewrite",), {"method": "prompted_rewrite"}),
+            # SDFT: the rewrite stage's one-rewrite method with SDFT's own prompt, the rewrite section's sampling
+            Step("sdft", "sdft", ("rewrite",), {"method": "sdft"}),
         ),
     ),
     Row(
@@ -114,7 +114,11 @@ ROWS: list[Row] = [
                 {"reward": {"kind": "patch"}},
                 after="mapper_train_patch",
                 input_key="mapper",
-                carry=(("mapper_train_patch", "reward.dist_weight"), ("mapper_train_patch", "reward.div_weight")),
+                carry=(
+                    ("mapper_train_patch", "reward.dist_weight"),
+                    ("mapper_train_patch", "reward.div_weight"),
+                    ("mapper_train_patch", "reward.judge"),  # a judge set in `patch:` judges its synthesis too
+                ),
             ),
         ),
     ),

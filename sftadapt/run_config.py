@@ -70,7 +70,9 @@ class _RunOptions:
     model: str = option("smollm2-135m", help="the model to adapt data for (before any warm-up)")
     seeds: list[int] = option([0], help="one full study per seed (data, sampling, training); reported side by side")
     arms: list[str] = option(
-        list(arm_table.DEFAULT_ARMS), help="arms to run: names of the arm table (arms.py; docs/reference.md lists them)"
+        list(arm_table.DEFAULT_ARMS),
+        help="arms to run: names of the arm table (arms.py; docs/reference.md lists them), and direct_rl@N for "
+        "direct RL at N GRPO steps (any number of budgets: a compute-vs-accuracy curve)",
     )
     task: TaskConfig = field(default_factory=TaskConfig, metadata={"help": "the SFT set"})
     warmup: WarmupConfig = field(default_factory=WarmupConfig, metadata={"help": "warm-up SFT"})
@@ -104,9 +106,11 @@ class _RunOptions:
     )
 
     def validate(self) -> None:
-        unknown = [a for a in self.arms if a not in arm_table.ARMS]
+        unknown = [a for a in self.arms if not arm_table.known(a)]
         if unknown:
-            raise ValueError(f"unknown arm(s) {unknown}: choose from {', '.join(arm_table.ARMS)}")
+            raise ValueError(
+                f"unknown arm(s) {unknown}: choose from {', '.join(arm_table.ARMS)}, or direct_rl@N (N GRPO steps)"
+            )
         if "base" not in self.arms:
             raise ValueError("arms must include 'base': every other arm is compared with it")
         if not self.seeds:

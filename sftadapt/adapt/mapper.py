@@ -7,8 +7,9 @@ text the target model finds likely, then synthesise the SFT set with it.
    (scored through `Engine.score`; the `centered` variant adds the target's entropy), or r_min = −10 when the
    anti-cheating gate rejects ŷ (wrong/missing answer, length ratio outside [0.3, 2], < 8 tokens, looping 4-grams,
    near-copy of y, mentions of the reference, meta text that echoes the mapping prompt or talks of rewriting,
-   answer-only filler). Optimised with GRPO on TRL's `GRPOTrainer` (group 8, T=1.0, lr 1e-6 full / 1e-5 LoRA, KL 0
-   by default), on CPU or with TRL's vLLM options on GPUs (sftadapt/rl/grpo.py).
+   answer-only filler; with `reward.judge` set, also a rewrite a judge model does not call VALID, the reasoning
+   judge of Patch: reward.py). Optimised with GRPO on TRL's `GRPOTrainer` (group 8, T=1.0, lr 1e-6 full / 1e-5
+   LoRA, KL 0 by default), on CPU or with TRL's vLLM options on GPUs (sftadapt/rl/grpo.py).
    GRPO normalises rewards within a prompt's group, so per-prompt offsets (e.g. r_align(y) as a baseline) cancel:
    only how rewrites of one problem compare matters. Per step, `rl_log.jsonl` records the gate pass rate, mean
    r_align of passing rollouts, each failure reason's rate, the mean length ratio, and TRL's own metrics.
@@ -46,7 +47,15 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sftadapt.adapt.reward import GATE_REASONS, AlignmentReward, RewardConfig
+from sftadapt.adapt.reward import (
+    GATE_REASONS,
+    JUDGE_REASONS,
+    AlignmentReward,
+    EngineJudge,
+    RewardConfig,
+    reason_names,
+    reward_record,
+)
 from sftadapt.config import config_dict, config_hash, decided_options, option
 from sftadapt.data import budget
 from sftadapt.data import prompts as P
@@ -59,7 +68,7 @@ from sftadapt.registry import Stage, echo_adapted_set
 from sftadapt.rl.grpo import GRPOOptions, write_compute
 from sftadapt.runtime import tracking
 from sftadapt.runtime.models import model_info
-from sftadapt.runtime.precision import normalize
+from sftadapt.runtime.precision import normalize, scoring_dtype
 from sftadapt.runtime.trainer_options import LauncherConfig, launcher_option
 from sftadapt.verify import verifier_version
 
@@ -84,7 +93,9 @@ class MapperTrainConfig:
     out: str = option("runs/map-train", help="output folder: the trained mapper, rl_log.jsonl, compute.json")
     limit: int | None = option(None, help="first N problems only")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
-    dtype: str = option("auto", help="target scoring dtype: auto (bf16 only where native) | float32 | bfloat16")
+    dtype: str = option(
+        "auto", help="target scoring dtype (r_align): auto (= float32, on every machine) | float32 | bfloat16"
+    )
     engine: EngineConfig = field(
         default_factory=EngineConfig,
         metadata={"help": "the backend that scores rewrites under the frozen target (the reward)"},
@@ -137,12 +148,14 @@ class SynthConfig:
     seed: int = option(0, help="base seed; rewrite j of problem p is seeded by (seed, p, 'mapper', j)")
     chat: bool = option(True, help="apply chat templates (mapper prompt and the target's solve prompt)")
     dtype: str = option(
-        "auto", help="target dtype (and the untrained mapper's): auto (bf16 only where native) | float32 | bfloat16"
+        "auto",
+        help="target dtype: scoring (r_align) and the untrained mapper's sampling: auto (= float32, on every "
+        "machine) | float32 | bfloat16",
     )
     mapper_dtype: str | None = option(
         None,
-        help="trained mapper dtype (default: dtype); under auto a LoRA-trained "
-        "mapper loads in float32 so its update is not rounded away",
+        help="trained mapper dtype (default: the target's, so that a trained and an untrained mapper sample in "
+        "one precision); under auto a LoRA-trained mapper loads in float32 so its update is not rounded away",
     )
     batch_size: int = option(32, help="sequences per generate call")
     engine: EngineConfig = field(
@@ -175,16 +188,42 @@ class SynthConfig:
             normalize(self.mapper_dtype, field="mapper_dtype")
 
 
+def synth_dtypes(cfg: SynthConfig) -> tuple[str, str]:
+    """(target, trained mapper) dtypes asked of the engines. The target scores in `dtype`, float32 under auto
+    (precision.scoring_dtype), and as the untrained mapper samples in it too (one engine, one precision); a
+    trained mapper samples in `mapper_dtype`, by default the target's dtype, so the two mappers of a study sample
+    alike."""
+    target = scoring_dtype(cfg.dtype)
+    return target, cfg.mapper_dtype or target
+
+
 def _precisions(engine, mapper_engine, cfg: SynthConfig) -> dict[str, Any]:
-    """The dtypes that really ran for the target and the mapper (an injected engine may not say)."""
-    target = engine.precision or {"generate": cfg.dtype, "score": cfg.dtype}
-    mapper = mapper_engine.precision or {"generate": cfg.mapper_dtype or cfg.dtype}
+    """The dtypes that really ran for the target and the mapper (an injected engine may not say: then the dtypes
+    asked of it)."""
+    target_dtype, mapper_dtype = synth_dtypes(cfg)
+    target = engine.precision or {"generate": target_dtype, "score": target_dtype}
+    mapper = mapper_engine.precision or {"generate": target_dtype if mapper_engine is engine else mapper_dtype}
     return {"target": target["score"], "mapper": mapper["generate"]}
 
 
 # ---------------------------------------------------------------- shared pieces
-def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True) -> AlignmentReward:
-    """The alignment reward wired to a target engine (`Engine.score`) and a `Verifier`."""
+def make_judge(cfg: RewardConfig, owned, chat: bool = True, engine=None) -> EngineJudge | None:
+    """The reasoning judge of `cfg.judge` (None while its model is unset): on `engine` when given (tests), else on
+    an engine built here and added to the stage's `owned`, so it is closed with the stage."""
+    if not cfg.judge.on:
+        return None
+    if engine is None:
+        from sftadapt.engines import make_engine
+
+        engine = owned.add(
+            make_engine(cfg.judge.model, cfg.judge.engine, dtype=cfg.judge.dtype, batch_size=cfg.judge.batch_size)
+        )
+    return EngineJudge(engine, cfg.judge.max_new_tokens, chat)
+
+
+def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True, judge=None) -> AlignmentReward:
+    """The alignment reward wired to a target engine (`Engine.score`), a `Verifier` and, when `cfg.judge` sets
+    one, the reasoning judge (`make_judge`)."""
     tok = engine.tokenizer
     qa_prompts: dict[str, str] = {}
 
@@ -199,6 +238,7 @@ def make_reward(engine, verifier, cfg: RewardConfig, chat: bool = True) -> Align
         tokenize=lambda text: tok(text, add_special_tokens=False)["input_ids"],
         qa_prompt=qa_prompt,
         cfg=cfg,
+        judge=judge,
     )
 
 
@@ -207,8 +247,11 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 # ---------------------------------------------------------------- 1. mapper RL
-def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress: bool = True) -> dict[str, Any]:
-    """GRPO on the mapper with the alignment reward; saves the mapper (LoRA merged) in `cfg.out`."""
+def train_mapper(
+    cfg: MapperTrainConfig, *, engine=None, verifier=None, judge_engine=None, progress: bool = True
+) -> dict[str, Any]:
+    """GRPO on the mapper with the alignment reward; saves the mapper (LoRA merged) in `cfg.out`. `judge_engine`
+    runs `reward.judge` when given (tests); otherwise it is built from the config when set."""
     from sftadapt.rl.grpo import run_grpo
     from sftadapt.runtime.models import load_tokenizer
     from sftadapt.runtime.outdir import STAGE_OUTPUTS, TRAIN_OUTPUTS
@@ -223,7 +266,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
         if engine is None:
             from sftadapt.engines import make_engine
 
-            engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=cfg.dtype))
+            engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=scoring_dtype(cfg.dtype)))
         mapper_tok = load_tokenizer(mapper_spec)
         # over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(
@@ -249,7 +292,8 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
                     "problem_id": p.id,
                 }
             )
-        reward = make_reward(engine, verifier, cfg.reward, cfg.chat)
+        judge = make_judge(cfg.reward, owned, cfg.chat, judge_engine)
+        reward = make_reward(engine, verifier, cfg.reward, cfg.chat, judge)
         summary = run_grpo(
             mapper_spec,
             rows,
@@ -257,7 +301,7 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
             cfg.grpo,
             out,
             stage="mapper_rl",
-            log_keys=RL_LOG_KEYS,
+            log_keys=RL_LOG_KEYS + (tuple(f"fail_{r}" for r in JUDGE_REASONS) if judge else ()),
             progress=progress,
             force=cfg.force,
             tracker={"report_to": cfg.report_to, "tracking_dir": cfg.tracking_dir, "online": cfg.online or None},
@@ -266,13 +310,21 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
                 "target": model_info(cfg.target),
                 "mapper": model_info(mapper_spec),
                 "data": cfg.data,
-                "reward": config_dict(cfg.reward),
+                "reward": reward_record(cfg.reward),
                 "chat": cfg.chat,
-                "target_precision": engine.precision or {"score": cfg.dtype},
+                "target_precision": engine.precision or {"score": scoring_dtype(cfg.dtype)},
                 "mapper_template_hash": P.template_hash(mapper_tok, P.MAPPER, cfg.chat),
+                **(
+                    {"judge_template_hash": P.template_hash(judge.engine.tokenizer, P.JUDGE, cfg.chat)} if judge else {}
+                ),
             },
         )
     summary["rejected_input_rows"] = rejects
+    # what ran: the target's scoring (r_align) and the mapper's training (compute, weights)
+    summary["precision"] = {
+        "target_score": (engine.precision or {}).get("score") or scoring_dtype(cfg.dtype),
+        "mapper_train": dict(zip(("compute", "weights"), cfg.grpo.precision())),
+    }
     return summary
 
 
@@ -280,10 +332,10 @@ def train_mapper(cfg: MapperTrainConfig, *, engine=None, verifier=None, progress
 class _Synth:
     """One synthesis run: engines, verifier, reward, templates, and the work on one chunk of problems."""
 
-    def __init__(self, cfg: SynthConfig, target, mapper, verifier, provenance: dict[str, Any]):
+    def __init__(self, cfg: SynthConfig, target, mapper, verifier, provenance: dict[str, Any], judge=None):
         self.cfg, self.target, self.mapper, self.verifier = cfg, target, mapper, verifier
         self.provenance = provenance
-        self.reward = make_reward(target, verifier, cfg.reward, cfg.chat)
+        self.reward = make_reward(target, verifier, cfg.reward, cfg.chat, judge)
         self.sampling = Sampling(
             n=cfg.k, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_new_tokens, seed=cfg.seed
         )
@@ -416,14 +468,16 @@ def synthesize(
     engine=None,
     mapper_engine=None,
     verifier=None,
+    judge_engine=None,
     problems: Sequence[Problem] | None = None,
     progress: bool = True,
     print_summary: bool = True,
 ) -> dict[str, Any]:
     """Run synthesis; writes OUT/train.jsonl, summary.json (returned), compute.json, rejects.jsonl if any.
 
-    `engine` (target), `mapper_engine`, `verifier` and `problems` may be passed in (tests); otherwise they are
-    built from `cfg` and closed at the end. The untrained mapper is the target engine itself."""
+    `engine` (target), `mapper_engine`, `verifier`, `judge_engine` (`reward.judge`, when set) and `problems` may
+    be passed in (tests); otherwise they are built from `cfg` and closed at the end. The untrained mapper is the
+    target engine itself."""
 
     from sftadapt.runtime.outdir import ADAPTED_SET_OUTPUTS
     from sftadapt.runtime.prologue import Owned, load_problems, make_verifier, open_stage
@@ -447,14 +501,14 @@ def synthesize(
         from sftadapt.engines import make_engine
 
         if engine is None:
-            engine = owned.add(make_engine(cfg.target, cfg.engine, dtype=cfg.dtype, batch_size=cfg.batch_size))
+            engine = owned.add(
+                make_engine(cfg.target, cfg.engine, dtype=synth_dtypes(cfg)[0], batch_size=cfg.batch_size)
+            )
         if untrained:
             mapper_engine = engine
         elif mapper_engine is None:
             mapper_engine = owned.add(
-                make_engine(
-                    cfg.mapper, cfg.mapper_engine, dtype=cfg.mapper_dtype or cfg.dtype, batch_size=cfg.batch_size
-                )
+                make_engine(cfg.mapper, cfg.mapper_engine, dtype=synth_dtypes(cfg)[1], batch_size=cfg.batch_size)
             )
         # over-long prompts/solutions become rejects, the run goes on
         problems, over = budget.screen_stage(
@@ -472,6 +526,9 @@ def synthesize(
             "mapper": P.template_hash(mapper_engine.tokenizer, P.MAPPER, cfg.chat),
             "solve": P.template_hash(engine.tokenizer, P.SOLVE, cfg.chat),
         }
+        judge = make_judge(cfg.reward, owned, cfg.chat, judge_engine)
+        if judge is not None:  # an edit of the JUDGE prompt is a new run (no key without a judge: ids as before)
+            templates["judge"] = P.template_hash(judge.engine.tokenizer, P.JUDGE, cfg.chat)
         decided = {
             **decided_options(cfg),
             "mapper": mapper_info,
@@ -489,10 +546,10 @@ def synthesize(
             "precision": _precisions(engine, mapper_engine, cfg),
             "chat": cfg.chat,
             "templates": templates,
-            "reward": config_dict(cfg.reward),
+            "reward": reward_record(cfg.reward),
             "verifier": verifier_version(),
         }
-        synth = _Synth(cfg, engine, mapper_engine, verifier, provenance)
+        synth = _Synth(cfg, engine, mapper_engine, verifier, provenance, judge)
         store = ShardStore(out / "shards", run_id, decided, force=cfg.force)
         n_shards = run_sharded(
             store,
@@ -544,7 +601,8 @@ def synthesize(
 def synthesis_summary(
     rows: list[dict[str, Any]], cfg: SynthConfig, method: str, run_id: str, mapper_info: dict, target_info: dict
 ) -> dict[str, Any]:
-    """Pass and fallback rates, gate failures, and the gap metric of the synthesised set beside the expert set's."""
+    """Pass and fallback rates, gate failures (the judge's too when `reward.judge` is set, with its verdicts under
+    `judge`), and the gap metric of the synthesised set beside the expert set's."""
     attempts = [a for r in rows for a in r["attempts"]]
     mapped = [r for r in rows if r["origin"] == "mapper"]
     fallback = [r for r in rows if r["origin"] == "expert"]
@@ -556,7 +614,8 @@ def synthesis_summary(
     expert_gap = _mean([r["meta"]["expert_target_logprob_mean"] for r in rows])
     mapped_gap = _mean([r["target_logprob_mean"] for r in mapped])
     mapped_expert_gap = _mean([r["meta"]["expert_target_logprob_mean"] for r in mapped])
-    return {
+    judged = cfg.reward.judge.on
+    out = {
         "method": method,
         "mapper": mapper_info,
         "target": target_info,
@@ -571,7 +630,8 @@ def synthesis_summary(
         "mapped_rate": len(mapped) / max(len(rows), 1),
         "fallback_rate": len(fallback) / max(len(rows), 1),
         "gate_failures": {
-            reason: sum(reason in a["meta"]["gate_reasons"] for a in attempts) / n_att for reason in GATE_REASONS
+            reason: sum(reason in a["meta"]["gate_reasons"] for a in attempts) / n_att
+            for reason in reason_names(judged)
         },
         "verdicts": verdicts,
         "r_align_variant": cfg.reward.variant,
@@ -589,6 +649,15 @@ def synthesis_summary(
             "solutions of the same problems",
         },
     }
+    if judged:
+        # attempts the rules passed were shown to the judge: its verdict is in their record
+        shown = [a["meta"]["judge"] for a in attempts if "judge" in a["meta"]]
+        out["judge"] = {
+            "model": cfg.reward.judge.model,
+            "judged": len(shown),
+            **{v: shown.count(v) for v in ("valid", "invalid", "unparsed")},
+        }
+    return out
 
 
 def summary_table(s: dict[str, Any]) -> str:

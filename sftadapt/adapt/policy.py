@@ -77,9 +77,9 @@ def guided_rejection(
 
 
 def rewrite_rejection(text: str, problem: str, reference: str, answer: str | None = None) -> str | None:
-    """The reason a *correct* prompted rewrite (SDFT, the MAPPER prompt) is still refused, or None: it talks about
-    the task (`meta_text`) or is an answer-only filler (`no_reasoning`, at MIN_REASONING_FRAC) — DART's gate
-    rules for the same failures, so no adapted set keeps a row that echoes the mapping prompt."""
+    """The reason a *correct* one-rewrite baseline (SDFT's prompt, or the MAPPER prompt) is still refused, or None:
+    it talks about the task (`meta_text`) or is an answer-only filler (`no_reasoning`, at MIN_REASONING_FRAC) —
+    DART's gate rules for the same failures, so no adapted set keeps a row that echoes the mapping prompt."""
     meta = meta_text(text, (problem, reference))
     if meta is not None:
         return f"meta_text: {meta}"
@@ -97,8 +97,8 @@ def rejection_kind(reason: str | None) -> str | None:
 # A response that talks about the task ("Rewrite the solution: ...", "in your own words") instead of solving the
 # problem is no training response for the plain solve prompt, where there is no task to talk about. Two signs:
 # - it shares a word n-gram with the instruction text of a mapping prompt: every template of data/prompts.py that
-#   embeds a solution (MAPPER, which DART, the prompted rewrite and SDFT send, and GUIDED), the problem and the
-#   solution they embed left out. Derived from the templates themselves, so the check follows any edit of them;
+#   embeds a solution (MAPPER, which DART and the prompted rewrite send; SDFT, SDFT's own; GUIDED), the problem
+#   and the solution they embed left out. Derived from the templates themselves, so the check follows any edit of them;
 # - it matches one of META_PATTERNS, talk of rewriting that does not echo the prompt word for word.
 # Either one is ignored where the problem or the expert solution says it too (a problem may ask to rewrite an
 # expression; an expert may "rewrite the equation"): only what the response adds counts.

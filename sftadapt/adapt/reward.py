@@ -33,6 +33,28 @@ For a rewrite ŷ of the expert solution y of problem x:
   it may already hold (the rewrite stage refuses such responses too, `keep_truncated=False`). In synthesis the
   engine says so (`finish_reason == "length"`); under TRL a rollout is cut when its last id is neither an end token
   nor pad, TRL's own test for `completions/clipped_ratio` (`stop_ids`, set by `run_grpo` from the trainer).
+- The reasoning judge (optional, off by default; `reward.judge`, the paper's judge of "Patch the Distribution
+  Mismatch"): a judge model, run on any engine backend, is shown each rollout the rules above pass — the JUDGE
+  prompt of data/prompts.py: the problem, the gold answer and ŷ, "does it solve the problem with valid steps that
+  lead to its final answer, not only state the answer or talk about the task? One word: VALID or INVALID" —
+  and answers greedily in at most `max_new_tokens` (8) tokens. Its verdict is the first word of the reply when
+  that is VALID or INVALID, else the one of the two words the reply holds (`judge_verdict`); ŷ fails with
+  `judge_invalid` for INVALID and `judge_unparsed` for a reply with neither word (or both, after another first
+  word): a judge that cannot say VALID is no pass. The rules run first, so the judge never sees what they refuse
+  and its cost scales with the passing rollouts; the target scores only what both pass. The judge's reply and
+  verdict are kept with each rollout's record (`judge`, `judge_reply`), its reasons are counted like the rules'
+  (`fail_judge_*` in rl_log.jsonl, `gate_failures` in a synthesis summary, which also counts the verdicts under
+  `judge`), and the reward's counters add `judged` and `judge_seconds`. Mapper RL and synthesis each build the
+  judge engine once (`make_engine(judge.model, judge.engine, dtype=judge.dtype, batch_size=judge.batch_size)`)
+  and close it with the stage. Set it in a config's `reward:` section (map train, map synthesize, and the run
+  config's mapper_train / synth / patch sections):
+
+      reward:
+        judge: {model: Qwen/Qwen2.5-7B-Instruct, engine: {backend: vllm}, dtype: bfloat16, max_new_tokens: 8}
+
+  or on the command line, `--set reward.judge.model=Qwen/Qwen2.5-7B-Instruct --set reward.judge.engine.backend=vllm`.
+  An `openai` judge on a server off this machine needs `--online` (or `allow_hosts`), as every engine block. With
+  `model` unset the block is left out of run ids, stage hashes and provenance, so runs made before it keep theirs.
 - `div(ŷ)` = 1 − mean character 5-gram Jaccard similarity to the other rollouts of its group (same prompt);
   off by default (weight 0).
 
@@ -40,7 +62,8 @@ For a rewrite ŷ of the expert solution y of problem x:
 
     reward(ŷ) = r_task · (1 + dist_weight · r_dist(ŷ) + div_weight · r_div(ŷ))     (0 when the gate rejects ŷ)
 
-- `r_task` = 1 if ŷ passes the gate, else 0 (the paper's answer check and reasoning judge; ours: the gate above);
+- `r_task` = 1 if ŷ passes the gate, else 0 (the paper's answer check and reasoning judge; ours: the gate above,
+  its rules standing in for the judge unless `reward.judge` sets one);
 - `r_dist` = sigmoid(−z), z = (ℓ − μ)/σ with ℓ = −r_align(ŷ) the length-normalised NLL under the frozen target
   and μ, σ the mean and population sd of ℓ over the group's gate-passing rollouts (a group of one passing
   rollout gets z = 0, r_dist = ½): closer to the target than its siblings → more than ½;
@@ -72,7 +95,9 @@ stage refuses meta text in its guided and prompted-rewrite responses with the sa
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +114,8 @@ from sftadapt.adapt.policy import (
     reference_mention,
 )
 from sftadapt.config import option
+from sftadapt.engines.base import EngineConfig, Sampling
+from sftadapt.runtime.precision import normalize
 
 GATE_REASONS = (
     "no_answer",
@@ -104,6 +131,8 @@ GATE_REASONS = (
     "no_reasoning",
     "truncated",
 )
+# the reasoning judge's reasons: only when a judge is on are they gate reasons (logged, summarised)
+JUDGE_REASONS = ("judge_invalid", "judge_unparsed")
 VARIANTS = ("mean", "centered")
 KINDS = ("alignment", "patch")
 GATE_ANSWER_FORMATS = ("boxed_strict", "any")
@@ -115,6 +144,42 @@ REFERENCE_PHRASES = [
     "the original solution",
     "rewritten solution",
 ]
+
+
+@dataclass
+class JudgeConfig:
+    """The optional reasoning judge behind the rule gate (`reward.judge`); off while `model` is unset."""
+
+    model: str | None = option(
+        None,
+        help="judge model (HF id, local path, smollm2-135m, tiny-random): shown every rewrite the rule gate "
+        "passed, it fails those it calls INVALID (judge_invalid) or answers unreadably (judge_unparsed); "
+        "unset = no judge",
+    )
+    engine: EngineConfig = field(
+        default_factory=EngineConfig,
+        metadata={
+            "help": "the backend that runs the judge (hf | vllm | openai | ray; openai servers off this "
+            "machine need --online)"
+        },
+    )
+    dtype: str = option("auto", help="judge dtype: auto (bf16 only where native) | float32 | bfloat16")
+    max_new_tokens: int = option(8, help="tokens the judge may write (its verdict: the word VALID or INVALID)")
+    batch_size: int = option(16, help="judge prompts per generate call")
+
+    def __post_init__(self) -> None:
+        if isinstance(self.engine, dict):  # rebuilt from its own dict (config_dict), as callers do
+            self.engine = EngineConfig(**self.engine)
+
+    @property
+    def on(self) -> bool:
+        return self.model is not None
+
+    def validate(self) -> None:
+        if self.model is not None and not self.model.strip():
+            raise ValueError("judge.model is empty: name the judge model, or leave it unset (null) for no judge")
+        normalize(self.dtype, field="judge.dtype")
+        self.engine.validate()
 
 
 @dataclass
@@ -163,6 +228,14 @@ class RewardConfig:
         0.0,
         help="weight of 1 - mean similarity to the group's other rollouts (added to passing rollouts only; 0 = off)",
     )
+    judge: JudgeConfig = field(
+        default_factory=JudgeConfig,
+        metadata={"help": "the optional reasoning judge behind the gate (off while judge.model is unset)"},
+    )
+
+    def __post_init__(self) -> None:
+        if isinstance(self.judge, dict):  # RewardConfig(**config_dict(cfg)): the block comes back as a dict
+            self.judge = JudgeConfig(**self.judge)
 
     def validate(self) -> None:
         if self.kind not in KINDS:
@@ -184,6 +257,21 @@ class RewardConfig:
             raise ValueError("max_repeat_frac, copy_jaccard and min_reasoning_frac are fractions in [0, 1]")
         if self.diversity_weight < 0:
             raise ValueError(f"diversity_weight = {self.diversity_weight}: must be >= 0")
+        self.judge.validate()
+
+
+def reason_names(judged: bool) -> tuple[str, ...]:
+    """The gate reasons a run counts: the rules', and the judge's where a judge is on."""
+    return GATE_REASONS + (JUDGE_REASONS if judged else ())
+
+
+def reward_record(cfg: RewardConfig) -> dict[str, Any]:
+    """The reward options as provenance keeps them: an off judge left out, so a row or an RL config written
+    without a judge reads as before the judge existed (the run hashes leave it out too: config.py)."""
+    data = dataclasses.asdict(cfg)
+    if not cfg.judge.on:
+        data.pop("judge")
+    return data
 
 
 # ---------------------------------------------------------------- text helpers (pure)
@@ -255,6 +343,72 @@ def content_reasons(text: str, problem: str, reference: str, answer: str | None,
     if cfg.reasoning_check and missing_reasoning(text, problem, reference, answer, cfg.min_reasoning_frac):
         reasons.append("no_reasoning")
     return reasons
+
+
+# ---------------------------------------------------------------- the reasoning judge
+_VERDICT_WORD = re.compile(r"\b(invalid|valid)\b", re.IGNORECASE)
+_FIRST_WORD = re.compile(r"[A-Za-z]+")
+
+
+def judge_verdict(reply: str) -> str:
+    """`valid` | `invalid` | `unparsed`: the judge's reply read as its verdict. Its first word when that is VALID or
+    INVALID (any case, markdown and quotes around it ignored); else the one verdict word the reply holds ("The
+    solution is INVALID."); a reply with neither word, or with both after a first word that is neither
+    ("VALID or INVALID?"), is `unparsed`."""
+    first = _FIRST_WORD.search(reply)
+    if first and first.group(0).lower() in ("valid", "invalid"):
+        return first.group(0).lower()
+    found = {m.lower() for m in _VERDICT_WORD.findall(reply)}
+    return found.pop() if len(found) == 1 else "unparsed"
+
+
+@dataclass
+class EngineJudge:
+    """The judge on an engine (`make_engine(cfg.judge.model, cfg.judge.engine, ...)`): one greedy generation of
+    at most `max_new_tokens` per rewrite after the JUDGE prompt (data/prompts.py), rendered with the judge model's
+    chat template when `chat`. Called as `judge(problems, golds, texts) -> replies`, the interface `judge_gate`
+    takes (tests inject plain functions)."""
+
+    engine: Any
+    max_new_tokens: int = 8
+    chat: bool = True
+
+    def __call__(self, problems: Sequence[str], golds: Sequence[str], texts: Sequence[str]) -> list[str]:
+        from sftadapt.data import prompts as P
+
+        tok = self.engine.tokenizer
+        prompts = [
+            P.render(tok, P.JUDGE.format(problem=x, answer=a, response=t), chat=self.chat)
+            for x, a, t in zip(problems, golds, texts)
+        ]
+        greedy = Sampling(n=1, temperature=0.0, max_new_tokens=self.max_new_tokens)
+        outs = self.engine.generate(prompts, greedy, seeds=[[0] for _ in prompts])  # greedy: the seed is unused
+        return [o[0].text for o in outs]
+
+
+def judge_gate(
+    judge: Callable[[list[str], list[str], list[str]], list[str]],
+    reasons: Sequence[list[str]],
+    texts: Sequence[str],
+    problems: Sequence[str],
+    golds: Sequence[str | None],
+) -> list[str | None]:
+    """Show `judge` every text the rule gate passed (`reasons[i]` empty) and add `judge_invalid` /
+    `judge_unparsed` to the reasons of those it does not call VALID (in place). Returns the judge's reply per
+    text, None where it was not asked."""
+    asked = [i for i, why in enumerate(reasons) if not why]
+    replies: list[str | None] = [None] * len(texts)
+    if not asked:
+        return replies
+    got = judge([problems[i] for i in asked], [golds[i] or "" for i in asked], [texts[i] for i in asked])
+    if len(got) != len(asked):
+        raise ValueError(f"the judge answered {len(got)} of {len(asked)} rewrites")
+    for i, reply in zip(asked, got):
+        replies[i] = reply
+        verdict = judge_verdict(reply)
+        if verdict != "valid":
+            reasons[i].append(f"judge_{verdict}")
+    return replies
 
 
 def length_ratio(n_tokens: int, reference_tokens: int) -> float:
@@ -360,6 +514,7 @@ class RolloutScore:
     target_logprobs: list[float] | None = None  # per token of the response (end token included)
     r_dist: float | None = None  # kind patch, passing rollouts only
     r_div: float | None = None
+    judge_reply: str | None = None  # the reasoning judge's reply, where it was asked
 
     def record(self) -> dict[str, Any]:
         """The JSON-able summary kept with an attempt (no per-token lists)."""
@@ -375,6 +530,8 @@ class RolloutScore:
         }
         if self.r_dist is not None:
             out.update(r_dist=self.r_dist, r_div=self.r_div)
+        if self.judge_reply is not None:
+            out.update(judge=judge_verdict(self.judge_reply), judge_reply=self.judge_reply)
         return out
 
 
@@ -389,16 +546,21 @@ def rollout_gate(
     truncated: Sequence[bool],
     problems: Sequence[str] | None = None,
     golds: Sequence[str | None] | None = None,
+    judge: Callable[[list[str], list[str], list[str]], list[str]] | None = None,
 ) -> list[list[str]]:
-    """`gate_reasons` of every rollout of a batch (an empty list: it passes)."""
+    """`gate_reasons` of every rollout of a batch (an empty list: it passes); with a `judge`, the rollouts the
+    rules pass are shown to it too (`judge_gate`)."""
     problems = problems if problems is not None else [""] * len(texts)
     golds = golds if golds is not None else [None] * len(texts)
-    return [
+    reasons = [
         gate_reasons(t, tok, ref, n_ref, v, cfg, rule, c, x, a)
         for t, tok, ref, n_ref, v, rule, c, x, a in zip(
             texts, tokens, references, reference_tokens, verdicts, rules, truncated, problems, golds
         )
     ]
+    if judge is not None:
+        judge_gate(judge, reasons, texts, problems, golds)
+    return reasons
 
 
 def score_rollouts(
@@ -415,16 +577,24 @@ def score_rollouts(
     reasons: Sequence[list[str]] | None = None,
     problems: Sequence[str] | None = None,
     golds: Sequence[str | None] | None = None,
+    judge_replies: Sequence[str | None] | None = None,
+    judge: Callable[[list[str], list[str], list[str]], list[str]] | None = None,
 ) -> list[RolloutScore]:
     """Rewards of a batch of rollouts. `target_scores[i]` is the target's `TokenScores` of text i (needed, and
     only read, for rollouts that pass the gate; None elsewhere); `groups[i]` names the group for diversity;
     `rules[i]` is the extraction rule behind verdict i (None: unknown); `truncated[i]`: text i was cut by the
     token limit (None: none was); `reasons[i]`: text i's gate reasons when the caller has gated already;
-    `problems[i]`/`golds[i]`: text i's problem and gold answer, for the meta-text and reasoning checks."""
+    `problems[i]`/`golds[i]`: text i's problem and gold answer, for the meta-text and reasoning checks;
+    `judge_replies[i]`: the reasoning judge's reply to text i where it was asked (`judge_gate`, whose reasons are
+    in `reasons` then), kept with its score; `judge`: gate with this judge too (only when `reasons` is None)."""
     if reasons is None:
         rules = rules if rules is not None else [None] * len(texts)
         cut = truncated if truncated is not None else [False] * len(texts)
         reasons = rollout_gate(texts, tokens, references, reference_tokens, verdicts, cfg, rules, cut, problems, golds)
+        if judge is not None:
+            judge_replies = judge_gate(
+                judge, reasons, texts, problems or [""] * len(texts), golds or [None] * len(texts)
+            )
     div = (
         diversity(texts, groups if groups is not None else [0] * len(texts), cfg.copy_ngram)
         if cfg.diversity_weight > 0
@@ -441,6 +611,7 @@ def score_rollouts(
             length_ratio=ratio,
             verdict=verdicts[i],
             diversity=div[i],
+            judge_reply=judge_replies[i] if judge_replies is not None else None,
         )
         if score.passed:
             ts = target_scores[i]
@@ -462,9 +633,10 @@ def score_rollouts(
     return out
 
 
-def summarize_scores(scores: Sequence[RolloutScore]) -> dict[str, float | None]:
-    """Per-batch statistics logged every step: pass rate, each failure reason's rate, mean r_align of passing
-    rollouts (None if none passed), mean length ratio (finite ratios only)."""
+def summarize_scores(scores: Sequence[RolloutScore], reasons: Sequence[str] = GATE_REASONS) -> dict[str, float | None]:
+    """Per-batch statistics logged every step: pass rate, the rate of each failure reason of `reasons`
+    (`reason_names`), mean r_align of passing rollouts (None if none passed), mean length ratio (finite ratios
+    only)."""
     n = len(scores)
     passing = [s.r_align for s in scores if s.passed and s.r_align is not None]
     ratios = [s.length_ratio for s in scores if math.isfinite(s.length_ratio)]
@@ -478,7 +650,7 @@ def summarize_scores(scores: Sequence[RolloutScore]) -> dict[str, float | None]:
         "length_ratio_mean": sum(ratios) / len(ratios) if ratios else None,
         "reward_mean": sum(s.reward for s in scores) / n if n else None,
     }
-    for reason in GATE_REASONS:
+    for reason in reasons:
         stats[f"fail_{reason}"] = sum(reason in s.reasons for s in scores) / n if n else None
     return stats
 
@@ -487,8 +659,9 @@ def summarize_scores(scores: Sequence[RolloutScore]) -> dict[str, float | None]:
 @dataclass
 class RewardCounters:
     """Compute spent inside the reward: rollouts seen, their tokens, target tokens scored and the seconds the
-    target spent scoring them, verifier calls. Cumulative: rl_log.jsonl carries them as `cum_*` and a resumed run
-    restarts them from its last kept row (rl/grpo.py)."""
+    target spent scoring them, verifier calls, and with a reasoning judge the rollouts it was shown and its
+    seconds (None without one: then they are not logged at all). Cumulative: rl_log.jsonl carries them as `cum_*`
+    and a resumed run restarts them from its last kept row (rl/grpo.py)."""
 
     calls: int = 0
     rollouts: int = 0
@@ -496,9 +669,11 @@ class RewardCounters:
     scored_tokens: int = 0  # teacher-forced through the target (passing rollouts only)
     score_seconds: float = 0.0  # wall time of those target passes
     verified: int = 0
+    judged: int | None = None  # rollouts shown to the reasoning judge
+    judge_seconds: float | None = None
 
     def as_dict(self) -> dict[str, float]:
-        return {
+        out = {
             "calls": self.calls,
             "rollouts": self.rollouts,
             "rollout_tokens": self.rollout_tokens,
@@ -506,6 +681,9 @@ class RewardCounters:
             "score_seconds": round(self.score_seconds, 3),
             "verified": self.verified,
         }
+        if self.judged is not None:
+            out.update(judged=self.judged, judge_seconds=round(self.judge_seconds or 0.0, 3))
+        return out
 
 
 @dataclass
@@ -519,7 +697,9 @@ class AlignmentReward:
       error) and `.rule` (the extraction rule), e.g. `Verifier.verify_many`;
     - `tokenize(text) -> list[int]`: the target tokenizer's ids of a response without the end token;
     - `qa_prompt(problem) -> str`: the rendered plain solve prompt the target scores under;
-    - `stop_ids`: the policy's end and pad token ids, for the `truncated` gate under TRL (None: not checked).
+    - `stop_ids`: the policy's end and pad token ids, for the `truncated` gate under TRL (None: not checked);
+    - `judge(problems, golds, texts) -> replies`: the reasoning judge (`EngineJudge`), required when
+      `cfg.judge.model` is set and refused otherwise.
     The dataset columns it reads: `problem`, `answer` (gold) and `solution` (the expert y, as the mapper saw it).
     """
 
@@ -530,7 +710,22 @@ class AlignmentReward:
     cfg: RewardConfig = field(default_factory=RewardConfig)
     counters: RewardCounters = field(default_factory=RewardCounters)
     stop_ids: frozenset[int] | None = None
+    judge: Callable[[list[str], list[str], list[str]], list[str]] | None = None
     __name__ = "dart_reward"  # not a field: the name TRL logs the reward under (rewards/dart_reward/mean)
+
+    def __post_init__(self) -> None:
+        if self.cfg.judge.on != (self.judge is not None):
+            raise ValueError(
+                f"reward.judge.model = {self.cfg.judge.model!r} but "
+                + ("no judge was given" if self.judge is None else "a judge was given")
+            )
+        if self.judge is not None and self.counters.judged is None:
+            self.counters.judged, self.counters.judge_seconds = 0, 0.0
+
+    @property
+    def reasons(self) -> tuple[str, ...]:
+        """The gate reasons this reward counts (`reason_names`)."""
+        return reason_names(self.judge is not None)
 
     def evaluate(
         self,
@@ -558,6 +753,12 @@ class AlignmentReward:
         reasons = rollout_gate(
             texts, tokens, references, ref_tokens, verdicts, self.cfg, rules, cut, list(problems), list(golds)
         )
+        replies = None
+        if self.judge is not None:  # after the rules, before the target: the judge sees only what they pass
+            start = time.perf_counter()
+            replies = judge_gate(self.judge, reasons, texts, problems, golds)
+            self.counters.judge_seconds = (self.counters.judge_seconds or 0.0) + time.perf_counter() - start
+            self.counters.judged = (self.counters.judged or 0) + sum(r is not None for r in replies)
         keep = [i for i, why in enumerate(reasons) if not why]
         target_scores: list[Any] = [None] * len(texts)
         if keep:
@@ -576,7 +777,18 @@ class AlignmentReward:
         self.counters.calls += 1
         self.counters.rollouts += len(texts)
         return score_rollouts(
-            texts, tokens, references, ref_tokens, verdicts, target_scores, self.cfg, groups, rules, cut, reasons
+            texts,
+            tokens,
+            references,
+            ref_tokens,
+            verdicts,
+            target_scores,
+            self.cfg,
+            groups,
+            rules,
+            cut,
+            reasons,
+            judge_replies=replies,
         )
 
     def __call__(
@@ -600,7 +812,7 @@ class AlignmentReward:
         if completion_ids is not None:
             self.counters.rollout_tokens += sum(len(ids) for ids in completion_ids)
         if log_metric is not None:
-            for name, value in summarize_scores(scores).items():
+            for name, value in summarize_scores(scores, self.reasons).items():
                 if value is not None:  # a step where nothing passed has no r_align to average
                     log_metric(name, value)
         if log_extra is not None:

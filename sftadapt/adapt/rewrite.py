@@ -16,7 +16,7 @@ teach the end token where the model never stopped.
 
 Every row (`records.Example`) records its `origin`, all attempts with verdicts (and, for refused correct tries,
 the reason), `self_pass_rate` = n_correct / k, `behavior_logprobs` (per response token, under the prompt that
-produced it: solve prompt for self, guided prompt for guided, mapper prompt for rewrite, None for expert) and
+produced it: solve prompt for self, guided prompt for guided, the rewrite prompt for rewrite, None for expert) and
 `target_logprobs` under the plain solve prompt (every origin, expert included; their mean is the gap metric).
 Both come from `engine.score(prompt, response)`, which tokenises the response with
 `prompts.response_token_ids` (text tokens + end token), exactly as training does. The behaviour policy is the
@@ -24,10 +24,16 @@ untempered target under the generating prompt (docs/methods.md); the T=0.7 guide
 what is recorded.
 
 Baselines (`--method`; docs/methods.md):
-- `prompted_rewrite` (SDFT, Yang et al. 2024): the target rewrites the expert solution once with the MAPPER
-  prompt (T=`rewrite_temperature`); kept with origin `rewrite` if its answer verifies, else the expert row.
-  Ours: a verified rewrite is still refused when it is meta text or an answer-only filler (`policy.rewrite_rejection`,
-  DART's `meta_text` / `no_reasoning` gate rules), so the set keeps no row that echoes the mapping prompt.
+- `sdft` (SDFT, Yang et al. 2024; the study's `sdft` step): the target rewrites the expert solution once with
+  SDFT's own distillation prompt (prompts.SDFT: a system turn, the problem and the expert solution, and the
+  answer opened with "Great! Let's think step by step. ", which the rewrite continues; T=`rewrite_temperature`);
+  kept with origin `rewrite` if its answer verifies and SDFT's filter passes it (no "reference answer", "your
+  response", ...: SDFT_BANNED), else the expert row.
+- `prompted_rewrite`: the same single verified rewrite with DART's MAPPER prompt instead (an untrained mapper
+  sampled once; the PR best-of-k arm is the same prompt through DART's synthesis, adapt/mapper.py).
+  Ours, for both: a verified rewrite is also refused when it is meta text or an answer-only filler
+  (`policy.rewrite_rejection`, DART's `meta_text` / `no_reasoning` gate rules), so the set keeps no row that
+  echoes the mapping prompt.
 - `select_most_likely` (GRAPE-style): among the expert solution and the target's own correct samples (the same
   stage-1 samples, same seeds), keep the one with the highest mean target log-prob. The row keeps the origin of
   the source it came from (`self` or `expert`, with `meta.method`), because the origin tells training whether
@@ -44,7 +50,7 @@ Output in OUT/: `train.jsonl` (Examples), `summary.json` (rows and mean target l
 the original expert set, time and tokens per stage, why an origin is empty), `rejects.jsonl` (bad input rows).
 
     sftadapt rewrite --model smollm2-135m --data gsm8k_train --limit 50 --out runs/rewrite/gsm8k
-    sftadapt rewrite --model smollm2-135m --data sft.jsonl --out runs/sdft --method prompted_rewrite
+    sftadapt rewrite --model smollm2-135m --data sft.jsonl --out runs/sdft --method sdft
 """
 
 from __future__ import annotations
@@ -79,14 +85,18 @@ from sftadapt.runtime.models import model_info
 from sftadapt.runtime.precision import normalize
 from sftadapt.verify import verifier_version
 
-METHODS = ("mind_the_gap", "prompted_rewrite", "select_most_likely")
+METHODS = ("mind_the_gap", "sdft", "prompted_rewrite", "select_most_likely")
+# the one-rewrite methods, and the prompt each rewrites with
+REWRITE_PROMPT = {"sdft": "sdft", "prompted_rewrite": "mapper"}
 STAGES = {
     "mind_the_gap": ("self", "guided", "final"),
+    "sdft": ("rewrite", "final"),
     "prompted_rewrite": ("rewrite", "final"),
     "select_most_likely": ("self", "final"),
 }
 ORIGINS = {
     "mind_the_gap": ("self", "guided", "expert"),
+    "sdft": ("rewrite", "expert"),
     "prompted_rewrite": ("rewrite", "expert"),
     "select_most_likely": ("self", "expert"),
 }
@@ -107,7 +117,7 @@ class RewriteConfig:
     guided_tries: int = option(4, help="stage 2: tries per unsolved problem with the guided prompt (r)")
     guided_temperature: float = option(0.7, help="stage 2 sampling temperature (ours)")
     guided_top_p: float = option(1.0, help="stage 2 nucleus mass")
-    rewrite_temperature: float = option(0.7, help="prompted_rewrite: temperature of the one rewrite (ours)")
+    rewrite_temperature: float = option(0.7, help="sdft, prompted_rewrite: temperature of the one rewrite (ours)")
     keep: str = option(
         "most_likely",
         help=f"which verified response(s) to keep: {KEEP_POLICIES} "
@@ -206,6 +216,27 @@ class RewriteConfig:
         }
 
 
+# SDFT's filter on its rewrites (sail-sg/sdft eval/gen_distilled_data.py, `verify`, at commit
+# 10a06038c188df0f601d10e5ddab3dc8e19330e5): a rewrite that contains one of these phrases (case-insensitive) or,
+# stripped, starts with "Your turn" talks about the task, and SDFT keeps the original response instead.
+SDFT_BANNED = ("reference answer", "your response", "my response", "your own response", "now it's your turn")
+SDFT_BANNED_START = "Your turn"
+# prompt kind -> the text its hash covers, where that is more than its TEMPLATES entry (SDFT: system, user turn
+# and the answer's opening words)
+_TEXT = {"sdft": P.SDFT_PLAIN}
+
+
+def sdft_rejection(text: str) -> str | None:
+    """SDFT's own reason to refuse a correct rewrite, or None (reported as meta text: it talks about the task)."""
+    folded = text.casefold()
+    for phrase in SDFT_BANNED:
+        if phrase in folded:
+            return f"meta_text: '{phrase}' (SDFT's filter)"
+    if text.strip().startswith(SDFT_BANNED_START):
+        return f"meta_text: starts with '{SDFT_BANNED_START}' (SDFT's filter)"
+    return None
+
+
 # ---------------------------------------------------------------- shared state of one run
 class _Run:
     def __init__(self, cfg: RewriteConfig, engine, verifier, problems: Sequence[Problem], scorer=None):
@@ -214,7 +245,9 @@ class _Run:
         self.tok = engine.tokenizer
         self.problems = {p.id: p for p in problems}
         self.sampling = cfg.samplings()
-        self.hashes = {name: P.template_hash(self.tok, P.TEMPLATES[name], cfg.chat) for name in P.TEMPLATES}
+        # SDFT's run id covers the prompts it sends; the other methods' keep the three they always recorded
+        names = ("solve", "sdft") if cfg.method == "sdft" else ("solve", "guided", "mapper")
+        self.hashes = {name: P.template_hash(self.tok, _TEXT.get(name, P.TEMPLATES[name]), cfg.chat) for name in names}
         self.expert = {p.id: P.ensure_boxed(p.solution or "", p.answer) for p in problems}
 
     def prompt(self, kind: str, p: Problem) -> str:
@@ -222,6 +255,8 @@ class _Run:
             return P.solve_prompt(self.tok, p.problem, self.cfg.chat)
         if kind == "guided":
             return P.guided_prompt(self.tok, p.problem, self.expert[p.id], self.cfg.chat)
+        if kind == "sdft":
+            return P.sdft_prompt(self.tok, p.problem, self.expert[p.id], self.cfg.chat)
         return P.mapper_prompt(self.tok, p.problem, self.expert[p.id], self.cfg.chat)
 
     def score(self, kind: str, pairs: Sequence[tuple[Problem, str]]) -> list[list[float]]:
@@ -257,7 +292,7 @@ def _sampled_phases(run: _Run, stage: str) -> Phases:
     verify and refuse (guided, rewrite; no engine: it runs in the background while the next shard is sampled);
     complete = score what the keep policy needs and pick (engine)."""
     cfg = run.cfg
-    kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}[stage]
+    kind = {"self": "solve", "guided": "guided", "rewrite": REWRITE_PROMPT.get(cfg.method)}[stage]
     keep = "most_likely" if cfg.method == "select_most_likely" else cfg.keep
 
     def produce(problems: Sequence[Problem]):
@@ -281,8 +316,9 @@ def _sampled_phases(run: _Run, stage: str) -> Phases:
                         problem=p.problem,
                     )
                     a.meta["jaccard"] = round(similarity, 4)
-                elif stage == "rewrite":  # meta text or an answer-only filler: DART's gate refuses them too
-                    reason = rewrite_rejection(a.text, p.problem, run.expert[p.id], p.answer)
+                elif stage == "rewrite":  # SDFT's own filter, then meta text or an answer-only filler (DART's gate)
+                    sdft = sdft_rejection(a.text) if cfg.method == "sdft" else None
+                    reason = sdft or rewrite_rejection(a.text, p.problem, run.expert[p.id], p.answer)
                 if a.finish_reason == "length" and not cfg.keep_truncated:
                     reason = "truncated: cut by max_new_tokens before the response ended"
                 if a.verdict != "correct":
@@ -376,7 +412,7 @@ def _final_rows(
             picks = [(None, None, run.expert[p.id], None, expert_lp)]
         for j, (stage, index, text, behavior, target) in enumerate(picks):
             origin = stage or "expert"
-            prompt_kind = {"self": "solve", "guided": "guided", "rewrite": "mapper"}.get(origin)
+            prompt_kind = {"self": "solve", "guided": "guided", "rewrite": REWRITE_PROMPT.get(cfg.method)}.get(origin)
             rows.append(
                 to_dict(
                     Example(
@@ -626,7 +662,7 @@ def rewrite_summary(
             guided_mentions_reference=kinds.count("mentions_reference"),
             guided_accepted=sum(bool(r["kept"]) for r in guided_rows.values()),
         )
-    if cfg.method == "prompted_rewrite":
+    if cfg.method in REWRITE_PROMPT:
         counts["rewrite_correct"] = sum(
             r["attempts"][0]["verdict"] == "correct" for r in earlier.get("rewrite", {}).values()
         )
@@ -672,8 +708,11 @@ def rewrite_summary(
         ),
         "counts": counts,
         "verdicts": verdicts,
+        # policy.explain_empty's texts name the one-rewrite methods by their first, prompted_rewrite
         "empty_origins": {
-            o: explain_empty(o, cfg.method, counts, cfg.k, cfg.guided_tries)
+            o: explain_empty(
+                o, "prompted_rewrite" if cfg.method in REWRITE_PROMPT else cfg.method, counts, cfg.k, cfg.guided_tries
+            )
             for o, v in origins.items()
             if v["rows"] == 0
         },

@@ -261,9 +261,9 @@ def solve_checks(tokenizer, chat: bool, template: str | None = None) -> dict[str
 
 
 def rewrite_checks(tokenizer, chat: bool, method: str) -> tuple[dict, dict]:
-    """Prompts and scored pairs of `rewrite`: the solve prompt; the guided (Mind the Gap) or mapper
-    (prompted_rewrite) prompt, which quotes the expert solution; the expert solution scored under the solve
-    prompt (every method scores it)."""
+    """Prompts and scored pairs of `rewrite`: the solve prompt; the guided (Mind the Gap), mapper
+    (prompted_rewrite) or SDFT (sdft) prompt, which quotes the expert solution; the expert solution scored under
+    the solve prompt (every method scores it)."""
     from sftadapt.data import prompts as P
 
     def expert(p: Problem) -> str:
@@ -274,5 +274,7 @@ def rewrite_checks(tokenizer, chat: bool, method: str) -> tuple[dict, dict]:
         prompts["solution"] = lambda p: P.guided_prompt(tokenizer, p.problem, expert(p), chat)
     elif method == "prompted_rewrite":
         prompts["solution"] = lambda p: P.mapper_prompt(tokenizer, p.problem, expert(p), chat)
+    elif method == "sdft":
+        prompts["solution"] = lambda p: P.sdft_prompt(tokenizer, p.problem, expert(p), chat)
     scored = {"solution": (lambda p: P.solve_prompt(tokenizer, p.problem, chat), expert)}
     return prompts, scored

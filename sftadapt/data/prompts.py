@@ -3,7 +3,14 @@
 - `SOLVE`: the plain QA prompt. Training rows are always (SOLVE prompt -> response); the gap metric and the
   DART alignment reward score responses under it.
 - `GUIDED`: Mind the Gap stage 2 (re-solve with the expert solution shown as a reference).
-- `MAPPER`: DART's mapper input, also the prompted-rewrite (SDFT) baseline = an untrained mapper.
+- `MAPPER`: DART's mapper input; with the untrained mapper, the prompted-rewrite (PR best-of-k) baseline.
+- `SDFT`: SDFT's own distillation prompt (Yang et al., ACL 2024) for the one-rewrite baseline (the rewrite
+  stage's `sdft` method): a system turn, the user turn (problem, blank line, expert solution) and the
+  opening words of the answer, which the rewrite continues; `sdft_prompt` renders it.
+- `JUDGE`: the optional reasoning judge of DART's gate (adapt/reward.py, `reward.judge`): does a rewrite's
+  reasoning carry the solution? Answered with one word, VALID or INVALID. Not in `TEMPLATES`: it is neither a
+  prompt a training response answers nor a mapping prompt (the meta-text check reads those), and no model writes
+  a rewrite after it.
 
 `render` applies the model's chat template (or not) to one user turn; `prompt_token_ids` and
 `response_token_ids` are the tokenisation every stage shares (sampling, scoring, training), so per-token
@@ -34,7 +41,35 @@ MAPPER = (
     "Solution: {solution}"
 )
 
-TEMPLATES = {"solve": SOLVE, "guided": GUIDED, "mapper": MAPPER}
+# Shown to the judge model after the rule gate passed a rewrite. The gold answer is given so the judge checks the
+# reasoning, not the arithmetic of the last line (the verifier has checked the answer already).
+JUDGE = (
+    "You are checking a worked solution to a math problem. The correct final answer is: {answer}\n\n"
+    "Problem: {problem}\n\n"
+    "Worked solution:\n{response}\n\n"
+    "Does the worked solution really solve the problem, with valid steps that lead to its final answer? "
+    "Answer INVALID if it only states the answer, skips the steps that matter, makes a step that is wrong, or talks "
+    "about the task instead of solving it. Reply with one word: VALID or INVALID."
+)
+
+# SDFT's GSM8K distillation template, `gsm8k_distill` in sail-sg/sdft's src/llmtuner/data/template.py at commit
+# 3167df67e1f5c8c3b1ea3da1eb6c0eeefbaaa943 (the template its scripts/gsm8k/sdft.sh sends to rewrite each training
+# answer), word for word. It has three parts: the system text, the user turn `{query}\n\n{resp}` (each stripped)
+# and the words that open the assistant turn. The same repository's Llama 3 port (`llama3_gsm8k_distill`) puts
+# the same three parts in Llama 3's chat format, which is what `sdft_prompt` does with the target's chat template.
+SDFT_SYSTEM = (
+    "You are an expert in math. "
+    "Below are a math question and its reference answer. "
+    "Refer to the reference answer and write a response that appropriately answers the question."
+)
+SDFT = "{problem}\n\n{solution}"
+SDFT_PREFILL = "Great! Let's think step by step. "
+# The template as SDFT wrote it out (Llama 2's chat layout): what a model without a chat template is sent.
+SDFT_PLAIN = "<<SYS>>\n" + SDFT_SYSTEM + "\n<</SYS>>\n\n[INST] " + SDFT + " [/INST] " + SDFT_PREFILL
+# The prompts whose text a training response answers (solve) or rewrites from (the rest). The meta-text check
+# (adapt/policy.py) reads the instruction words of those embedding a {solution}: SDFT's entry is its system and
+# user text, without SDFT_PREFILL, the answer's own opening words ("Let's think step by step" is no echo of a task).
+TEMPLATES = {"solve": SOLVE, "guided": GUIDED, "mapper": MAPPER, "sdft": SDFT_SYSTEM + "\n\n" + SDFT}
 
 
 def render(tokenizer, user_text: str, chat: bool = True, system: str | None = None) -> str:
@@ -67,6 +102,25 @@ def guided_prompt(tokenizer, problem: str, solution: str, chat: bool = True, tem
 
 def mapper_prompt(tokenizer, problem: str, solution: str, chat: bool = True, template: str = MAPPER) -> str:
     return render(tokenizer, template.format(problem=problem, solution=solution), chat=chat)
+
+
+def sdft_prompt(tokenizer, problem: str, solution: str, chat: bool = True) -> str:
+    """SDFT's distillation prompt: the system turn SDFT_SYSTEM, the user turn SDFT with the problem and the
+    solution stripped (as SDFT's template strips them), then the assistant turn opened with SDFT_PREFILL; the
+    model's continuation is the rewrite (SDFT keeps only the continuation). With the model's chat template; a
+    model without one, or chat off, is sent SDFT_PLAIN, the template as SDFT wrote it. A chat template that
+    refuses a system turn gets the system text at the top of the user turn (ours)."""
+    values = {"problem": problem.strip(), "solution": solution.strip()}
+    if not chat or getattr(tokenizer, "chat_template", None) is None:
+        return SDFT_PLAIN.format(**values)
+    user = SDFT.format(**values)
+    try:
+        opened = render(tokenizer, user, chat=True, system=SDFT_SYSTEM)
+    except Exception as err:  # jinja2's TemplateError ("System role not supported"), raised by the template
+        if "system" not in str(err).lower():
+            raise
+        opened = render(tokenizer, f"{SDFT_SYSTEM}\n\n{user}", chat=True)
+    return opened + SDFT_PREFILL
 
 
 def template_hash(tokenizer, template: str, chat: bool = True) -> str:

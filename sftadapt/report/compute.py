@@ -2,11 +2,16 @@
 gap column of the study report (study.py) and the HTML report (html.py), read from the stage folders.
 
 Compute charged to an arm = the stages that built its training set (arms.SOURCE_STAGES: the rewrite, or the
-mapper's RL and synthesis, ...) + its own training; `direct_rl` = its GRPO run. Tokens are counted as each
+mapper's RL and synthesis, ...) + its own training; `direct_rl` (and each budget `direct_rl@N`) = its own GRPO
+run, in the stage folder of that name. Tokens are counted as each
 stage's compute.json records them (generated, scored by a frozen model, trained). Like for like between DART and
 direct RL: both are charged the prompt + completion tokens their GRPO policy processed (`tokens_trained`), the
 rollout tokens it generated and the seconds of the stage; `score_seconds` is the frozen target's scoring time
 (DART's reward, the synthesis and rewrite gap scores), part of `seconds`, shown so the reward's cost is visible.
+
+`tokens_trained` adds up two kinds of token, as the study report's footnote says: for an SFT-family training,
+the response tokens through the loss (steps x global batch x mean response tokens per row); for a GRPO run
+(direct RL, DART's and Patch's mapper RL), the prompt + completion tokens the policy processed.
 """
 
 from __future__ import annotations
@@ -74,8 +79,8 @@ def arm_compute(arm: str, root: Path, results: dict[str, dict[str, Any]]) -> dic
         # written before that counter existed (2026-12-03) carry target_score_seconds_this_run instead.
         legacy = comp.get("target_score_seconds_this_run", totals.get("score_seconds", 0.0))
         total["score_seconds"] += float(comp.get("score_seconds", legacy) or 0.0)
-    if arm == "direct_rl":
-        res, comp = results.get("direct_rl") or {}, _compute_file(root / "direct_rl")
+    if arms.is_direct_rl(arm):
+        res, comp = results.get(arm) or {}, _compute_file(root / arm)
         total.update(
             tokens_generated=int(comp.get("tokens_generated", 0)),
             tokens_trained=int(comp.get("policy_tokens_processed", 0)),

@@ -68,8 +68,9 @@ def pool(folders: list[str | Path], out: str | Path) -> dict[str, Any]:
                 raise ConfigError(f"{folder}: seed {seed} is already in {per_seed[seed]['stages'].root}")
             stages, paths = _Finished(root), seed_paths(root)
             target = paths["warmup"] if "warmup" in stages.results else cfg.model
-            where = {"raw": cfg.model, "base": target, "direct_rl": paths["direct_rl"]}
-            models = {a: where.get(a) or paths[f"train_{a}"] for a in _evaluated(cfg, stages)}
+            where = {"raw": cfg.model, "base": target}
+            rl = {a: str(Path(paths["direct_rl"]).with_name(a)) for a in cfg.arms if arm_table.is_direct_rl(a)}
+            models = {a: where.get(a) or rl.get(a) or paths[f"train_{a}"] for a in _evaluated(cfg, stages)}
             per_seed[seed] = {"stages": stages, "models": models, "paths": paths}
     if first is None:
         raise ConfigError("pool: no run folder given")
@@ -77,10 +78,10 @@ def pool(folders: list[str | Path], out: str | Path) -> dict[str, Any]:
 
 
 def _evaluated(cfg: Any, stages: _Finished) -> list[str]:
-    """The arms run_seed evaluated, in its order: raw, base, the trained arms, direct RL."""
+    """The arms run_seed evaluated, in its order: raw, base, the trained arms, direct RL (each budget)."""
     missing = [a for a in cfg.arms if f"eval_{a}" not in stages.results]
     if missing:
         raise ConfigError(f"{stages.root}: no finished evaluation of arm(s) {', '.join(missing)}")
     trained = [a for a in cfg.arms if a in arm_table.TRAINED_ARMS]
-    order = ["raw", "base", *trained, *(["direct_rl"] if "direct_rl" in cfg.arms else [])]
+    order = ["raw", "base", *trained, *[a for a in cfg.arms if arm_table.is_direct_rl(a)]]
     return [a for a in order if f"eval_{a}" in stages.results]  # raw: only where the run evaluated it

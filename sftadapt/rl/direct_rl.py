@@ -9,6 +9,9 @@ not be verified (verifier timeout, or a gold answer that does not parse). Same t
 rollouts per step) and the same `compute.json` (optimiser steps, rollouts, tokens generated, tokens processed by
 the policy, seconds; no separate scoring model, so tokens_scored is 0).
 
+In a study (`sftadapt run`), arm `direct_rl` runs this stage with the `direct_rl:` section, and each arm
+`direct_rl@N` runs it once more with `grpo.max_steps` = N, in its own folder, for a compute-vs-accuracy curve.
+
     from sftadapt.rl.direct_rl import DirectRLConfig, direct_rl
     summary = direct_rl(DirectRLConfig(model="smollm2-135m", data="runs/data/syn64.jsonl", out="runs/direct-rl"))
 """

@@ -11,6 +11,12 @@ Training never stores bf16 weights unless asked (`weights_dtype: bfloat16`, with
 fp32 (the master copy) and `dtype` is the autocast (mixed-precision) dtype of the forward/backward pass. With
 bf16 weights at lr 1e-4 only ~13% of the entries move in a step, so most of a small update is rounded away.
 
+Two choices are not the hardware's. A target scores rewrites (r_align, the gap metric) in float32 under `auto`
+(`scoring_dtype`): those log-probs rank rewrites against each other. And `sftadapt run` keeps a study like for
+like (pipeline.study_precision): one mapper precision, and one training compute dtype for the SFT-family arms,
+float32 for all when one of them (`is`) must train in float32 (`study_training_dtype`); it writes a stage's dtype
+only where this machine's own answer differs (`spelled_for_study`), so AVX2-only runs keep their config hashes.
+
 `describe()` is what stages write into their provenance and summaries: the resolved dtype and the capability
 it was resolved from.
 """
@@ -136,6 +142,34 @@ def training_dtypes(dtype: str, weights_dtype: str = "float32") -> tuple[str, st
 def autocast_bf16(compute: str, weights: str) -> bool:
     """Whether the trainer's `bf16=True` (autocast over fp32 master weights) is what (compute, weights) means."""
     return (compute, weights) == ("bfloat16", "float32")
+
+
+def scoring_dtype(requested: str = "auto", device: str | None = None) -> str:
+    """The dtype a target scores rewrites in (r_align in mapper RL's reward and in synthesis, the gap metric):
+    float32 under `auto` on every machine, an explicit value honoured.
+
+    Why not the hardware's answer: r_align is a mean token log-prob that ranks a problem's rewrites against each
+    other, and bf16 moves single tokens' log-probs by up to 0.5 nats, as much as the differences it ranks; the
+    rewrite stage's `score_dtype` is float32 by default for the same reason."""
+    return "float32" if normalize(requested) == "auto" else resolve_dtype(requested, device)
+
+
+def spelled_for_study(requested: str, resolved: str, device: str | None = None) -> str:
+    """What a study writes into a stage's dtype option so that the stage runs in `resolved`.
+
+    The option as it was where this machine's own answer to it is already `resolved`: on an AVX2-only CPU, where
+    `auto` is float32 for every stage, a study's stages keep their config hashes. Elsewhere `resolved` spelled
+    out: a different computation than the option meant before, so a different hash, and a stage cached from the
+    old precision is run again."""
+    return requested if resolve_dtype(requested, device) == resolved else resolved
+
+
+def study_training_dtype(arms: dict[str, tuple[str, bool]]) -> str | None:
+    """One training compute dtype for a study's SFT-family arms (`arms`: name -> (its compute dtype as resolved
+    here, whether its loss trains in float32 only)): float32 as soon as one arm's loss must train in float32 (`is`:
+    π_θ in the precision π_β was scored in), so that the arms differ in their loss and not in their precision;
+    None where no arm forces it (then `auto` already gives every arm the hardware's one answer)."""
+    return "float32" if any(only for _, only in arms.values()) else None
 
 
 def torch_dtype(name: str):
