@@ -16,6 +16,9 @@ Gap (docs/methods.md): the mean per-token log-prob of a training set's responses
 prompt (higher = closer to the target). Compute per arm: what producing that arm cost beyond the shared
 warm-up: adaptation (tokens generated and scored), training (optimiser steps, response tokens trained), wall
 time. Arms that share an adaptation (DR+SFT/DFT/IS share one rewrite) are each charged its full cost.
+
+RL learning signal (report/rl_signal.py), last in study.md: per GRPO run and seed, whether any group of rollouts
+had unequal rewards (else every advantage was zero and the run did not move its model), read from rl_log.jsonl.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import numpy as np
 from sftadapt import arms as arm_table
 from sftadapt.eval.metrics import describe_delta
 from sftadapt.report.compute import arm_compute, arm_gap
+from sftadapt.report.rl_signal import markdown_lines, study_signals
 
 
 def _arm_scores(eval_dir: Path, metric: str) -> dict[str, tuple[list[str], np.ndarray]]:
@@ -187,6 +191,7 @@ def write_study_report(cfg, per_seed: dict[int, dict[str, Any]], out: Path) -> d
         "warmup": {s: v["warmup"] for s, v in seeds.items()},
         "stages_run": {s: v["stages_run"] for s, v in seeds.items()},
         "plots": {s: v["report"]["files"] for s, v in seeds.items()},
+        "rl_signal": study_signals({s: per_seed[s]["stages"].root for s in seeds}, list(first["rows"])),
     }
     (out / "study.json").write_text(json.dumps(study, indent=1, default=str))
     md = to_markdown(study)
@@ -300,4 +305,6 @@ def to_markdown(study: dict[str, Any]) -> str:
         "RL of DART and Patch), the prompt + completion tokens through the policy. scoring s: seconds the frozen target "
         "spent scoring (part of wall s). Arms sharing an adaptation are each charged its full cost.",
     ]
+    # last, so that `sftadapt run` prints it right above its closing lines (report/rl_signal.py)
+    lines += markdown_lines(study.get("rl_signal") or [])
     return "\n".join(lines) + "\n"
