@@ -25,18 +25,20 @@ SDFT_TEXT = (
 )
 
 
-class _Recording(ScriptedEngine):
-    """The scripted engine of test_gate_meta, keeping every prompt it was asked to continue (SDFT's prompt is
-    scripted as a rewrite prompt, like DART's)."""
+def _recording(script) -> ScriptedEngine:
+    """The scripted engine of test_gate_meta, keeping every prompt it was asked to continue in `.prompts` (SDFT's
+    prompt is scripted as a rewrite prompt, like DART's). Wrapped, not subclassed: the engine stays the checked
+    fake of tests/test_engine_protocol.py."""
+    engine = ScriptedEngine(script)
+    engine.prompts = []
+    inner = engine.generate
 
-    def __init__(self, script):
-        super().__init__(script)
-        self.prompts = []
+    def generate(prompts, params, seeds=None):
+        engine.prompts += list(prompts)
+        return inner([p.replace(P.SDFT_SYSTEM, "Rewrite the solution") for p in prompts], params, seeds)
 
-    def generate(self, prompts, params, seeds=None):
-        self.prompts += list(prompts)
-        scripted = [p.replace(P.SDFT_SYSTEM, "Rewrite the solution") for p in prompts]
-        return super().generate(scripted, params, seeds)
+    engine.generate = generate
+    return engine
 
 
 # ---------------------------------------------------------------- SDFT's template
@@ -89,7 +91,7 @@ def test_the_sdft_stage_sends_sdfts_prompt_and_pr_keeps_dart_mapper_prompt(tmp_p
     experts = {p.id: P.ensure_boxed(p.solution, p.answer) for p in PROBLEMS}
     sent = {}
     for method in ("sdft", "prompted_rewrite"):
-        engine = _Recording(own)
+        engine = _recording(own)
         cfg = RewriteConfig(model="scripted", data="unused", out=str(tmp_path / method), method=method)
         rewrite(cfg, engine=engine, verifier=BoxedVerifier(), problems=PROBLEMS, progress=False, print_summary=False)
         rows = {r.id: r for r in read_records(tmp_path / method / "train.jsonl", Example)}
@@ -102,7 +104,7 @@ def test_the_sdft_stage_sends_sdfts_prompt_and_pr_keeps_dart_mapper_prompt(tmp_p
     sdft_row = read_records(tmp_path / "sdft" / "train.jsonl", Example)[0]
     assert sdft_row.provenance["prompt_hash"] == P.template_hash(tok, P.SDFT_PLAIN, True) != hashes["prompt_hash"]
 
-    pr = _Recording({("mapper", p.id): [OWN[0][1]] for p in PROBLEMS})
+    pr = _recording({("mapper", p.id): [OWN[0][1]] for p in PROBLEMS})
     synth = SynthConfig(target="scripted", data="unused", out=str(tmp_path / "pr"), k=1)
     synthesize(synth, engine=pr, verifier=BoxedVerifier(), problems=PROBLEMS, progress=False, print_summary=False)
     assert pr.prompts == [P.mapper_prompt(pr.tokenizer, p.problem, experts[p.id]) for p in PROBLEMS]

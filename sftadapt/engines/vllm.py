@@ -66,10 +66,6 @@ def llm_arguments(kwargs: dict) -> dict:
     kwargs = {"generation_config": "vllm", **kwargs, "logprobs_mode": "raw_logprobs"}
     if not torch.cuda.is_available():
         kwargs.setdefault("enable_chunked_prefill", False)
-        if kwargs.get("tensor_parallel_size", 1) == 1:
-            # one CPU worker runs inside the engine-core process: vLLM's CPU build otherwise spawns a separate
-            # worker process, one more Python start-up (about a third of a `vllm serve` start on a 2-core CPU)
-            kwargs.setdefault("distributed_executor_backend", "uni")
         for key, value in CPU_ENV.items():
             if key != "VLLM_CPU_KVCACHE_SPACE" or "gpu_memory_utilization" not in kwargs:
                 os.environ.setdefault(key, value)

