@@ -33,7 +33,7 @@ $(TEST_REPORT): requirements-gpu.txt pyproject.toml .ci/gpu_resolve.py | $(VENV)
 test:
 	$(MAKE) -j3 test-deps
 	SFTADAPT_GPU_RESOLVE_REPORT=$(TEST_REPORT) $(PY) -m pytest -q -m "slow or not slow" --durations=25
-	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider \
+	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider --durations=10 \
 	  tests/test_engine_vllm.py tests/test_paper_models_engines.py::test_in_process_vllm_stops_on_every_end_id_clamps_and_rejects
 
 # llama.cpp's vocab-only GGUFs of Qwen2 and Llama 3 with their published tokenizer test cases, from the pinned
