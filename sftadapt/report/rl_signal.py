@@ -26,11 +26,12 @@ Rows without a `step`, and TRL's closing summary row (`train_runtime`), are not 
 from __future__ import annotations
 
 import json
-import math
 import statistics
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
+
+from sftadapt.report.html import _num, _read_jsonl, discover
 
 LOG_FILE = "rl_log.jsonl"  # what sftadapt/rl/grpo.py writes (read here without importing the trainer)
 SIGNAL, NO_SIGNAL, UNKNOWN = "learning signal", "no learning signal", "cannot tell"
@@ -80,10 +81,6 @@ class RLSignal:
         if self.gate_pass is not None:
             text += f", gate pass {self.gate_pass[0]:.2f} -> {self.gate_pass[1]:.2f}"
         return text + f" over {self.steps} steps ({self.span})"
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) else None
 
 
 def _ends(values: list[float]) -> tuple[list[float], str] | None:
@@ -175,24 +172,12 @@ def rl_signal(rows: list[dict[str, Any]], name: str = "RL") -> RLSignal:
 
 def read_rows(folder: str | Path) -> list[dict[str, Any]]:
     """The rows of `folder/rl_log.jsonl`; unreadable lines are skipped (a report must not die on one bad line)."""
-    path = Path(folder) / LOG_FILE
-    rows = []
-    if path.exists():
-        for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
-            try:
-                row = json.loads(line) if line.strip() else None
-            except ValueError:
-                continue
-            if isinstance(row, dict):
-                rows.append(row)
-    return rows
+    return _read_jsonl(Path(folder) / LOG_FILE)
 
 
 def study_signals(seed_roots: dict[int, Path], arms: list[str]) -> list[dict[str, Any]]:
     """One verdict per RL run per seed of a `sftadapt run` folder, found the way the HTML report finds its RL
     curves (report/html.py `discover`, from each arm's eval results): {"seed", "name", "path", **RLSignal}."""
-    from sftadapt.report.html import discover
-
     out = []
     for seed, root in seed_roots.items():
         seen: set[Path] = set()
