@@ -91,6 +91,7 @@ CONTRASTS: tuple[tuple[str, str, str], ...] = (
     ("dr_is", "dr_sft", "importance-weighted vs plain SFT on the rewritten set"),
     ("dart_sft", "pr_sft", "DART's trained mapper vs the untrained one (same synthesis)"),
     ("dart_sft", "sdft_sft", "DART vs SDFT's single verified rewrite"),
+    ("dart_sft", "sft", "DART vs SFT on the expert set"),
     ("patch_sft", "dart_sft", "the Patch reward vs DART's r_align"),
     ("dart_sft_nofb", "dart_sft", "DART's set without its expert-fallback rows"),
     ("dart_sft_fbdft", "dart_sft", "DART's fallback rows trained by DFT"),

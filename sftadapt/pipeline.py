@@ -33,6 +33,7 @@ native` removes it).
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from pathlib import Path
 from typing import Any
@@ -284,32 +285,21 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
             )
             inputs = [step.name]
 
-    # ---- train
+    # ---- train each arm, then evaluate it: a finished arm is whole (its scores need its weights only until then),
+    # so a run stopped between stages leaves no trained model waiting for its evaluation
     models = {"base": target}
     for arm in arms:
         if arm in arm_table.TRAINED_ARMS:
-            upstream = list(arm_table.SOURCE_STAGES[arm_table.TRAINED_ARMS[arm][0]][-1:]) or target_inputs
-            name = f"train_{arm}"
-            stages.run(
-                name,
-                configs[name],
-                upstream,
-                lambda f, n=name: launch.run(
-                    "train", configs[n], train.run, progress, final_checkpoint=cfg.keep_checkpoints
-                ),
-            )
-            models[arm] = paths[name]
-    rl = registry.load("rl")
-    for arm in (a for a in arms if arm_table.is_direct_rl(a)):  # direct_rl and any direct_rl@N, one stage each
-        stages.run(arm, configs[arm], target_inputs, lambda f, a=arm: launch.run("rl", configs[a], rl.run, progress))
-        models[arm] = configs[arm].out
-
-    # ---- evaluate: every arm in one dtype
+            models[arm] = paths[f"train_{arm}"]
+        elif arm_table.is_direct_rl(arm):
+            models[arm] = configs[arm].out
     to_eval = {"raw": cfg.model, **models} if "warmup" in configs and cfg.eval.raw_model else dict(models)
     evaluate = registry.load("eval")
     eval_cfg, protocol = configs["eval"], configs["protocol"]
-    dtype = study_eval_dtype(cfg.eval.dtype, to_eval.values())
-    for arm, model in to_eval.items():
+    dtype = study_eval_dtype(cfg.eval.dtype, to_eval.values(), lora=_lora_arms(configs, models))
+
+    def run_eval(arm: str) -> None:
+        model = to_eval[arm]
         upstream = {"raw": [], "base": target_inputs}.get(
             arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm]
         )
@@ -324,6 +314,29 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
             "max_prompt_tokens": one.max_prompt_tokens,
         }
         stages.run(f"eval_{arm}", decided, upstream, lambda f, one=one: evaluate.run(one, progress=progress))
+
+    for arm in [a for a in ("raw", "base") if a in to_eval]:
+        run_eval(arm)
+    rl = registry.load("rl")
+    for arm in arms:
+        if arm in arm_table.TRAINED_ARMS:
+            upstream = list(arm_table.SOURCE_STAGES[arm_table.TRAINED_ARMS[arm][0]][-1:]) or target_inputs
+            name = f"train_{arm}"
+            stages.run(
+                name,
+                configs[name],
+                upstream,
+                lambda f, n=name: launch.run(
+                    "train", configs[n], train.run, progress, final_checkpoint=cfg.keep_checkpoints
+                ),
+            )
+        elif arm_table.is_direct_rl(arm):  # direct_rl and any direct_rl@N, one stage each
+            stages.run(
+                arm, configs[arm], target_inputs, lambda f, a=arm: launch.run("rl", configs[a], rl.run, progress)
+            )
+        else:
+            continue
+        run_eval(arm)
     return {
         "stages": stages,
         "models": to_eval,
@@ -360,16 +373,27 @@ def _generator_version() -> str:
     return getattr(synthetic, "VERSION", "")
 
 
-def study_eval_dtype(requested: str, models) -> str:
+def _lora_arms(configs: dict[str, Any], models: dict[str, str]) -> bool:
+    """Whether an arm of the study trains a LoRA update (`lora` in its training or GRPO options), known before
+    any arm has trained."""
+    for arm in models:
+        c = configs.get(f"train_{arm}", configs.get(arm))
+        if c is not None and (getattr(c, "lora", False) or getattr(getattr(c, "grpo", None), "lora", False)):
+            return True
+    return False
+
+
+def study_eval_dtype(requested: str, models, lora: bool = False) -> str:
     """One evaluation dtype for every arm, so that no difference between arms is a difference of precision.
 
     `auto` is bf16 where the hardware runs it natively, but float32 as soon as one evaluated model carries a
     trained LoRA update (direct RL, LoRA arms): bf16 inference erases most of such an update (models.py,
-    `inference_dtype`), and the other arms are then evaluated in float32 beside it."""
+    `inference_dtype`), and the other arms are then evaluated in float32 beside it. `lora`: an arm will carry one
+    (its model folder need not exist yet)."""
     from sftadapt.runtime.models import adapter_of
     from sftadapt.runtime.precision import resolve_dtype
 
-    if requested == "auto" and any(adapter_of(str(m)) for m in models):
+    if requested == "auto" and (lora or any(adapter_of(str(m)) for m in models)):
         return "float32"
     return resolve_dtype(requested)
 
@@ -408,6 +432,11 @@ def run(cfg, progress: bool = True, dry_run: bool = False) -> dict[str, Any]:
     from sftadapt.runtime import offline
 
     offline.honour(cfg.online)  # `online: true` in the run config = --online
+    if not cfg.cpu_bf16:  # before any stage resolves `auto`; launched ranks inherit it
+        from sftadapt.runtime.precision import capability
+
+        os.environ["SFTADAPT_CPU_BF16"] = "0"
+        capability.cache_clear()  # read once per process: an earlier answer in this process is stale now
     root = Path(cfg.out)
     check_stage_options(cfg)  # a bad nested option leaves no folder behind
     clock = Clock(planned_stages(cfg) * len(cfg.seeds))

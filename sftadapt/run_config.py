@@ -104,6 +104,11 @@ class _RunOptions:
         help="allow the network (hub downloads and pushes, online trackers, remote engine servers): "
         "the YAML twin of --online",
     )
+    cpu_bf16: bool = option(
+        True,
+        help="false: dtype auto is float32 on every CPU, bf16 instructions or not (SFTADAPT_CPU_BF16=0), so that a "
+        "seed computes the same on any CPU and may be continued on another (docs/precision.md)",
+    )
 
     def validate(self) -> None:
         unknown = [a for a in self.arms if not arm_table.known(a)]

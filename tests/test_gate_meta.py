@@ -1,7 +1,7 @@
 """DART's gate rules for meta text and answer-only filler (reward.py `meta_text`, `no_reasoning`; the detectors in
 adapt/policy.py), and the stages that write adapted sets keeping no such row.
 
-The cheats are rewrites quoted from the archived embedded study (benchmarks/results/embedded_study/seed-0.tar.xz),
+The cheats are rewrites quoted from the archived embedded study (benchmarks/results/embedded_study_v1/seed-0.tar.xz),
 kept in its DART, SDFT and PR training sets by the gate of the time; the faithful texts are the expert solutions,
 the target's own correct solutions from the same archive, and data/synthetic.py's native solutions. No model: the
 stage tests run on a scripted engine (its texts looked up by prompt kind and problem).

@@ -1,6 +1,7 @@
 """`sftadapt run` end to end on the tiny model, stage caching, and every shipped config validated."""
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -185,6 +186,23 @@ def test_dry_run_of_a_new_folder_lists_every_stage_and_creates_nothing(tmp_path)
     assert {row["status"] for row in plan} == {"would run"}
     assert len(plan) == planned_stages(load_run_config(_yaml(tmp_path, TINY)))
     assert not (tmp_path / "run").exists()
+
+
+def test_cpu_bf16_false_makes_auto_float32_for_the_whole_run_and_keeps_every_hash(tmp_path, monkeypatch):
+    from sftadapt.runtime.precision import capability, resolve_dtype
+
+    monkeypatch.setenv("SFTADAPT_CPU_BF16", "1")  # restored after the test; the run sets it to 0
+    plain, pinned = (load_run_config(_yaml(tmp_path, {**TINY, "cpu_bf16": v})) for v in (True, False))
+    resolve_dtype("auto", "cpu")  # the answer is cached per process: the run must not keep this one
+    try:
+        run(pinned, progress=False, dry_run=True)
+        assert os.environ["SFTADAPT_CPU_BF16"] == "0" and resolve_dtype("auto", "cpu") == "float32"
+    finally:  # later tests see this machine's own answer again
+        monkeypatch.setenv("SFTADAPT_CPU_BF16", "1")
+        capability.cache_clear()
+    # not a stage option: every stage's options (what its hash is made of) are those of the plain config
+    paths = seed_paths(tmp_path / "run")
+    assert repr(stage_configs(pinned, 0, "tiny-random", paths)) == repr(stage_configs(plain, 0, "tiny-random", paths))
 
 
 def test_config_errors_are_clear(tmp_path):

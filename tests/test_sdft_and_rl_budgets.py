@@ -159,14 +159,14 @@ def test_direct_rl_budgets_plan_one_grpo_run_each_and_leave_plain_direct_rl_as_i
     with pytest.raises(ValueError, match="direct_rl@N names direct RL"):
         arm_table.set_table(arm_table.TABLE + (arm_table.Arm("direct_rl@3", "mine"),))
     plan = run(cfg, progress=False, dry_run=True)["plan"][0]
-    assert [row["stage"] for row in plan] == [
+    assert [row["stage"] for row in plan] == [  # each arm evaluated right after it is trained
         "data",
-        "direct_rl",
-        "direct_rl@2",
-        "direct_rl@16",
         "eval_base",
+        "direct_rl",
         "eval_direct_rl",
+        "direct_rl@2",
         "eval_direct_rl@2",
+        "direct_rl@16",
         "eval_direct_rl@16",
     ]
     assert planned_stages(cfg) == len(plan)

@@ -87,3 +87,71 @@ def test_pack_refuses_an_unfinished_seed_and_an_existing_archive(tmp_path):
     with pytest.raises(SystemExit, match="never overwrites"):
         archive_mod.pack(seed, tmp_path / "a.tar.xz")
     assert (tmp_path / "a.tar.xz").read_text() == "mine"
+
+
+def test_a_seed_packed_unfinished_resumes_and_remakes_only_the_weights_it_needs(tmp_path, capsys):
+    """Archive and resume across sittings: a tiny study runs its base arm, is packed without weights, and is
+    unpacked in place; a run with one more arm re-makes the warm-up (identical to the packed sha256 on this CPU),
+    trains and evaluates the new arm exactly as an uninterrupted run does, and keeps every cached stage."""
+    from test_pipeline import TINY, _yaml
+
+    from sftadapt.pipeline import load_run_config, run
+
+    one_arm = {**TINY, "arms": ["base"], "eval": {**TINY["eval"], "raw_model": False}}
+    two_arms = {**one_arm, "arms": ["base", "sft"]}
+    first = tmp_path / "a"
+    first.mkdir()
+    run(load_run_config(_yaml(first, one_arm)), progress=False)
+    seed = first / "run"
+    (seed / "train_sft").mkdir()  # a stage the sitting's end interrupted: left out whole, runs again
+    (seed / "train_sft" / "stage.json").write_text(json.dumps({"status": "running", "hash": "x"}))
+    (seed / "train_sft" / "train_log.jsonl").write_text('{"step": 1}\n')
+    archive = tmp_path / "keep" / "seed-0.tar.xz"
+    with pytest.raises(SystemExit, match="stages not done: train_sft"):
+        archive_mod.pack(seed, archive)
+    manifest = archive_mod.pack(seed, archive, unfinished=True)
+    assert manifest["unfinished"] == ["train_sft"]
+    assert "warmup/model.safetensors" in manifest["left_out_sha256"]
+    assert not any(k.startswith("train_sft/") for k in {**manifest["files"], **manifest["left_out"]})
+    packed_eval = (seed / "eval_base" / "synthetic_ood" / "attempts.jsonl").read_bytes()
+
+    moved = tmp_path / "moved"
+    seed.rename(moved)  # the sitting ends: the run folder is gone
+    archive_mod.unpack(archive)
+    said = capsys.readouterr().out
+    assert "without the weights of warmup" in said and "unfinished when packed" in said
+    assert not (seed / "warmup" / "model.safetensors").exists() and not (seed / "train_sft").exists()
+
+    # a re-make killed half way left the records in warmup.packed: the next run puts them back first
+    (seed / "warmup").rename(seed / "warmup.packed")
+    (seed / "warmup").mkdir()
+    (seed / "warmup" / "train_log.jsonl").write_text("half made\n")
+
+    cached = run(load_run_config(_yaml(first, one_arm)), progress=False)
+    assert cached["stages_run"] == {0: []}  # everything restored is cached; no weights were needed
+    assert not (seed / "warmup" / "model.safetensors").exists()
+
+    resumed = run(load_run_config(_yaml(first, two_arms)), progress=False)
+    assert resumed["stages_run"] == {0: ["train_sft", "eval_sft"]}
+    remade = json.loads((seed / "warmup" / "stage.json").read_text())["remade"]
+    assert remade["weights_identical"] is True and remade["files"]["model.safetensors"] == "identical"
+    assert (seed / "eval_base" / "synthetic_ood" / "attempts.jsonl").read_bytes() == packed_eval
+    assert (seed / "warmup" / "train_log.jsonl").read_bytes() == (moved / "warmup" / "train_log.jsonl").read_bytes()
+    assert not (seed / "warmup.packed").exists() and not (seed / archive_mod.LEFT_OUT).exists()
+
+    straight = tmp_path / "b"
+    straight.mkdir()
+    run(load_run_config(_yaml(straight, two_arms)), progress=False)
+    for name in ("train_sft/train_log.jsonl", "eval_sft/synthetic_id/attempts.jsonl"):
+        assert _without_times(seed / name) == _without_times(straight / "run" / name), name
+
+
+def _without_times(path: Path) -> list:
+    return [_untimed(json.loads(line)) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _untimed(value):
+    """A record without its clock readings (`generate_s`, `train_runtime`, ...): they differ between any two runs."""
+    if isinstance(value, dict):
+        return {k: _untimed(v) for k, v in value.items() if not (k.endswith("_s") or "time" in k or "second" in k)}
+    return value

@@ -120,7 +120,8 @@ def test_arm_against_arm_contrasts_are_the_pairs_that_ran_as_paired_deltas(tmp_p
 
     study = fx.build(tmp_path, seeds=(0, 1))
     pairs = [(c["arm"], c["reference"]) for c in study["contrasts"]]
-    assert pairs == [("dr_sft", "sft"), ("direct_rl", "dart_sft")]  # the CONTRASTS whose two arms are in the run
+    # the CONTRASTS whose two arms are in the run, in the table's order
+    assert pairs == [("dr_sft", "sft"), ("dart_sft", "sft"), ("direct_rl", "dart_sft")]
     scores = {
         arm: {s: _arm_scores(tmp_path / f"seed-{s}" / f"eval_{arm}", "avg") for s in (0, 1)}
         for arm in ("dr_sft", "sft")

@@ -43,6 +43,9 @@ from sftadapt.runtime.outdir import (
 
 CHECKPOINTS = ".sftadapt-checkpoints.json"
 SET_ASIDE = ".sftadapt-set-aside.json"
+# in a finished stage restored from an archive without its weights: the files left out, with their sha256
+# (benchmarks/study_archive.py writes it; stage_cache re-makes the files when a later stage needs them)
+LEFT_OUT = ".sftadapt-left-out.json"
 
 # Names a pipeline stage writes beside the outputs its command protects: GRPO's and the mapper's logs and configs,
 # the compute record, the data stage's files, the trackers' local folders.
@@ -58,7 +61,7 @@ STAGE_EXTRAS = (
     "SOURCE.md",
     "SFTADAPT_SOURCE.json",
 )
-OWN_NAMES = (MARKER, CHECKPOINTS, *RUN_BOOKKEEPING, *TRAIN_OUTPUTS, *ADAPTED_SET_OUTPUTS, *STAGE_EXTRAS)
+OWN_NAMES = (MARKER, CHECKPOINTS, LEFT_OUT, *RUN_BOOKKEEPING, *TRAIN_OUTPUTS, *ADAPTED_SET_OUTPUTS, *STAGE_EXTRAS)
 
 
 # ---------------------------------------------------------------- checkpoints

@@ -5,11 +5,19 @@ skips finished stages; changing an option redoes that stage and what depends on 
 as `<stage>.old-<time>`, recorded so that `sftadapt clean` may free it); a killed run resumes inside the stage
 that was running, since every stage is resumable on its own (shards, trainer checkpoints). `Stages` also prints
 `[k/N] stage` lines with the stage's time, the run's elapsed time and a rough ETA (`Clock`).
+
+A seed restored from an archive without its weights (benchmarks/study_archive.py `unpack`) has finished stages
+whose model files are gone; each such folder lists them, with their sha256, in `.sftadapt-left-out.json`. Such a
+stage stays cached; only when a stage that has to run names its folder in its options (a model path) is it made
+again, in place, from its cached inputs: its weights are re-made and compared with the packed sha256 (identical
+on a CPU of the same kind, where every stage is deterministic), its archived records are put back over the
+re-made ones, and its stage.json says what was re-made and whether it matched (`remade`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import shutil
@@ -57,10 +65,13 @@ class Stages:
         self.results: dict[str, dict[str, Any]] = {}
         self.ran: list[str] = []
         self.folders: dict[str, str] = {}
+        self.builders: dict[str, tuple[Any, Callable[[Path], dict[str, Any]]]] = {}  # how to make each stage again
 
     def run(self, name: str, options: Any, inputs: list[str], fn: Callable[[Path], dict[str, Any]]) -> dict[str, Any]:
         folder = self.root / name
         self.folders[name] = str(folder)
+        self.builders[name] = (options, fn)
+        _undo_interrupted_remake(folder)
         spec = {"options": _decided(options), "inputs": {i: self.hashes[i] for i in inputs}}
         digest = config_hash(spec)
         meta_path = folder / "stage.json"
@@ -82,6 +93,9 @@ class Stages:
             from sftadapt.engines.facts import check_stage
 
             models = check_stage(options)  # context, end ids and prompt format from the model's own files
+            remakes = [n for n in self._needs(options, name) if _left_out(self.root / n)]
+            if remakes:
+                status += f"; first re-makes the packed-out weights of {', '.join(remakes)}"
             self.plan.append({"stage": name, "folder": str(folder), "status": status, "models": models})
             _say(f"{tag} {status}" + "".join(f"\n    {line}" for line in models))
             return {}
@@ -96,6 +110,8 @@ class Stages:
                 left = owned.free(old)
                 kept = f"; kept {old.name} for what sftadapt did not write in it: {', '.join(left[:5])}" if left else ""
                 _say(f"{tag} removed {old.name} (keep_superseded={self.keep_superseded}){kept}")
+        for need in self._needs(options, name):
+            self._remake(need)
         folder.mkdir(parents=True, exist_ok=True)
         earlier = _earlier_segments(folder, meta) if meta and meta.get("hash") == digest else 0.0
         running = {"hash": digest, "status": "running", "spec": spec, "started_at": time.time()}
@@ -115,6 +131,98 @@ class Stages:
         self.clock.finished(seconds)
         _say(f"{tag} done in {_hms(seconds)}; run elapsed {self.clock.elapsed()}{self.clock.eta()}")
         return result
+
+    def _needs(self, options: Any, name: str) -> list[str]:
+        """The earlier stages whose folders `options` name (a model or data path inside one), in run order."""
+        found: set[str] = set()
+        for text in _strings(_jsonable(options)):
+            for other in self.builders:
+                there = str(self.root / other)
+                if other != name and (text == there or text.startswith(there + os.sep)):
+                    found.add(other)
+        return [n for n in self.builders if n in found]
+
+    def _remake(self, name: str) -> None:
+        """Make a finished stage's left-out files again (module docstring), after what it needs in turn."""
+        folder = self.root / name
+        left = _left_out(folder)
+        if not left:
+            return
+        options, fn = self.builders[name]
+        for need in self._needs(options, name):
+            self._remake(need)
+        _say(
+            f"[{name}] restored without {len(left['files'])} files (packed on {left.get('cpu', '?')}): making them again"
+        )
+        aside = folder.with_name(f"{name}.packed")  # its records while it is made again (a kill puts them back)
+        shutil.move(str(folder), aside)
+        folder.mkdir()
+        start = time.perf_counter()
+        fn(folder)
+        if not self.keep_checkpoints:
+            owned.drop_checkpoints(folder)
+        verdict = {rel: _compare(folder / rel, sha) for rel, sha in sorted(left["files"].items())}
+        for path in sorted(p for p in aside.rglob("*") if p.is_file() and p.name != owned.LEFT_OUT):
+            dest = folder / path.relative_to(aside)  # the archived records, not the re-made ones, are the seed's
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, dest)
+        shutil.rmtree(aside)
+        meta = stage_record(folder / "stage.json")
+        weights = {rel: v for rel, v in verdict.items() if rel.endswith(".safetensors")}
+        meta["remade"] = {
+            "at": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+            "seconds": round(time.perf_counter() - start, 1),
+            "packed_on": left.get("cpu"),
+            "weights_identical": bool(weights) and all(v == "identical" for v in weights.values()),
+            "files": verdict,
+        }
+        write_json(folder / "stage.json", meta)
+        same = "identical to" if meta["remade"]["weights_identical"] else "NOT identical to"
+        _say(f"[{name}] re-made in {_hms(meta['remade']['seconds'])}: weights {same} the packed ones (sha256)")
+
+
+def _undo_interrupted_remake(folder: Path) -> None:
+    """A re-make that was killed left the restored records in `<stage>.packed`: put them back (the half-made
+    folder is set aside, as a changed stage's is), so that the stage is restored-and-cached again."""
+    aside = folder.with_name(f"{folder.name}.packed")
+    if not aside.is_dir():
+        return
+    if folder.exists():
+        old = owned.aside_path(folder)
+        ours = owned.own_entries(folder)
+        shutil.move(str(folder), old)
+        owned.record_set_aside(old, f"stage {folder.name} (an interrupted re-make)", ours)
+    shutil.move(str(aside), folder)
+
+
+def _left_out(folder: Path) -> dict[str, Any] | None:
+    """The left-out record of a restored stage whose files are still missing, else None."""
+    path = folder / owned.LEFT_OUT
+    if not path.exists():
+        return None
+    record = json.loads(path.read_text(encoding="utf-8"))
+    return record if any(not (folder / rel).exists() for rel in record["files"]) else None
+
+
+def _compare(path: Path, sha: str) -> str:
+    if not path.exists():
+        return "missing"
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return "identical" if digest.hexdigest() == sha else "differs"
+
+
+def _strings(value: Any):
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for v in value.values():
+            yield from _strings(v)
+    elif isinstance(value, list):
+        for v in value:
+            yield from _strings(v)
 
 
 def stage_record(path: Path, remedy: str = "") -> dict[str, Any]:
