@@ -212,38 +212,35 @@ def count_answers(seed: Seed, examples: int = 0) -> tuple[list[dict], list[str]]
     return table, shown
 
 
+def _table(title: str, columns: list[str], rows: list[list]) -> list[str]:
+    lines = [title, "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    return lines + ["| " + " | ".join(str(v) for v in row) + " |" for row in rows]
+
+
+def _share(part: int, whole: int) -> str:
+    return f"{part / whole:.0%}" if whole else "–"
+
+
 def markdown(seed: str, table: list[dict]) -> str:
-    lines = [
-        f"### {seed}",
-        "",
-        "| set | train file | rows | adapted rows | meta_text | no_reasoning | either (share of adapted) "
-        "| expert-fallback rows flagged |",
-        "|---|---|---|---|---|---|---|---|",
+    columns = ["set", "train file", "rows", "adapted rows", "meta_text", "no_reasoning", "either (share of adapted)"]
+    rows = [
+        [LABELS.get(r["set"], r["set"]), r["file"], r["rows"], r["adapted"], r["meta_text"], r["no_reasoning"]]
+        + [f"{r['either']} ({_share(r['either'], r['adapted'])})", r["expert_rows_flagged"]]
+        for r in table
     ]
-    for r in table:
-        share = f"{r['either'] / r['adapted']:.0%}" if r["adapted"] else "–"
-        lines.append(
-            f"| {LABELS.get(r['set'], r['set'])} | {r['file']} | {r['rows']} | {r['adapted']} | {r['meta_text']} "
-            f"| {r['no_reasoning']} | {r['either']} ({share}) | {r['expert_rows_flagged']} |"
-        )
-    return "\n".join(lines)
+    return "\n".join(_table(f"### {seed}", [*columns, "expert-fallback rows flagged"], rows))
 
 
 def markdown_answers(seed: str, table: list[dict]) -> str:
     """The second table: test answers with meta text per arm and benchmark, and a note for each benchmark checked
     without its problem text as context."""
-    lines = [
-        f"### {seed}: test answers with meta text, per arm",
-        "",
-        "| arm | eval folder | answers | correct | meta_text (share of answers) | meta_text and correct |",
-        "|---|---|---|---|---|---|",
+    columns = ["arm", "eval folder", "answers", "correct", "meta_text (share of answers)", "meta_text and correct"]
+    rows = [
+        [arms.ARM_LABELS.get(r["arm"], r["arm"]), f"eval_{r['arm']}/{r['benchmark']}", r["answers"], r["correct"]]
+        + [f"{r['meta_text']} ({_share(r['meta_text'], r['answers'])})", r["meta_text_correct"]]
+        for r in table
     ]
-    for r in table:
-        share = f"{r['meta_text'] / r['answers']:.0%}" if r["answers"] else "–"
-        lines.append(
-            f"| {arms.ARM_LABELS.get(r['arm'], r['arm'])} | eval_{r['arm']}/{r['benchmark']} | {r['answers']} "
-            f"| {r['correct']} | {r['meta_text']} ({share}) | {r['meta_text_correct']} |"
-        )
+    lines = _table(f"### {seed}: test answers with meta text, per arm", columns, rows)
     notes = sorted({(r["benchmark"], r["context"]) for r in table if r["context"] != "problem"})
     lines += [f"\n{b}: checked without the problem as context, {why.removeprefix('none: ')}" for b, why in notes]
     return "\n".join(lines)
