@@ -191,7 +191,10 @@ def adapter_of(spec: str) -> dict[str, str] | None:
     """For a model folder written by a LoRA stage: {"base": base folder or id, "adapter": adapter folder}."""
     path = Path(spec).expanduser()
     record = path / ADAPTER_FILE
-    if not record.exists():
+    try:
+        if not record.exists():
+            return None
+    except OSError:  # a name the file system refuses (too long): no record; loading the model says why in one line
         return None
     info = json.loads(record.read_text(encoding="utf-8"))
     return {"base": info["base"], "adapter": str(path / info.get("adapter", "adapter"))}
