@@ -42,6 +42,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_engines import lscpu  # noqa: E402  (a sibling script: the one lscpu reader of benchmarks/)
 
+from sftadapt.data.records import file_sha256  # noqa: E402
 from sftadapt.runtime.owned import LEFT_OUT  # noqa: E402
 
 # weights, optimiser state and the tokenizer copies every model folder carries: large and rebuilt by a re-run
@@ -52,12 +53,14 @@ SKIP_TOP = ("report", "tracking")
 
 
 def _skipped(rel: Path) -> bool:
+    return rel.suffix in SKIP_SUFFIXES or rel.name in SKIP_NAMES or _bookkeeping(rel)
+
+
+def _bookkeeping(rel: Path) -> bool:
+    """Files no stage needs again: the report and tracker folders, checkpoints, set-aside outputs."""
     parts = rel.parts
-    return (
-        rel.suffix in SKIP_SUFFIXES
-        or rel.name in SKIP_NAMES
-        or (len(parts) > 1 and parts[0] in SKIP_TOP)
-        or any(p.startswith("checkpoint-") or ".old-" in p for p in parts[:-1])
+    return (len(parts) > 1 and parts[0] in SKIP_TOP) or any(
+        p.startswith("checkpoint-") or ".old-" in p for p in parts[:-1]
     )
 
 
@@ -69,14 +72,6 @@ def _commit() -> str:
     here = Path(__file__).resolve().parent
     out = subprocess.run(["git", "-C", str(here), "rev-parse", "--short", "HEAD"], capture_output=True, text=True)
     return out.stdout.strip() or "unknown"
-
-
-def _file_sha(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _unfinished(seed_dir: Path) -> list[str]:
@@ -105,7 +100,7 @@ def pack(seed_dir: Path, archive: Path, unfinished: bool = False) -> dict:
         if _skipped(rel):
             left[str(rel)] = path.stat().st_size
             if (seed_dir / rel.parts[0] / "stage.json").exists() and not _bookkeeping(rel):
-                left_sha[str(rel)] = _file_sha(path)  # what a re-make must reproduce
+                left_sha[str(rel)] = file_sha256(path)  # what a re-make must reproduce
         else:
             kept[str(rel)] = path
     manifest = {
@@ -134,12 +129,6 @@ def pack(seed_dir: Path, archive: Path, unfinished: bool = False) -> dict:
         + (f"; unfinished, to run again: {', '.join(running)}" if running else "")
     )
     return manifest
-
-
-def _bookkeeping(rel: Path) -> bool:
-    """Left-out files no stage needs again: report and tracker files, checkpoints, set-aside outputs."""
-    parts = rel.parts
-    return parts[0] in SKIP_TOP or ".old-" in parts[0] or any(p.startswith("checkpoint-") for p in parts[:-1])
 
 
 def _manifest_path(archive: Path) -> Path:

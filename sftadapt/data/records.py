@@ -148,6 +148,15 @@ def stable_id(text: str) -> str:
     return hashlib.sha256(text.strip().encode("utf-8")).hexdigest()[:16]
 
 
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MiB blocks (model weights run to gigabytes)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def write_json(path: str | os.PathLike, data: Any, indent: int = 2) -> None:
     """Write a JSON file atomically (temp file + rename): a kill never leaves half a summary or manifest."""
     write_text_atomic(path, json.dumps(data, indent=indent, ensure_ascii=False, default=str))

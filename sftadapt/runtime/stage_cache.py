@@ -17,7 +17,6 @@ re-made ones, and its stage.json says what was re-made and whether it matched (`
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import shutil
@@ -27,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sftadapt.config import config_hash
-from sftadapt.data.records import write_json
+from sftadapt.data.records import file_sha256, write_json
 from sftadapt.runtime import owned
 
 # options of a stage that do not decide its output: left out of the stage hash, so that turning a tracker on
@@ -207,11 +206,7 @@ def _left_out(folder: Path) -> dict[str, Any] | None:
 def _compare(path: Path, sha: str) -> str:
     if not path.exists():
         return "missing"
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return "identical" if digest.hexdigest() == sha else "differs"
+    return "identical" if file_sha256(path) == sha else "differs"
 
 
 def _strings(value: Any):

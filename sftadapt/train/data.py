@@ -20,7 +20,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from collections import Counter
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from typing import Any
 import torch
 
 from sftadapt.data import prompts
-from sftadapt.data.records import Example, Problem, iter_rows, read_records
+from sftadapt.data.records import Example, Problem, file_sha256, iter_rows, read_records
 
 IGNORE_INDEX = -100
 
@@ -40,14 +39,6 @@ class DataError(ValueError):
 
 
 # ---------------------------------------------------------------- files -> Examples
-def file_sha256(path: str | Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _is_example_file(path: Path) -> bool:
     for _, row in iter_rows(path):
         return isinstance(row, dict) and "response" in row and "origin" in row
