@@ -350,6 +350,8 @@ RANGES: dict[str, Range] = {
             "save_total_limit",  # 0 would keep no checkpoint to resume from
             "vllm_tensor_parallel_size",
             "train_problems",
+            "select_pool",
+            "select_k",
             "problems",
             "steps",  # task: min and max reasoning steps of a generated problem
             "max_steps",
@@ -383,6 +385,7 @@ RANGES: dict[str, Range] = {
     "lora_dropout": Range(0, 1, high_open=True),
     "stop_pass_rate": Range(0, 1, high_open=True),
     "dft_floor": _FRACTION,
+    "select_band": _FRACTION,
     "max_repeat_frac": _FRACTION,
     "copy_jaccard": _FRACTION,
     "near_copy_threshold": Range(0, 1, low_open=True),

@@ -1,6 +1,7 @@
 """`sftadapt run CONFIG.yaml`: the whole study as one cached stage graph, and `sftadapt quickstart`.
 
     data ─► (warm-up) ─► eval base
+      │   (select: the training problems by the target's pass rate, with task.select_pool)
       ├─► rewrite (Mind the Gap) ────────────► train DR+SFT, DR+DFT, DR+IS ─► eval
       ├─► sdft (one prompted rewrite) ───────► train SDFT+SFT ──────────────► eval
       ├─► mapper RL ─► synthesize ───────────► train DART+SFT (+ fallback ablations) ─► eval
@@ -231,7 +232,7 @@ def planned_stages(cfg) -> int:
     arms = list(cfg.arms)
     needs = {arm_table.TRAINED_ARMS[a][0] for a in arms if a in arm_table.TRAINED_ARMS}
     warm = cfg.task.kind == "synthetic" and cfg.warmup.enabled
-    n = 1 + warm + sum(len(arm_table.SOURCE_STAGES[s]) for s in needs)
+    n = 1 + warm + (cfg.task.select_pool is not None) + sum(len(arm_table.SOURCE_STAGES[s]) for s in needs)
     n += sum(a in arm_table.TRAINED_ARMS or arm_table.is_direct_rl(a) for a in arms)
     n += len([a for a in arms if a in arm_table.TRAINED_ARMS or a == "base" or arm_table.is_direct_rl(a)]) + (
         warm and cfg.eval.raw_model
@@ -249,7 +250,12 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
     paths = seed_paths(root)
     stages.run(
         "data",
-        {"task": cfg.task, "warmup_problems": cfg.warmup.problems, "seed": seed, "generator": _generator_version()},
+        {
+            "task": _data_task(cfg.task),
+            "warmup_problems": cfg.warmup.problems,
+            "seed": seed,
+            "generator": _generator_version(),
+        },
         [],
         lambda folder: make_data(cfg, seed, folder),
     )
@@ -268,6 +274,26 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
             ),
         )
         target, target_inputs = paths["warmup"], ["warmup"]
+        configs = stage_configs(cfg, seed, target, paths)
+
+    # ---- select: the training problems the target solves sometimes (adapt/select.py), when asked
+    base_inputs = target_inputs
+    if cfg.task.select_pool is not None:
+        from sftadapt.adapt import select
+
+        pool_file, folder = str(root / "data" / "pool.jsonl"), root / "select"
+        sampling = select.sampling_config(
+            cfg.task, seed, target, pool_file, folder, configs["eval"], configs["rewrite"]
+        )
+        chosen = {k: getattr(cfg.task, k) for k in ("train_problems", "select_pool", "select_k", "select_band")}
+        stages.run(
+            "select",
+            {"sampling": sampling, **chosen},
+            sorted({"data", *target_inputs}),
+            lambda f: select.run_select(cfg.task, sampling, pool_file, f, progress),
+        )
+        paths["expert"] = paths["expert_data"] = str(folder / "expert.jsonl")
+        target_inputs = [*target_inputs, "select"]
         configs = stage_configs(cfg, seed, target, paths)
 
     # ---- adapt: the steps of each training set an arm needs
@@ -300,9 +326,7 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
 
     def run_eval(arm: str) -> None:
         model = to_eval[arm]
-        upstream = {"raw": [], "base": target_inputs}.get(
-            arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm]
-        )
+        upstream = {"raw": [], "base": base_inputs}.get(arm, [f"train_{arm}" if arm in arm_table.TRAINED_ARMS else arm])
         one = dataclasses.replace(eval_cfg, model=model, out=str(root / f"eval_{arm}"), dtype=dtype)
         decided = {
             "protocol": protocol.record(),
@@ -348,23 +372,37 @@ def run_seed(cfg, seed: int, root: Path, progress: bool = True, clock: Clock | N
 
 
 def make_data(cfg, seed: int, folder: Path) -> dict[str, Any]:
-    """The seed's expert set (and the warm-up set of the synthetic task) in `folder`."""
+    """The seed's expert set (and the warm-up set of the synthetic task) in `folder`; with `task.select_pool`,
+    the candidate pool instead of the expert set."""
     from sftadapt.data import synthetic
     from sftadapt.data.records import write_records
     from sftadapt.data.sources import load_dataset_spec
 
     if cfg.task.kind == "synthetic":
         lo, hi = cfg.task.steps
+        pool = cfg.task.select_pool
         expert = synthetic.generate(
-            cfg.task.train_problems, seed=seed, steps=(lo, hi), style=cfg.task.expert_style, split="train"
+            pool or cfg.task.train_problems, seed=seed, steps=(lo, hi), style=cfg.task.expert_style, split="train"
         )
         write_records(folder / "warmup.jsonl", synthetic.warmup_set(cfg.warmup.problems, seed=seed))
+        if pool is not None:  # the candidates; the select stage writes the chosen expert set
+            write_records(folder / "pool.jsonl", expert)
+            return {"pool_rows": len(expert), "pool": str(folder / "pool.jsonl")}
     else:
         expert = load_dataset_spec(
             cfg.task.data, limit=cfg.task.train_problems, require_solution=True, fields=cfg.task.fields
         ).problems
     write_records(folder / "expert.jsonl", expert)
     return {"expert_rows": len(expert), "expert": str(folder / "expert.jsonl")}
+
+
+def _data_task(task) -> dict[str, Any]:
+    """The task options the data stage depends on: how many candidates it draws (select_pool, where set), not how
+    the select stage chooses among them (and without select_pool, the options of a run from before it existed)."""
+    values = dataclasses.asdict(task)
+    for key in ("select_k", "select_band") + (("select_pool",) if task.select_pool is None else ()):
+        values.pop(key)
+    return values
 
 
 def _generator_version() -> str:

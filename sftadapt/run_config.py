@@ -30,6 +30,15 @@ class TaskConfig:
     train_problems: int = option(64, help="problems in the SFT set")
     expert_style: str = option("expert", help="synthetic: expert (terse teacher style, the gap) | native (no gap)")
     steps: list[int] = option([1, 3], help="synthetic: min and max reasoning steps of training problems")
+    select_pool: int | None = option(
+        None,
+        help="synthetic: choose the training problems from this many candidates by the target's own pass rate "
+        "(the `select` stage, adapt/select.py); unset: the first train_problems",
+    )
+    select_k: int = option(4, help="select: samples per candidate (the rewrite's temperature and token budget)")
+    select_band: list[float] = option(
+        [0.25, 0.5], help="select: keep candidates whose pass rate (correct / select_k) lies in [low, high]"
+    )
 
     def validate(self) -> None:
         if self.kind not in ("synthetic", "dataset"):
@@ -38,6 +47,21 @@ class TaskConfig:
             raise ValueError("task.data is required when task.kind is dataset")
         if self.expert_style not in ("expert", "native"):
             raise ValueError(f"task.expert_style '{self.expert_style}': choose expert or native")
+        if self.select_pool is not None:
+            if self.kind != "synthetic":
+                raise ValueError(
+                    "task.select_pool: selecting by pass rate draws candidates from the synthetic task only"
+                )
+            if self.select_pool < self.train_problems:
+                raise ValueError(
+                    f"task.select_pool {self.select_pool} is below train_problems {self.train_problems}: "
+                    "the pool must hold at least the problems it is to choose"
+                )
+        band = list(self.select_band)
+        if len(band) != 2 or not 0 <= band[0] <= band[1] <= 1:
+            raise ValueError(
+                f"task.select_band {self.select_band}: two pass rates [low, high] with 0 <= low <= high <= 1"
+            )
 
 
 @dataclass

@@ -89,7 +89,7 @@ BENCHMARKS: dict[str, tuple[str, str]] = {
     "math_train": ("math_train/train.jsonl", "math"),
     "aime_train": ("aime_1983_2023_train/train.jsonl", "math"),
 }
-SYNTHETIC = ("synthetic_id", "synthetic_ood")
+SYNTHETIC = ("synthetic_id", "synthetic_ood", "synthetic_ood4")
 # a reader's flat field -> the field of the user's row it came from (what a reject names)
 FLAT_NAMES: dict[str, dict[str, str]] = {
     "messages": {"problem": "messages (user turn)", "solution": "messages (assistant turn)"},

@@ -3,7 +3,7 @@ r"""The embedded default task: arithmetic word problems with verifiable integer 
 What it is. A person starts with some objects and then 1–5 things happen to them: buys/finds/gets more (+),
 gives away/sells/loses/eats some (-), doubles/triples/swaps each for k (×), splits into equal groups/shares
 equally/gives away half (÷, exact division only). Difficulty is the number of steps (operations): training
-data and the in-distribution test use 1–3 steps, the out-of-distribution test 4–5. Numbers are small (start and
+data and the in-distribution test use 1–3 steps, the out-of-distribution test 4–5 (`synthetic_ood4`: 4 only). Numbers are small (start and
 added/removed amounts 2–20, factors 2–5, divisors 2–6); every intermediate count stays in 2–999. Names,
 objects, openings, verbs, connectives and questions vary, so a 135M model cannot memorise one template.
 
@@ -54,7 +54,9 @@ from sftadapt.data.records import Problem
 VERSION = "synthetic-v1"  # bump when templates change: problem texts (and so splits) change with them
 STYLES = ("native", "expert")
 SPLITS = ("train", "warmup", "test")
-BENCHMARKS = {"synthetic_id": (1, 3), "synthetic_ood": (4, 5)}
+# synthetic_ood4: the longer-chain split at the one length where a warmed-up 135M target scores 10-40%
+# (benchmarks/regime.md: 4 steps 12%, 5 steps 9%)
+BENCHMARKS = {"synthetic_id": (1, 3), "synthetic_ood": (4, 5), "synthetic_ood4": (4, 4)}
 MIN_VALUE, MAX_VALUE = 2, 999  # every intermediate count; >= 2 also keeps every noun plural
 _SPLIT_SHARE = (("train", 60), ("warmup", 20), ("test", 20))  # percent of the hash space of problem texts
 
@@ -394,7 +396,8 @@ def generate(
 
 
 def benchmark(name: str, n: int = 200, seed: int = 1234) -> list[Problem]:
-    """A test set: "synthetic_id" (1–3 steps, as in training) or "synthetic_ood" (4–5 steps)."""
+    """A test set: "synthetic_id" (1–3 steps, as in training), "synthetic_ood" (4–5 steps) or "synthetic_ood4"
+    (4 steps)."""
     if name not in BENCHMARKS:
         raise ValueError(f"unknown synthetic benchmark {name!r}; choose from {sorted(BENCHMARKS)}")
     return generate(n, seed, steps=BENCHMARKS[name], style="expert", split="test")
