@@ -1,7 +1,9 @@
 """What happened inside each seed of a `sftadapt run` study, as markdown: stage wall times, the rewrite's
 origins, the DART mapper's and direct GRPO's learning curves (first vs second half of the steps), and the
 warmed-up target's own pass rate on the training problems (the rewrite's k self samples per problem: the regime
-the study runs in, as a histogram, and by the number of steps of synthetic problems).
+the study runs in, as a histogram, and by the number of steps of synthetic problems). Where the study chose its
+problems by that rate (the select stage, `task.select_pool`), the selection's own histograms come first: the
+rewrite's samples are drawn afresh, so its histogram is an independent measurement of the chosen problems.
 
     python benchmarks/study_details.py RUN_DIR > details.md
 
@@ -106,8 +108,9 @@ def _self_rates(seed: Path) -> list[tuple[int, int, int | None]]:
     """(correct, samples, steps) per training problem from the rewrite's self shards; steps from the seed's
     expert set where its rows carry them (the synthetic task), else None."""
     steps: dict[str, int] = {}
-    expert = seed / "data" / "expert.jsonl"
-    if expert.exists():
+    for expert in (seed / "data" / "expert.jsonl", seed / "data" / "pool.jsonl"):  # pool: the select stage's
+        if not expert.exists():
+            continue
         for line in expert.read_text().splitlines():
             row = json.loads(line)
             if isinstance(row.get("meta"), dict) and "steps" in row["meta"]:
@@ -133,6 +136,7 @@ def self_pass(names: list[str], seeds: list[Path]) -> list[str]:
         "",
     ]
     for name, s in zip(names, seeds):
+        out += _selection(name, s)
         rates = _self_rates(s)
         if not rates:
             continue
@@ -158,6 +162,26 @@ def self_pass(names: list[str], seeds: list[Path]) -> list[str]:
                 out.append(f"| {st} | {len(rows)} | {mean:.2f} | {once} ({once / len(rows):.0%}) |")
             out.append("")
     return out
+
+
+def _selection(name: str, seed: Path) -> list[str]:
+    """The select stage's record (select/selection.json), where the seed has one."""
+    path = seed / "select" / "selection.json"
+    if not path.exists():
+        return []
+    r = json.loads(path.read_text())
+    low, high = r["band"]
+
+    def hist(h: dict) -> str:
+        return ", ".join(f"{b}: {c}" for b, c in h.items())
+
+    return [
+        f"**{name}, selection** ({r['pool']} candidates, k = {r['k']}, band [{low}, {high}]): pool "
+        f"{hist(r['pool_histogram'])}; {r['in_band']} in the band; chosen {r['chosen']} "
+        f"({hist(r['chosen_histogram'])}; {r['outside_band']} outside the band). The rewrite's samples below "
+        "measure the chosen problems again.",
+        "",
+    ]
 
 
 if __name__ == "__main__":

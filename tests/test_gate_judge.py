@@ -10,12 +10,11 @@ import pytest
 from fakes import BoxedVerifier, FakeEngine
 from test_gate_meta import AISHA, CHEATS, OPEN, OWN, PROBLEMS, ZOE, ScriptedEngine, gate
 
+from sftadapt.adapt.judge import JUDGE_REASONS, judge_verdict
 from sftadapt.adapt.reward import (
     GATE_REASONS,
-    JUDGE_REASONS,
     AlignmentReward,
     RewardConfig,
-    judge_verdict,
     reward_record,
     rollout_gate,
 )

@@ -39,3 +39,25 @@ def test_the_histogram_the_middle_share_and_the_steps_table(tmp_path):
 def test_a_seed_without_a_rewrite_adds_nothing(tmp_path):
     (tmp_path / "seed-0").mkdir()
     assert details.self_pass(["seed 0"], [tmp_path / "seed-0"])[-1] == ""
+
+
+def test_a_selected_seed_shows_the_selection_then_the_fresh_measurement(tmp_path):
+    seed = _seed(tmp_path, correct=[1, 2, 0], steps=[3, 4, 4])
+    (seed / "data" / "expert.jsonl").rename(seed / "data" / "pool.jsonl")  # a selected seed's steps live here
+    (seed / "select").mkdir()
+    record = {
+        "pool": 9,
+        "k": 4,
+        "band": [0.25, 0.5],
+        "in_band": 4,
+        "chosen": 3,
+        "outside_band": 0,
+        "pool_histogram": {"0/4": 3, "1/4": 3, "2/4": 1, "3/4": 1, "4/4": 1},
+        "chosen_histogram": {"0/4": 0, "1/4": 2, "2/4": 1, "3/4": 0, "4/4": 0},
+    }
+    (seed / "select" / "selection.json").write_text(json.dumps(record))
+    text = "\n".join(details.self_pass(["seed 0"], [seed]))
+    assert "(9 candidates, k = 4, band [0.25, 0.5]): pool 0/4: 3, 1/4: 3, 2/4: 1, 3/4: 1, 4/4: 1; 4 in the band" in text
+    assert "chosen 3 (0/4: 0, 1/4: 2, 2/4: 1, 3/4: 0, 4/4: 0; 0 outside the band)" in text
+    assert text.index("selection") < text.index("pass rate in [0.2, 0.6]: 2 (67%)")  # then the rewrite's own
+    assert "| 4 | 2 | 0.25 | 1 (50%) |" in text  # steps read from the pool

@@ -47,11 +47,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from sftadapt.adapt.judge import JUDGE_REASONS, EngineJudge
 from sftadapt.adapt.reward import (
     GATE_REASONS,
-    JUDGE_REASONS,
     AlignmentReward,
-    EngineJudge,
     RewardConfig,
     reason_names,
     reward_record,
