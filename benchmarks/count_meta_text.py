@@ -58,6 +58,8 @@ LABELS = {
 # the samples of one evaluated arm on one benchmark (evaluate.py writes one folder per benchmark in OUT=eval_<arm>)
 EVAL_ATTEMPTS = re.compile(r"eval_(?P<arm>[^/]+)/(?P<benchmark>[^/]+)/attempts\.jsonl")
 EVAL_STAGE = re.compile(r"eval_[^/]+/stage\.json")
+# a seed's expert set: the select stage's where the study chose its problems by pass rate, else the data stage's
+EXPERT_FILES = ("select/expert.jsonl", "data/expert.jsonl")
 
 
 class Seed:
@@ -72,6 +74,9 @@ class Seed:
             return None if data is None else data.decode("utf-8").splitlines()
         path = self.folder / rel
         return path.read_text(encoding="utf-8").splitlines() if path.exists() else None
+
+    def expert_lines(self) -> list[str] | None:
+        return next((lines for lines in map(self.lines, EXPERT_FILES) if lines is not None), None)
 
     def eval_sets(self) -> list[tuple[str, str]]:
         """(arm, benchmark) of every `eval_<arm>/<benchmark>/attempts.jsonl`, arms in the study's table order (an arm
@@ -89,7 +94,7 @@ def seeds(source: Path) -> Iterator[Seed]:
     """The seeds under `source`: an archive, a seed folder (it holds data/expert.jsonl) or a run of seed-<s>/."""
     if source.is_file():
         with tarfile.open(source) as tar:
-            wanted = {"data/expert.jsonl"} | {arms.train_data(s) for s in arms.SOURCE_STAGES}
+            wanted = set(EXPERT_FILES) | {arms.train_data(s) for s in arms.SOURCE_STAGES}
             members = {}
             for member in tar.getmembers():
                 name = member.name.removeprefix("./")
@@ -97,10 +102,10 @@ def seeds(source: Path) -> Iterator[Seed]:
                     members[name] = tar.extractfile(member).read()
         yield Seed(source.name, members=members)
         return
-    if (source / "data" / "expert.jsonl").exists():
+    if _has_expert_set(source):
         yield Seed(source.name, folder=source)
         return
-    found = sorted(d for d in source.glob("seed-*") if (d / "data" / "expert.jsonl").exists())
+    found = sorted(d for d in source.glob("seed-*") if _has_expert_set(d))
     if not found:
         raise SystemExit(
             f"{source}: no data/expert.jsonl here nor in a seed-<s>/ folder: give a seed folder, a run folder "
@@ -110,9 +115,13 @@ def seeds(source: Path) -> Iterator[Seed]:
         yield Seed(d.name, folder=d)
 
 
+def _has_expert_set(folder: Path) -> bool:
+    return any((folder / rel).exists() for rel in EXPERT_FILES)
+
+
 def count(seed: Seed, cfg: RewardConfig, examples: int = 0) -> tuple[list[dict], list[str]]:
     """One row per adapted set of `seed` (sets the seed does not have are left out), and the flagged examples."""
-    expert_lines = seed.lines("data/expert.jsonl")
+    expert_lines = seed.expert_lines()
     if expert_lines is None:
         raise SystemExit(f"{seed.name}: data/expert.jsonl is missing: the expert solutions are the gate's reference")
     experts = {}

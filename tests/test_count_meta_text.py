@@ -164,3 +164,16 @@ def test_the_script_reads_files_only_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", check, str(seed_dir)], capture_output=True, text=True, check=True)
     assert "test answers with meta text, per arm" in out.stdout
     assert out.stdout.rstrip().endswith("heavy: []")
+
+
+def test_a_seed_that_chose_its_problems_is_read_from_the_select_stage_set(tmp_path):
+    seed_dir, _ = _seed(tmp_path)
+    (seed_dir / "select").mkdir()
+    (seed_dir / "data" / "expert.jsonl").rename(seed_dir / "select" / "expert.jsonl")  # data/ holds the pool then
+    (folder,) = count_mod.seeds(tmp_path)  # a run folder with seed-<s>/: found by its select stage's set
+    train = count_mod.count(folder, count_mod.RewardConfig())[0]
+    assert [(r["set"], r["adapted"], r["meta_text"]) for r in train] == [("mapper", 2, 1)]
+    archive = tmp_path / "seed-0.tar.xz"
+    archive_mod.pack(seed_dir, archive)
+    (packed,) = count_mod.seeds(archive)
+    assert "select/expert.jsonl" in packed.members and count_mod.count(packed, count_mod.RewardConfig())[0] == train
