@@ -91,7 +91,8 @@ class Seed:
 
 
 def seeds(source: Path) -> Iterator[Seed]:
-    """The seeds under `source`: an archive, a seed folder (it holds data/expert.jsonl) or a run of seed-<s>/."""
+    """The seeds under `source`: an archive, a seed folder (it holds an expert set, EXPERT_FILES) or a run of
+    seed-<s>/."""
     if source.is_file():
         with tarfile.open(source) as tar:
             wanted = set(EXPERT_FILES) | {arms.train_data(s) for s in arms.SOURCE_STAGES}
@@ -108,7 +109,7 @@ def seeds(source: Path) -> Iterator[Seed]:
     found = sorted(d for d in source.glob("seed-*") if _has_expert_set(d))
     if not found:
         raise SystemExit(
-            f"{source}: no data/expert.jsonl here nor in a seed-<s>/ folder: give a seed folder, a run folder "
+            f"{source}: no {' or '.join(EXPERT_FILES)} here nor in a seed-<s>/ folder: give a seed folder, a run folder "
             "or a .tar.xz made by benchmarks/study_archive.py pack"
         )
     for d in found:
@@ -123,7 +124,9 @@ def count(seed: Seed, cfg: RewardConfig, examples: int = 0) -> tuple[list[dict],
     """One row per adapted set of `seed` (sets the seed does not have are left out), and the flagged examples."""
     expert_lines = seed.expert_lines()
     if expert_lines is None:
-        raise SystemExit(f"{seed.name}: data/expert.jsonl is missing: the expert solutions are the gate's reference")
+        raise SystemExit(
+            f"{seed.name}: {' and '.join(EXPERT_FILES)} are missing: the expert solutions are the gate's reference"
+        )
     experts = {}
     for line in expert_lines:
         if line.strip():

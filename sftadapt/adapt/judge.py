@@ -1,8 +1,8 @@
 """The reasoning judge of DART's gate (optional, off by default; `reward.judge`, the paper's judge of "Patch the
 Distribution Mismatch"): a judge model, run on any engine backend, is shown each rewrite ŷ the rule gate passes
-(adapt/reward.py) — the JUDGE prompt of data/prompts.py: the problem, the gold answer and ŷ, "does it solve the problem with valid steps that
-lead to its final answer, not only state the answer or talk about the task? One word: VALID or INVALID" —
-and answers greedily in at most `max_new_tokens` (8) tokens. Its verdict is the first word of the reply when
+(adapt/reward.py) — the JUDGE prompt of data/prompts.py: the problem, the gold answer and ŷ, "does it solve the
+problem with valid steps that lead to its final answer, not only state the answer or talk about the task? One
+word: VALID or INVALID" — and answers greedily in at most `max_new_tokens` (8) tokens. Its verdict is the first word of the reply when
 that is VALID or INVALID, else the one of the two words the reply holds (`judge_verdict`); ŷ fails with
 `judge_invalid` for INVALID and `judge_unparsed` for a reply with neither word (or both, after another first
 word): a judge that cannot say VALID is no pass. The rules run first, so the judge never sees what they refuse
@@ -73,7 +73,6 @@ class JudgeConfig:
         self.engine.validate()
 
 
-# ---------------------------------------------------------------- the reasoning judge
 _VERDICT_WORD = re.compile(r"\b(invalid|valid)\b", re.IGNORECASE)
 _FIRST_WORD = re.compile(r"[A-Za-z]+")
 

@@ -34,16 +34,16 @@ def choose(
 ) -> tuple[list[str], int]:
     """The `n` ids to train on, in pool order: those whose rate correct/k lies in `band`, then (if too few) the
     nearest to it. Returns (chosen ids in pool order, how many lie outside the band)."""
-    low, high = band
-
-    def distance(pid: str) -> float:
-        rate = correct[pid] / k
-        return max(low - rate, rate - high, 0.0)
-
     order = {pid: i for i, pid in enumerate(ids)}
-    ranked = sorted(ids, key=lambda pid: (distance(pid), order[pid]))[:n]
-    outside = sum(distance(pid) > 0 for pid in ranked)
+    ranked = sorted(ids, key=lambda pid: (band_distance(correct[pid] / k, band), order[pid]))[:n]
+    outside = sum(band_distance(correct[pid] / k, band) > 0 for pid in ranked)
     return sorted(ranked, key=order.__getitem__), outside
+
+
+def band_distance(rate: float, band: Sequence[float]) -> float:
+    """How far `rate` lies outside [low, high] (0 inside it)."""
+    low, high = band
+    return max(low - rate, rate - high, 0.0)
 
 
 def histogram(rates: Sequence[int], k: int) -> dict[str, int]:
@@ -95,7 +95,7 @@ def run_select(task, sampling, pool_path: str, folder, progress: bool = True) ->
     keep = set(chosen)
     write_records(folder / "expert.jsonl", [p for p in pool if p.id in keep])
     low, high = task.select_band
-    in_band = sum(low <= correct[pid] / task.select_k <= high for pid in ids)
+    in_band = sum(band_distance(correct[pid] / task.select_k, task.select_band) == 0 for pid in ids)
     record = {
         "pool": len(pool),
         "sampled": len(ids),

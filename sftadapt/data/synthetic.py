@@ -3,9 +3,10 @@ r"""The embedded default task: arithmetic word problems with verifiable integer 
 What it is. A person starts with some objects and then 1–5 things happen to them: buys/finds/gets more (+),
 gives away/sells/loses/eats some (-), doubles/triples/swaps each for k (×), splits into equal groups/shares
 equally/gives away half (÷, exact division only). Difficulty is the number of steps (operations): training
-data and the in-distribution test use 1–3 steps, the out-of-distribution test 4–5 (`synthetic_ood4`: 4 only). Numbers are small (start and
-added/removed amounts 2–20, factors 2–5, divisors 2–6); every intermediate count stays in 2–999. Names,
-objects, openings, verbs, connectives and questions vary, so a 135M model cannot memorise one template.
+data and the in-distribution test use 1–3 steps, the out-of-distribution test 4–5 (`synthetic_ood4`: 4 only).
+Numbers are small (start and added/removed amounts 2–20, factors 2–5, divisors 2–6); every intermediate count
+stays in 2–999. Names, objects, openings, verbs, connectives and questions vary, so a 135M model cannot memorise
+one template.
 
 Why two solution styles. The study needs a target that already solves the task in a style of its own and an
 expert whose style differs from it by a known, controllable amount (docs/methods.md: the gap that Mind the Gap and DART

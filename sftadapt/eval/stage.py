@@ -34,9 +34,9 @@ class _EvalOptions:
     benchmarks: list[str] = option(
         ["gsm8k", "math500"],
         help="names (gsm8k, math500, aime24, amc23, minerva_math, olympiadbench, math_test, synthetic_id, "
-        "synthetic_ood, synthetic_ood4) or your own as a file / save_to_disk folder / hf:id (read with the field map, reported "
-        "under the file's stem); repeatable or comma-separated, and a file whose name holds a comma is taken "
-        "whole when it exists",
+        "synthetic_ood, synthetic_ood4) or your own as a file / save_to_disk folder / hf:id (read with the field "
+        "map, reported under the file's stem); repeatable or comma-separated, and a file whose name holds a comma "
+        "is taken whole when it exists",
     )
     fields: FieldOptions = fields_option()
     protocol: str = option("quick", help="paper | quick | a YAML file of protocol fields")
