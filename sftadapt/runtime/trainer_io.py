@@ -9,6 +9,7 @@ excepted); a checkpoint of other options is refused, since continuing it would m
 With `force` (the `force` option of train, map train and direct RL, as `--force` is for the sharded stages), a
 checkpoint of other options is not refused but set aside: every `checkpoint-*` and the run's own log and saved
 options move into `checkpoints.old-<time>/` in the same folder (nothing is deleted), and training starts over.
+Under a launcher every rank starts over and the main process alone moves them.
 
 Only a whole checkpoint is resumed (runtime/checkpoint_files.py: `trainer_state.json`, which the Trainer writes
 last, parses, and the weights, optimizer and scheduler files are there and not cut short). `auto` takes the newest
@@ -91,12 +92,16 @@ def resume_checkpoint(
     if found and saved is not None:
         changed = [k for k in options if k not in bookkeeping and saved.get(k) != options[k]]
         if changed and force:
-            aside = set_aside(out, run_files)
-            warnings.warn(
-                f"{out}: checkpoints of a run with other options ({', '.join(changed)} changed) were set "
-                f"aside in {aside.name} (force); training starts over",
-                stacklevel=3,
-            )
+            # every rank of a launch starts over; only the main process moves the folders (N ranks moving the
+            # same ones would race). A rank that looks after the move finds no checkpoint: the same answer,
+            # since set_aside moves the checkpoints before the saved options.
+            if _main_process():
+                aside = set_aside(out, run_files)
+                warnings.warn(
+                    f"{out}: checkpoints of a run with other options ({', '.join(changed)} changed) were set "
+                    f"aside in {aside.name} (force); training starts over",
+                    stacklevel=3,
+                )
             return None
         if changed:
             raise ConfigError(
@@ -119,7 +124,7 @@ def _newest_whole(out: Path, found: list[Path], model_only: bool) -> str | None:
             picked = path
             break
         skipped.append((path, why))
-    if skipped and os.environ.get("RANK", "0") == "0":
+    if skipped and _main_process():
         aside = set_aside(out, checkpoints=[p for p, _ in skipped], what="incomplete checkpoints")
         names = "; ".join(f"{p.name}: {why}" for p, why in skipped)
         then = f"resuming from {picked.name}" if picked else "no whole checkpoint is left, training starts over"
@@ -134,6 +139,11 @@ def _saves_only_model(options: dict[str, Any]) -> bool:
     """Whether the run's pass-through Trainer arguments (`trainer_args`, `trl_args`) set `save_only_model`: its
     checkpoints then hold no optimizer or scheduler, and are whole without them."""
     return any(isinstance(v, dict) and bool(v.get("save_only_model")) for v in options.values())
+
+
+def _main_process() -> bool:
+    """RANK 0 of a launch, or no launcher."""
+    return os.environ.get("RANK", "0") == "0"
 
 
 def set_aside(

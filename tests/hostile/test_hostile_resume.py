@@ -17,6 +17,7 @@ from sftadapt.cli import _guard, app
 from sftadapt.data.records import Example, UnreadableFile, write_records
 from sftadapt.data.store import ShardStore, StoreError, run_sharded, shard_totals
 from sftadapt.runtime.checkpoint_files import incomplete_reason
+from sftadapt.runtime.owned import set_aside_record
 from sftadapt.runtime.trainer_io import read_saved_options, resume_checkpoint
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -159,6 +160,30 @@ def test_with_no_whole_checkpoint_training_starts_over_and_other_ranks_move_noth
     with pytest.warns(UserWarning, match="no whole checkpoint is left, training starts over"):
         assert resume_checkpoint("auto", out, {}, None) is None
     assert not (out / "checkpoint-4").exists() and len(list(out.glob("checkpoints.old-*/checkpoint-4"))) == 1
+
+
+def test_force_under_a_launcher_starts_every_rank_over_and_only_the_main_process_moves(tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    _checkpoint(out / "checkpoint-4", 4)
+    (out / "train_config.json").write_text("{}")
+    monkeypatch.setenv("RANK", "1")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert (
+            resume_checkpoint("auto", out, {"lr": 2}, {"lr": 1}, force=True, run_files=("train_config.json",)) is None
+        )
+    assert (out / "checkpoint-4").is_dir() and not list(out.glob("checkpoints.old-*"))
+    monkeypatch.setenv("RANK", "0")
+    with pytest.warns(UserWarning, match=r"other options \(lr changed\) were set aside .* training starts over"):
+        assert (
+            resume_checkpoint("auto", out, {"lr": 2}, {"lr": 1}, force=True, run_files=("train_config.json",)) is None
+        )
+    (aside,) = out.glob("checkpoints.old-*")
+    assert set_aside_record(aside)["entries"] == ["checkpoint-4", "train_config.json"]
+    assert not (out / "checkpoint-4").exists() and not (out / "train_config.json").exists()
+    # a rank that looks after the move (no checkpoint, no saved options) starts over too
+    monkeypatch.setenv("RANK", "1")
+    assert resume_checkpoint("auto", out, {"lr": 2}, None, force=True, run_files=("train_config.json",)) is None
 
 
 def test_a_named_incomplete_checkpoint_is_refused_with_the_reason(tmp_path):
