@@ -2,8 +2,8 @@
 Distribution Mismatch"): a judge model, run on any engine backend, is shown each rewrite ŷ the rule gate passes
 (adapt/reward.py) — the JUDGE prompt of data/prompts.py: the problem, the gold answer and ŷ, "does it solve the
 problem with valid steps that lead to its final answer, not only state the answer or talk about the task? One
-word: VALID or INVALID" — and answers greedily in at most `max_new_tokens` (8) tokens. Its verdict is the first word of the reply when
-that is VALID or INVALID, else the one of the two words the reply holds (`judge_verdict`); ŷ fails with
+word: VALID or INVALID" — and answers greedily in at most `max_new_tokens` (8) tokens. Its verdict is the first
+word of the reply when that is VALID or INVALID, else the one of the two words the reply holds (`judge_verdict`); ŷ fails with
 `judge_invalid` for INVALID and `judge_unparsed` for a reply with neither word (or both, after another first
 word): a judge that cannot say VALID is no pass. The rules run first, so the judge never sees what they refuse
 and its cost scales with the passing rollouts; the target scores only what both pass. The judge's reply and

@@ -169,9 +169,15 @@ def main(argv: list[str]) -> None:
     cfg = one_line(lambda: build_config(stage.config, spec["config"], spec["stage"]))
     # what the user can fix is one `error:` line, which the parent finds and repeats
     summary = one_line(lambda: stage.run(cfg, progress=spec.get("progress", True), **spec.get("kwargs", {})))
-    if int(os.environ.get("RANK", "0")) == 0:
+    if main_process():
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         write_json(Path(cfg.out) / SUMMARY_FILE, {**summary, "processes": processes})
+
+
+def main_process() -> bool:
+    """Whether this process is RANK 0 of a launch, or runs without a launcher: the one that writes what all
+    ranks share."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 if __name__ == "__main__":

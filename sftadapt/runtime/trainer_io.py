@@ -26,7 +26,6 @@ adapter record, which makes `dtype: auto` load it in fp32 (runtime/models.infere
 
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ from transformers.trainer_callback import PrinterCallback, ProgressCallback
 
 from sftadapt.config import ConfigError
 from sftadapt.runtime.checkpoint_files import incomplete_reason, numbered_checkpoints
+from sftadapt.runtime.launch import main_process
 
 
 class BarOnlyProgress(ProgressCallback):
@@ -95,7 +95,7 @@ def resume_checkpoint(
             # every rank of a launch starts over; only the main process moves the folders (N ranks moving the
             # same ones would race). A rank that looks after the move finds no checkpoint: the same answer,
             # since set_aside moves the checkpoints before the saved options.
-            if _main_process():
+            if main_process():
                 aside = set_aside(out, run_files)
                 warnings.warn(
                     f"{out}: checkpoints of a run with other options ({', '.join(changed)} changed) were set "
@@ -124,7 +124,7 @@ def _newest_whole(out: Path, found: list[Path], model_only: bool) -> str | None:
             picked = path
             break
         skipped.append((path, why))
-    if skipped and _main_process():
+    if skipped and main_process():
         aside = set_aside(out, checkpoints=[p for p, _ in skipped], what="incomplete checkpoints")
         names = "; ".join(f"{p.name}: {why}" for p, why in skipped)
         then = f"resuming from {picked.name}" if picked else "no whole checkpoint is left, training starts over"
@@ -139,11 +139,6 @@ def _saves_only_model(options: dict[str, Any]) -> bool:
     """Whether the run's pass-through Trainer arguments (`trainer_args`, `trl_args`) set `save_only_model`: its
     checkpoints then hold no optimizer or scheduler, and are whole without them."""
     return any(isinstance(v, dict) and bool(v.get("save_only_model")) for v in options.values())
-
-
-def _main_process() -> bool:
-    """RANK 0 of a launch, or no launcher."""
-    return os.environ.get("RANK", "0") == "0"
 
 
 def set_aside(
